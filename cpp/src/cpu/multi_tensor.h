@@ -1,0 +1,110 @@
+#pragma once
+// Multi-tensor apply on the CPU: one call covers every tensor of a parameter
+// list. The tensors are cut into chunks that `at::parallel_for` spreads over the
+// intra-op threads (honouring torch.set_num_threads); each chunk runs a
+// vectorised loop in the type the math needs (float for half and bfloat16).
+
+#include <algorithm>
+#include <array>
+#include <vector>
+
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/cpu/vec/vec.h>
+
+namespace unrollopt::cpu {
+
+struct Chunk {
+  int64_t tensor, begin, end;
+};
+
+// Elements per chunk, and the smallest call worth more than one thread.
+inline constexpr int64_t kChunkSize = 16384;
+inline constexpr int64_t kMinParallelSize = 65536;
+
+inline std::vector<Chunk> make_chunks(at::TensorList tensors) {
+  std::vector<Chunk> chunks;
+  for (int64_t t = 0; t < static_cast<int64_t>(tensors.size()); ++t) {
+    const int64_t n = tensors[t].numel();
+    for (int64_t b = 0; b < n; b += kChunkSize) chunks.push_back({t, b, std::min(n, b + kChunkSize)});
+  }
+  return chunks;
+}
+
+// Runs f(chunk, chunk_index) for every chunk, in parallel for large calls.
+template <class F>
+void for_each_chunk(const std::vector<Chunk>& chunks, const F& f) {
+  at::parallel_for(0, static_cast<int64_t>(chunks.size()), kMinParallelSize / kChunkSize,
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t c = begin; c < end; ++c) f(chunks[c], c);
+                   });
+}
+
+template <class scalar_t>
+using OpVec = at::vec::Vectorized<at::opmath_type<scalar_t>>;
+
+// Loads k <= size() elements (k < size() only at a tail) as opmath vectors;
+// a null pointer reads as zeros.
+template <class scalar_t>
+OpVec<scalar_t> load(const scalar_t* p, int64_t k) {
+  using Vec = OpVec<scalar_t>;
+  using opmath_t = at::opmath_type<scalar_t>;
+  if (p == nullptr) return Vec(opmath_t(0));
+  if constexpr (std::is_same_v<scalar_t, opmath_t>) {
+    return k == Vec::size() ? Vec::loadu(p) : Vec::loadu(p, k);
+  } else {
+    opmath_t buf[Vec::size()] = {};
+    for (int64_t j = 0; j < k; ++j) buf[j] = static_cast<opmath_t>(p[j]);
+    return Vec::loadu(buf);
+  }
+}
+
+template <class scalar_t>
+void store(const OpVec<scalar_t>& x, scalar_t* p, int64_t k) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  if constexpr (std::is_same_v<scalar_t, opmath_t>) {
+    if (k == OpVec<scalar_t>::size()) {
+      x.store(p);
+    } else {
+      x.store(p, k);
+    }
+  } else {
+    opmath_t buf[OpVec<scalar_t>::size()];
+    x.store(buf);
+    for (int64_t j = 0; j < k; ++j) p[j] = static_cast<scalar_t>(buf[j]);
+  }
+}
+
+// out[b][i] = f(in[0][i], ..., in[NIn-1][i])[b] for i in [0, n), a vector at a
+// time. f also gets the number of valid lanes (less than the width at the tail,
+// where the unused lanes hold zeros). Null outputs are not stored.
+template <class scalar_t, size_t NIn, size_t NOut, class F>
+void map_vectorized(const std::array<const scalar_t*, NIn>& in,
+                    const std::array<scalar_t*, NOut>& out, int64_t n, const F& f) {
+  constexpr int64_t W = OpVec<scalar_t>::size();
+  for (int64_t i = 0; i < n; i += W) {
+    const int64_t k = std::min(W, n - i);
+    std::array<OpVec<scalar_t>, NIn> x;
+    for (size_t a = 0; a < NIn; ++a) x[a] = load(in[a] ? in[a] + i : nullptr, k);
+    const std::array<OpVec<scalar_t>, NOut> y = f(x, k);
+    for (size_t b = 0; b < NOut; ++b) {
+      if (out[b]) store(y[b], out[b] + i, k);
+    }
+  }
+}
+
+// Pointer to the start of a chunk of list[chunk.tensor], or null for an empty
+// list or an undefined tensor.
+template <class scalar_t>
+const scalar_t* in_ptr(at::TensorList list, const Chunk& c) {
+  if (list.empty() || !list[c.tensor].defined()) return nullptr;
+  return list[c.tensor].const_data_ptr<scalar_t>() + c.begin;
+}
+template <class scalar_t>
+scalar_t* out_ptr(at::TensorList list, const Chunk& c) {
+  if (list.empty()) return nullptr;
+  return list[c.tensor].mutable_data_ptr<scalar_t>() + c.begin;
+}
+
+}  // namespace unrollopt::cpu

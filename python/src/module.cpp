@@ -1,0 +1,108 @@
+// unrollopt._C: what Python needs from C++ beyond the operators (which load with
+// this module and are called as torch.ops.unrollopt.*): build information, the
+// availability probe, and the C++ functional API, for checking it from Python.
+
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+#include <torch/csrc/autograd/python_variable.h>
+
+#include "checks.h"  // cpp/src: the operators' input checks
+#include "unrollopt/unrollopt.h"
+
+namespace nb = nanobind;
+
+// torch.Tensor <-> at::Tensor by reference, keeping requires_grad and grad_fn
+// (nanobind's DLPack-based ndarray refuses tensors that require grad).
+namespace nanobind::detail {
+template <>
+struct type_caster<at::Tensor> {
+  NB_TYPE_CASTER(at::Tensor, const_name("torch.Tensor"))
+
+  bool from_python(handle src, uint8_t, cleanup_list*) noexcept {
+    if (!THPVariable_Check(src.ptr())) return false;
+    value = THPVariable_Unpack(src.ptr());
+    return true;
+  }
+  static handle from_cpp(const at::Tensor& t, rv_policy, cleanup_list*) noexcept {
+    return THPVariable_Wrap(t);
+  }
+};
+}  // namespace nanobind::detail
+
+namespace {
+using TensorVector = std::vector<at::Tensor>;
+using CppAdamState = std::tuple<TensorVector, TensorVector, at::Tensor>;
+
+unrollopt::Hyperparameter hyper(nb::handle h) {
+  if (THPVariable_Check(h.ptr())) return THPVariable_Unpack(h.ptr());
+  return nb::cast<double>(h);
+}
+}  // namespace
+
+NB_MODULE(_C, m) {
+  m.doc() = "unrollopt's compiled core.";
+  // c10's ValueError and TypeError keep their Python types, as in torch.
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const c10::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
+    } catch (const c10::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what_without_backtrace());
+    } catch (const c10::Error& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
+    }
+  });
+  m.def("version", &unrollopt::version, "The C++ library's version.");
+  m.def(
+      "accelerated_op_available",
+      [](const std::string& device) {
+        return unrollopt::accelerated_op_available(c10::Device(device));
+      },
+      nb::arg("device"), "Whether the fused operators can run on this device (a string).");
+
+  m.def(
+      "check_parameter_lists",
+      [](const std::string& op, const TensorVector& grads, const TensorVector& mus,
+         const TensorVector& nus, const TensorVector& params) {
+        unrollopt::check_parameter_lists(op.c_str(), grads, {{"mus", mus}, {"nus", nus}},
+                                         params);
+      },
+      nb::arg("op"), nb::arg("grads"), nb::arg("mus"), nb::arg("nus"), nb::arg("params"),
+      "The fused operators' input checks, shared by the plain-PyTorch path.");
+
+  // The C++ API's unrollopt::Adam, state as (mu, nu, count).
+  nb::class_<unrollopt::Adam>(m, "CppAdam")
+      .def(
+          "__init__",
+          [](unrollopt::Adam* self, nb::handle lr, nb::handle beta1, nb::handle beta2,
+             double eps, double eps_root, nb::handle weight_decay, bool maximize,
+             bool moment_requires_grad) {
+            new (self) unrollopt::Adam({hyper(lr), hyper(beta1), hyper(beta2), eps, eps_root,
+                                        hyper(weight_decay), maximize, moment_requires_grad});
+          },
+          nb::arg("lr"), nb::arg("beta1"), nb::arg("beta2"), nb::arg("eps"),
+          nb::arg("eps_root"), nb::arg("weight_decay"), nb::arg("maximize"),
+          nb::arg("moment_requires_grad"))
+      .def("init",
+           [](const unrollopt::Adam& self, const TensorVector& params) {
+             auto s = self.init(params);
+             return CppAdamState{s.mu, s.nu, s.count};
+           })
+      .def(
+          "update",
+          [](const unrollopt::Adam& self, const TensorVector& grads, const CppAdamState& state,
+             const TensorVector& params) {
+            auto [updates, next] = self.update(
+                grads, {std::get<0>(state), std::get<1>(state), std::get<2>(state)}, params);
+            return std::make_pair(updates, CppAdamState{next.mu, next.nu, next.count});
+          },
+          nb::arg("grads"), nb::arg("state"), nb::arg("params") = TensorVector{});
+  m.def("apply_updates", [](const TensorVector& params, const TensorVector& updates) {
+    return unrollopt::apply_updates(params, updates);
+  });
+}

@@ -1,0 +1,42 @@
+"""unrollopt: differentiable optimizer steps for PyTorch.
+
+Functional optimizers (``unrollopt.adam``) are differentiable ``(init, update)``
+pairs over pytrees of tensors; ``unrollopt.Adam`` is a ``torch.optim``
+optimizer. ``use_accelerated_op=True`` runs fused C++ operators
+(``torch.ops.unrollopt.*``) with exact hand-written backward passes.
+"""
+
+import os as _os
+
+import torch as _torch  # the extension links against torch's libraries
+
+from unrollopt._build_info import TORCH_VERSION as _BUILT_WITH_TORCH
+from unrollopt._build_info import VERSION as __version__
+
+if _torch.__version__ != _BUILT_WITH_TORCH:
+    raise ImportError(
+        f"unrollopt {__version__} was built against torch {_BUILT_WITH_TORCH}, but torch "
+        f"{_torch.__version__} is installed. Rebuild it against the installed torch: "
+        "pip install --no-build-isolation --no-deps --force-reinstall <unrollopt source>"
+    )
+
+from unrollopt import _C  # noqa: E402  (loads the operators)
+from unrollopt.accelerated import accelerated_op_available  # noqa: E402
+from unrollopt.alias import ScaleByAdamState, adam  # noqa: E402
+from unrollopt.base import GradientTransformation  # noqa: E402
+from unrollopt.optim import Adam  # noqa: E402
+from unrollopt.update import apply_updates  # noqa: E402
+
+#: For C++ programs: pass to CMake as CMAKE_PREFIX_PATH (with torch's) to
+#: find_package(unrollopt) from this installation.
+cmake_prefix_path = _os.path.join(_os.path.dirname(_C.__file__), "share", "cmake")
+
+__all__ = [
+    "Adam",
+    "GradientTransformation",
+    "ScaleByAdamState",
+    "accelerated_op_available",
+    "adam",
+    "apply_updates",
+    "cmake_prefix_path",
+]

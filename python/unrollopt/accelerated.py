@@ -1,0 +1,41 @@
+"""Whether the fused operators can run on a device."""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Union
+
+import torch
+
+from unrollopt import _C
+
+__all__ = ["accelerated_op_available"]
+
+Device = Union[torch.device, str, int]
+
+
+def accelerated_op_available(devices: Optional[Union[Device, Iterable[Device]]] = None) -> bool:
+    """Whether ``use_accelerated_op=True`` can run on every device given.
+
+    ``devices`` is a ``torch.device``, a string (``"cpu"``, ``"cuda:0"``), an
+    int (a CUDA device index), or an iterable of these; ``None`` means the CPU.
+    Returns False, never raises, for anything it cannot use (an unknown device
+    string, a GPU that is absent, an empty iterable).
+    """
+    try:
+        if devices is None:
+            devices = [torch.device("cpu")]
+        elif isinstance(devices, (torch.device, str, int)):
+            devices = [devices]
+        devices = list(devices)
+        if not devices:
+            return False
+        for device in devices:
+            if isinstance(device, bool):
+                return False
+            if isinstance(device, int):
+                device = torch.device("cuda", device)
+            if not _C.accelerated_op_available(str(torch.device(device))):
+                return False
+        return True
+    except Exception:
+        return False

@@ -1,0 +1,49 @@
+"""The optimizer interface: a pure ``(init, update)`` pair, as in optax."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Protocol
+
+import torch
+
+#: A pytree of tensors: a tensor, or tuples, lists, dicts (and named tuples) of
+#: pytrees. ``None`` leaves stand for parameters without a gradient.
+Params = Any
+Updates = Any
+OptState = Any
+
+__all__ = ["GradientTransformation", "Params", "Updates", "OptState", "UpdateFn"]
+
+
+class UpdateFn(Protocol):
+    def __call__(
+        self,
+        updates: Updates,
+        state: OptState,
+        *,
+        params: Params | None = None,
+        inplace: bool = True,
+    ) -> tuple[Updates, OptState]: ...
+
+
+class GradientTransformation(NamedTuple):
+    """An optimizer as two pure functions.
+
+    ``init(params) -> state`` makes the initial state for a pytree of parameters.
+    ``update(updates, state, *, params=None, inplace=True) -> (updates, state)``
+    turns gradients into updates (to add to the parameters with
+    :func:`unrollopt.apply_updates`).
+
+    ``inplace=False`` computes new tensors and is differentiable: use it inside
+    an unrolled inner loop whose gradients were taken with
+    ``create_graph=True``. ``inplace=True`` reuses the gradient and state buffers
+    (a plain, faster optimizer step) and raises if a tensor it would overwrite
+    is needed for a gradient.
+    """
+
+    init: Callable[[Params], OptState]
+    update: UpdateFn
+
+
+def is_tensor(x: object) -> bool:
+    return isinstance(x, torch.Tensor)
