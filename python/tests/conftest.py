@@ -1,0 +1,120 @@
+"""Shared helpers for the unrollopt test suite.
+
+Every reference here is written independently of the library, in plain float64
+PyTorch, following the textbook statement of Adam (Kingma and Ba, 2015) with
+torch.optim.Adam's L2 weight decay and ``maximize`` and optax's ``eps_root``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import unrollopt
+
+F64 = torch.float64
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(g: torch.Generator, *shape, dtype=F64, requires_grad=False) -> torch.Tensor:
+    t = torch.randn(*shape, generator=g, dtype=F64).to(dtype)
+    return t.requires_grad_(requires_grad)
+
+
+def rand_pos(g: torch.Generator, *shape, dtype=F64, low=0.1) -> torch.Tensor:
+    """Strictly positive values (for second moments)."""
+    return (torch.rand(*shape, generator=g, dtype=F64) + low).to(dtype)
+
+
+def ref_adam_step(g, m, v, p, t, *, lr, b1, b2, eps, eps_root=0.0, wd=0.0, maximize=False):
+    """Textbook Adam step (out of place, differentiable): returns (update, m, v).
+
+    ``t`` is the step number, counting from 1. ``p`` may be None when wd is 0.
+    """
+    if maximize:
+        g = -g
+    if p is not None and not (isinstance(wd, float) and wd == 0.0):
+        g = g + wd * p
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g**2
+    m_hat = m / (1 - b1**t)
+    v_hat = v / (1 - b2**t)
+    u = -lr * m_hat / (torch.sqrt(v_hat + eps_root) + eps)
+    return u, m, v
+
+
+def assert_close(actual, expected, rtol, atol=0.0, msg=""):
+    """allclose on every leaf, with a readable error."""
+    if isinstance(actual, (list, tuple)):
+        assert isinstance(expected, (list, tuple)) and len(actual) == len(expected), msg
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_close(a, e, rtol, atol, f"{msg}[{i}]")
+        return
+    if isinstance(actual, dict):
+        assert isinstance(expected, dict) and actual.keys() == expected.keys(), msg
+        for k in actual:
+            assert_close(actual[k], expected[k], rtol, atol, f"{msg}[{k!r}]")
+        return
+    if actual is None or expected is None:
+        assert actual is None and expected is None, msg
+        return
+    torch.testing.assert_close(
+        actual.detach(), expected.detach().to(actual.dtype), rtol=rtol, atol=atol, msg=lambda m: f"{msg}: {m}",
+        equal_nan=False,
+    )
+
+
+def max_rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().to(F64), b.detach().to(F64)
+    scale = b.abs().max().item()
+    return (a - b).abs().max().item() / (scale if scale > 0 else 1.0)
+
+
+def snapshot(tree):
+    """Deep copy of every tensor leaf of a pytree (with the version counters)."""
+    leaves, spec = torch.utils._pytree.tree_flatten(tree)
+    return [None if t is None else (t.detach().clone(), t._version) for t in leaves]
+
+
+def assert_unchanged(tree, snap):
+    leaves, _ = torch.utils._pytree.tree_flatten(tree)
+    assert len(leaves) == len(snap)
+    for t, s in zip(leaves, snap):
+        if t is None:
+            assert s is None
+            continue
+        clone, version = s
+        assert torch.equal(t.detach(), clone) or (
+            torch.isnan(clone).any() and torch.equal(t.detach().nan_to_num(), clone.nan_to_num())
+        ), "a tensor was modified by a call that raised"
+        assert t._version == version, "a tensor was written to by a call that raised"
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "fused"])
+def fused(request) -> bool:
+    return request.param
+
+
+def is_finite(t: torch.Tensor) -> bool:
+    return bool(torch.isfinite(t).all())
+
+
+__all__ = [
+    "F64",
+    "assert_close",
+    "assert_unchanged",
+    "gen",
+    "is_finite",
+    "math",
+    "max_rel_err",
+    "rand_pos",
+    "randn",
+    "ref_adam_step",
+    "snapshot",
+    "unrollopt",
+]
