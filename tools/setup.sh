@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for unrollopt: a virtual environment with torch and the
+# build tools, and unrollopt built from this checkout and installed into it.
+#   tools/setup.sh [--with-tests]
+# --with-tests also installs GoogleTest (Debian's libgtest-dev) and pytest and
+# builds the C++ tests. Environment: UNROLLOPT_VENV (default .venv),
+# UNROLLOPT_TORCH (default torch==2.13.0, the CPU build).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${UNROLLOPT_VENV:-$root/.venv}
+torch_spec=${UNROLLOPT_TORCH:-torch==2.13.0}
+with_tests=OFF
+[[ "${1:-}" == "--with-tests" ]] && with_tests=ON
+
+if [[ $with_tests == ON ]] && ! dpkg -s libgtest-dev >/dev/null 2>&1; then
+  sudo_cmd=""
+  [[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd apt-get install -y -qq libgtest-dev >/dev/null
+fi
+
+[[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+packages=("$torch_spec" nanobind scikit-build-core ninja numpy)
+[[ $with_tests == ON ]] && packages+=(pytest)
+"$venv/bin/pip" install -q --disable-pip-version-check "${packages[@]}"
+
+# No build isolation: the extension must be built against the torch installed
+# above, never one resolved from the registry. One build folder per venv.
+PATH="$venv/bin:$PATH" "$venv/bin/pip" install -q --disable-pip-version-check \
+  --no-build-isolation --no-deps --force-reinstall "$root" \
+  -Cbuild-dir="$root/build/$(basename "$venv")" \
+  -Ccmake.define.UNROLLOPT_BUILD_TESTS=$with_tests
+echo "unrollopt installed into $venv"
