@@ -19,6 +19,7 @@ at::Tensor constant(const at::Tensor& like, double v) {
   return at::scalar_tensor(v, like.options());
 }
 at::Tensor sqrt(const at::Tensor& x) { return x.sqrt(); }
+at::Tensor reciprocal(const at::Tensor& x) { return x.reciprocal(); }
 at::Tensor pow(const at::Tensor& x, const at::Tensor& y) { return x.pow(y); }
 at::Tensor where_zero(const at::Tensor& x, double a, const at::Tensor& b) {
   return b.where(x != 0, at::Scalar(a));

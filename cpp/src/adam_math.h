@@ -19,8 +19,8 @@ template <class S>
 struct AdamCoef {
   S sign, beta1, one_minus_beta1, beta2, one_minus_beta2, weight_decay, eps;
   S step_size;     // -lr / bc1, bc1 = 1 - beta1^t
-  S sqrt_bc2;      // sqrt(bc2), bc2 = 1 - beta2^t
-  S eps_root_bc2;  // eps_root * bc2: sqrt(nu' + eps_root_bc2) / sqrt_bc2 = sqrt(nu'/bc2 + eps_root)
+  S inv_sqrt_bc2;  // 1 / sqrt(bc2), bc2 = 1 - beta2^t
+  S eps_root_bc2;  // eps_root * bc2: sqrt(nu' + eps_root_bc2) / sqrt(bc2) = sqrt(nu'/bc2 + eps_root)
   // Backward only.
   S half_inv_bc2;  // d sqrt(nu'/bc2 + eps_root) / d nu' = half_inv_bc2 / s
   S neg_inv_bc1;   // d u / d lr = neg_inv_bc1 * r
@@ -32,7 +32,7 @@ struct AdamCoef {
   AdamCoef<T> map(F&& f) const {
     return {f(sign),     f(beta1),        f(one_minus_beta1), f(beta2),
             f(one_minus_beta2), f(weight_decay), f(eps),   f(step_size),
-            f(sqrt_bc2), f(eps_root_bc2), f(half_inv_bc2), f(neg_inv_bc1),
+            f(inv_sqrt_bc2), f(eps_root_bc2), f(half_inv_bc2), f(neg_inv_bc1),
             f(dbeta1_bc), f(dbeta2_bc)};
   }
 };
@@ -52,7 +52,7 @@ AdamCoef<S> adam_coef(const S& lr, const S& beta1, const S& beta2, const S& weig
       weight_decay,
       math::constant(lr, eps),
       /*step_size=*/-lr / bc1,
-      math::sqrt(bc2),
+      /*inv_sqrt_bc2=*/1 / math::sqrt(bc2),
       /*eps_root_bc2=*/eps_root * bc2,
       /*half_inv_bc2=*/0.5 / bc2,
       /*neg_inv_bc1=*/-1 / bc1,
@@ -67,11 +67,11 @@ struct AdamOut {
 };
 
 template <class V, class C>
-AdamOut<V> adam_forward(const V& g, const V& mu, const V& nu, const V& p, const C& c) {
+UNROLLOPT_INLINE AdamOut<V> adam_forward(const V& g, const V& mu, const V& nu, const V& p, const C& c) {
   const V gp = c.sign * g + c.weight_decay * p;
   const V mu1 = c.beta1 * mu + c.one_minus_beta1 * gp;
   const V nu1 = c.beta2 * nu + c.one_minus_beta2 * (gp * gp);
-  const V d = math::sqrt(nu1 + c.eps_root_bc2) / c.sqrt_bc2 + c.eps;
+  const V d = math::sqrt(nu1 + c.eps_root_bc2) * c.inv_sqrt_bc2 + c.eps;
   return {c.step_size * (mu1 / d), mu1, nu1};
 }
 
@@ -84,20 +84,20 @@ struct AdamVjp {
 };
 
 template <class V, class C>
-AdamVjp<V> adam_vjp(const V& gu, const V& gmu, const V& gnu, const V& g, const V& mu,
+UNROLLOPT_INLINE AdamVjp<V> adam_vjp(const V& gu, const V& gmu, const V& gnu, const V& g, const V& mu,
                     const V& nu, const V& p, const C& c) {
   const V gp = c.sign * g + c.weight_decay * p;
   const V mu1 = c.beta1 * mu + c.one_minus_beta1 * gp;
   const V nu1 = c.beta2 * nu + c.one_minus_beta2 * (gp * gp);
-  const V s = math::sqrt(nu1 + c.eps_root_bc2) / c.sqrt_bc2;
-  const V d = s + c.eps;
-  const V r = mu1 / d;
+  const V s = math::sqrt(nu1 + c.eps_root_bc2) * c.inv_sqrt_bc2;
+  const V inv_d = math::reciprocal(s + c.eps);
+  const V r = mu1 * inv_d;
   const V u = c.step_size * r;
   // s = 0 only where nu' = 0 and eps_root = 0; the terms divided by s are
   // masked there, and dividing by 1 instead keeps their own derivatives finite.
   const V s_safe = math::where_zero(s, 1.0, s);
-  const V gu_u_over_sd = gu * u / (s_safe * d);
-  const V gmu1 = gmu + gu * c.step_size / d;
+  const V gu_u_over_sd = gu * u * inv_d / s_safe;
+  const V gmu1 = gmu + gu * c.step_size * inv_d;
   const V gnu1 = gnu - math::where_zero(mu1, 0.0, gu_u_over_sd * c.half_inv_bc2);
   const V ggp = c.one_minus_beta1 * gmu1 + c.one_minus_beta2 * (gp + gp) * gnu1;
   return {

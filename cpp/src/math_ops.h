@@ -9,11 +9,19 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/vec.h>
 
+// The element-wise math must inline into the kernels' vector loops.
+#if defined(__GNUC__) || defined(__clang__)
+#define UNROLLOPT_INLINE inline __attribute__((always_inline))
+#else
+#define UNROLLOPT_INLINE inline
+#endif
+
 namespace unrollopt::math {
 
 // A constant of the same kind as `like`.
 inline double constant(double /*like*/, double v) { return v; }
 inline double sqrt(double x) { return std::sqrt(x); }
+inline double reciprocal(double x) { return 1 / x; }
 inline double pow(double x, double y) { return std::pow(x, y); }
 // where(x == 0, a, b)
 inline double where_zero(double x, double a, double b) { return x == 0 ? a : b; }
@@ -21,6 +29,10 @@ inline double where_zero(double x, double a, double b) { return x == 0 ? a : b; 
 template <class T>
 at::vec::Vectorized<T> sqrt(const at::vec::Vectorized<T>& x) {
   return x.sqrt();
+}
+template <class T>
+at::vec::Vectorized<T> reciprocal(const at::vec::Vectorized<T>& x) {
+  return x.reciprocal();
 }
 template <class T>
 at::vec::Vectorized<T> where_zero(const at::vec::Vectorized<T>& x, double a,
@@ -32,6 +44,7 @@ at::vec::Vectorized<T> where_zero(const at::vec::Vectorized<T>& x, double a,
 // Defined in composite.cpp, the only place that does arithmetic on tensors.
 at::Tensor constant(const at::Tensor& like, double v);
 at::Tensor sqrt(const at::Tensor& x);
+at::Tensor reciprocal(const at::Tensor& x);
 at::Tensor pow(const at::Tensor& x, const at::Tensor& y);
 at::Tensor where_zero(const at::Tensor& x, double a, const at::Tensor& b);
 

@@ -57,23 +57,27 @@ void adam_backward_kernel(at::TensorList grad_update, at::TensorList grad_mu, at
       const auto coef = vector_coef<scalar_t>(hp);
       const Vec zero(0);
       std::array<Vec, 4> sums{zero, zero, zero, zero};
-      map_vectorized<scalar_t, 7, 4>(
-          {in_ptr<scalar_t>(grad_update, c), in_ptr<scalar_t>(grad_mu, c),
-           in_ptr<scalar_t>(grad_nu, c), in_ptr<scalar_t>(in.grads, c),
-           in_ptr<scalar_t>(in.mus, c), in_ptr<scalar_t>(in.nus, c),
-           in_ptr<scalar_t>(in.params, c)},
-          {out_ptr<scalar_t>(grad_grads_out, c), out_ptr<scalar_t>(grad_mus_out, c),
-           out_ptr<scalar_t>(grad_nus_out, c), out_ptr<scalar_t>(grad_params_out, c)},
-          c.end - c.begin, [&](const auto& x, int64_t k) {
-            const auto r = unrollopt::adam_vjp(x[0], x[1], x[2], x[3], x[4], x[5], x[6], coef);
-            if (hyper_grad) {
-              // Lanes past the tail hold zeros, whose terms need not vanish.
-              const std::array terms{r.lr, r.beta1, r.beta2, r.weight_decay};
-              for (size_t h = 0; h < 4; ++h) sums[h] += Vec::set(zero, terms[h], k);
-            }
-            return std::array{r.g, r.mu, r.nu, r.p};
-          });
+      // Hyperparameter terms are compiled out unless asked for.
+      const auto run = [&](auto with_hyper) {
+        map_vectorized<scalar_t, 7, 4>(
+            {in_ptr<scalar_t>(grad_update, c), in_ptr<scalar_t>(grad_mu, c),
+             in_ptr<scalar_t>(grad_nu, c), in_ptr<scalar_t>(in.grads, c),
+             in_ptr<scalar_t>(in.mus, c), in_ptr<scalar_t>(in.nus, c),
+             in_ptr<scalar_t>(in.params, c)},
+            {out_ptr<scalar_t>(grad_grads_out, c), out_ptr<scalar_t>(grad_mus_out, c),
+             out_ptr<scalar_t>(grad_nus_out, c), out_ptr<scalar_t>(grad_params_out, c)},
+            c.end - c.begin, [&](const auto& x, int64_t k) {
+              const auto r = unrollopt::adam_vjp(x[0], x[1], x[2], x[3], x[4], x[5], x[6], coef);
+              if constexpr (decltype(with_hyper)::value) {
+                // Lanes past the tail hold zeros, whose terms need not vanish.
+                const std::array terms{r.lr, r.beta1, r.beta2, r.weight_decay};
+                for (size_t h = 0; h < 4; ++h) sums[h] += Vec::set(zero, terms[h], k);
+              }
+              return std::array{r.g, r.mu, r.nu, r.p};
+            });
+      };
       if (hyper_grad) {
+        run(std::true_type{});
         for (size_t h = 0; h < 4; ++h) {
           at::opmath_type<scalar_t> lanes[Vec::size()];
           sums[h].store(lanes);
@@ -81,6 +85,8 @@ void adam_backward_kernel(at::TensorList grad_update, at::TensorList grad_mu, at
           for (auto lane : lanes) total += lane;
           partial[index][h] = total;
         }
+      } else {
+        run(std::false_type{});
       }
     });
   });
