@@ -141,18 +141,10 @@ void check_cotangents(const c10::List<std::optional<at::Tensor>>& list, const ch
 AdamBackwardOutputs adam_backward_outputs(const AdamArgs& a, std::array<bool, 8> mask) {
   TORCH_CHECK_VALUE(!mask[3] || !a.params.empty(),
                     "unrollopt.adam_backward: the gradient of params needs params");
-  AdamBackwardOutputs out;
-  const at::Tensor* hyper[4] = {&a.lr, &a.beta1, &a.beta2, &a.weight_decay};
-  TensorVector* lists[4] = {&std::get<0>(out), &std::get<1>(out), &std::get<2>(out),
-                            &std::get<3>(out)};
-  for (int i = 0; i < 4; ++i) {
-    if (mask[i]) *lists[i] = empty_like_all(a.grads);
-  }
-  std::get<4>(out) = at::empty({}, hyper[0]->options());
-  std::get<5>(out) = at::empty({}, hyper[1]->options());
-  std::get<6>(out) = at::empty({}, hyper[2]->options());
-  std::get<7>(out) = at::empty({}, hyper[3]->options());
-  return out;
+  const auto lists = [&](int i) { return mask[i] ? empty_like_all(a.grads) : TensorVector{}; };
+  const auto scalar = [](const at::Tensor& like) { return at::empty({}, like.options()); };
+  return {lists(0),     lists(1),        lists(2),        lists(3),
+          scalar(a.lr), scalar(a.beta1), scalar(a.beta2), scalar(a.weight_decay)};
 }
 
 // Checks the inputs and allocates the outputs; the CPU kernel starts here too.

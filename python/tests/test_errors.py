@@ -1,0 +1,301 @@
+"""Bad input: the right exception type and message, raised before anything is
+modified; NaN and inf propagate without crashing."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from conftest import F64, assert_unchanged, gen, is_finite, rand_pos, randn, snapshot, unrollopt
+
+OPS = torch.ops.unrollopt
+
+BAD_HYPERPARAMETERS = [
+    ("lr", dict(lr=-0.1)),
+    ("lr", dict(lr=float("nan"))),
+    ("lr", dict(lr=torch.tensor(-1.0))),
+    ("betas[0]", dict(betas=(1.0, 0.999))),
+    ("betas[0]", dict(betas=(-0.1, 0.999))),
+    ("betas[1]", dict(betas=(0.9, 1.0))),
+    ("betas[1]", dict(betas=(0.9, torch.tensor(1.5, dtype=F64)))),
+    ("eps", dict(eps=-1e-8)),
+    ("eps_root", dict(eps_root=-1e-6)),
+    ("weight_decay", dict(weight_decay=-0.01)),
+    ("weight_decay", dict(weight_decay=torch.tensor(-0.01))),
+]
+
+
+@pytest.mark.parametrize("name,kwargs", BAD_HYPERPARAMETERS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BAD_HYPERPARAMETERS)])
+@pytest.mark.parametrize("api", ["adam", "Adam"])
+def test_bad_hyperparameter_value(api, name, kwargs):
+    with pytest.raises(ValueError, match=re.escape(name)):
+        if api == "adam":
+            unrollopt.adam(**kwargs)
+        else:
+            unrollopt.Adam([torch.zeros(2, requires_grad=True)], **kwargs)
+
+
+@pytest.mark.parametrize("api", ["adam", "Adam"])
+def test_bad_hyperparameter_type(api):
+    make = (lambda **kw: unrollopt.adam(**kw)) if api == "adam" else (
+        lambda **kw: unrollopt.Adam([torch.zeros(2, requires_grad=True)], **kw)
+    )
+    with pytest.raises(TypeError, match="lr"):
+        make(lr=torch.tensor(1))  # integer tensor
+    with pytest.raises(TypeError, match="lr"):
+        make(lr="0.1")
+    with pytest.raises(TypeError, match="weight_decay"):
+        make(weight_decay=True)
+    with pytest.raises(ValueError, match="lr"):
+        make(lr=torch.tensor([0.1]))  # not 0-d
+    with pytest.raises(ValueError, match="betas"):
+        make(betas=(0.9,))
+
+
+def test_boundary_hyperparameters_are_accepted():
+    unrollopt.adam(lr=0.0, betas=(0.0, 0.0), eps=0.0, eps_root=0.0, weight_decay=0.0)
+    unrollopt.Adam([torch.zeros(1, requires_grad=True)], lr=0.0, betas=(0.0, 0.0), eps=0.0)
+
+
+def test_cpp_api_bad_hyperparameters():
+    base = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, eps_root=0.0, weight_decay=0.0, maximize=False, moment_requires_grad=False)
+    for name, bad in [("lr", -1.0), ("beta1", 1.0), ("beta2", -0.5), ("eps", -1.0), ("eps_root", -1.0), ("weight_decay", -1.0)]:
+        with pytest.raises(ValueError, match=name):
+            unrollopt._C.CppAdam(**{**base, name: bad})
+
+
+# --- bad tensors ------------------------------------------------------------------
+
+
+def setup_state(fused, *, wd=0.0, n=2, dtype=F64):
+    g = gen(0)
+    params = [randn(g, 4, dtype=dtype), randn(g, 3, dtype=dtype)][:n]
+    opt = unrollopt.adam(lr=0.1, weight_decay=wd, use_accelerated_op=fused)
+    state = opt.init(params)
+    # Non-trivial state.
+    state = unrollopt.ScaleByAdamState(
+        mu=[randn(g, *p.shape, dtype=dtype) for p in params],
+        nu=[rand_pos(g, *p.shape, dtype=dtype) for p in params],
+        count=torch.tensor(3),
+    )
+    return opt, params, state
+
+
+@pytest.mark.parametrize("where", ["grads", "params"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.complex64])
+def test_non_floating_tensors_raise_type_error(fused, where, dtype):
+    opt, params, state = setup_state(fused, wd=0.1)
+    grads = [randn(gen(1), 4), randn(gen(2), 3)]
+    if where == "grads":
+        grads[1] = torch.ones(3, dtype=dtype)
+    else:
+        params = [params[0], torch.ones(3, dtype=dtype)]
+    snap = snapshot((params, state, grads))
+    for inplace in (False, True):
+        with pytest.raises(TypeError, match=r"dtype"):
+            opt.update(grads, state, params=params, inplace=inplace)
+        assert_unchanged((params, state, grads), snap)
+
+
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+def test_non_tensor_leaves_raise_type_error(fused, inplace):
+    """A number where a tensor belongs: TypeError naming the leaf, on both paths
+    and in both modes. (Currently only the plain out-of-place path does this: the
+    fused out-of-place path raises the dispatcher's RuntimeError "Expected a
+    value of type 'List[Tensor]'", and both in-place paths raise AttributeError
+    "'float' object has no attribute 'requires_grad'" from the in-place check.)"""
+    opt, params, state = setup_state(fused)
+    grads = [randn(gen(1), 4), 1.5]
+    snap = snapshot((params, state))
+    with pytest.raises(TypeError, match=r"grads\[1\] must be a tensor"):
+        opt.update(grads, state, inplace=inplace)
+    assert_unchanged((params, state), snap)
+
+
+MISMATCHES = {
+    "structure-tuple": (lambda gs: tuple(gs), ValueError),
+    "structure-length": (lambda gs: gs[:1], ValueError),
+    "structure-dict": (lambda gs: {"a": gs[0], "b": gs[1]}, ValueError),
+    "shape": (lambda gs: [gs[0], torch.ones(2, 2, dtype=F64)], ValueError),
+    "shape-numel-equal": (lambda gs: [gs[0], torch.ones(3, 1, dtype=F64)], ValueError),
+    "dtype": (lambda gs: [gs[0], gs[1].float()], TypeError),
+    "device": (lambda gs: [gs[0], gs[1].to("meta")], ValueError),
+}
+
+
+@pytest.mark.parametrize("kind", list(MISMATCHES))
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+def test_mismatched_grads_raise_before_modifying(fused, kind, inplace):
+    opt, params, state = setup_state(fused, wd=0.1)
+    grads = [randn(gen(1), 4), randn(gen(2), 3)]
+    bad, exc = MISMATCHES[kind]
+    bad_grads = bad(grads)
+    snap = snapshot((params, state, grads))
+    with pytest.raises(exc):
+        opt.update(bad_grads, state, params=params, inplace=inplace)
+    assert_unchanged((params, state, grads), snap)
+
+
+@pytest.mark.parametrize("kind", ["shape", "dtype", "structure-length"])
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+def test_mismatched_params_or_state_raise_before_modifying(fused, kind, inplace):
+    opt, params, state = setup_state(fused, wd=0.1)
+    grads = [randn(gen(1), 4), randn(gen(2), 3)]
+    bad, exc = MISMATCHES[kind]
+    snap = snapshot((params, state, grads))
+    with pytest.raises(exc):
+        opt.update(grads, state, params=bad(params), inplace=inplace)
+    bad_state = state._replace(nu=bad(state.nu))
+    with pytest.raises(exc):
+        opt.update(grads, bad_state, params=params, inplace=inplace)
+    assert_unchanged((params, state, grads), snap)
+    assert int(state.count) == 3
+
+
+def test_other_update_errors(fused):
+    opt, params, state = setup_state(fused, wd=0.1)
+    grads = [randn(gen(1), 4), randn(gen(2), 3)]
+    snap = snapshot((params, state, grads))
+    with pytest.raises(ValueError, match="params"):
+        opt.update(grads, state)  # weight decay needs params
+    with pytest.raises(TypeError, match="ScaleByAdamState"):
+        opt.update(grads, (state.mu, state.nu, state.count), params=params)
+    with pytest.raises(ValueError, match="None"):
+        opt.update(grads, state._replace(mu=[state.mu[0], None]), params=params)
+    with pytest.raises(ValueError, match="None"):
+        opt.update(grads, state, params=[params[0], None])
+    assert_unchanged((params, state, grads), snap)
+
+
+def test_adam_step_errors_do_not_modify_anything(fused):
+    """Adam.step validates every group before it updates any (e.g. after a user or
+    a scheduler wrote a bad value into param_groups). Currently group 0 is
+    stepped (parameters and state written) before group 1's lr is checked."""
+    g = gen(3)
+    a = randn(g, 3, requires_grad=True)
+    b = randn(g, 2, requires_grad=True)
+    opt = unrollopt.Adam([{"params": [a]}, {"params": [b]}], lr=0.1, use_accelerated_op=fused)
+    a.grad = randn(g, 3)
+    b.grad = randn(g, 2)
+    opt.param_groups[1]["lr"] = -1.0
+    snap = snapshot((a, b))
+    with pytest.raises(ValueError, match="lr"):
+        opt.step()
+    assert_unchanged((a, b), snap)
+    assert len(opt.state[a]) == 0 and len(opt.state[b]) == 0
+
+
+# --- in place inside a differentiable loop ---------------------------------------
+
+
+def test_inplace_update_in_differentiable_context(fused):
+    g = gen(4)
+    w = randn(g, 5, requires_grad=True)
+    opt = unrollopt.adam(lr=0.1, use_accelerated_op=fused)
+    state = opt.init((w,))
+    grads = torch.autograd.grad((w**3).sum(), (w,), create_graph=True)
+    snap = snapshot((w, state))
+    with pytest.raises(RuntimeError, match=re.escape("inplace=False")):
+        opt.update(grads, state)
+    assert_unchanged((w, state), snap)
+    # moment_requires_grad: the state requires grad.
+    opt2 = unrollopt.adam(lr=0.1, moment_requires_grad=True, use_accelerated_op=fused)
+    with pytest.raises(RuntimeError, match=re.escape("inplace=False")):
+        opt2.update((torch.ones(5, dtype=F64),), opt2.init((w,)))
+    # A tensor hyperparameter that requires grad.
+    lr = torch.tensor(0.1, dtype=F64, requires_grad=True)
+    opt3 = unrollopt.adam(lr=lr, use_accelerated_op=fused)
+    with pytest.raises(RuntimeError, match=re.escape("inplace=False")):
+        opt3.update((torch.ones(5, dtype=F64),), opt3.init((w,)))
+    # Under no_grad the in-place step is allowed.
+    with torch.no_grad():
+        u, s = opt3.update((torch.ones(5, dtype=F64),), opt3.init((w,)))
+    assert torch.allclose(u[0], torch.full((5,), -0.1, dtype=F64))
+
+
+def test_apply_updates_inplace_in_differentiable_context():
+    g = gen(5)
+    w = randn(g, 5, requires_grad=True)
+    u = randn(g, 5, requires_grad=True) * 1.0  # requires grad, non-leaf
+    snap = snapshot((w,))
+    with pytest.raises(RuntimeError, match=re.escape("inplace=False")):
+        unrollopt.apply_updates((w,), (u,))
+    assert_unchanged((w,), snap)
+    nonleaf = w * 2
+    with pytest.raises(RuntimeError, match=re.escape("inplace=False")):
+        unrollopt.apply_updates((nonleaf,), (torch.ones(5, dtype=F64),))
+    with pytest.raises(ValueError, match="structure"):
+        unrollopt.apply_updates((w,), [u])
+    with pytest.raises(TypeError):
+        unrollopt.apply_updates((w,), (1.0,))
+
+
+def test_inplace_op_refuses_inputs_that_require_grad():
+    g = gen(6)
+    grads = [randn(g, 3, requires_grad=True)]
+    mus = [torch.zeros(3, dtype=F64)]
+    nus = [torch.zeros(3, dtype=F64)]
+    h = [torch.tensor(x, dtype=F64) for x in (0.1, 0.9, 0.999, 0.0)]
+    with pytest.raises(RuntimeError, match="inplace=False"):
+        OPS.adam_([], grads, mus, nus, torch.tensor(1), *h, 1e-8, 0.0, False, False)
+    assert torch.equal(mus[0], torch.zeros(3, dtype=F64))
+
+
+def test_op_input_checks():
+    g = [randn(gen(7), 3), randn(gen(8), 2)]
+    h = [torch.tensor(x, dtype=F64) for x in (0.1, 0.9, 0.999, 0.0)]
+    step = torch.tensor(1)
+    with pytest.raises(ValueError, match="mus has 1 tensors"):
+        OPS.adam(g, g[:1], g, [], step, *h, 1e-8, 0.0, False)
+    with pytest.raises(ValueError, match="params has 1 tensors"):
+        OPS.adam(g, g, g, g[:1], step, *h, 1e-8, 0.0, False)
+    with pytest.raises(ValueError, match="lr must be a 0-d tensor"):
+        OPS.adam(g, g, g, [], step, torch.ones(1, dtype=F64), *h[1:], 1e-8, 0.0, False)
+    with pytest.raises(TypeError, match="beta1 must be a floating-point"):
+        OPS.adam(g, g, g, [], step, h[0], torch.tensor(0), *h[2:], 1e-8, 0.0, False)
+    with pytest.raises(ValueError, match="update_params=True needs params"):
+        OPS.adam_([], [t.clone() for t in g], [t.clone() for t in g], [t.clone() for t in g], step, *h, 1e-8, 0.0, False, True)
+    with pytest.raises(ValueError, match="grad_updates has 1 entries"):
+        OPS.adam_backward([g[0]], [None, None], [None, None], g, g, g, g, step, *h, 1e-8, 0.0, False, [True] * 8)
+
+
+# --- NaN and inf propagate ---------------------------------------------------------
+
+
+def test_nan_and_inf_gradients_propagate(fused):
+    opt = unrollopt.adam(lr=0.1, use_accelerated_op=fused)
+    params = [torch.zeros(4, dtype=F64)]
+    state = opt.init(params)
+    grads = [torch.tensor([float("nan"), float("inf"), -float("inf"), 1.0], dtype=F64)]
+    u, s = opt.update(grads, state, inplace=False)
+    assert torch.isnan(u[0][0]) and torch.isnan(s.mu[0][0]) and torch.isnan(s.nu[0][0])
+    assert torch.isinf(s.mu[0][1]) and s.mu[0][2] < 0 and torch.isinf(s.nu[0][1])
+    assert torch.isnan(u[0][1]) and torch.isnan(u[0][2])  # inf / inf
+    assert torch.allclose(u[0][3], torch.tensor(-0.1, dtype=F64))  # other elements unaffected
+    # In place too, and the next step keeps going.
+    u2, s2 = opt.update([grads[0].clone()], state, inplace=True)
+    assert torch.isnan(u2[0][:3]).all() and is_finite(u2[0][3])
+    u3, _ = opt.update([torch.ones(4, dtype=F64)], s2, inplace=False)
+    assert torch.isnan(u3[0][:3]).all() and is_finite(u3[0][3])
+
+
+def test_nan_propagates_through_meta_gradient(fused):
+    w0 = torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
+    opt = unrollopt.adam(lr=0.1, eps=1e-3, use_accelerated_op=fused)
+    params = (w0,)
+    state = opt.init(params)
+    nan_scale = torch.tensor([float("nan"), 1.0], dtype=F64)
+    grads = torch.autograd.grad((params[0] ** 2 * nan_scale).sum(), params, create_graph=True)
+    updates, state = opt.update(grads, state, inplace=False)
+    params = unrollopt.apply_updates(params, updates, inplace=False)
+    (mg,) = torch.autograd.grad(params[0].sum(), (w0,))
+    assert torch.isnan(mg[0]) and is_finite(mg[1])
+
+
+def test_nan_gradient_in_torch_optimizer(fused):
+    p = torch.zeros(3, dtype=F64, requires_grad=True)
+    opt = unrollopt.Adam([p], lr=0.1, use_accelerated_op=fused)
+    p.grad = torch.tensor([float("nan"), 1.0, float("inf")], dtype=F64)
+    opt.step()
+    assert torch.isnan(p[0]) and torch.isnan(p[2]) and p[1].item() == pytest.approx(-0.1)
