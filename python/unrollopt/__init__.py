@@ -24,8 +24,16 @@ from unrollopt import _C  # noqa: E402  (loads the operators)
 from unrollopt.accelerated import accelerated_op_available  # noqa: E402
 from unrollopt.alias import ScaleByAdamState, adam  # noqa: E402
 from unrollopt.base import GradientTransformation  # noqa: E402
+from unrollopt.meta import MetaAdam, MetaOptimizer  # noqa: E402
 from unrollopt.optim import Adam  # noqa: E402
 from unrollopt.update import apply_updates  # noqa: E402
+from unrollopt.utils import (  # noqa: E402
+    ModuleState,
+    extract_state_dict,
+    module_clone,
+    recover_state_dict,
+    stop_gradient,
+)
 
 #: For C++ programs: pass to CMake as CMAKE_PREFIX_PATH (with torch's) to
 #: find_package(unrollopt) from this installation.
@@ -34,9 +42,16 @@ cmake_prefix_path = _os.path.join(_os.path.dirname(_C.__file__), "share", "cmake
 __all__ = [
     "Adam",
     "GradientTransformation",
+    "MetaAdam",
+    "MetaOptimizer",
+    "ModuleState",
     "ScaleByAdamState",
     "accelerated_op_available",
     "adam",
     "apply_updates",
     "cmake_prefix_path",
+    "extract_state_dict",
+    "module_clone",
+    "recover_state_dict",
+    "stop_gradient",
 ]

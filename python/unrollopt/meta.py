@@ -1,0 +1,148 @@
+"""Differentiable object-oriented optimizers for ``nn.Module``s: ``step(loss)``
+takes an inner step whose result stays in the autograd graph."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from unrollopt import alias
+from unrollopt._hyperparameters import Hyperparameter
+from unrollopt.base import GradientTransformation, OptState
+from unrollopt.update import apply_updates
+
+__all__ = ["MetaOptimizer", "MetaAdam"]
+
+
+class _Slot(NamedTuple):
+    """Where a parameter lives: ``module._parameters[name]``."""
+
+    module: nn.Module
+    name: str
+
+    def get(self) -> torch.Tensor:
+        return self.module._parameters[self.name]
+
+    def set(self, value: torch.Tensor) -> None:
+        # Bypasses nn.Module.__setattr__, which accepts only nn.Parameter: the
+        # new value is the (non-leaf) result of a differentiable step.
+        self.module._parameters[self.name] = value
+
+
+def _parameter_slots(module: nn.Module) -> list[_Slot]:
+    slots, seen = [], set()
+    for submodule in module.modules():
+        for name, p in submodule._parameters.items():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                slots.append(_Slot(submodule, name))
+    return slots
+
+
+class MetaOptimizer:
+    """Wraps a functional optimizer (a :class:`GradientTransformation`) into a
+    differentiable optimizer over a module's parameters.
+
+    ``step(loss)`` takes the gradients of ``loss`` with respect to the module's
+    current parameters (with ``create_graph=True``), updates out of place, and
+    puts the new tensors into the module, so its next forward uses them and
+    gradients flow back through every step taken. Buffers are not touched;
+    parameters that ``loss`` does not use keep their value.
+
+    Args:
+        module: the module whose parameters are optimized.
+        impl: the functional optimizer, e.g. ``unrollopt.sgd(lr=1.0)``.
+        first_order: if True, the inner gradients are taken without
+            ``create_graph`` (same forward values, no second-order terms).
+    """
+
+    def __init__(self, module: nn.Module, impl: GradientTransformation, *, first_order: bool = False) -> None:
+        if not isinstance(impl, GradientTransformation):
+            raise TypeError(f"impl must be a GradientTransformation, got {type(impl).__name__}")
+        self.impl = impl
+        self.first_order = bool(first_order)
+        self.param_groups: list[list[_Slot]] = []
+        self.state_groups: list[OptState] = []
+        self.add_param_group(module)
+
+    def add_param_group(self, module: nn.Module) -> None:
+        """Adds the parameters of ``module`` as a new group, with its own state."""
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"expected an nn.Module, got {type(module).__name__}")
+        slots = _parameter_slots(module)
+        if not slots:
+            raise ValueError(f"{type(module).__name__} has no parameters to optimize")
+        self.param_groups.append(slots)
+        self.state_groups.append(self.impl.init(tuple(s.get() for s in slots)))
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Takes one differentiable step down ``loss``."""
+        if not isinstance(loss, torch.Tensor):
+            raise TypeError(f"loss must be a tensor, got {type(loss).__name__}")
+        if loss.numel() != 1:
+            raise ValueError(f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
+        params = [s.get() for group in self.param_groups for s in group]
+        if not loss.requires_grad or not any(p.requires_grad for p in params):
+            raise ValueError("loss does not depend on the parameters being optimized")
+        grads = torch.autograd.grad(
+            loss,
+            [p for p in params if p.requires_grad],
+            create_graph=not self.first_order,
+            allow_unused=True,
+        )
+        grads_iter = iter(grads)
+        all_grads = [next(grads_iter) if p.requires_grad else None for p in params]
+        if all(g is None for g in all_grads):
+            raise ValueError("loss does not depend on the parameters being optimized")
+        start = 0
+        new_states = []
+        new_params: list[torch.Tensor] = []
+        for slots, state in zip(self.param_groups, self.state_groups):
+            group_params = tuple(params[start : start + len(slots)])
+            group_grads = tuple(all_grads[start : start + len(slots)])
+            start += len(slots)
+            updates, state = self.impl.update(group_grads, state, params=group_params, inplace=False)
+            new_params += apply_updates(group_params, updates, inplace=False)
+            new_states.append(state)
+        # Only now, with every group computed, is anything replaced.
+        self.state_groups = new_states
+        for slot, p in zip((s for group in self.param_groups for s in group), new_params):
+            slot.set(p)
+
+    def state_dict(self) -> tuple[OptState, ...]:
+        """The optimizer state of each group (tensors by reference)."""
+        return tuple(self.state_groups)
+
+    def load_state_dict(self, state_dict: tuple[OptState, ...]) -> None:
+        if len(state_dict) != len(self.param_groups):
+            raise ValueError(
+                f"state_dict has {len(state_dict)} groups but the optimizer has {len(self.param_groups)}"
+            )
+        self.state_groups = list(state_dict)
+
+
+class MetaAdam(MetaOptimizer):
+    """:class:`MetaOptimizer` with :func:`unrollopt.adam` (same arguments)."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        lr: Hyperparameter = 1e-3,
+        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Hyperparameter = 0.0,
+        *,
+        eps_root: float = 0.0,
+        moment_requires_grad: bool = False,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+        first_order: bool = False,
+    ) -> None:
+        impl = alias.adam(
+            lr, betas, eps, weight_decay, eps_root=eps_root, moment_requires_grad=moment_requires_grad,
+            maximize=maximize, use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        super().__init__(module, impl, first_order=first_order)
+
