@@ -40,9 +40,8 @@ Adam::Adam(AdamOptions options) : options_(std::move(options)) {
 AdamState Adam::init(at::TensorList params) const {
   AdamState state;
   for (const auto& p : params) {
-    const auto options = p.options().requires_grad(options_.moment_requires_grad);
-    state.mu.push_back(at::zeros_like(p, options));
-    state.nu.push_back(at::zeros_like(p, options));
+    state.mu.push_back(at::zeros_like(p).requires_grad_(options_.moment_requires_grad));
+    state.nu.push_back(at::zeros_like(p).requires_grad_(options_.moment_requires_grad));
   }
   state.count = at::zeros({}, at::TensorOptions().dtype(at::kLong));
   return state;

@@ -58,8 +58,10 @@ ops::AdamBackwardResult adam_backward_composite(
     at::TensorList nus, at::TensorList params, const at::Tensor& step, const at::Tensor& lr,
     const at::Tensor& beta1, const at::Tensor& beta2, const at::Tensor& weight_decay,
     double eps, double eps_root, bool maximize, std::array<bool, 8> mask) {
-  const auto coef =
-      adam_coef<at::Tensor>(lr, beta1, beta2, weight_decay, step, eps, eps_root, maximize);
+  // Coefficients in float64 whatever the hyperparameters' dtype, as in the kernel.
+  const auto f64 = [](const at::Tensor& t) { return t.to(at::kDouble); };
+  const auto coef = adam_coef<at::Tensor>(f64(lr), f64(beta1), f64(beta2), f64(weight_decay),
+                                          step, eps, eps_root, maximize);
   ops::AdamBackwardResult out;
   auto& [grad_g, grad_m, grad_v, grad_p, grad_lr, grad_b1, grad_b2, grad_wd] = out;
   at::Tensor sums[4] = {lr.new_zeros({}, at::kDouble), lr.new_zeros({}, at::kDouble),

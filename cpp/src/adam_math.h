@@ -93,9 +93,10 @@ UNROLLOPT_INLINE AdamVjp<V> adam_vjp(const V& gu, const V& gmu, const V& gnu, co
   const V inv_d = math::reciprocal(s + c.eps);
   const V r = mu1 * inv_d;
   const V u = c.step_size * r;
-  // s = 0 only where nu' = 0 and eps_root = 0; the terms divided by s are
-  // masked there, and dividing by 1 instead keeps their own derivatives finite.
-  const V s_safe = math::where_zero(s, 1.0, s);
+  // Where mu' = 0, u does not depend on nu' and the terms divided by s are
+  // masked; dividing by 1 there keeps their own derivatives finite when s = 0.
+  // (Where s = 0 but mu' != 0 the derivative is truly infinite.)
+  const V s_safe = math::where_zero(mu1, 1.0, s);
   const V gu_u_over_sd = gu * u * inv_d / s_safe;
   const V gmu1 = gmu + gu * c.step_size * inv_d;
   const V gnu1 = gnu - math::where_zero(mu1, 0.0, gu_u_over_sd * c.half_inv_bc2);

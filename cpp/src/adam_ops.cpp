@@ -97,6 +97,13 @@ void check_adam_inplace(const AdamArgs& a, bool update_params) {
   check_adam(a, "adam_");
   TORCH_CHECK_VALUE(!update_params || !a.params.empty(),
                     "unrollopt.adam_: update_params=True needs params (got an empty list)");
+  if (update_params) {
+    check_writable("adam_", "params", a.params);
+  } else {
+    check_writable("adam_", "grads", a.grads);
+  }
+  check_writable("adam_", "mus", a.mus);
+  check_writable("adam_", "nus", a.nus);
 }
 
 void adam_inplace_meta(at::TensorList params, at::TensorList grads, at::TensorList mus,

@@ -2,6 +2,7 @@
 
 #include <string_view>
 
+#include <ATen/MemoryOverlap.h>
 #include <c10/util/Exception.h>
 
 namespace unrollopt {
@@ -47,6 +48,16 @@ void check_parameter_lists(
                     ": params has ", params.size(), " tensors but grads has ", grads.size(),
                     " (pass one per grad, or none)");
   for (size_t i = 0; i < params.size(); ++i) check_like(op, "params", i, params[i], grads[i]);
+}
+
+void check_writable(const char* op, const char* name, at::TensorList list) {
+  for (size_t i = 0; i < list.size(); ++i) {
+    TORCH_CHECK_VALUE(at::has_internal_overlap(list[i]) != at::MemOverlap::Yes, "unrollopt.", op,
+                      ": ", name, "[", i,
+                      "] cannot be written in place: some of its elements share memory (e.g. "
+                      "an expanded tensor). Pass a tensor with its own storage (.clone()), or "
+                      "update out of place.");
+  }
 }
 
 void check_hyperparameter(const char* op, const char* name, const at::Tensor& t) {

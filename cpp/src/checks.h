@@ -22,6 +22,10 @@ void check_parameter_lists(
 void check_like(const char* op, const char* name, size_t i, const at::Tensor& t,
                 const at::Tensor& ref);
 
+// Every tensor of `list` (argument `name`) can be written in place: no element
+// shares memory with another (as in an expanded tensor).
+void check_writable(const char* op, const char* name, at::TensorList list);
+
 // A hyperparameter: a 0-d floating-point tensor (or integral, for `step`).
 void check_hyperparameter(const char* op, const char* name, const at::Tensor& t);
 

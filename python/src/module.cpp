@@ -75,6 +75,14 @@ NB_MODULE(_C, m) {
       nb::arg("op"), nb::arg("grads"), nb::arg("mus"), nb::arg("nus"), nb::arg("params"),
       "The fused operators' input checks, shared by the plain-PyTorch path.");
 
+  m.def(
+      "check_writable",
+      [](const std::string& op, const std::string& name, const TensorVector& tensors) {
+        unrollopt::check_writable(op.c_str(), name.c_str(), tensors);
+      },
+      nb::arg("op"), nb::arg("name"), nb::arg("tensors"),
+      "Raises ValueError if a tensor cannot be written in place (overlapping memory).");
+
   // The C++ API's unrollopt::Adam, state as (mu, nu, count).
   nb::class_<unrollopt::Adam>(m, "CppAdam")
       .def(

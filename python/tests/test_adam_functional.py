@@ -431,3 +431,23 @@ def test_apply_updates():
     ref = p.detach() + u
     unrollopt.apply_updates([p], [u])
     assert torch.equal(p.detach(), ref) and p.is_leaf
+
+
+@pytest.mark.parametrize("hyper_dtype", [F64, torch.float32])
+def test_second_order_path_agrees_with_first_order_path(hyper_dtype):
+    """The fused op's backward runs the fused kernel normally and, when the
+    backward itself must be differentiable (create_graph=True), the same math on
+    tensors. Both must give the same first-order values. With float64 tensors
+    and float32 0-d hyperparameters they should agree to float64 rounding, as
+    the forward computes the bias corrections (and eps) in float64 whatever the
+    dtypes. (Currently the differentiable form computes the coefficients in the
+    hyperparameters' dtype, float32, so the meta-gradient changes by ~1e-7
+    relative when create_graph=True is passed.)"""
+    pb = make_problem(4)
+    lr, b1, b2 = (torch.tensor(x, dtype=hyper_dtype, requires_grad=True) for x in (0.05, 0.8, 0.95))
+    opt = unrollopt.adam(lr=lr, betas=(b1, b2), eps=1e-3, use_accelerated_op=True)
+    wrt = (pb["w0"], pb["b0"], pb["meta_w"])
+    loss, _, _ = unrolled_unrollopt(pb, opt)
+    first = torch.autograd.grad(loss, wrt, retain_graph=True)
+    second = torch.autograd.grad(loss, wrt, create_graph=True)
+    assert_rel(second, first, 1e-13, "meta-gradient with create_graph=True")

@@ -299,3 +299,26 @@ def test_nan_gradient_in_torch_optimizer(fused):
     p.grad = torch.tensor([float("nan"), 1.0, float("inf")], dtype=F64)
     opt.step()
     assert torch.isnan(p[0]) and torch.isnan(p[2]) and p[1].item() == pytest.approx(-0.1)
+
+
+# --- in-place steps with gradients that cannot hold the updates --------------------
+
+
+def test_inplace_update_with_expanded_gradient(fused):
+    """torch.autograd.grad of a sum returns an expanded gradient (stride 0, one
+    memory location for every element), which the in-place step cannot write
+    its updates into: update(inplace=True) must raise a ValueError saying so
+    before it modifies anything."""
+    x = torch.tensor([0.5, -1.0, 2.0, 3.0], dtype=F64, requires_grad=True)
+    (g,) = torch.autograd.grad(x.sum(), x)
+    assert g.stride() == (0,)  # what autograd returns for a sum
+    opt = unrollopt.adam(lr=0.1, use_accelerated_op=fused)
+    state = opt.init((x,))
+    snap = snapshot(state)
+    with torch.no_grad(), pytest.raises(ValueError, match="cannot be written in place"):
+        opt.update((g,), state)
+    assert_unchanged(state, snap)
+    # Out of place the same gradient is fine.
+    updates, new_state = opt.update((g,), state, inplace=False)
+    expected, _ = opt.update((g.clone(),), opt.init((x,)), inplace=False)
+    assert torch.equal(updates[0], expected[0]) and int(new_state.count) == 1

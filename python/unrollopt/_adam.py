@@ -66,13 +66,23 @@ def check_inplace_allowed(what: str, *lists: Tensors, hp: Optional[AdamHyperpara
         )
 
 
-def check_lists(op: str, grads: Tensors, mus: Tensors, nus: Tensors, params: Tensors) -> None:
-    """The operator's own checks (dtype, shape, device, counts), for both paths."""
+def check_tensors(op: str, grads: Tensors, mus: Tensors, nus: Tensors, params: Tensors) -> None:
+    """TypeError for anything in the lists that is not a tensor."""
     for name, ts in (("grads", grads), ("mus", mus), ("nus", nus), ("params", params)):
         for i, t in enumerate(ts):
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"unrollopt.{op}: {name}[{i}] must be a tensor, got {type(t).__name__}")
+
+
+def check_lists(
+    op: str, grads: Tensors, mus: Tensors, nus: Tensors, params: Tensors, *, written: dict[str, Tensors]
+) -> None:
+    """The fused operator's own checks (dtype, shape, device, counts, and that the
+    tensors it overwrites can be written), for the plain path."""
+    check_tensors(op, grads, mus, nus, params)
     _C.check_parameter_lists(op, list(grads), list(mus), list(nus), list(params))
+    for name, ts in written.items():
+        _C.check_writable(op, name, list(ts))
 
 
 def step(
@@ -95,6 +105,7 @@ def step(
     overwritten lists. ``params`` may be empty when weight decay is 0.
     """
     if fused:
+        check_tensors("adam", grads, mus, nus, params)  # the operator's own checks do the rest
         lr, beta1, beta2, weight_decay = hp.tensors
         if inplace:
             torch.ops.unrollopt.adam_(
@@ -107,7 +118,11 @@ def step(
             hp.eps, hp.eps_root, hp.maximize,
         )  # fmt: skip
 
-    check_lists("adam", grads, mus, nus, params)
+    written = {}
+    if inplace:
+        written = {"params": params} if update_params else {"grads": grads}
+        written.update(mus=mus, nus=nus)
+    check_lists("adam", grads, mus, nus, params, written=written)
     t = count.to(torch.float64)
     bc1 = 1 - hp.beta1**t
     bc2 = 1 - hp.beta2**t

@@ -111,6 +111,7 @@ def adam(
         m = [mus[i] for i in live]
         v = [nus[i] for i in live]
         p = [ps[i] for i in live] if ps is not None else []
+        _adam.check_tensors("update", g, m, v, p)
         if inplace:
             _adam.check_inplace_allowed("update", g, m, v, p, hp=hp)
         count = state.count + 1

@@ -60,11 +60,15 @@ class Adam(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            hp = _adam.AdamHyperparameters.checked(
+        # Every group's hyperparameters are checked before any group is stepped.
+        hps = [
+            _adam.AdamHyperparameters.checked(
                 group["lr"], group["betas"], group["eps"], group["weight_decay"],
                 group["eps_root"], group["maximize"],
             )  # fmt: skip
+            for group in self.param_groups
+        ]
+        for group, hp in zip(self.param_groups, hps):
             # One call per step count (all parameters of a group share it unless
             # some had no gradient in earlier steps).
             by_step: dict[float, list[torch.Tensor]] = defaultdict(list)

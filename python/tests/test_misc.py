@@ -1,0 +1,286 @@
+"""accelerated_op_available, the C++ API through unrollopt._C, the two CPU
+kernel variants, and thread-count independence."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import F64, gen, max_rel_err, rand_pos, randn, unrollopt
+
+# --- accelerated_op_available -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "devices", [None, "cpu", torch.device("cpu"), ["cpu"], ("cpu", torch.device("cpu")), iter(["cpu"])],
+    ids=["None", "str", "device", "list", "tuple", "iterator"],
+)
+def test_accelerated_op_available_on_cpu(devices):
+    assert unrollopt.accelerated_op_available(devices) is True
+
+
+@pytest.mark.parametrize(
+    "devices",
+    ["not-a-device", [], True, False, object(), 1.5, "meta", b"cpu", ["cpu", "not-a-device"], -1],
+    ids=["garbage", "empty", "True", "False", "object", "float", "meta", "bytes", "cpu+garbage", "int-1"],
+)
+def test_accelerated_op_not_available(devices):
+    assert unrollopt.accelerated_op_available(devices) is False
+
+
+@pytest.mark.parametrize("devices", ["cuda", "cuda:0", 0, 3, ["cpu", "cuda"], torch.device("cuda", 1)],
+                         ids=["cuda", "cuda:0", "int0", "int3", "cpu+cuda", "device-cuda1"])
+def test_accelerated_op_not_available_without_cuda(devices):
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    assert unrollopt.accelerated_op_available(devices) is False
+
+
+# --- the C++ API ---------------------------------------------------------------------
+
+
+def cpp_and_python(seed, *, wd, maximize, tensor_hyper):
+    g = gen(seed)
+    x = randn(g, 5, 3)
+    y = randn(g, 5)
+    w0 = randn(g, 3, requires_grad=True)
+    b0 = randn(g, 1, requires_grad=True)
+    if tensor_hyper:
+        lr, b1, b2, wdt = (torch.tensor(v, dtype=F64, requires_grad=True) for v in (0.05, 0.85, 0.99, wd))
+    else:
+        lr, b1, b2, wdt = 0.05, 0.85, 0.99, wd
+
+    def loss_of(p):
+        return ((x @ p[0] + p[1] - y) ** 4).mean()
+
+    def run(cpp):
+        if cpp:
+            opt = unrollopt._C.CppAdam(
+                lr=lr, beta1=b1, beta2=b2, eps=1e-6, eps_root=1e-7, weight_decay=wdt,
+                maximize=maximize, moment_requires_grad=False,
+            )  # fmt: skip
+            params = [w0, b0]
+            state = opt.init(params)
+            assert isinstance(state, tuple) and len(state) == 3 and int(state[2]) == 0
+        else:
+            opt = unrollopt.adam(
+                lr=lr, betas=(b1, b2), eps=1e-6, eps_root=1e-7, weight_decay=wdt,
+                maximize=maximize, use_accelerated_op=True,
+            )  # fmt: skip
+            params = [w0, b0]
+            state = opt.init(params)
+        for _ in range(3):
+            grads = list(torch.autograd.grad(loss_of(params), params, create_graph=True))
+            if cpp:
+                updates, state = opt.update(grads, state, params)
+                assert all(u.grad_fn is not None for u in updates)  # grad_fn kept through the binding
+                params = unrollopt._C.apply_updates(params, updates)
+            else:
+                updates, state = opt.update(grads, state, params=params, inplace=False)
+                params = unrollopt.apply_updates(params, updates, inplace=False)
+        outer = (params[0] ** 2).sum() + params[1].sum()
+        wrt = [w0, b0] + ([lr, b1, b2, wdt] if tensor_hyper else [])
+        mu = state[0] if cpp else state.mu
+        count = state[2] if cpp else state.count
+        return [p.detach() for p in params], [m.detach() for m in mu], int(count), torch.autograd.grad(outer, wrt)
+
+    return run(True), run(False)
+
+
+@pytest.mark.parametrize("wd,maximize", [(0.0, False), (0.02, True)])
+@pytest.mark.parametrize("tensor_hyper", [False, True])
+def test_cpp_api_matches_python(wd, maximize, tensor_hyper):
+    cpp, py = cpp_and_python(3, wd=wd, maximize=maximize, tensor_hyper=tensor_hyper)
+    assert cpp[2] == py[2] == 3
+    for a, b in zip(cpp[0] + cpp[1], py[0] + py[1]):
+        assert torch.equal(a, b)
+    for a, b in zip(cpp[3], py[3]):
+        assert torch.isfinite(a).all() and a.abs().max() > 0
+        assert max_rel_err(a, b) <= 1e-13
+
+
+def test_cpp_api_moment_requires_grad():
+    """AdamOptions::moment_requires_grad: init() makes moments that require grad,
+    and gradients w.r.t. them equal the Python API's. (Currently init() throws:
+    unrollopt::Adam::init passes requires_grad inside the TensorOptions of
+    at::zeros_like, which ATen refuses.)"""
+    w0 = torch.tensor([0.5, -1.5, 2.0], dtype=F64, requires_grad=True)
+    opt = unrollopt._C.CppAdam(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-3, eps_root=0.0, weight_decay=0.0, maximize=False, moment_requires_grad=True)
+    mu, nu, count = opt.init([w0])
+    assert mu[0].requires_grad and nu[0].requires_grad and count.dtype == torch.int64
+    grads = list(torch.autograd.grad((w0**3).sum(), [w0], create_graph=True))
+    updates, _ = opt.update(grads, (mu, nu, count))
+    got = torch.autograd.grad(updates[0].sum(), [mu[0], nu[0]])
+
+    py = unrollopt.adam(lr=0.1, eps=1e-3, moment_requires_grad=True, use_accelerated_op=True)
+    state = py.init([w0])
+    u, _ = py.update(grads, state, inplace=False)
+    exp = torch.autograd.grad(u[0].sum(), [state.mu[0], state.nu[0]])
+    for a, b in zip(got, exp):
+        assert torch.equal(a, b)
+
+
+def test_cpp_api_errors():
+    opt = unrollopt._C.CppAdam(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, eps_root=0.0, weight_decay=0.1, maximize=False, moment_requires_grad=False)
+    mu, nu, count = opt.init([torch.ones(2, dtype=F64)])
+    with pytest.raises(ValueError, match="params"):
+        opt.update([torch.ones(2, dtype=F64)], (mu, nu, count))  # weight decay needs params
+    with pytest.raises(ValueError, match="shape"):
+        opt.update([torch.ones(3, dtype=F64)], (mu, nu, count), [torch.ones(3, dtype=F64)])
+    with pytest.raises(TypeError, match="dtype"):
+        opt.update([torch.ones(2)], (mu, nu, count), [torch.ones(2)])
+    with pytest.raises(ValueError, match="2 params but 1 updates"):
+        unrollopt._C.apply_updates([torch.ones(1), torch.ones(1)], [torch.ones(1)])
+
+
+# --- the two CPU kernel variants ---------------------------------------------------
+
+SUBPROCESS_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch, unrollopt
+    torch.set_num_threads(1)
+    d = torch.load(sys.argv[1])
+    out = {}
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        g, m, v, p = ([t.to(dtype) for t in d[k]] for k in ("g", "m", "v", "p"))
+        u, m2, v2 = torch.ops.unrollopt.adam(g, m, v, p, d["step"], *d["hyper"], 1e-6, 1e-8, False)
+        out[str(dtype)] = (u, m2, v2)
+    gb = torch.ops.unrollopt.adam_backward(d["cu"], d["cm"], d["cv"], d["g"], d["m"], d["v"], d["p"],
+        d["step"], *d["hyper"], 1e-6, 1e-8, False, [True] * 8)
+    out["backward"] = gb
+    torch.save(out, sys.argv[2])
+    """
+)
+
+
+def kernel_inputs():
+    g = gen(11)
+    sizes = [1, 7, 1000, 20001]
+    return dict(
+        g=[randn(g, n) for n in sizes],
+        m=[randn(g, n) for n in sizes],
+        v=[rand_pos(g, n) for n in sizes],
+        p=[randn(g, n) for n in sizes],
+        cu=[randn(g, n) for n in sizes],
+        cm=[randn(g, n) for n in sizes],
+        cv=[randn(g, n) for n in sizes],
+        step=torch.tensor(5),
+        hyper=[torch.tensor(v, dtype=F64) for v in (0.01, 0.9, 0.999, 0.05)],
+    )
+
+
+def compute_here(d):
+    out = {}
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        g, m, v, p = ([t.to(dtype) for t in d[k]] for k in ("g", "m", "v", "p"))
+        out[str(dtype)] = torch.ops.unrollopt.adam(g, m, v, p, d["step"], *d["hyper"], 1e-6, 1e-8, False)
+    out["backward"] = torch.ops.unrollopt.adam_backward(
+        d["cu"], d["cm"], d["cv"], d["g"], d["m"], d["v"], d["p"], d["step"], *d["hyper"], 1e-6, 1e-8, False, [True] * 8
+    )
+    return out
+
+
+def run_subprocess(tmp_path, env_value):
+    d = kernel_inputs()
+    inp, outp = tmp_path / "in.pt", tmp_path / "out.pt"
+    torch.save(d, inp)
+    env = dict(os.environ)
+    env.pop("UNROLLOPT_CPU_CAPABILITY", None)
+    if env_value is not None:
+        env["UNROLLOPT_CPU_CAPABILITY"] = env_value
+    subprocess.run([sys.executable, "-c", SUBPROCESS_SCRIPT, str(inp), str(outp)], env=env, check=True, timeout=300)
+    return d, torch.load(outp)
+
+
+def compare_kernels(a, b, exact):
+    for key in ("torch.float64", "torch.float32", "torch.bfloat16"):
+        for la, lb in zip(a[key], b[key]):
+            for x, y in zip(la, lb):
+                if exact:
+                    assert torch.equal(x, y), key
+                elif key == "torch.float64":
+                    torch.testing.assert_close(x, y, rtol=1e-14, atol=1e-17)
+                elif key == "torch.float32":
+                    torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-8)
+                else:  # one bfloat16 rounding of float32 values that agree to ~1e-6
+                    torch.testing.assert_close(x.float(), y.float(), rtol=2**-7, atol=1e-6)
+    lists_a, lists_b = a["backward"][:4], b["backward"][:4]
+    for la, lb in zip(lists_a, lists_b):
+        for x, y in zip(la, lb):
+            if exact:
+                assert torch.equal(x, y)
+            else:
+                torch.testing.assert_close(x, y, rtol=1e-13, atol=1e-16)
+    for x, y in zip(a["backward"][4:], b["backward"][4:]):
+        if exact:
+            assert torch.equal(x, y)
+        else:
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)
+
+
+def test_default_cpu_kernel_matches_avx2(tmp_path):
+    """UNROLLOPT_CPU_CAPABILITY=default selects the portable kernel (read once per
+    process, so in a subprocess); its results agree with this process's kernel
+    (AVX2 on a CPU with AVX2 and FMA) to rounding."""
+    d, portable = run_subprocess(tmp_path, "default")
+    here = compute_here(d)
+    compare_kernels(portable, here, exact=False)
+    # Sanity: the values are those of the textbook step.
+    u = here["torch.float64"][0][2]
+    g, m, v, p = (d[k][2] for k in ("g", "m", "v", "p"))
+    gp = g + 0.05 * p
+    m2 = 0.9 * m + 0.1 * gp
+    v2 = 0.999 * v + 0.001 * gp**2
+    ref = -0.01 * (m2 / (1 - 0.9**5)) / (torch.sqrt(v2 / (1 - 0.999**5) + 1e-8) + 1e-6)
+    torch.testing.assert_close(u, ref, rtol=1e-13, atol=1e-17)
+
+
+def test_same_kernel_in_subprocess_is_bitwise_identical(tmp_path):
+    """Without the variable the subprocess picks the same kernel as this process:
+    results are bitwise identical (the kernels are deterministic)."""
+    d, other = run_subprocess(tmp_path, None)
+    compare_kernels(other, compute_here(d), exact=True)
+
+
+# --- threads ---------------------------------------------------------------------
+
+
+def test_thread_count_does_not_change_results():
+    n = 2**18
+    g = gen(12)
+    grads = [randn(g, n), randn(g, 1000)]
+    mus = [randn(g, n), randn(g, 1000)]
+    nus = [rand_pos(g, n), rand_pos(g, 1000)]
+    params = [randn(g, n), randn(g, 1000)]
+    cot = [randn(g, n), randn(g, 1000)]
+
+    def run():
+        hyper = [torch.tensor(v, dtype=F64, requires_grad=True) for v in (0.01, 0.9, 0.999, 0.05)]
+        u, m, v = torch.ops.unrollopt.adam(grads, mus, nus, params, torch.tensor(7), *hyper, 1e-8, 0.0, False)
+        loss = sum((ui * c).sum() for ui, c in zip(u, cot)) + sum(mi.sum() for mi in m) + sum(vi.sum() for vi in v)
+        hg = torch.autograd.grad(loss, hyper)
+        # And the in-place op.
+        ps = [p.clone() for p in params]
+        ms = [t.clone() for t in mus]
+        vs = [t.clone() for t in nus]
+        with torch.no_grad():
+            torch.ops.unrollopt.adam_(ps, [t.clone() for t in grads], ms, vs, torch.tensor(7), *[h.detach() for h in hyper], 1e-8, 0.0, False, True)
+        return [t.detach() for t in (*u, *m, *v, *ps, *ms, *vs)], hg
+
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, hg1 = run()
+        torch.set_num_threads(2)
+        two, hg2 = run()
+    finally:
+        torch.set_num_threads(old)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+    for a, b in zip(hg1, hg2):
+        assert a.abs() > 0
+        assert abs(float(a) - float(b)) <= 1e-12 * abs(float(a))
