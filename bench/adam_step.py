@@ -20,7 +20,7 @@ import time
 import torch
 
 import unrollopt
-from unrollopt import _adam
+from unrollopt import _adam, _fused
 
 VALUES_PER_ELEMENT = 18
 
@@ -49,12 +49,14 @@ def step_fn(n: int, fused: bool):
     nu = (0.1 * torch.rand(n, generator=g)).requires_grad_()
     param = torch.randn(n, generator=g).requires_grad_()
     cotangents = [torch.randn(n, generator=g) for _ in range(3)]
-    hp = _adam.AdamHyperparameters.checked(1e-3, (0.9, 0.999), 1e-8, 1e-2, 0.0, False)
+    config = _adam.config(1e-3, (0.9, 0.999), 1e-8, 1e-2, 0.0, False)
     count = torch.tensor(3)
 
     def run():
-        outs = _adam.step([grad], [mu], [nu], [param], count, hp, fused=fused, inplace=False)
-        torch.autograd.grad([o[0] for o in outs], [grad, mu, nu, param], cotangents)
+        (update,), ((new_mu,), (new_nu,)) = _fused.step(
+            _adam.plain, [grad], [[mu], [nu]], [param], count, config, fused=fused, inplace=False
+        )
+        torch.autograd.grad([update, new_mu, new_nu], [grad, mu, nu, param], cotangents)
 
     return run
 

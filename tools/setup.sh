@@ -20,7 +20,7 @@ if [[ $with_tests == ON ]] && ! dpkg -s libgtest-dev >/dev/null 2>&1; then
 fi
 
 [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
-packages=("$torch_spec" nanobind scikit-build-core ninja numpy)
+packages=("$torch_spec" nanobind scikit-build-core ninja numpy matplotlib tqdm)
 [[ $with_tests == ON ]] && packages+=(pytest)
 "$venv/bin/pip" install -q --disable-pip-version-check "${packages[@]}"
 

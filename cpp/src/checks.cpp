@@ -25,10 +25,8 @@ void check_like(const char* op, const char* name, size_t i, const at::Tensor& t,
                     "] is on ", t.device(), " but grads[", i, "] is on ", ref.device());
 }
 
-void check_parameter_lists(
-    const char* op, at::TensorList grads,
-    std::initializer_list<std::pair<const char*, at::TensorList>> states,
-    at::TensorList params) {
+void check_parameter_lists(const char* op, at::TensorList grads,
+                           c10::ArrayRef<NamedTensorList> states, at::TensorList params) {
   for (size_t i = 0; i < grads.size(); ++i) {
     const at::Tensor& g = grads[i];
     TORCH_CHECK_VALUE(g.defined(), "unrollopt.", op, ": grads[", i, "] is undefined");

@@ -3,20 +3,19 @@
 // (TypeError in Python) for a wrong dtype and c10::ValueError (ValueError) for a
 // wrong count, shape or device, naming the argument, before anything is written.
 
-#include <initializer_list>
 #include <utility>
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
 
 namespace unrollopt {
 
 // `grads` must hold floating-point tensors (float16, bfloat16, float32, float64)
 // on one device. Each state list must match it tensor by tensor in dtype, shape
 // and device; `params` must too, or be empty.
-void check_parameter_lists(
-    const char* op, at::TensorList grads,
-    std::initializer_list<std::pair<const char*, at::TensorList>> states,
-    at::TensorList params);
+using NamedTensorList = std::pair<const char*, at::TensorList>;
+void check_parameter_lists(const char* op, at::TensorList grads,
+                           c10::ArrayRef<NamedTensorList> states, at::TensorList params);
 
 // `t` (the i-th tensor of argument `name`) matches `ref` (grads[i]).
 void check_like(const char* op, const char* name, size_t i, const at::Tensor& t,

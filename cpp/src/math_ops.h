@@ -1,10 +1,13 @@
 #pragma once
 // The few non-operator functions the optimizer math needs, for every type it is
-// written over: `double` (per-step coefficients), `at::vec::Vectorized<T>` (the
-// fused CPU kernels) and `at::Tensor` (the differentiable composite path).
-// With these, each optimizer's math is one template shared by all paths.
+// written over: `double` (per-step coefficients), `Dual<T, N>` (their derivatives
+// with respect to the hyperparameters), `at::vec::Vectorized<T>` (the fused CPU
+// kernels) and `at::Tensor` (the differentiable composite path). With these,
+// each optimizer's math is one template shared by all paths.
 
+#include <array>
 #include <cmath>
+#include <type_traits>
 
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/vec.h>
@@ -23,8 +26,122 @@ inline double constant(double /*like*/, double v) { return v; }
 inline double sqrt(double x) { return std::sqrt(x); }
 inline double reciprocal(double x) { return 1 / x; }
 inline double pow(double x, double y) { return std::pow(x, y); }
+inline double if_first_step(double t, double a, double b) { return t <= 1 ? a : b; }
 // where(x == 0, a, b)
 inline double where_zero(double x, double a, double b) { return x == 0 ? a : b; }
+
+
+// Defined in fused_op.cpp, the only place that does arithmetic on tensors.
+at::Tensor constant(const at::Tensor& like, double v);
+at::Tensor lift(double v);  // a 0-d float64 tensor
+at::Tensor sqrt(const at::Tensor& x);
+at::Tensor reciprocal(const at::Tensor& x);
+at::Tensor pow(const at::Tensor& x, const at::Tensor& y);
+at::Tensor where_zero(const at::Tensor& x, double a, const at::Tensor& b);
+at::Tensor if_first_step(const at::Tensor& t, const at::Tensor& a, const at::Tensor& b);
+at::Tensor add(const at::Tensor& a, const at::Tensor& b);
+at::Tensor mul(const at::Tensor& a, const at::Tensor& b);
+at::Tensor zeros_like(const at::Tensor& t);
+
+// A number (double, or a 0-d tensor) with its gradient with respect to N
+// variables (forward-mode differentiation): how a step's coefficients depend on
+// the hyperparameters. In the tensor form the gradients are themselves
+// differentiable, and an undefined tensor stands for a zero gradient.
+template <class T, size_t N>
+struct Dual {
+  T value;
+  std::array<T, N> grad{};
+
+  Dual(double v = 0) : value(make(v)) {}  // NOLINT(google-explicit-constructor): constants
+  Dual(T v, std::array<T, N> g) : value(std::move(v)), grad(std::move(g)) {}
+  static Dual variable(T v, size_t i) {
+    Dual x(std::move(v), {});
+    x.grad[i] = make(1);
+    return x;
+  }
+
+  friend Dual operator+(const Dual& a, const Dual& b) {
+    return combine(a.value + b.value, a, make(1), b, make(1));
+  }
+  friend Dual operator-(const Dual& a, const Dual& b) {
+    return combine(a.value - b.value, a, make(1), b, make(-1));
+  }
+  friend Dual operator*(const Dual& a, const Dual& b) {
+    return combine(a.value * b.value, a, b.value, b, a.value);
+  }
+  friend Dual operator/(const Dual& a, const Dual& b) {
+    const T q = a.value / b.value;
+    return combine(q, a, math::reciprocal(b.value), b, -q / b.value);
+  }
+  friend Dual operator-(const Dual& a) { return combine(-a.value, a, make(-1), Dual(), make(0)); }
+
+  // value with gradient da * a.grad + db * b.grad
+  static Dual combine(T value, const Dual& a, const T& da, const Dual& b, const T& db) {
+    Dual r(std::move(value), {});
+    for (size_t i = 0; i < N; ++i) r.grad[i] = plus(times(da, a.grad[i]), times(db, b.grad[i]));
+    return r;
+  }
+
+  static T make(double v) {
+    if constexpr (std::is_same_v<T, double>) {
+      return v;
+    } else {
+      return math::lift(v);
+    }
+  }
+  static T times(const T& c, const T& g) {
+    if constexpr (std::is_same_v<T, double>) {
+      return c * g;
+    } else {
+      return g.defined() ? math::mul(c, g) : T();
+    }
+  }
+  static T plus(const T& a, const T& b) {
+    if constexpr (std::is_same_v<T, double>) {
+      return a + b;
+    } else {
+      return !a.defined() ? b : !b.defined() ? a : math::add(a, b);
+    }
+  }
+};
+
+template <class T, size_t N>
+Dual<T, N> sqrt(const Dual<T, N>& x) {
+  const T s = math::sqrt(x.value);
+  return Dual<T, N>::combine(s, x, Dual<T, N>::make(0.5) / s, Dual<T, N>(), Dual<T, N>::make(0));
+}
+template <class T, size_t N>
+Dual<T, N> reciprocal(const Dual<T, N>& x) {
+  return Dual<T, N>(1) / x;
+}
+// x^y with a constant exponent y (the step number).
+template <class T, size_t N>
+Dual<T, N> pow(const Dual<T, N>& x, const Dual<T, N>& y) {
+  const T one = Dual<T, N>::make(1);
+  return Dual<T, N>::combine(math::pow(x.value, y.value), x,
+                             y.value * math::pow(x.value, y.value - one),
+                             Dual<T, N>(), Dual<T, N>::make(0));
+}
+template <class T, size_t N>
+Dual<T, N> constant(const Dual<T, N>& /*like*/, double v) {
+  return Dual<T, N>(v);
+}
+// a at the first step (t <= 1), b after.
+template <class T, size_t N>
+Dual<T, N> if_first_step(const Dual<T, N>& t, const Dual<T, N>& a, const Dual<T, N>& b) {
+  Dual<T, N> r(math::if_first_step(t.value, a.value, b.value), {});
+  for (size_t i = 0; i < N; ++i) {
+    if constexpr (std::is_same_v<T, double>) {
+      r.grad[i] = math::if_first_step(t.value, a.grad[i], b.grad[i]);
+    } else if (a.grad[i].defined() || b.grad[i].defined()) {
+      const T& like = a.grad[i].defined() ? a.grad[i] : b.grad[i];
+      r.grad[i] = math::if_first_step(t.value,
+                                      a.grad[i].defined() ? a.grad[i] : math::zeros_like(like),
+                                      b.grad[i].defined() ? b.grad[i] : math::zeros_like(like));
+    }
+  }
+  return r;
+}
 
 template <class T>
 at::vec::Vectorized<T> sqrt(const at::vec::Vectorized<T>& x) {
@@ -40,12 +157,5 @@ at::vec::Vectorized<T> where_zero(const at::vec::Vectorized<T>& x, double a,
   using V = at::vec::Vectorized<T>;
   return V::blendv(b, V(static_cast<T>(a)), x == V(static_cast<T>(0)));
 }
-
-// Defined in composite.cpp, the only place that does arithmetic on tensors.
-at::Tensor constant(const at::Tensor& like, double v);
-at::Tensor sqrt(const at::Tensor& x);
-at::Tensor reciprocal(const at::Tensor& x);
-at::Tensor pow(const at::Tensor& x, const at::Tensor& y);
-at::Tensor where_zero(const at::Tensor& x, double a, const at::Tensor& b);
 
 }  // namespace unrollopt::math

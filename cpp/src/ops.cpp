@@ -1,48 +1,55 @@
 // The C++ entry points of the operators: typed calls through the dispatcher, so
-// that C++ callers get the same Autograd, CPU, CUDA and Meta kernels as Python.
+// that C++ callers get the same Autograd, CPU and Meta kernels as Python.
 
 #include "unrollopt/ops.h"
+
+#include <string>
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
 namespace unrollopt::ops {
 namespace {
 template <class Signature>
-c10::TypedOperatorHandle<Signature> op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+c10::TypedOperatorHandle<Signature> op(std::string_view optimizer, const char* suffix) {
+  const std::string name = "unrollopt::" + std::string(optimizer) + suffix;
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name.c_str(), "").typed<Signature>();
 }
 }  // namespace
 
-std::tuple<TensorVector, TensorVector, TensorVector> adam(
-    at::TensorList grads, at::TensorList mus, at::TensorList nus, at::TensorList params,
-    const at::Tensor& step, const at::Tensor& lr, const at::Tensor& beta1,
-    const at::Tensor& beta2, const at::Tensor& weight_decay, double eps, double eps_root,
-    bool maximize) {
-  static const auto handle = op<decltype(adam)>("unrollopt::adam");
-  return handle.call(grads, mus, nus, params, step, lr, beta1, beta2, weight_decay, eps,
-                     eps_root, maximize);
+std::tuple<TensorVector, TensorVector> fused_step(std::string_view optimizer,
+                                                  at::TensorList grads, at::TensorList states,
+                                                  at::TensorList params, const at::Tensor& step,
+                                                  at::TensorList hyperparameters,
+                                                  c10::ArrayRef<double> options) {
+  return op<std::tuple<TensorVector, TensorVector>(at::TensorList, at::TensorList,
+                                                   at::TensorList, const at::Tensor&,
+                                                   at::TensorList, c10::ArrayRef<double>)>(
+             optimizer, "")
+      .call(grads, states, params, step, hyperparameters, options);
 }
 
-void adam_(at::TensorList params, at::TensorList grads, at::TensorList mus, at::TensorList nus,
-           const at::Tensor& step, const at::Tensor& lr, const at::Tensor& beta1,
-           const at::Tensor& beta2, const at::Tensor& weight_decay, double eps,
-           double eps_root, bool maximize, bool update_params) {
-  static const auto handle = op<decltype(adam_)>("unrollopt::adam_");
-  handle.call(params, grads, mus, nus, step, lr, beta1, beta2, weight_decay, eps, eps_root,
-              maximize, update_params);
+void fused_step_(std::string_view optimizer, at::TensorList params, at::TensorList grads,
+                 at::TensorList states, const at::Tensor& step,
+                 at::TensorList hyperparameters, c10::ArrayRef<double> options,
+                 bool update_params) {
+  op<void(at::TensorList, at::TensorList, at::TensorList, const at::Tensor&, at::TensorList,
+          c10::ArrayRef<double>, bool)>(optimizer, "_")
+      .call(params, grads, states, step, hyperparameters, options, update_params);
 }
 
-AdamBackwardResult adam_backward(
-    const c10::List<std::optional<at::Tensor>>& grad_updates,
-    const c10::List<std::optional<at::Tensor>>& grad_mus,
-    const c10::List<std::optional<at::Tensor>>& grad_nus, at::TensorList grads,
-    at::TensorList mus, at::TensorList nus, at::TensorList params, const at::Tensor& step,
-    const at::Tensor& lr, const at::Tensor& beta1, const at::Tensor& beta2,
-    const at::Tensor& weight_decay, double eps, double eps_root, bool maximize,
-    std::array<bool, 8> output_mask) {
-  static const auto handle = op<decltype(adam_backward)>("unrollopt::adam_backward");
-  return handle.call(grad_updates, grad_mus, grad_nus, grads, mus, nus, params, step, lr,
-                     beta1, beta2, weight_decay, eps, eps_root, maximize, output_mask);
+std::tuple<TensorVector, TensorVector, TensorVector, TensorVector> fused_step_backward(
+    std::string_view optimizer, const c10::List<std::optional<at::Tensor>>& grad_updates,
+    const c10::List<std::optional<at::Tensor>>& grad_states, at::TensorList grads,
+    at::TensorList states, at::TensorList params, const at::Tensor& step,
+    at::TensorList hyperparameters, c10::ArrayRef<double> options,
+    const c10::List<bool>& output_mask) {
+  using Result = std::tuple<TensorVector, TensorVector, TensorVector, TensorVector>;
+  return op<Result(const c10::List<std::optional<at::Tensor>>&,
+                   const c10::List<std::optional<at::Tensor>>&, at::TensorList, at::TensorList,
+                   at::TensorList, const at::Tensor&, at::TensorList, c10::ArrayRef<double>,
+                   const c10::List<bool>&)>(optimizer, "_backward")
+      .call(grad_updates, grad_states, grads, states, params, step, hyperparameters, options,
+            output_mask);
 }
 
 }  // namespace unrollopt::ops

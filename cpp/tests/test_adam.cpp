@@ -10,18 +10,13 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include "cpu/kernels.h"
+#include "rules/adam.h"
+#include "testing.h"
 #include "unrollopt/unrollopt.h"
 
 namespace {
 
-using at::Tensor;
-using TensorVector = std::vector<Tensor>;
-
-const at::TensorOptions kF64 = at::TensorOptions().dtype(at::kDouble);
-
-Tensor scalar(double v, bool requires_grad = false) {
-  return at::scalar_tensor(v, kF64).set_requires_grad(requires_grad);
-}
+using namespace unrollopt::testing;
 
 struct Hyper {
   double lr = 0.05, beta1 = 0.9, beta2 = 0.99, weight_decay = 0.0, eps = 1e-8, eps_root = 0.0;
@@ -45,6 +40,29 @@ Ref reference_adam(const Tensor& g, const Tensor& m, const Tensor& v, const Tens
   return {-lr * (m1 / bc1) / ((v1 / bc2 + h.eps_root).sqrt() + h.eps), m1, v1};
 }
 
+// unrollopt::adam with Adam's arguments spelled out.
+std::tuple<TensorVector, TensorVector, TensorVector> adam_op(
+    const TensorVector& g, const TensorVector& m, const TensorVector& v, const TensorVector& p,
+    const Tensor& step, const Tensor& lr, const Tensor& b1, const Tensor& b2, const Tensor& wd,
+    double eps, double eps_root, bool maximize) {
+  TensorVector states(m);
+  states.insert(states.end(), v.begin(), v.end());
+  auto [u, s] = unrollopt::ops::fused_step("adam", g, states, p, step, {lr, b1, b2, wd},
+                                           {eps, eps_root, maximize ? 1.0 : 0.0});
+  const auto n = static_cast<std::ptrdiff_t>(g.size());
+  return {u, TensorVector(s.begin(), s.begin() + n), TensorVector(s.begin() + n, s.end())};
+}
+
+void adam_inplace_op(const TensorVector& p, const TensorVector& g, const TensorVector& m,
+                     const TensorVector& v, const Tensor& step, const Tensor& lr,
+                     const Tensor& b1, const Tensor& b2, const Tensor& wd, double eps,
+                     double eps_root, bool maximize, bool update_params) {
+  TensorVector states(m);
+  states.insert(states.end(), v.begin(), v.end());
+  unrollopt::ops::fused_step_("adam", p, g, states, step, {lr, b1, b2, wd},
+                              {eps, eps_root, maximize ? 1.0 : 0.0}, update_params);
+}
+
 struct Inputs {
   TensorVector g, m, v, p;
 };
@@ -64,19 +82,10 @@ Inputs random_inputs(const std::vector<int64_t>& sizes, at::ScalarType dtype, ui
 }
 
 auto call_adam(const Inputs& in, const Hyper& h, bool with_params = true) {
-  return unrollopt::ops::adam(in.g, in.m, in.v, with_params ? in.p : TensorVector{},
+  return adam_op(in.g, in.m, in.v, with_params ? in.p : TensorVector{},
                               at::scalar_tensor(h.step, at::kLong), scalar(h.lr),
                               scalar(h.beta1), scalar(h.beta2), scalar(h.weight_decay), h.eps,
                               h.eps_root, h.maximize);
-}
-
-void expect_close(const Tensor& actual, const Tensor& expected, double rtol, double atol,
-                  const std::string& what) {
-  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
-  const Tensor a = actual.to(at::kDouble), e = expected.to(at::kDouble);
-  const Tensor err = (a - e).abs() - (atol + rtol * e.abs());
-  EXPECT_TRUE(err.numel() == 0 || err.max().item<double>() <= 0)
-      << what << ": max abs error " << (a - e).abs().max().item<double>();
 }
 
 struct ForwardCase {
@@ -159,7 +168,7 @@ TEST(Adam, BackwardMatchesAutogradOfReference) {
     const Tensor lr = scalar(h.lr, true), b1 = scalar(h.beta1, true),
                  b2 = scalar(h.beta2, true), wd = scalar(h.weight_decay, true);
     const auto [update, mu, nu] =
-        unrollopt::ops::adam(in.g, in.m, in.v, in.p, at::scalar_tensor(h.step, at::kLong), lr,
+        adam_op(in.g, in.m, in.v, in.p, at::scalar_tensor(h.step, at::kLong), lr,
                              b1, b2, wd, h.eps, h.eps_root, h.maximize);
     auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
     TensorVector outputs, ref_outputs, cotangents;
@@ -218,7 +227,7 @@ TEST(Adam, InPlaceStepMatchesOutOfPlace) {
       copy.v.push_back(in.v[i].clone());
       copy.p.push_back(in.p[i].clone());
     }
-    unrollopt::ops::adam_(copy.p, copy.g, copy.m, copy.v, at::scalar_tensor(h.step, at::kLong),
+    adam_inplace_op(copy.p, copy.g, copy.m, copy.v, at::scalar_tensor(h.step, at::kLong),
                           scalar(h.lr), scalar(h.beta1), scalar(h.beta2),
                           scalar(h.weight_decay), h.eps, h.eps_root, h.maximize, update_params);
     for (size_t i = 0; i < in.g.size(); ++i) {
@@ -284,7 +293,7 @@ TEST(Adam, BadInputRaisesBeforeAnythingChanges) {
   Inputs in = random_inputs({3, 4}, at::kFloat, 8);
   const TensorVector before{in.p[0].clone(), in.m[0].clone(), in.v[0].clone(), in.g[0].clone()};
   const auto inplace = [&](const Inputs& x) {
-    unrollopt::ops::adam_(x.p, x.g, x.m, x.v, at::scalar_tensor(1.0, kF64), scalar(0.1),
+    adam_inplace_op(x.p, x.g, x.m, x.v, at::scalar_tensor(1.0, kF64), scalar(0.1),
                           scalar(0.9), scalar(0.999), scalar(0.0), 1e-8, 0.0, false, true);
   };
   Inputs bad_shape = in;
@@ -327,22 +336,23 @@ TEST(Adam, NonFiniteGradientsPropagate) {
 TEST(Adam, CpuCapabilitiesAgree) {
   namespace cpu = unrollopt::cpu;
   const Inputs in = random_inputs({1, 1025, 70000}, at::kDouble, 10);
-  const cpu::AdamScalars hp{0.01, 0.9, 0.999, 0.1, 4, 1e-8, 1e-7, false};
-  const auto run = [&](const cpu::Kernels& k) {
+  using Rule = unrollopt::rules::Adam;
+  const cpu::Scalars<Rule> hp{{0.01, 0.9, 0.999, 0.1}, 4, {1e-8, 1e-7, false}};
+  const auto run = [&](const cpu::Kernels<Rule>& k) {
     TensorVector u, m, v;
     for (const auto& g : in.g) {
       u.push_back(at::empty_like(g));
       m.push_back(at::empty_like(g));
       v.push_back(at::empty_like(g));
     }
-    k.adam_forward({in.g, in.m, in.v, in.p}, u, m, v, false, hp);
+    k.forward(cpu::Lists<Rule>{in.g, {in.m, in.v}, in.p}, u, {m, v}, false, hp);
     return u;
   };
-  const auto portable = run(cpu::DEFAULT::kernels);
-  const auto reference = run(cpu::kernels());
+  const auto portable = run(cpu::DEFAULT::kernels<Rule>());
+  const auto reference = run(cpu::kernels<Rule>());
   for (size_t i = 0; i < portable.size(); ++i) {
-    expect_close(portable[i], reference[i], 1e-14, 1e-16, "portable vs " +
-                                                          std::string(cpu::kernels().capability));
+    expect_close(portable[i], reference[i], 1e-14, 1e-16,
+                 "portable vs " + std::string(cpu::kernels<Rule>().capability));
   }
 }
 
@@ -352,7 +362,7 @@ TEST(Adam, ResultsDoNotDependOnThreadCount) {
   const auto run = [&](int threads) {
     at::set_num_threads(threads);
     const auto [update, mu, nu] =
-        unrollopt::ops::adam(in.g, in.m, in.v, in.p, at::scalar_tensor(2, at::kLong), lr,
+        adam_op(in.g, in.m, in.v, in.p, at::scalar_tensor(2, at::kLong), lr,
                              scalar(0.9), scalar(0.999), scalar(0.01), 1e-8, 0.0, false);
     const Tensor grad_lr = torch::autograd::grad({update[0].sum()}, {lr})[0];
     return std::pair{update[0], grad_lr};

@@ -67,14 +67,16 @@ NB_MODULE(_C, m) {
 
   m.def(
       "check_parameter_lists",
-      [](const std::string& op, const TensorVector& grads, const TensorVector& mus,
-         const TensorVector& nus, const TensorVector& params) {
-        unrollopt::check_parameter_lists(op.c_str(), grads, {{"mus", mus}, {"nus", nus}},
-                                         params);
+      [](const std::string& op, const TensorVector& grads,
+         const std::vector<std::pair<std::string, TensorVector>>& states,
+         const TensorVector& params) {
+        std::vector<unrollopt::NamedTensorList> named;
+        for (const auto& [name, list] : states) named.emplace_back(name.c_str(), list);
+        unrollopt::check_parameter_lists(op.c_str(), grads, named, params);
       },
-      nb::arg("op"), nb::arg("grads"), nb::arg("mus"), nb::arg("nus"), nb::arg("params"),
-      "The fused operators' input checks, shared by the plain-PyTorch path.");
-
+      nb::arg("op"), nb::arg("grads"), nb::arg("states"), nb::arg("params"),
+      "The fused operators' input checks, shared by the plain-PyTorch path. `states` is a "
+      "list of (name, tensors) pairs.");
   m.def(
       "check_writable",
       [](const std::string& op, const std::string& name, const TensorVector& tensors) {

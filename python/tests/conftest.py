@@ -2,7 +2,8 @@
 
 Every reference here is written independently of the library, in plain float64
 PyTorch, following the textbook statement of Adam (Kingma and Ba, 2015) with
-torch.optim.Adam's L2 weight decay and ``maximize`` and optax's ``eps_root``.
+torch.optim.Adam's L2 weight decay and ``maximize`` and optax's ``eps_root``,
+and torch.optim.SGD's documented equations (momentum, dampening, Nesterov).
 """
 
 from __future__ import annotations
@@ -46,6 +47,25 @@ def ref_adam_step(g, m, v, p, t, *, lr, b1, b2, eps, eps_root=0.0, wd=0.0, maxim
     v_hat = v / (1 - b2**t)
     u = -lr * m_hat / (torch.sqrt(v_hat + eps_root) + eps)
     return u, m, v
+
+
+def ref_sgd_step(g, buf, p, t, *, lr, momentum=0.0, dampening=0.0, wd=0.0, nesterov=False, maximize=False):
+    """torch.optim.SGD's step (out of place, differentiable): returns (update, buf).
+
+    ``buf`` is None for SGD without momentum (then the returned buf is None too);
+    otherwise it is the previous momentum buffer (ignored at t = 1, where the
+    buffer starts as the gradient). ``t`` counts from 1; ``p`` may be None when
+    wd is 0.
+    """
+    if maximize:
+        g = -g
+    if p is not None and not (isinstance(wd, float) and wd == 0.0):
+        g = g + wd * p
+    if buf is None:
+        return -lr * g, None
+    buf = g if t == 1 else momentum * buf + (1 - dampening) * g
+    d = g + momentum * buf if nesterov else buf
+    return -lr * d, buf
 
 
 def assert_close(actual, expected, rtol, atol=0.0, msg=""):
@@ -115,6 +135,7 @@ __all__ = [
     "rand_pos",
     "randn",
     "ref_adam_step",
+    "ref_sgd_step",
     "snapshot",
     "unrollopt",
 ]

@@ -231,33 +231,81 @@ def test_apply_updates_inplace_in_differentiable_context():
         unrollopt.apply_updates((w,), (1.0,))
 
 
-def test_inplace_op_refuses_inputs_that_require_grad():
+# Per operator: state lists, hyperparameters (names, values) and options.
+OP_SETUPS = {
+    "adam": (("mu", "nu"), ("lr", "beta1", "beta2", "weight_decay"), (0.1, 0.9, 0.999, 0.0), [1e-8, 0.0, 0.0]),
+    "sgd": ((), ("lr", "weight_decay"), (0.1, 0.0), [0.0, 0.0]),
+    "sgd_momentum": (("momentum_buffer",), ("lr", "momentum", "dampening", "weight_decay"), (0.1, 0.9, 0.0, 0.0), [0.0, 1.0]),
+}
+
+
+@pytest.mark.parametrize("op", list(OP_SETUPS))
+def test_inplace_op_refuses_inputs_that_require_grad(op):
+    state_names, _, values, options = OP_SETUPS[op]
     g = gen(6)
-    grads = [randn(g, 3, requires_grad=True)]
-    mus = [torch.zeros(3, dtype=F64)]
-    nus = [torch.zeros(3, dtype=F64)]
-    h = [torch.tensor(x, dtype=F64) for x in (0.1, 0.9, 0.999, 0.0)]
-    with pytest.raises(RuntimeError, match="inplace=False"):
-        OPS.adam_([], grads, mus, nus, torch.tensor(1), *h, 1e-8, 0.0, False, False)
-    assert torch.equal(mus[0], torch.zeros(3, dtype=F64))
+    h = [torch.tensor(x, dtype=F64) for x in values]
+    inplace = getattr(OPS, op + "_")
+    for culprit in ("grads", "states", "params", "hyperparameters"):
+        grads = [randn(g, 3, requires_grad=culprit == "grads")]
+        states = [randn(g, 3, requires_grad=culprit == "states") for _ in state_names]
+        params = [randn(g, 3, requires_grad=culprit == "params")]
+        hyper = [t.clone().requires_grad_(culprit == "hyperparameters" and i == 0) for i, t in enumerate(h)]
+        if culprit == "states" and not states:
+            continue
+        snap = snapshot((grads, states, params))
+        for update_params in (False, True):
+            with pytest.raises(RuntimeError, match="inplace=False"):
+                inplace(params, grads, states, torch.tensor(1), hyper, options, update_params)
+        assert_unchanged((grads, states, params), snap)
+        # Under no_grad the same call is allowed (and writes).
+        with torch.no_grad():
+            inplace(params, grads, states, torch.tensor(1), hyper, options, True)
+        assert params[0]._version > snap[-1][1]
 
 
-def test_op_input_checks():
+@pytest.mark.parametrize("op", list(OP_SETUPS))
+def test_op_input_checks(op):
+    state_names, hyper_names, values, options = OP_SETUPS[op]
+    fwd, inplace, bwd = (getattr(OPS, op + suffix) for suffix in ("", "_", "_backward"))
     g = [randn(gen(7), 3), randn(gen(8), 2)]
-    h = [torch.tensor(x, dtype=F64) for x in (0.1, 0.9, 0.999, 0.0)]
+    ns, nh = len(state_names), len(hyper_names)
+    states = [t.clone() for _ in state_names for t in g]
+    h = [torch.tensor(x, dtype=F64) for x in values]
     step = torch.tensor(1)
-    with pytest.raises(ValueError, match="mus has 1 tensors"):
-        OPS.adam(g, g[:1], g, [], step, *h, 1e-8, 0.0, False)
+    mask = [True] * (3 + nh)
+    # A well-formed call works (the checks below are not vacuous).
+    u, s = fwd(g, states, g, step, h, options)
+    assert len(u) == 2 and len(s) == 2 * ns
+    with pytest.raises(ValueError, match=re.escape(f"states has {2 * ns + 1} tensors; expected {ns} per grad")):
+        fwd(g, states + g[:1], [], step, h, options)
     with pytest.raises(ValueError, match="params has 1 tensors"):
-        OPS.adam(g, g, g, g[:1], step, *h, 1e-8, 0.0, False)
+        fwd(g, states, g[:1], step, h, options)
+    with pytest.raises(ValueError, match="shape"):
+        fwd(g, states, g[::-1], step, h, options)
+    with pytest.raises(TypeError, match="dtype"):
+        fwd(g, states, [g[0].float(), g[1]], step, h, options)
     with pytest.raises(ValueError, match="lr must be a 0-d tensor"):
-        OPS.adam(g, g, g, [], step, torch.ones(1, dtype=F64), *h[1:], 1e-8, 0.0, False)
-    with pytest.raises(TypeError, match="beta1 must be a floating-point"):
-        OPS.adam(g, g, g, [], step, h[0], torch.tensor(0), *h[2:], 1e-8, 0.0, False)
+        fwd(g, states, [], step, [torch.ones(1, dtype=F64), *h[1:]], options)
+    with pytest.raises(TypeError, match=f"{hyper_names[1]} must be a floating-point"):
+        fwd(g, states, [], step, [h[0], torch.tensor(0), *h[2:]], options)
+    with pytest.raises(ValueError, match="step must be a 0-d tensor"):
+        fwd(g, states, [], torch.ones(1), h, options)
+    with pytest.raises(ValueError, match=f"expected {nh} hyperparameters"):
+        fwd(g, states, [], step, h[:-1], options)
+    with pytest.raises(ValueError, match=f"options must hold {len(options)} values"):
+        fwd(g, states, [], step, h, options[:-1])
+    with pytest.raises(ValueError, match="weight_decay is not 0, so params are needed"):
+        fwd(g, states, [], step, [*h[:-1], torch.tensor(0.1, dtype=F64)], options)
     with pytest.raises(ValueError, match="update_params=True needs params"):
-        OPS.adam_([], [t.clone() for t in g], [t.clone() for t in g], [t.clone() for t in g], step, *h, 1e-8, 0.0, False, True)
+        inplace([], [t.clone() for t in g], [t.clone() for t in states], step, h, options, True)
     with pytest.raises(ValueError, match="grad_updates has 1 entries"):
-        OPS.adam_backward([g[0]], [None, None], [None, None], g, g, g, g, step, *h, 1e-8, 0.0, False, [True] * 8)
+        bwd([g[0]], [None] * (2 * ns), g, states, g, step, h, options, mask)
+    with pytest.raises(ValueError, match=f"grad_states has {2 * ns + 1} entries"):
+        bwd(g, [None] * (2 * ns + 1), g, states, g, step, h, options, mask)
+    with pytest.raises(ValueError, match=f"output_mask must hold {3 + nh} values"):
+        bwd(g, [None] * (2 * ns), g, states, g, step, h, options, mask[:-1])
+    with pytest.raises(ValueError, match="the gradient of params needs params"):
+        bwd(g, [None] * (2 * ns), g, states, [], step, h, options, mask)
 
 
 # --- NaN and inf propagate ---------------------------------------------------------

@@ -3,6 +3,7 @@ kernel variants, and thread-count independence."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -139,21 +140,41 @@ def test_cpp_api_errors():
 
 # --- the two CPU kernel variants ---------------------------------------------------
 
-SUBPROCESS_SCRIPT = textwrap.dedent(
-    """
-    import sys, torch, unrollopt
-    torch.set_num_threads(1)
-    d = torch.load(sys.argv[1])
+# Per operator: which states (from kernel_inputs), hyperparameters and options;
+# between them every coefficient of every rule is live.
+KERNEL_OPS = {
+    "adam": (("m", "v"), (0.01, 0.9, 0.999, 0.05), [1e-6, 1e-8, 0.0]),
+    "sgd": ((), (0.01, 0.05), [1.0, 0.0]),
+    "sgd_momentum": (("m",), (0.01, 0.9, 0.1, 0.05), [0.0, 1.0]),
+}
+
+
+def compute(d):
+    """Every operator's forward (three dtypes) and backward (float64) on the
+    inputs ``d``. Also run in a subprocess, from its source: only torch here."""
+    import torch
+
     out = {}
-    for dtype in (torch.float64, torch.float32, torch.bfloat16):
-        g, m, v, p = ([t.to(dtype) for t in d[k]] for k in ("g", "m", "v", "p"))
-        u, m2, v2 = torch.ops.unrollopt.adam(g, m, v, p, d["step"], *d["hyper"], 1e-6, 1e-8, False)
-        out[str(dtype)] = (u, m2, v2)
-    gb = torch.ops.unrollopt.adam_backward(d["cu"], d["cm"], d["cv"], d["g"], d["m"], d["v"], d["p"],
-        d["step"], *d["hyper"], 1e-6, 1e-8, False, [True] * 8)
-    out["backward"] = gb
-    torch.save(out, sys.argv[2])
-    """
+    for op, (state_keys, hyper, options) in d["ops"].items():
+        hyper = [torch.tensor(h, dtype=torch.float64) for h in hyper]
+        for dtype in (torch.float64, torch.float32, torch.bfloat16):
+            g, p = ([t.to(dtype) for t in d[k]] for k in ("g", "p"))
+            states = [t.to(dtype) for k in state_keys for t in d[k]]
+            u, s = getattr(torch.ops.unrollopt, op)(g, states, p, d["step"], hyper, options)
+            out[(op, str(dtype))] = u + s
+        states = [t for k in state_keys for t in d[k]]
+        cs = [t for k in ("cm", "cv")[: len(state_keys)] for t in d[k]]
+        out[(op, "backward")] = getattr(torch.ops.unrollopt, op + "_backward")(
+            d["cu"], cs, d["g"], states, d["p"], d["step"], hyper, options, [True] * (3 + len(hyper))
+        )
+    return out
+
+
+SUBPROCESS_SCRIPT = (
+    "import sys, torch, unrollopt\n"
+    "torch.set_num_threads(1)\n"
+    + textwrap.dedent(inspect.getsource(compute))
+    + "torch.save(compute(torch.load(sys.argv[1])), sys.argv[2])\n"
 )
 
 
@@ -169,19 +190,8 @@ def kernel_inputs():
         cm=[randn(g, n) for n in sizes],
         cv=[randn(g, n) for n in sizes],
         step=torch.tensor(5),
-        hyper=[torch.tensor(v, dtype=F64) for v in (0.01, 0.9, 0.999, 0.05)],
+        ops=KERNEL_OPS,
     )
-
-
-def compute_here(d):
-    out = {}
-    for dtype in (torch.float64, torch.float32, torch.bfloat16):
-        g, m, v, p = ([t.to(dtype) for t in d[k]] for k in ("g", "m", "v", "p"))
-        out[str(dtype)] = torch.ops.unrollopt.adam(g, m, v, p, d["step"], *d["hyper"], 1e-6, 1e-8, False)
-    out["backward"] = torch.ops.unrollopt.adam_backward(
-        d["cu"], d["cm"], d["cv"], d["g"], d["m"], d["v"], d["p"], d["step"], *d["hyper"], 1e-6, 1e-8, False, [True] * 8
-    )
-    return out
 
 
 def run_subprocess(tmp_path, env_value):
@@ -197,29 +207,35 @@ def run_subprocess(tmp_path, env_value):
 
 
 def compare_kernels(a, b, exact):
-    for key in ("torch.float64", "torch.float32", "torch.bfloat16"):
-        for la, lb in zip(a[key], b[key]):
-            for x, y in zip(la, lb):
+    assert a.keys() == b.keys() == {(op, k) for op in KERNEL_OPS for k in (
+        "torch.float64", "torch.float32", "torch.bfloat16", "backward")}  # fmt: skip
+    for op in KERNEL_OPS:
+        for key in ("torch.float64", "torch.float32", "torch.bfloat16"):
+            assert len(a[op, key]) == len(b[op, key]) == 4 * (1 + len(KERNEL_OPS[op][0]))
+            for x, y in zip(a[op, key], b[op, key]):
                 if exact:
-                    assert torch.equal(x, y), key
+                    assert torch.equal(x, y), (op, key)
                 elif key == "torch.float64":
-                    torch.testing.assert_close(x, y, rtol=1e-14, atol=1e-17)
+                    # FMA or not: a few roundings of the operands, which can
+                    # cancel (SGD's momentum), hence also relative to the scale.
+                    torch.testing.assert_close(x, y, rtol=1e-14, atol=max(1e-17, 1e-15 * float(y.abs().max())))
                 elif key == "torch.float32":
-                    torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-8)
+                    torch.testing.assert_close(x, y, rtol=1e-6, atol=max(1e-8, 1e-6 * float(y.abs().max())))
                 else:  # one bfloat16 rounding of float32 values that agree to ~1e-6
                     torch.testing.assert_close(x.float(), y.float(), rtol=2**-7, atol=1e-6)
-    lists_a, lists_b = a["backward"][:4], b["backward"][:4]
-    for la, lb in zip(lists_a, lists_b):
-        for x, y in zip(la, lb):
+        ba, bb = a[op, "backward"], b[op, "backward"]
+        assert [len(t) for t in ba] == [len(t) for t in bb]
+        for la, lb in zip(ba[:3], bb[:3]):
+            for x, y in zip(la, lb):
+                if exact:
+                    assert torch.equal(x, y), (op, "backward")
+                else:
+                    torch.testing.assert_close(x, y, rtol=1e-13, atol=1e-16)
+        for x, y in zip(ba[3], bb[3]):
             if exact:
-                assert torch.equal(x, y)
+                assert torch.equal(x, y), (op, "hyperparameter gradients")
             else:
-                torch.testing.assert_close(x, y, rtol=1e-13, atol=1e-16)
-    for x, y in zip(a["backward"][4:], b["backward"][4:]):
-        if exact:
-            assert torch.equal(x, y)
-        else:
-            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)
+                torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)
 
 
 def test_default_cpu_kernel_matches_avx2(tmp_path):
@@ -227,49 +243,55 @@ def test_default_cpu_kernel_matches_avx2(tmp_path):
     process, so in a subprocess); its results agree with this process's kernel
     (AVX2 on a CPU with AVX2 and FMA) to rounding."""
     d, portable = run_subprocess(tmp_path, "default")
-    here = compute_here(d)
+    here = compute(d)
     compare_kernels(portable, here, exact=False)
-    # Sanity: the values are those of the textbook step.
-    u = here["torch.float64"][0][2]
+    # Sanity: the values are those of the textbook steps.
     g, m, v, p = (d[k][2] for k in ("g", "m", "v", "p"))
     gp = g + 0.05 * p
     m2 = 0.9 * m + 0.1 * gp
     v2 = 0.999 * v + 0.001 * gp**2
     ref = -0.01 * (m2 / (1 - 0.9**5)) / (torch.sqrt(v2 / (1 - 0.999**5) + 1e-8) + 1e-6)
-    torch.testing.assert_close(u, ref, rtol=1e-13, atol=1e-17)
+    torch.testing.assert_close(here["adam", "torch.float64"][2], ref, rtol=1e-13, atol=1e-17)
+    torch.testing.assert_close(here["sgd", "torch.float64"][2], -0.01 * (-g + 0.05 * p), rtol=1e-14, atol=1e-17)
+    buf = 0.9 * m + 0.9 * gp  # dampening 0.1
+    u = -0.01 * (gp + 0.9 * buf)
+    torch.testing.assert_close(here["sgd_momentum", "torch.float64"][2], u, rtol=1e-13, atol=1e-15 * float(u.abs().max()))
+    torch.testing.assert_close(here["sgd_momentum", "torch.float64"][6], buf, rtol=1e-14, atol=1e-15 * float(buf.abs().max()))
 
 
 def test_same_kernel_in_subprocess_is_bitwise_identical(tmp_path):
     """Without the variable the subprocess picks the same kernel as this process:
     results are bitwise identical (the kernels are deterministic)."""
     d, other = run_subprocess(tmp_path, None)
-    compare_kernels(other, compute_here(d), exact=True)
+    compare_kernels(other, compute(d), exact=True)
 
 
 # --- threads ---------------------------------------------------------------------
 
 
-def test_thread_count_does_not_change_results():
+@pytest.mark.parametrize("op", ["adam", "sgd_momentum"])
+def test_thread_count_does_not_change_results(op):
     n = 2**18
     g = gen(12)
+    state_keys, values, options = KERNEL_OPS[op]
     grads = [randn(g, n), randn(g, 1000)]
-    mus = [randn(g, n), randn(g, 1000)]
-    nus = [rand_pos(g, n), rand_pos(g, 1000)]
+    states = [t for k in state_keys for t in ([rand_pos(g, n), rand_pos(g, 1000)] if k == "v" else [randn(g, n), randn(g, 1000)])]
     params = [randn(g, n), randn(g, 1000)]
     cot = [randn(g, n), randn(g, 1000)]
 
     def run():
-        hyper = [torch.tensor(v, dtype=F64, requires_grad=True) for v in (0.01, 0.9, 0.999, 0.05)]
-        u, m, v = torch.ops.unrollopt.adam(grads, mus, nus, params, torch.tensor(7), *hyper, 1e-8, 0.0, False)
-        loss = sum((ui * c).sum() for ui, c in zip(u, cot)) + sum(mi.sum() for mi in m) + sum(vi.sum() for vi in v)
+        hyper = [torch.tensor(v, dtype=F64, requires_grad=True) for v in values]
+        u, s = getattr(torch.ops.unrollopt, op)(grads, states, params, torch.tensor(7), hyper, options)
+        loss = sum((ui * c).sum() for ui, c in zip(u, cot)) + sum(si.sum() for si in s)
         hg = torch.autograd.grad(loss, hyper)
         # And the in-place op.
         ps = [p.clone() for p in params]
-        ms = [t.clone() for t in mus]
-        vs = [t.clone() for t in nus]
+        ss = [t.clone() for t in states]
         with torch.no_grad():
-            torch.ops.unrollopt.adam_(ps, [t.clone() for t in grads], ms, vs, torch.tensor(7), *[h.detach() for h in hyper], 1e-8, 0.0, False, True)
-        return [t.detach() for t in (*u, *m, *v, *ps, *ms, *vs)], hg
+            getattr(torch.ops.unrollopt, op + "_")(
+                ps, [t.clone() for t in grads], ss, torch.tensor(7), [h.detach() for h in hyper], options, True
+            )
+        return [t.detach() for t in (*u, *s, *ps, *ss)], hg
 
     old = torch.get_num_threads()
     try:

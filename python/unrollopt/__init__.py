@@ -22,10 +22,10 @@ if _torch.__version__ != _BUILT_WITH_TORCH:
 
 from unrollopt import _C  # noqa: E402  (loads the operators)
 from unrollopt.accelerated import accelerated_op_available  # noqa: E402
-from unrollopt.alias import ScaleByAdamState, adam  # noqa: E402
+from unrollopt.alias import ScaleByAdamState, SgdState, adam, sgd  # noqa: E402
 from unrollopt.base import GradientTransformation  # noqa: E402
-from unrollopt.meta import MetaAdam, MetaOptimizer  # noqa: E402
-from unrollopt.optim import Adam  # noqa: E402
+from unrollopt.meta import MetaAdam, MetaOptimizer, MetaSGD  # noqa: E402
+from unrollopt.optim import SGD, Adam  # noqa: E402
 from unrollopt.update import apply_updates  # noqa: E402
 from unrollopt.utils import (  # noqa: E402
     ModuleState,
@@ -44,8 +44,11 @@ __all__ = [
     "GradientTransformation",
     "MetaAdam",
     "MetaOptimizer",
+    "MetaSGD",
     "ModuleState",
+    "SGD",
     "ScaleByAdamState",
+    "SgdState",
     "accelerated_op_available",
     "adam",
     "apply_updates",
@@ -53,5 +56,6 @@ __all__ = [
     "extract_state_dict",
     "module_clone",
     "recover_state_dict",
+    "sgd",
     "stop_gradient",
 ]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 
-from unrollopt import _adam, _pytree
+from unrollopt import _adam, _fused, _pytree, _sgd
 from unrollopt._hyperparameters import Hyperparameter
 from unrollopt.base import GradientTransformation, OptState, Params, Updates
 
-__all__ = ["adam", "ScaleByAdamState"]
+__all__ = ["adam", "sgd", "ScaleByAdamState", "SgdState"]
 
 
 class ScaleByAdamState(NamedTuple):
@@ -20,6 +20,80 @@ class ScaleByAdamState(NamedTuple):
     mu: Params
     nu: Params
     count: torch.Tensor
+
+
+class SgdState(NamedTuple):
+    """SGD's state: the momentum buffers (a pytree like the parameters, or None
+    without momentum) and the number of steps taken (a 0-d int64 tensor)."""
+
+    momentum_buffer: Optional[Params]
+    count: torch.Tensor
+
+
+def _transformation(
+    config: _fused.Config,
+    plain: _fused.PlainStep,
+    state_type: Callable[..., Any],
+    *,
+    fused: bool,
+    moment_requires_grad: bool = False,
+) -> GradientTransformation:
+    """The ``(init, update)`` pair of one optimizer: pytrees in, lists to
+    :func:`_fused.step`, pytrees out. The state holds one pytree per state of
+    the optimizer (fields named after them; others None) and ``count``."""
+    names = config.state_names
+    fields = [f for f in state_type._fields if f != "count"]
+
+    def init(params: Params) -> OptState:
+        def zeros(p: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            if p is None:
+                return None
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(f"params must be a pytree of tensors, got a {type(p).__name__}")
+            return torch.zeros_like(p, requires_grad=moment_requires_grad)
+
+        leaves, spec = _pytree.flatten(params)
+        trees = {name: _pytree.unflatten([zeros(p) for p in leaves], spec) for name in names}
+        return state_type(**{f: trees.get(f) for f in fields}, count=torch.zeros((), dtype=torch.int64))
+
+    def update(
+        updates: Updates,
+        state: OptState,
+        *,
+        params: Optional[Params] = None,
+        inplace: bool = True,
+    ) -> tuple[Updates, OptState]:
+        if not isinstance(state, state_type):
+            raise TypeError(f"state must be a {state_type.__name__}, got {type(state).__name__}")
+        grads, spec = _pytree.flatten(updates)
+        states = [_pytree.flatten_like(getattr(state, name), spec, f"state.{name}") for name in names]
+        if params is None:
+            if config.uses_params:
+                raise ValueError("weight_decay is not 0: pass the parameters as update(..., params=params)")
+            ps = None
+        else:
+            ps = _pytree.flatten_like(params, spec, "params")
+        live = _pytree.present(grads)
+        for i in live:
+            if any(s[i] is None for s in states) or (ps is not None and ps[i] is None):
+                raise ValueError(f"updates has a tensor at leaf {i} where the state or params has None")
+        g = [grads[i] for i in live]
+        s = [[leaves[i] for i in live] for leaves in states]
+        p = [ps[i] for i in live] if ps is not None else []
+        _fused.check_tensors("update", grads=g, params=p, **dict(zip(names, s)))
+        if inplace:
+            _fused.check_inplace_allowed("update", g, p, *s, config=config)
+        count = state.count + 1
+        new_g, new_s = _fused.step(plain, g, s, p, count, config, fused=fused, inplace=inplace)
+        out_u, out_s = list(grads), [list(leaves) for leaves in states]
+        for k, i in enumerate(live):
+            out_u[i] = new_g[k]
+            for j in range(len(names)):
+                out_s[j][i] = new_s[j][k]
+        trees = {name: _pytree.unflatten(out_s[j], spec) for j, name in enumerate(names)}
+        return _pytree.unflatten(out_u, spec), state_type(**{f: trees.get(f) for f in fields}, count=count)
+
+    return GradientTransformation(init, update)
 
 
 def adam(
@@ -52,7 +126,8 @@ def adam(
 
     Args:
         lr: learning rate, a number or a 0-d tensor (which may require grad).
-        betas: decay rates of the two moment estimates, each in [0, 1).
+        betas: decay rates of the two moment estimates, each in [0, 1), numbers
+            or 0-d tensors.
         eps: added to the denominator's square root.
         weight_decay: L2 penalty coefficient (needs ``params=`` in ``update``).
         eps_root: added inside the square root; a positive value keeps the
@@ -67,63 +142,59 @@ def adam(
     Returns:
         A :class:`GradientTransformation` whose state is a :class:`ScaleByAdamState`.
     """
-    hp = _adam.AdamHyperparameters.checked(lr, betas, eps, weight_decay, eps_root, maximize)
-    fused = bool(use_accelerated_op)
+    return _transformation(
+        _adam.config(lr, betas, eps, weight_decay, eps_root, maximize),
+        _adam.plain,
+        ScaleByAdamState,
+        fused=bool(use_accelerated_op),
+        moment_requires_grad=moment_requires_grad,
+    )
 
-    def init(params: Params) -> ScaleByAdamState:
-        def zeros(p: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-            if p is None:
-                return None
-            if not isinstance(p, torch.Tensor):
-                raise TypeError(f"params must be a pytree of tensors, got a {type(p).__name__}")
-            return torch.zeros_like(p, requires_grad=moment_requires_grad)
 
-        leaves, spec = _pytree.flatten(params)
-        return ScaleByAdamState(
-            mu=_pytree.unflatten([zeros(p) for p in leaves], spec),
-            nu=_pytree.unflatten([zeros(p) for p in leaves], spec),
-            count=torch.zeros((), dtype=torch.int64),
-        )
+def sgd(
+    lr: Hyperparameter,
+    momentum: Hyperparameter = 0.0,
+    dampening: Hyperparameter = 0.0,
+    weight_decay: Hyperparameter = 0.0,
+    nesterov: bool = False,
+    *,
+    moment_requires_grad: bool = False,
+    maximize: bool = False,
+    use_accelerated_op: bool = False,
+) -> GradientTransformation:
+    r"""Stochastic gradient descent, with ``torch.optim.SGD``'s momentum, as a
+    differentiable transformation.
 
-    def update(
-        updates: Updates,
-        state: OptState,
-        *,
-        params: Optional[Params] = None,
-        inplace: bool = True,
-    ) -> tuple[Updates, ScaleByAdamState]:
-        if not isinstance(state, ScaleByAdamState):
-            raise TypeError(f"state must be a ScaleByAdamState, got {type(state).__name__}")
-        grads, spec = _pytree.flatten(updates)
-        mus = _pytree.flatten_like(state.mu, spec, "state.mu")
-        nus = _pytree.flatten_like(state.nu, spec, "state.nu")
-        if params is None:
-            if hp.uses_params:
-                raise ValueError("weight_decay is not 0: pass the parameters as update(..., params=params)")
-            ps = None
-        else:
-            ps = _pytree.flatten_like(params, spec, "params")
-        live = _pytree.present(grads)
-        for i in live:
-            if mus[i] is None or nus[i] is None or (ps is not None and ps[i] is None):
-                raise ValueError(f"updates has a tensor at leaf {i} where the state or params has None")
-        g = [grads[i] for i in live]
-        m = [mus[i] for i in live]
-        v = [nus[i] for i in live]
-        p = [ps[i] for i in live] if ps is not None else []
-        _adam.check_tensors("update", g, m, v, p)
-        if inplace:
-            _adam.check_inplace_allowed("update", g, m, v, p, hp=hp)
-        count = state.count + 1
-        new_u, new_m, new_v = _adam.step(g, m, v, p, count, hp, fused=fused, inplace=inplace)
-        out_u, out_m, out_v = list(grads), list(mus), list(nus)
-        for k, i in enumerate(live):
-            out_u[i], out_m[i], out_v[i] = new_u[k], new_m[k], new_v[k]
-        new_state = ScaleByAdamState(
-            mu=_pytree.unflatten(out_m, spec),
-            nu=_pytree.unflatten(out_v, spec),
-            count=count,
-        )
-        return _pytree.unflatten(out_u, spec), new_state
+    With :math:`t` the step number, :math:`s = -1` when maximizing and
+    :math:`\lambda` the weight decay:
 
-    return GradientTransformation(init, update)
+    .. math::
+
+        g' &= s\,g + \lambda\,\theta \\
+        b_t &= g' \text{ if } t = 1 \text{ else } \mu\, b_{t-1} + (1 - \tau)\, g' \\
+        u_t &= -\mathrm{lr}\,(g' + \mu\, b_t) \text{ (Nesterov) or } -\mathrm{lr}\, b_t
+
+    Without momentum (:math:`\mu = 0`) :math:`u_t = -\mathrm{lr}\, g'` and the
+    state holds no buffer.
+
+    Args:
+        lr: learning rate, a number or a 0-d tensor (which may require grad).
+        momentum: momentum factor :math:`\mu` (a tensor selects the momentum form
+            even at 0, so that it can be learned).
+        dampening: dampening :math:`\tau` of the momentum.
+        weight_decay: L2 penalty coefficient (needs ``params=`` in ``update``).
+        nesterov: Nesterov momentum (needs momentum and zero dampening).
+        moment_requires_grad: make the initial momentum buffers require grad.
+        maximize: maximize the objective instead of minimizing it.
+        use_accelerated_op: run the fused C++ operator.
+
+    Returns:
+        A :class:`GradientTransformation` whose state is an :class:`SgdState`.
+    """
+    return _transformation(
+        _sgd.config(lr, momentum, dampening, weight_decay, nesterov, maximize),
+        _sgd.plain,
+        SgdState,
+        fused=bool(use_accelerated_op),
+        moment_requires_grad=moment_requires_grad,
+    )

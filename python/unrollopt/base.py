@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Protocol
 
-import torch
-
 #: A pytree of tensors: a tensor, or tuples, lists, dicts (and named tuples) of
 #: pytrees. ``None`` leaves stand for parameters without a gradient.
 Params = Any
@@ -43,7 +41,3 @@ class GradientTransformation(NamedTuple):
 
     init: Callable[[Params], OptState]
     update: UpdateFn
-
-
-def is_tensor(x: object) -> bool:
-    return isinstance(x, torch.Tensor)

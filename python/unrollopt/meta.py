@@ -13,7 +13,7 @@ from unrollopt._hyperparameters import Hyperparameter
 from unrollopt.base import GradientTransformation, OptState
 from unrollopt.update import apply_updates
 
-__all__ = ["MetaOptimizer", "MetaAdam"]
+__all__ = ["MetaOptimizer", "MetaAdam", "MetaSGD"]
 
 
 class _Slot(NamedTuple):
@@ -146,3 +146,27 @@ class MetaAdam(MetaOptimizer):
         )  # fmt: skip
         super().__init__(module, impl, first_order=first_order)
 
+
+
+class MetaSGD(MetaOptimizer):
+    """:class:`MetaOptimizer` with :func:`unrollopt.sgd` (same arguments)."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        lr: Hyperparameter,
+        momentum: Hyperparameter = 0.0,
+        dampening: Hyperparameter = 0.0,
+        weight_decay: Hyperparameter = 0.0,
+        nesterov: bool = False,
+        *,
+        moment_requires_grad: bool = False,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+        first_order: bool = False,
+    ) -> None:
+        impl = alias.sgd(
+            lr, momentum, dampening, weight_decay, nesterov, moment_requires_grad=moment_requires_grad,
+            maximize=maximize, use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        super().__init__(module, impl, first_order=first_order)

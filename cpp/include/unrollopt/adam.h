@@ -19,6 +19,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "unrollopt/hyperparameter.h"
+#include "unrollopt/update.h"
 
 namespace unrollopt {
 
@@ -60,8 +61,5 @@ class Adam {
  private:
   AdamOptions options_;
 };
-
-// params[i] + updates[i], out of place (differentiable).
-std::vector<at::Tensor> apply_updates(at::TensorList params, at::TensorList updates);
 
 }  // namespace unrollopt

@@ -1,15 +1,31 @@
 #pragma once
 // The fused operators, as registered with PyTorch's dispatcher in the
-// `unrollopt` namespace (torch.ops.unrollopt.* in Python). Each has a CPU kernel,
-// a Meta kernel (shapes only, for torch.compile) and an Autograd kernel; these
-// functions call them through the dispatcher.
+// `unrollopt` namespace (torch.ops.unrollopt.* in Python). Each optimizer NAME
+// ("adam", "sgd", "sgd_momentum") has three, with CPU, Meta (shapes only, for
+// torch.compile) and Autograd kernels; these functions call them through the
+// dispatcher:
 //
-// Hyperparameters are 0-d floating-point tensors so that they can require grad
-// and change between calls without recompiling a traced graph. `step` is the
-// step number after incrementing (1 on the first step). `params` may be empty
-// when weight_decay is 0.
+//   NAME           one step out of place, differentiable with respect to grads,
+//                  states, params and hyperparameters (exact hand-written backward)
+//   NAME_          the same step in place, not differentiable
+//   NAME_backward  its vector-Jacobian product, itself differentiable
+//
+// Arguments, for n parameters:
+//   grads, params      n tensors each (params may be empty when weight_decay is 0)
+//   states             the optimizer's state lists one after another:
+//                        adam: mu (n tensors), then nu (n tensors)
+//                        sgd_momentum: momentum_buffer; sgd: none
+//   step               0-d tensor: the step number after incrementing (1 on the first)
+//   hyperparameters    0-d floating-point tensors (they may require grad):
+//                        adam: lr, beta1, beta2, weight_decay
+//                        sgd: lr, weight_decay
+//                        sgd_momentum: lr, momentum, dampening, weight_decay
+//   options            adam: eps, eps_root, maximize; sgd, sgd_momentum: maximize, nesterov
+//                      (booleans as 0 or 1)
+// Hyperparameters are tensors so that they can require grad and change between
+// calls without recompiling a traced graph.
 
-#include <array>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -20,35 +36,29 @@ namespace unrollopt::ops {
 
 using TensorVector = std::vector<at::Tensor>;
 
-// unrollopt::adam: (updates, new mus, new nus) of one Adam step, out of place and
-// differentiable with respect to every tensor argument but `step`.
-std::tuple<TensorVector, TensorVector, TensorVector> adam(
-    at::TensorList grads, at::TensorList mus, at::TensorList nus, at::TensorList params,
-    const at::Tensor& step, const at::Tensor& lr, const at::Tensor& beta1,
-    const at::Tensor& beta2, const at::Tensor& weight_decay, double eps, double eps_root,
-    bool maximize);
+// unrollopt::NAME: (updates, new states).
+std::tuple<TensorVector, TensorVector> fused_step(std::string_view optimizer,
+                                                  at::TensorList grads, at::TensorList states,
+                                                  at::TensorList params, const at::Tensor& step,
+                                                  at::TensorList hyperparameters,
+                                                  c10::ArrayRef<double> options);
 
-// unrollopt::adam_: the same step in place, not differentiable. With
-// `update_params` the parameters receive p + update (an optimizer step);
-// otherwise the grads are overwritten by the updates and params are only read.
-void adam_(at::TensorList params, at::TensorList grads, at::TensorList mus, at::TensorList nus,
-           const at::Tensor& step, const at::Tensor& lr, const at::Tensor& beta1,
-           const at::Tensor& beta2, const at::Tensor& weight_decay, double eps,
-           double eps_root, bool maximize, bool update_params);
+// unrollopt::NAME_: with `update_params` the parameters receive p + update (an
+// optimizer step); otherwise the grads are overwritten by the updates.
+void fused_step_(std::string_view optimizer, at::TensorList params, at::TensorList grads,
+                 at::TensorList states, const at::Tensor& step,
+                 at::TensorList hyperparameters, c10::ArrayRef<double> options,
+                 bool update_params);
 
-// unrollopt::adam_backward: the exact vector-Jacobian product of unrollopt::adam,
-// itself differentiable. Undefined cotangents count as zeros. `output_mask`
-// selects (grads, mus, nus, params, lr, beta1, beta2, weight_decay); unselected
-// list outputs are empty and unselected hyperparameter gradients are zeros.
-using AdamBackwardResult = std::tuple<TensorVector, TensorVector, TensorVector, TensorVector,
-                                      at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-AdamBackwardResult adam_backward(
-    const c10::List<std::optional<at::Tensor>>& grad_updates,
-    const c10::List<std::optional<at::Tensor>>& grad_mus,
-    const c10::List<std::optional<at::Tensor>>& grad_nus, at::TensorList grads,
-    at::TensorList mus, at::TensorList nus, at::TensorList params, const at::Tensor& step,
-    const at::Tensor& lr, const at::Tensor& beta1, const at::Tensor& beta2,
-    const at::Tensor& weight_decay, double eps, double eps_root, bool maximize,
-    std::array<bool, 8> output_mask);
+// unrollopt::NAME_backward: (grad of grads, of states, of params, of each
+// hyperparameter). Undefined cotangents count as zeros. `output_mask` selects
+// (grads, states, params, hyperparameters...); unselected lists are empty and
+// unselected hyperparameter gradients are zeros.
+std::tuple<TensorVector, TensorVector, TensorVector, TensorVector> fused_step_backward(
+    std::string_view optimizer, const c10::List<std::optional<at::Tensor>>& grad_updates,
+    const c10::List<std::optional<at::Tensor>>& grad_states, at::TensorList grads,
+    at::TensorList states, at::TensorList params, const at::Tensor& step,
+    at::TensorList hyperparameters, c10::ArrayRef<double> options,
+    const c10::List<bool>& output_mask);
 
 }  // namespace unrollopt::ops

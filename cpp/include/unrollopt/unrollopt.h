@@ -7,6 +7,7 @@
 #include "unrollopt/adam.h"
 #include "unrollopt/hyperparameter.h"
 #include "unrollopt/ops.h"
+#include "unrollopt/sgd.h"
 
 namespace unrollopt {
 

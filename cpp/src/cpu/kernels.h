@@ -1,53 +1,71 @@
 #pragma once
-// The fused CPU kernels. Each kernel source is compiled once per CPU capability
-// (DEFAULT, AVX2) into its own namespace; `kernels()` picks the best one the
-// running CPU supports. Inputs are contiguous and already validated.
+// The fused CPU kernels of every optimizer rule. cpu/kernels.cpp is compiled once
+// per CPU capability (DEFAULT, AVX2) into its own namespace; kernels<Rule>()
+// picks the best one the running CPU supports. Inputs are contiguous and
+// already checked.
+
+#include <array>
 
 #include <ATen/core/Tensor.h>
 
 namespace unrollopt::cpu {
 
-// Adam's hyperparameters for one step, read from their tensors; step counts from 1.
-struct AdamScalars {
-  double lr, beta1, beta2, weight_decay, step, eps, eps_root;
-  bool maximize;
+// One list per argument, one tensor per parameter. `params` may be empty (read
+// as zeros); so may an output list (not written) or a cotangent (zeros).
+template <class Rule>
+struct Lists {
+  static constexpr size_t num_states = Rule::states.size();
+  at::TensorList grads;
+  std::array<at::TensorList, num_states> states;
+  at::TensorList params;
 };
 
-// One list per argument, one tensor per parameter; `params` may be empty (read as 0).
-struct AdamInputs {
-  at::TensorList grads, mus, nus, params;
+template <class Rule>
+struct Scalars {
+  std::array<double, Rule::hyperparameters.size()> hyper;
+  double step;  // counting from 1
+  typename Rule::Options options;
 };
 
-// Writes (update, mu', nu') into the outputs, which may alias the inputs; with
-// `add_to_param` the first output receives p + update instead of update.
-using AdamForward = void (*)(const AdamInputs& in, at::TensorList update_out,
-                             at::TensorList mu_out, at::TensorList nu_out, bool add_to_param,
-                             const AdamScalars& hp);
-
-// The vector-Jacobian product of AdamForward. Undefined cotangents read as 0; an
-// empty output list is not computed. With `hyper_grad` non-null it receives the
-// gradients with respect to (lr, beta1, beta2, weight_decay).
-using AdamBackward = void (*)(at::TensorList grad_update, at::TensorList grad_mu,
-                              at::TensorList grad_nu, const AdamInputs& in,
-                              at::TensorList grad_grads_out, at::TensorList grad_mus_out,
-                              at::TensorList grad_nus_out, at::TensorList grad_params_out,
-                              const AdamScalars& hp, double* hyper_grad);
-
+template <class Rule>
 struct Kernels {
   const char* capability;
-  AdamForward adam_forward;
-  AdamBackward adam_backward;
+
+  // Writes the update and the new states (which may alias the inputs); with
+  // `add_to_param` the update output receives p + update instead.
+  void (*forward)(const Lists<Rule>& in, at::TensorList update_out,
+                  const std::array<at::TensorList, Rule::states.size()>& states_out,
+                  bool add_to_param, const Scalars<Rule>& s);
+
+  // The vector-Jacobian product of forward. With `coef_grad` non-null it also
+  // receives the cotangents of the step's coefficients, summed over elements.
+  void (*backward)(at::TensorList grad_update,
+                   const std::array<at::TensorList, Rule::states.size()>& grad_states,
+                   const Lists<Rule>& in, const Lists<Rule>& grads_out, const Scalars<Rule>& s,
+                   double* coef_grad);
 };
 
-// The kernels for this CPU: AVX2 where supported, unless the environment variable
-// UNROLLOPT_CPU_CAPABILITY=default asks for the portable ones.
-const Kernels& kernels();
-
 namespace DEFAULT {
-extern const Kernels kernels;
+template <class Rule>
+Kernels<Rule> kernels();
 }
 namespace AVX2 {
-extern const Kernels kernels;
+template <class Rule>
+Kernels<Rule> kernels();
+}
+
+// Whether to use the AVX2 kernels: where the CPU has AVX2 and FMA, unless the
+// environment variable UNROLLOPT_CPU_CAPABILITY=default asks for the portable ones.
+bool use_avx2();
+
+template <class Rule>
+const Kernels<Rule>& kernels() {
+#if defined(__x86_64__) || defined(__i386__)  // where the build makes the AVX2 variant
+  static const Kernels<Rule> chosen = use_avx2() ? AVX2::kernels<Rule>() : DEFAULT::kernels<Rule>();
+#else
+  static const Kernels<Rule> chosen = DEFAULT::kernels<Rule>();
+#endif
+  return chosen;
 }
 
 }  // namespace unrollopt::cpu

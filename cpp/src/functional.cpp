@@ -1,0 +1,69 @@
+#include "functional.h"
+
+#include <ATen/ops/add.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/util/Exception.h>
+
+#include "checks.h"
+#include "unrollopt/update.h"
+#include "unrollopt/ops.h"
+
+namespace unrollopt {
+
+Hyperparameter::Hyperparameter(double value) : tensor_(at::scalar_tensor(value, at::kDouble)) {}
+
+Hyperparameter::Hyperparameter(at::Tensor value) : tensor_(std::move(value)) {
+  check_hyperparameter("Hyperparameter", "value", tensor_);
+}
+
+double Hyperparameter::value() const { return tensor_.item<double>(); }
+
+std::vector<at::Tensor> apply_updates(at::TensorList params, at::TensorList updates) {
+  TORCH_CHECK_VALUE(params.size() == updates.size(), "unrollopt.apply_updates: ",
+                    params.size(), " params but ", updates.size(), " updates");
+  std::vector<at::Tensor> out;
+  out.reserve(params.size());
+  for (size_t i = 0; i < params.size(); ++i) out.push_back(at::add(params[i], updates[i]));
+  return out;
+}
+
+namespace detail {
+
+void check_range(const char* optimizer, const char* name, double value, double low, double high,
+                 bool high_open) {
+  TORCH_CHECK_VALUE(value >= low && (high_open ? value < high : value <= high), "unrollopt.",
+                    optimizer, ": invalid ", name, " ", value, "; expected a value in [", low,
+                    ", ", high, high_open ? ")" : "]");
+}
+
+std::vector<std::vector<at::Tensor>> zero_states(size_t num_states, at::TensorList params,
+                                                 bool requires_grad) {
+  std::vector<std::vector<at::Tensor>> states(num_states);
+  for (auto& state : states) {
+    for (const auto& p : params) state.push_back(at::zeros_like(p).requires_grad_(requires_grad));
+  }
+  return states;
+}
+
+Step fused_update(std::string_view op, at::TensorList grads,
+                  const std::vector<std::vector<at::Tensor>>& states, at::TensorList params,
+                  const at::Tensor& count, const std::vector<Hyperparameter>& hyper,
+                  const std::vector<double>& options) {
+  std::vector<at::Tensor> flat, hyper_tensors;
+  for (const auto& state : states) flat.insert(flat.end(), state.begin(), state.end());
+  for (const auto& h : hyper) hyper_tensors.push_back(h.tensor());
+  Step next;
+  next.count = at::add(count, 1);
+  auto [updates, new_flat] =
+      ops::fused_step(op, grads, flat, params, next.count, hyper_tensors, options);
+  next.updates = std::move(updates);
+  const auto n = static_cast<std::ptrdiff_t>(grads.size());
+  for (size_t k = 0; k < states.size(); ++k) {
+    next.states.emplace_back(new_flat.begin() + k * n, new_flat.begin() + (k + 1) * n);
+  }
+  return next;
+}
+
+}  // namespace detail
+}  // namespace unrollopt

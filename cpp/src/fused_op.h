@@ -1,0 +1,473 @@
+#pragma once
+// The three operators of an optimizer rule (rules/rule.h), for any rule:
+//
+//   unrollopt::NAME(Tensor[] grads, Tensor[] states, Tensor[] params, Tensor step,
+//                   Tensor[] hyperparameters, float[] options) -> (Tensor[] updates, Tensor[] states)
+//   unrollopt::NAME_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] states, Tensor step,
+//                    Tensor[] hyperparameters, float[] options, bool update_params) -> ()
+//   unrollopt::NAME_backward(Tensor?[] grad_updates, Tensor?[] grad_states, Tensor[] grads,
+//                    Tensor[] states, Tensor[] params, Tensor step, Tensor[] hyperparameters,
+//                    float[] options, bool[] output_mask)
+//       -> (Tensor[] grad_grads, Tensor[] grad_states, Tensor[] grad_params, Tensor[] grad_hyperparameters)
+//
+// `states` holds the rule's state lists one after another (all first states,
+// then all second states, ...). NAME is out of place and differentiable (its
+// Autograd kernel runs NAME_backward); NAME_ updates in place (with
+// update_params, params += update; otherwise grads are overwritten by the
+// updates) and is not differentiable. NAME_backward's output_mask selects
+// (grads, states, params, each hyperparameter); unselected lists are empty and
+// unselected hyperparameter gradients are zeros. Each has CPU, Meta and Autograd
+// kernels, registered by register_rule<Rule>() in the rule's own source file.
+
+#include <string>
+
+#include <ATen/TensorOperators.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+#include "checks.h"
+#include "cpu/kernels.h"
+#include "math_ops.h"
+
+namespace unrollopt::fused {
+
+using TensorVector = std::vector<at::Tensor>;
+using OptionalTensors = c10::List<std::optional<at::Tensor>>;
+using ForwardResult = std::tuple<TensorVector, TensorVector>;
+using BackwardResult = std::tuple<TensorVector, TensorVector, TensorVector, TensorVector>;
+
+// Shared, rule-independent pieces (fused_op.cpp).
+TensorVector contiguous(at::TensorList list);
+TensorVector contiguous(const OptionalTensors& list);
+TensorVector empty_like_all(at::TensorList list);
+// Writes back into `targets` where the kernel worked on contiguous copies.
+void copy_back(at::TensorList targets, at::TensorList worked);
+bool any_requires_grad(std::initializer_list<at::TensorList> lists,
+                       std::initializer_list<const OptionalTensors*> optional_lists);
+TensorVector as_vector(const OptionalTensors& list);
+
+template <class Rule>
+struct Op {
+  static constexpr size_t NS = Rule::states.size();
+  static constexpr size_t NH = Rule::hyperparameters.size();
+  static constexpr size_t NC = Rule::num_coef;
+  using Lists = cpu::Lists<Rule>;
+  using Scalars = cpu::Scalars<Rule>;
+
+  static std::string qualified(const char* suffix) {
+    return std::string("unrollopt::") + Rule::name + suffix;
+  }
+
+  // The rule's state lists within `states`; all empty if `states` is.
+  static std::array<at::TensorList, NS> split(at::TensorList states, size_t n) {
+    std::array<at::TensorList, NS> out{};
+    if (!states.empty()) {
+      for (size_t k = 0; k < NS; ++k) out[k] = states.slice(k * n, n);
+    }
+    return out;
+  }
+
+  static void check(const char* op, at::TensorList grads, at::TensorList states,
+                    at::TensorList params, const at::Tensor& step, at::TensorList hyper) {
+    TORCH_CHECK_VALUE(states.size() == NS * grads.size(), "unrollopt.", op, ": states has ",
+                      states.size(), " tensors; expected ", NS, " per grad (",
+                      c10::Join(", ", Rule::states), ")");
+    const auto lists = split(states, grads.size());
+    std::array<NamedTensorList, NS> named;
+    for (size_t k = 0; k < NS; ++k) named[k] = {Rule::states[k], lists[k]};
+    check_parameter_lists(op, grads, named, params);
+    check_hyperparameter(op, "step", step);
+    TORCH_CHECK_VALUE(hyper.size() == NH, "unrollopt.", op, ": expected ", NH,
+                      " hyperparameters (", c10::Join(", ", Rule::hyperparameters), "), got ",
+                      hyper.size());
+    for (size_t i = 0; i < NH; ++i) check_hyperparameter(op, Rule::hyperparameters[i], hyper[i]);
+  }
+
+  // Reads the hyperparameters' values (CPU kernels only).
+  static Scalars scalars(const at::Tensor& step, at::TensorList hyper,
+                         c10::ArrayRef<double> options, at::TensorList params) {
+    Scalars s{{}, step.item<double>(), Rule::Options::read(options)};
+    for (size_t i = 0; i < NH; ++i) {
+      s.hyper[i] = hyper[i].item<double>();
+      TORCH_CHECK_VALUE(!params.empty() || s.hyper[i] == 0 ||
+                            std::string_view(Rule::hyperparameters[i]) != "weight_decay",
+                        "unrollopt.", Rule::name, ": weight_decay is not 0, so params are needed");
+    }
+    return s;
+  }
+
+  // --- NAME --------------------------------------------------------------------
+
+  static ForwardResult forward_meta(at::TensorList grads, at::TensorList states,
+                                    at::TensorList params, const at::Tensor& step,
+                                    at::TensorList hyper, c10::ArrayRef<double> options) {
+    check(Rule::name, grads, states, params, step, hyper);
+    Rule::Options::read(options);
+    return {empty_like_all(grads), empty_like_all(states)};
+  }
+
+  static ForwardResult forward_cpu(at::TensorList grads, at::TensorList states,
+                                   at::TensorList params, const at::Tensor& step,
+                                   at::TensorList hyper, c10::ArrayRef<double> options) {
+    check(Rule::name, grads, states, params, step, hyper);
+    const Scalars s = scalars(step, hyper, options, params);
+    const TensorVector g = contiguous(grads), st = contiguous(states), p = contiguous(params);
+    TensorVector update = empty_like_all(g), new_states = empty_like_all(st);
+    cpu::kernels<Rule>().forward(Lists{g, split(st, g.size()), p}, update,
+                                 split(new_states, g.size()), /*add_to_param=*/false, s);
+    return {std::move(update), std::move(new_states)};
+  }
+
+  // --- NAME_ -------------------------------------------------------------------
+
+  static void check_inplace(at::TensorList params, at::TensorList grads, at::TensorList states,
+                            const at::Tensor& step, at::TensorList hyper,
+                            c10::ArrayRef<double> options, bool update_params) {
+    const std::string op = std::string(Rule::name) + "_";
+    check(op.c_str(), grads, states, params, step, hyper);
+    Rule::Options::read(options);
+    TORCH_CHECK_VALUE(!update_params || !params.empty(), "unrollopt.", op,
+                      ": update_params=True needs params (got an empty list)");
+    check_writable(op.c_str(), update_params ? "params" : "grads", update_params ? params : grads);
+    check_writable(op.c_str(), "states", states);
+  }
+
+  static void inplace_meta(at::TensorList params, at::TensorList grads, at::TensorList states,
+                           const at::Tensor& step, at::TensorList hyper,
+                           c10::ArrayRef<double> options, bool update_params) {
+    check_inplace(params, grads, states, step, hyper, options, update_params);
+  }
+
+  static void inplace_cpu(at::TensorList params, at::TensorList grads, at::TensorList states,
+                          const at::Tensor& step, at::TensorList hyper,
+                          c10::ArrayRef<double> options, bool update_params) {
+    check_inplace(params, grads, states, step, hyper, options, update_params);
+    const Scalars s = scalars(step, hyper, options, params);
+    const TensorVector g = contiguous(grads), st = contiguous(states), p = contiguous(params);
+    const TensorVector& first_out = update_params ? p : g;
+    cpu::kernels<Rule>().forward(Lists{g, split(st, g.size()), p}, first_out,
+                                 split(st, g.size()), update_params, s);
+    copy_back(update_params ? params : grads, first_out);
+    copy_back(states, st);
+  }
+
+  // --- NAME_backward -------------------------------------------------------------
+
+  static void check_cotangents(const char* name, const OptionalTensors& list,
+                               at::TensorList like) {
+    const std::string op = std::string(Rule::name) + "_backward";
+    TORCH_CHECK_VALUE(list.size() == like.size(), "unrollopt.", op, ": ", name, " has ",
+                      list.size(), " entries; expected ", like.size());
+    for (size_t i = 0; i < list.size(); ++i) {
+      const std::optional<at::Tensor> t = list[i];
+      if (t.has_value() && t->defined()) check_like(op.c_str(), name, i, *t, like[i]);
+    }
+  }
+
+  // Checks the inputs and allocates the outputs; the CPU kernel starts here too.
+  static BackwardResult backward_meta(const OptionalTensors& grad_updates,
+                                      const OptionalTensors& grad_states, at::TensorList grads,
+                                      at::TensorList states, at::TensorList params,
+                                      const at::Tensor& step, at::TensorList hyper,
+                                      c10::ArrayRef<double> options,
+                                      const c10::List<bool>& mask) {
+    const std::string op = std::string(Rule::name) + "_backward";
+    check(op.c_str(), grads, states, params, step, hyper);
+    Rule::Options::read(options);
+    check_cotangents("grad_updates", grad_updates, grads);
+    check_cotangents("grad_states", grad_states, states);
+    TORCH_CHECK_VALUE(mask.size() == 3 + NH, "unrollopt.", op, ": output_mask must hold ",
+                      3 + NH, " values (grads, states, params, ",
+                      c10::Join(", ", Rule::hyperparameters), ")");
+    TORCH_CHECK_VALUE(!mask[2] || !params.empty(), "unrollopt.", op,
+                      ": the gradient of params needs params");
+    BackwardResult out;
+    auto& [grad_g, grad_s, grad_p, grad_h] = out;
+    if (mask[0]) grad_g = empty_like_all(grads);
+    if (mask[1]) grad_s = empty_like_all(states);
+    if (mask[2]) grad_p = empty_like_all(grads);
+    for (size_t i = 0; i < NH; ++i) grad_h.push_back(at::zeros({}, hyper[i].options()));
+    return out;
+  }
+
+  // d coefficients / d hyperparameters by forward-mode differentiation, chained
+  // with the coefficients' cotangents.
+  static std::array<double, NH> chain_to_hyper(const std::array<double, NC>& coef_grad,
+                                               const Scalars& s) {
+    using D = math::Dual<double, NH>;
+    std::array<D, NH> h;
+    for (size_t i = 0; i < NH; ++i) h[i] = D::variable(s.hyper[i], i);
+    const auto c = Rule::template coef<D>(h, D(s.step), s.options);
+    std::array<double, NH> out{};
+    for (size_t j = 0; j < NC; ++j) {
+      if (coef_grad[j] == 0) continue;
+      for (size_t i = 0; i < NH; ++i) out[i] += coef_grad[j] * c[j].grad[i];
+    }
+    return out;
+  }
+
+  static BackwardResult backward_cpu(const OptionalTensors& grad_updates,
+                                     const OptionalTensors& grad_states, at::TensorList grads,
+                                     at::TensorList states, at::TensorList params,
+                                     const at::Tensor& step, at::TensorList hyper,
+                                     c10::ArrayRef<double> options,
+                                     const c10::List<bool>& mask) {
+    BackwardResult out = backward_meta(grad_updates, grad_states, grads, states, params, step,
+                                       hyper, options, mask);
+    auto& [grad_g, grad_s, grad_p, grad_h] = out;
+    const Scalars s = scalars(step, hyper, options, params);
+    bool need_hyper = false;
+    for (size_t i = 0; i < NH; ++i) need_hyper = need_hyper || mask[3 + i];
+    const size_t n = grads.size();
+    const TensorVector g = contiguous(grads), st = contiguous(states), p = contiguous(params);
+    const TensorVector gu = contiguous(grad_updates), gs = contiguous(grad_states);
+    std::array<double, NC> coef_grad{};
+    cpu::kernels<Rule>().backward(gu, split(gs, n), Lists{g, split(st, n), p},
+                                  Lists{grad_g, split(grad_s, n), grad_p}, s,
+                                  need_hyper ? coef_grad.data() : nullptr);
+    if (need_hyper) {
+      const auto h = chain_to_hyper(coef_grad, s);
+      for (size_t i = 0; i < NH; ++i) {
+        if (mask[3 + i]) grad_h[i].fill_(h[i]);
+      }
+    }
+    return out;
+  }
+
+  // The vector-Jacobian product in differentiable tensor ops (the rule's own vjp,
+  // coefficients in float64; half and bfloat16 computed in float32, as in the
+  // fused kernel), for when the backward must itself be differentiated.
+  static BackwardResult backward_composite(const OptionalTensors& grad_updates,
+                                           const OptionalTensors& grad_states,
+                                           at::TensorList grads, at::TensorList states,
+                                           at::TensorList params, const at::Tensor& step,
+                                           at::TensorList hyper, c10::ArrayRef<double> options,
+                                           const c10::List<bool>& mask) {
+    const size_t n = grads.size();
+    // The coefficients and their derivatives with respect to the
+    // hyperparameters, as differentiable tensors (forward mode, no autograd call).
+    using DT = math::Dual<at::Tensor, NH>;
+    std::array<DT, NH> h;
+    for (size_t i = 0; i < NH; ++i) h[i] = DT::variable(hyper[i].to(at::kDouble), i);
+    const auto dual_coef = Rule::template coef<DT>(h, DT(step.to(at::kDouble), {}),
+                                                   Rule::Options::read(options));
+    std::array<at::Tensor, NC> coef;
+    for (size_t j = 0; j < NC; ++j) coef[j] = dual_coef[j].value;
+    const auto st = split(states, n);
+    const TensorVector gu = as_vector(grad_updates), gs = as_vector(grad_states);
+    BackwardResult out;
+    auto& [grad_g, grad_s, grad_p, grad_h] = out;
+    std::array<TensorVector, NS> grad_s_lists;
+    std::array<at::Tensor, NC> coef_sums;
+    for (size_t i = 0; i < n; ++i) {
+      const at::ScalarType dtype = grads[i].scalar_type();
+      const at::ScalarType compute =
+          (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
+      const auto up = [&](const at::Tensor& t) {
+        return t.defined() ? t.to(compute) : at::zeros_like(grads[i], compute);
+      };
+      std::array<at::Tensor, NS> g_state, state;
+      for (size_t k = 0; k < NS; ++k) {
+        g_state[k] = up(gs[k * n + i]);
+        state[k] = up(st[k][i]);
+      }
+      const auto r = Rule::vjp(up(gu[i]), g_state, up(grads[i]), state,
+                               params.empty() ? up(at::Tensor()) : up(params[i]), coef);
+      if (mask[0]) grad_g.push_back(r.g.to(dtype));
+      for (size_t k = 0; k < NS && mask[1]; ++k) grad_s_lists[k].push_back(r.states[k].to(dtype));
+      if (mask[2]) grad_p.push_back(r.p.to(dtype));
+      for (size_t j = 0; j < NC; ++j) {
+        const at::Tensor term = r.coef[j].sum(at::kDouble);
+        coef_sums[j] = coef_sums[j].defined() ? coef_sums[j] + term : term;
+      }
+    }
+    for (const auto& list : grad_s_lists) grad_s.insert(grad_s.end(), list.begin(), list.end());
+    // Chain the coefficients' cotangents to the hyperparameters.
+    for (size_t i = 0; i < NH; ++i) {
+      at::Tensor total;
+      for (size_t j = 0; j < NC && mask[3 + i]; ++j) {
+        if (!coef_sums[j].defined() || !dual_coef[j].grad[i].defined()) continue;
+        const at::Tensor term = coef_sums[j] * dual_coef[j].grad[i];
+        total = total.defined() ? total + term : term;
+      }
+      grad_h.push_back(total.defined() ? total.to(hyper[i].scalar_type())
+                                       : at::zeros({}, hyper[i].options()));
+    }
+    return out;
+  }
+
+  static BackwardResult backward_autograd(const OptionalTensors& grad_updates,
+                                          const OptionalTensors& grad_states,
+                                          at::TensorList grads, at::TensorList states,
+                                          at::TensorList params, const at::Tensor& step,
+                                          at::TensorList hyper, c10::ArrayRef<double> options,
+                                          const c10::List<bool>& mask) {
+    if (at::GradMode::is_enabled() &&
+        any_requires_grad({grads, states, params, hyper}, {&grad_updates, &grad_states})) {
+      return backward_composite(grad_updates, grad_states, grads, states, params, step, hyper,
+                                options, mask);
+    }
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return backward_handle().call(grad_updates, grad_states, grads, states, params, step, hyper,
+                                  options, mask);
+  }
+
+  // --- autograd of NAME ---------------------------------------------------------
+
+  struct Function : public torch::autograd::Function<Function> {
+    static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                  at::TensorList grads, at::TensorList states,
+                                                  at::TensorList params,
+                                                  const at::Tensor& step, at::TensorList hyper,
+                                                  c10::ArrayRef<double> options) {
+      ctx->set_materialize_grads(false);
+      auto [update, new_states] = [&] {
+        at::AutoDispatchBelowADInplaceOrView guard;
+        return forward_handle().call(grads, states, params, step, hyper, options);
+      }();
+      // The backward recomputes the step from its inputs: it saves nothing the
+      // forward did not already hold.
+      torch::autograd::variable_list saved(grads.begin(), grads.end());
+      saved.insert(saved.end(), states.begin(), states.end());
+      saved.insert(saved.end(), params.begin(), params.end());
+      saved.push_back(step);
+      saved.insert(saved.end(), hyper.begin(), hyper.end());
+      ctx->save_for_backward(saved);
+      ctx->saved_data["n"] = static_cast<int64_t>(grads.size());
+      ctx->saved_data["n_params"] = static_cast<int64_t>(params.size());
+      ctx->saved_data["options"] = options.vec();
+      update.insert(update.end(), new_states.begin(), new_states.end());
+      return update;
+    }
+
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                   torch::autograd::variable_list grad_out) {
+      const auto n = static_cast<size_t>(ctx->saved_data["n"].toInt());
+      const auto n_params = static_cast<size_t>(ctx->saved_data["n_params"].toInt());
+      const std::vector<double> options = ctx->saved_data["options"].toDoubleVector();
+      const torch::autograd::variable_list saved = ctx->get_saved_variables();
+      const at::TensorList all(saved);
+      const size_t h = (1 + NS) * n + n_params;  // index of step; hyperparameters follow
+      // Inputs in order: grads, states, params, step, hyperparameters.
+      const auto needs = [&](size_t begin, size_t len) {
+        for (size_t i = begin; i < begin + len; ++i) {
+          if (ctx->needs_input_grad(i)) return true;
+        }
+        return false;
+      };
+      c10::List<bool> mask{needs(0, n), needs(n, NS * n), needs((1 + NS) * n, n_params)};
+      for (size_t i = 0; i < NH; ++i) mask.push_back(needs(h + 1 + i, 1));
+      OptionalTensors grad_updates, grad_states;
+      for (size_t i = 0; i < n; ++i) grad_updates.push_back(grad_out[i]);
+      for (size_t i = n; i < (1 + NS) * n; ++i) grad_states.push_back(grad_out[i]);
+      auto [grad_g, grad_s, grad_p, grad_h] = backward_handle().call(
+          grad_updates, grad_states, all.slice(0, n), all.slice(n, NS * n),
+          all.slice((1 + NS) * n, n_params), all[h], all.slice(h + 1, NH), options, mask);
+      torch::autograd::variable_list result;
+      const auto emit = [&](const TensorVector& list, size_t len) {
+        for (size_t i = 0; i < len; ++i) result.push_back(list.empty() ? at::Tensor() : list[i]);
+      };
+      emit(grad_g, n);
+      emit(grad_s, NS * n);
+      emit(grad_p, n_params);
+      result.emplace_back();  // step
+      for (size_t i = 0; i < NH; ++i) result.push_back(mask[3 + i] ? grad_h[i] : at::Tensor());
+      result.emplace_back();  // options
+      return result;
+    }
+  };
+
+  static ForwardResult forward_autograd(at::TensorList grads, at::TensorList states,
+                                        at::TensorList params, const at::Tensor& step,
+                                        at::TensorList hyper, c10::ArrayRef<double> options) {
+    const auto out = Function::apply(grads, states, params, step, hyper, options);
+    const at::TensorList all(out);
+    return {all.slice(0, grads.size()).vec(), all.slice(grads.size()).vec()};
+  }
+
+  static void inplace_autograd(at::TensorList params, at::TensorList grads,
+                               at::TensorList states, const at::Tensor& step,
+                               at::TensorList hyper, c10::ArrayRef<double> options,
+                               bool update_params) {
+    TORCH_CHECK(!at::GradMode::is_enabled() ||
+                    !any_requires_grad({params, grads, states, hyper}, {}),
+                "unrollopt.", Rule::name,
+                "_ updates tensors in place and is not differentiable, but an input requires "
+                "grad. For a differentiable step use the out-of-place unrollopt.",
+                Rule::name, " (update(..., inplace=False)); for a plain optimizer step run "
+                "under torch.no_grad().");
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      inplace_handle().call(params, grads, states, step, hyper, options, update_params);
+    }
+    for (at::TensorList list : {update_params ? params : grads, states}) {
+      for (const auto& t : list) torch::autograd::impl::bump_version(t);
+    }
+  }
+
+  // --- dispatcher handles and registration ------------------------------------
+
+  static const auto& forward_handle() {
+    static const auto handle = c10::Dispatcher::singleton()
+                                   .findSchemaOrThrow(qualified("").c_str(), "")
+                                   .template typed<decltype(forward_cpu)>();
+    return handle;
+  }
+  static const auto& inplace_handle() {
+    static const auto handle = c10::Dispatcher::singleton()
+                                   .findSchemaOrThrow(qualified("_").c_str(), "")
+                                   .template typed<decltype(inplace_cpu)>();
+    return handle;
+  }
+  static const auto& backward_handle() {
+    static const auto handle = c10::Dispatcher::singleton()
+                                   .findSchemaOrThrow(qualified("_backward").c_str(), "")
+                                   .template typed<decltype(backward_cpu)>();
+    return handle;
+  }
+
+  static void define(torch::Library& m) {
+    const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
+    const std::string name = Rule::name;
+    const std::string schemas[] = {
+        name +
+            "(Tensor[] grads, Tensor[] states, Tensor[] params, Tensor step, "
+            "Tensor[] hyperparameters, float[] options) -> (Tensor[], Tensor[])",
+        name +
+            "_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] states, Tensor step, "
+            "Tensor[] hyperparameters, float[] options, bool update_params) -> ()",
+        name +
+            "_backward(Tensor?[] grad_updates, Tensor?[] grad_states, Tensor[] grads, "
+            "Tensor[] states, Tensor[] params, Tensor step, Tensor[] hyperparameters, "
+            "float[] options, bool[] output_mask) -> (Tensor[], Tensor[], Tensor[], Tensor[])"};
+    for (const auto& schema : schemas) m.def(schema.c_str(), tags);
+  }
+  static void impl_cpu(torch::Library& m) {
+    const std::string name = Rule::name;
+    m.impl(name.c_str(), TORCH_FN(forward_cpu));
+    m.impl((name + "_").c_str(), TORCH_FN(inplace_cpu));
+    m.impl((name + "_backward").c_str(), TORCH_FN(backward_cpu));
+  }
+  static void impl_meta(torch::Library& m) {
+    const std::string name = Rule::name;
+    m.impl(name.c_str(), TORCH_FN(forward_meta));
+    m.impl((name + "_").c_str(), TORCH_FN(inplace_meta));
+    m.impl((name + "_backward").c_str(), TORCH_FN(backward_meta));
+  }
+  static void impl_autograd(torch::Library& m) {
+    const std::string name = Rule::name;
+    m.impl(name.c_str(), TORCH_FN(forward_autograd));
+    m.impl((name + "_").c_str(), TORCH_FN(inplace_autograd));
+    m.impl((name + "_backward").c_str(), TORCH_FN(backward_autograd));
+  }
+};
+
+}  // namespace unrollopt::fused
+
+// Registers the operators of a rule; used once, in the rule's source file.
+#define UNROLLOPT_REGISTER_RULE(Rule)                                                      \
+  TORCH_LIBRARY_FRAGMENT(unrollopt, m) { unrollopt::fused::Op<Rule>::define(m); }         \
+  TORCH_LIBRARY_IMPL(unrollopt, CPU, m) { unrollopt::fused::Op<Rule>::impl_cpu(m); }      \
+  TORCH_LIBRARY_IMPL(unrollopt, Meta, m) { unrollopt::fused::Op<Rule>::impl_meta(m); }    \
+  TORCH_LIBRARY_IMPL(unrollopt, Autograd, m) { unrollopt::fused::Op<Rule>::impl_autograd(m); }

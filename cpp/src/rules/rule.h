@@ -1,0 +1,49 @@
+#pragma once
+// What every optimizer rule provides; see rules/adam.h for a complete one.
+//
+// A rule is a struct with
+//   name                      the operator's name ("adam": unrollopt::adam, adam_, adam_backward)
+//   states                    names of its per-parameter state tensors
+//   hyperparameters           names of its hyperparameters (0-d tensors, differentiable)
+//   struct Options            its non-differentiable options, parsed from a float list
+//   enum { ..., num_coef }    the coefficients of one step
+//   coef<S>(hyper, step, options) -> std::array<S, num_coef>
+//       the coefficients from the hyperparameters and the step number (counting
+//       from 1), for S = double and math::Dual (over double and 0-d tensors)
+//   forward<V>(g, states, p, coef) -> std::array<V, 1 + num_states>
+//       the update and the new states, element-wise
+//   vjp<V>(g_update, g_states, g, states, p, coef) -> Vjp<V, ...>
+//       the exact vector-Jacobian product: cotangents of g, the states, p and of
+//       every coefficient (summed by the caller, then chained to the
+//       hyperparameters through the derivative of coef)
+
+#include <array>
+
+#include <c10/util/ArrayRef.h>
+#include <c10/util/Exception.h>
+#include <c10/util/StringUtil.h>
+
+#include "../math_ops.h"
+
+namespace unrollopt::rules {
+
+template <class V, size_t NumStates, size_t NumCoef>
+struct Vjp {
+  V g;
+  std::array<V, NumStates> states;
+  V p;
+  std::array<V, NumCoef> coef;
+};
+
+// Reads `names.size()` options from the operator's float list.
+template <size_t N>
+std::array<double, N> read_options(const char* op, c10::ArrayRef<double> values,
+                                   const std::array<const char*, N>& names) {
+  TORCH_CHECK_VALUE(values.size() == N, "unrollopt.", op, ": options must hold ", N,
+                    " values (", c10::Join(", ", names), "), got ", values.size());
+  std::array<double, N> out;
+  for (size_t i = 0; i < N; ++i) out[i] = values[i];
+  return out;
+}
+
+}  // namespace unrollopt::rules

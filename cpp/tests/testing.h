@@ -1,0 +1,31 @@
+#pragma once
+// Helpers shared by the test files.
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+namespace unrollopt::testing {
+
+using at::Tensor;
+using TensorVector = std::vector<Tensor>;
+
+inline const at::TensorOptions kF64 = at::TensorOptions().dtype(at::kDouble);
+
+inline Tensor scalar(double v, bool requires_grad = false) {
+  return at::scalar_tensor(v, kF64).set_requires_grad(requires_grad);
+}
+
+inline void expect_close(const Tensor& actual, const Tensor& expected, double rtol, double atol,
+                  const std::string& what) {
+  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
+  const Tensor a = actual.to(at::kDouble), e = expected.to(at::kDouble);
+  const Tensor err = (a - e).abs() - (atol + rtol * e.abs());
+  EXPECT_TRUE(err.numel() == 0 || err.max().item<double>() <= 0)
+      << what << ": max abs error " << (a - e).abs().max().item<double>();
+}
+
+}  // namespace unrollopt::testing

@@ -1,0 +1,412 @@
+"""The fused operators torch.ops.unrollopt.{NAME, NAME_, NAME_backward} for every
+optimizer rule (adam, sgd, sgd_momentum): gradcheck / gradgradcheck of the
+hand-written backward with respect to every input (hyperparameters included),
+values against independent float64 references, the in-place op against the
+out-of-place one, output_mask semantics, Meta kernels and torch.library.opcheck.
+
+All three ops share one schema (cpp/include/unrollopt/ops.h):
+
+    NAME(grads, states, params, step, hyperparameters, options) -> (updates, new_states)
+    NAME_(params, grads, states, step, hyperparameters, options, update_params) -> ()
+    NAME_backward(grad_updates, grad_states, grads, states, params, step,
+                  hyperparameters, options, output_mask)
+        -> (grad_grads, grad_states, grad_params, grad_hyperparameters)
+
+with ``states`` all first states, then all second states, ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from conftest import F64, assert_close, gen, rand_pos, randn, ref_adam_step, ref_sgd_step
+
+OPS = torch.ops.unrollopt
+SHAPES = [(3,), (2, 2)]
+
+STATE_NAMES = {"adam": ("mu", "nu"), "sgd": (), "sgd_momentum": ("momentum_buffer",)}
+HYPER_NAMES = {
+    "adam": ("lr", "beta1", "beta2", "weight_decay"),
+    "sgd": ("lr", "weight_decay"),
+    "sgd_momentum": ("lr", "momentum", "dampening", "weight_decay"),
+}
+OPTION_NAMES = {"adam": ("eps", "eps_root", "maximize"), "sgd": ("maximize", "nesterov")}
+OPTION_NAMES["sgd_momentum"] = OPTION_NAMES["sgd"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One optimizer rule with its hyperparameter values, options and step number."""
+
+    id: str
+    op: str
+    hyper: tuple[float, ...]  # in HYPER_NAMES[op] order; weight_decay last
+    options: tuple[float, ...]
+    step: int
+
+    @property
+    def ns(self) -> int:
+        return len(STATE_NAMES[self.op])
+
+    @property
+    def nh(self) -> int:
+        return len(HYPER_NAMES[self.op])
+
+    @property
+    def forward(self):
+        return getattr(OPS, self.op)
+
+    @property
+    def inplace(self):
+        return getattr(OPS, self.op + "_")
+
+    @property
+    def backward(self):
+        return getattr(OPS, self.op + "_backward")
+
+    def mask(self, value=True) -> list[bool]:
+        return [value] * (3 + self.nh)
+
+    def reference(self, grads, states, params, t, hyper):
+        """The step by the conftest references: (updates, flat new states).
+        ``hyper`` may hold numbers or tensors; ``params`` may be empty."""
+        n = len(grads)
+        lists = [states[k * n : (k + 1) * n] for k in range(self.ns)]
+        opt = dict(zip(OPTION_NAMES[self.op], self.options))
+        h = dict(zip(HYPER_NAMES[self.op], hyper))
+        updates, new_states = [], [[] for _ in range(self.ns)]
+        for i, g in enumerate(grads):
+            p = params[i] if params else None
+            if self.op == "adam":
+                u, m, v = ref_adam_step(
+                    g, lists[0][i], lists[1][i], p, t, lr=h["lr"], b1=h["beta1"], b2=h["beta2"],
+                    eps=opt["eps"], eps_root=opt["eps_root"], wd=h["weight_decay"], maximize=bool(opt["maximize"]),
+                )  # fmt: skip
+                new = [m, v]
+            else:
+                u, buf = ref_sgd_step(
+                    g, lists[0][i] if self.ns else None, p, t, lr=h["lr"], momentum=h.get("momentum", 0.0),
+                    dampening=h.get("dampening", 0.0), wd=h["weight_decay"], nesterov=bool(opt["nesterov"]),
+                    maximize=bool(opt["maximize"]),
+                )  # fmt: skip
+                new = [buf] if self.ns else []
+            updates.append(u)
+            for k in range(self.ns):
+                new_states[k].append(new[k])
+        return updates, [t for ts in new_states for t in ts]
+
+
+CASES = [
+    Case("adam-eps_root", "adam", (0.1, 0.8, 0.9, 0.05), (1e-3, 1e-6, 0.0), 3),
+    Case("adam-eps_root-maximize", "adam", (0.1, 0.8, 0.9, 0.05), (1e-3, 1e-6, 1.0), 3),
+    Case("adam-no_eps_root", "adam", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0, 0.0), 2),
+    Case("adam-no_eps_root-maximize-step1", "adam", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0, 1.0), 1),
+    Case("sgd", "sgd", (0.1, 0.05), (0.0, 0.0), 3),
+    Case("sgd-maximize-step1", "sgd", (0.1, 0.05), (1.0, 0.0), 1),
+    Case("sgd_momentum-step1", "sgd_momentum", (0.1, 0.9, 0.3, 0.05), (0.0, 0.0), 1),
+    Case("sgd_momentum-dampening", "sgd_momentum", (0.1, 0.9, 0.3, 0.05), (0.0, 0.0), 3),
+    Case("sgd_momentum-maximize", "sgd_momentum", (0.1, 0.8, 0.0, 0.05), (1.0, 0.0), 2),
+    Case("sgd_momentum-nesterov-step1", "sgd_momentum", (0.1, 0.8, 0.0, 0.05), (0.0, 1.0), 1),
+    Case("sgd_momentum-nesterov", "sgd_momentum", (0.1, 0.8, 0.0, 0.05), (0.0, 1.0), 4),
+    # The op itself allows Nesterov with dampening (torch.optim.SGD refuses it):
+    # every coefficient of the rule is live here.
+    Case("sgd_momentum-nesterov-dampening-maximize", "sgd_momentum", (0.1, 0.8, 0.3, 0.05), (1.0, 1.0), 2),
+]
+BY_ID = {c.id: c for c in CASES}
+# One case per operator (and Nesterov), where one representative is enough.
+OP_CASES = [BY_ID[i] for i in ("adam-eps_root", "sgd", "sgd_momentum-dampening", "sgd_momentum-nesterov")]
+
+
+def cases(selection):
+    return pytest.mark.parametrize("case", selection, ids=[c.id for c in selection])
+
+
+def make_inputs(case, seed, *, dtype=F64, shapes=SHAPES, requires_grad=False, state_low=0.1, wd=None):
+    """(grads, states, params, hyper): random, seeded, never zero; adam's nu positive."""
+    g = gen(seed)
+    grads = [randn(g, *s, dtype=dtype, requires_grad=requires_grad) for s in shapes]
+    states = []
+    for name in STATE_NAMES[case.op]:
+        for s in shapes:
+            t = rand_pos(g, *s, dtype=dtype, low=state_low) if name == "nu" else randn(g, *s, dtype=dtype)
+            states.append(t.requires_grad_(requires_grad))
+    params = [randn(g, *s, dtype=dtype, requires_grad=requires_grad) for s in shapes]
+    values = case.hyper if wd is None else (*case.hyper[:-1], wd)
+    hyper = [torch.tensor(x, dtype=F64, requires_grad=requires_grad) for x in values]
+    return grads, states, params, hyper
+
+
+def split_outputs(case, n, xs):
+    """Flat (grads, states, params, hyper) back into the four lists."""
+    k = 0
+    out = []
+    for length in (n, case.ns * n, n):
+        out.append(list(xs[k : k + length]))
+        k += length
+    out.append(list(xs[k:]))
+    return out
+
+
+def test_cases_cover_every_operator():
+    assert {c.op for c in CASES} == set(STATE_NAMES)
+    for op in STATE_NAMES:
+        assert hasattr(OPS, op) and hasattr(OPS, op + "_") and hasattr(OPS, op + "_backward")
+
+
+# --- gradcheck / gradgradcheck --------------------------------------------------
+
+
+@cases(CASES)
+@pytest.mark.parametrize("step_dtype", [torch.int64, F64], ids=["int_step", "float_step"])
+def test_gradcheck_and_gradgradcheck(case, step_dtype):
+    """With respect to every input: grads, states, params and each hyperparameter."""
+    grads, states, params, hyper = make_inputs(case, 1, requires_grad=True)
+    step_t = torch.tensor(case.step, dtype=step_dtype)
+    n = len(grads)
+
+    def f(*xs):
+        gs, st, ps, hs = split_outputs(case, n, xs)
+        u, s = case.forward(gs, st, ps, step_t, hs, case.options)
+        assert len(u) == n and len(s) == case.ns * n
+        return (*u, *s)
+
+    inputs = (*grads, *states, *params, *hyper)
+    # nus stay positive under gradcheck's perturbations (>= 0.1 - 1e-6).
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
+    assert torch.autograd.gradgradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@cases(OP_CASES)
+def test_gradcheck_empty_params_without_weight_decay(case):
+    grads, states, _, hyper = make_inputs(case, 2, requires_grad=True, wd=0.0)
+    wd = hyper[-1].detach()
+    step = torch.tensor(4)
+    n = len(grads)
+
+    def f(*xs):
+        gs, st, hs = list(xs[:n]), list(xs[n : (1 + case.ns) * n]), list(xs[(1 + case.ns) * n :])
+        u, s = case.forward(gs, st, [], step, [*hs, wd], case.options)
+        return (*u, *s)
+
+    inputs = (*grads, *states, *hyper[:-1])
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
+    assert torch.autograd.gradgradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+# --- forward values against the reference ------------------------------------------
+
+
+@cases(CASES)
+@pytest.mark.parametrize("step_dtype", [torch.int64, torch.float32, F64])
+def test_op_matches_reference(case, step_dtype):
+    grads, states, params, hyper = make_inputs(case, 3, shapes=[(5,), (3, 7), (1,)])
+    step = torch.tensor(case.step, dtype=step_dtype)
+    u, s = case.forward(grads, states, params, step, hyper, case.options)
+    ru, rs = case.reference(grads, states, params, case.step, case.hyper)
+    assert len(u) == 3 and len(s) == len(rs) == 3 * case.ns
+    assert_close(u, ru, rtol=1e-13, atol=1e-16)
+    assert_close(s, rs, rtol=1e-14, atol=1e-16)
+    # Not vacuous: the updates move the parameters.
+    assert all(t.abs().min() > 0 for t in u)
+
+
+@cases(OP_CASES)
+def test_op_without_params_matches_reference(case):
+    grads, states, _, hyper = make_inputs(case, 30, wd=0.0)
+    u, s = case.forward(grads, states, [], torch.tensor(case.step), hyper, case.options)
+    ru, rs = case.reference(grads, states, [], case.step, (*case.hyper[:-1], 0.0))
+    assert_close(u, ru, rtol=1e-13, atol=1e-16)
+    assert_close(s, rs, rtol=1e-14, atol=1e-16)
+
+
+@cases(CASES)
+@pytest.mark.parametrize("update_params", [False, True])
+def test_inplace_op_matches_out_of_place(case, update_params):
+    grads, states, params, hyper = make_inputs(case, 4, shapes=[(5,), (3, 7)])
+    step = torch.tensor(case.step)
+    u, s = case.forward(grads, states, params, step, hyper, case.options)
+    g2, s2, p2 = ([t.clone() for t in ts] for ts in (grads, states, params))
+    assert case.inplace(p2, g2, s2, step, hyper, case.options, update_params) is None
+    assert_close(s2, s, rtol=0, atol=0)
+    if update_params:
+        assert_close(p2, [p + du for p, du in zip(params, u)], rtol=1e-15, atol=1e-16)
+        assert_close(g2, grads, rtol=0, atol=0)  # grads untouched
+    else:
+        assert_close(g2, u, rtol=0, atol=0)  # the updates are written into grads
+        assert_close(p2, params, rtol=0, atol=0)
+
+
+@cases(CASES)
+def test_backward_op_matches_autograd_of_reference(case):
+    """NAME_backward called directly equals the VJP of the reference step."""
+    grads, states, params, hyper = make_inputs(case, 5, shapes=[(4,), (2, 3)])
+    n = len(grads)
+    c = gen(6)
+    cu = [randn(c, *t.shape) for t in grads]
+    cs = [randn(c, *t.shape) for t in states]
+    res = case.backward(cu, cs, grads, states, params, torch.tensor(case.step), hyper, case.options, case.mask())
+    assert [len(r) for r in res] == [n, case.ns * n, n, case.nh]
+    leaves = [t.clone().requires_grad_() for t in (*grads, *states, *params, *hyper)]
+    lg, ls, lp, lh = split_outputs(case, n, leaves)
+    u, s = case.reference(lg, ls, lp, case.step, lh)
+    total = sum((a * b).sum() for a, b in zip((*u, *s), (*cu, *cs)))
+    expected = torch.autograd.grad(total, leaves, allow_unused=True, materialize_grads=True)
+    got = [*res[0], *res[1], *res[2], *res[3]]
+    assert_close(got, list(expected), rtol=1e-11, atol=1e-14)
+    # Every hyperparameter that the step reads gets a gradient (at step 1 the
+    # momentum buffer is reset: without Nesterov it does not depend on
+    # momentum and dampening).
+    assert all(float(h) != 0 for h in res[3][:1] + res[3][-1:])
+
+
+@cases(CASES)
+@pytest.mark.parametrize("path", ["kernel", "differentiable"])
+def test_backward_op_output_mask_and_missing_cotangents(case, path):
+    """Each output_mask entry alone gives that output as the full mask does;
+    unselected lists are empty and unselected hyperparameter gradients are 0-d
+    zeros. Missing (None) cotangents count as zeros. ``differentiable``: inputs
+    that require grad, so the op runs its differentiable tensor form."""
+    grads, states, params, hyper = make_inputs(case, 7, shapes=[(4,), (3,)], requires_grad=path == "differentiable")
+    step = torch.tensor(case.step)
+    cu = [randn(gen(8), 4), None]  # no cotangent for the second update
+    cs = [randn(gen(9), 4) if i % 2 == 0 else None for i in range(case.ns * 2)]
+    args = (cu, cs, grads, states, params, step, hyper, case.options)
+    full = case.backward(*args, case.mask())
+    assert [len(r) for r in full] == [2, 2 * case.ns, 2, case.nh]
+    assert full[0][0].abs().min() > 0 and float(full[3][0].detach()) != 0  # not vacuous
+    # The second tensor has no cotangent at all: its gradients are zero.
+    assert torch.equal(full[0][1], torch.zeros(3, dtype=F64))
+    assert torch.equal(full[2][1], torch.zeros(3, dtype=F64))
+    for k in range(case.ns):
+        assert torch.equal(full[1][2 * k + 1], torch.zeros(3, dtype=F64))
+    masks = [[j == i for j in range(3 + case.nh)] for i in range(3 + case.nh)]
+    masks += [case.mask(False), [True, False, False, True] + [False] * (case.nh - 1)]
+    for mask in masks:
+        part = case.backward(*args, mask)
+        for k in range(3):
+            if mask[k]:
+                assert_close(part[k], full[k], rtol=0, atol=0, msg=f"mask {mask} list {k}")
+            else:
+                assert part[k] == [], f"mask {mask}: list {k} should be empty"
+        assert len(part[3]) == case.nh
+        for i in range(case.nh):
+            h = part[3][i]
+            assert h.shape == () and h.dtype == hyper[i].dtype
+            if mask[3 + i]:
+                assert torch.equal(h.detach(), full[3][i].detach()), (mask, i)
+            else:
+                assert float(h.detach()) == 0.0, f"mask {mask}: hyperparameter {i} should be 0"
+
+
+# --- Meta kernels -----------------------------------------------------------------
+
+
+def to_meta(ts):
+    return [t.to("meta") for t in ts]
+
+
+@cases(OP_CASES)
+def test_meta_kernels(case):
+    grads, states, params, hyper = make_inputs(case, 9)
+    hm = to_meta(hyper)
+    step = torch.tensor(1, device="meta")
+    n = len(grads)
+    u, s = case.forward(to_meta(grads), to_meta(states), to_meta(params), step, hm, case.options)
+    assert [t.shape for t in u] == [t.shape for t in grads]
+    assert [t.shape for t in s] == [t.shape for t in states] and len(s) == case.ns * n
+    assert all(t.device.type == "meta" and t.dtype == F64 for t in (*u, *s))
+    # In place: nothing to compute, but the same checks.
+    assert case.inplace(to_meta(params), to_meta(grads), to_meta(states), step, hm, case.options, True) is None
+    # Backward: shapes, masked lists empty, 0-d hyperparameter gradients.
+    cot = to_meta(grads)
+    mask = [True, False, True] + [True] * case.nh
+    gg, gs, gp, gh = case.backward(cot, [None] * len(states), to_meta(grads), to_meta(states), to_meta(params), step, hm, case.options, mask)
+    assert [t.shape for t in gg] == [t.shape for t in gp] == [t.shape for t in grads]
+    assert gs == [] and len(gh) == case.nh
+    assert all(t.device.type == "meta" for t in (*gg, *gp, *gh)) and all(t.shape == () for t in gh)
+    # The Meta kernels check shapes as the CPU ones do.
+    swapped = to_meta(params[::-1])
+    with pytest.raises(ValueError, match="shape"):
+        case.forward(to_meta(grads), to_meta(states), swapped, step, hm, case.options)
+    with pytest.raises(ValueError, match="shape"):
+        case.inplace(swapped, to_meta(grads), to_meta(states), step, hm, case.options, True)
+    with pytest.raises(ValueError, match="shape"):
+        case.backward(cot, [None] * len(states), to_meta(grads), to_meta(states), swapped, step, hm, case.options, mask)
+    if case.ns:
+        with pytest.raises(ValueError, match="shape"):
+            case.forward(to_meta(grads), to_meta(states[::-1]), [], step, hm, case.options)
+
+
+# --- opcheck ----------------------------------------------------------------------
+
+
+def opcheck_samples(case):
+    samples = []
+    for requires_grad in (False, True):
+        for with_params in (True, False):
+            grads, states, params, hyper = make_inputs(case, 10, requires_grad=requires_grad, wd=None if with_params else 0.0)
+            options = list(case.options)
+            if not with_params:
+                params = []
+                options[OPTION_NAMES[case.op].index("maximize")] = 1.0
+            samples.append((grads, states, params, torch.tensor(2), hyper, options))
+    # float32 tensors with float32 hyperparameters and a float step.
+    grads, states, params, hyper = make_inputs(case, 11, dtype=torch.float32)
+    hyper = [h.float() for h in hyper]
+    samples.append((grads, states, params, torch.tensor(3.0), hyper, list(case.options)))
+    return samples
+
+
+@cases(OP_CASES[:3])
+@pytest.mark.parametrize("index", range(5))
+def test_opcheck(case, index):
+    args = opcheck_samples(case)[index]
+    torch.library.opcheck(case.forward.default, args)
+
+
+@cases(OP_CASES[:3])
+@pytest.mark.parametrize("update_params", [False, True])
+def test_opcheck_inplace(case, update_params):
+    grads, states, params, hyper = make_inputs(case, 12)
+    args = (params, grads, states, torch.tensor(2), hyper, list(case.options), update_params)
+    torch.library.opcheck(case.inplace.default, args)
+
+
+@cases(OP_CASES[:3])
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck_backward(case, requires_grad):
+    grads, states, params, hyper = make_inputs(case, 13, requires_grad=requires_grad)
+    c = gen(14)
+    cu = [randn(c, *t.shape, requires_grad=requires_grad) for t in grads]
+    cs = [randn(c, *t.shape) if i == 0 else None for i, t in enumerate(states)]
+    # Skip the states' gradient and the second hyperparameter's.
+    mask = [True, False, True, True, False] + [True] * (case.nh - 2)
+    args = (cu, cs, grads, states, params, torch.tensor(2), hyper, list(case.options), mask)
+    torch.library.opcheck(case.backward.default, args)
+
+
+@cases(CASES)
+@pytest.mark.parametrize("hyper_dtype", [F64, torch.float32])
+def test_backward_differentiable_form_equals_kernel(case, hyper_dtype):
+    """NAME_backward with inputs that require grad (grad mode on) runs the
+    differentiable tensor form of the VJP; without, the fused kernel. For float64
+    tensors both agree to float64 rounding, whatever the hyperparameters' dtype
+    (both compute the coefficients in float64); the hyperparameters' gradients
+    are returned in their own dtype."""
+    grads, states, params, hyper = make_inputs(case, 15, shapes=[(6,), (2, 3)])
+    hyper = [h.to(hyper_dtype) for h in hyper]
+    step = torch.tensor(case.step)
+    c = gen(16)
+    cu = [randn(c, *t.shape) for t in grads]
+    cs = [randn(c, *t.shape) for t in states]
+    kernel = case.backward(cu, cs, grads, states, params, step, hyper, case.options, case.mask())
+    rg = [h.clone().requires_grad_() for h in hyper]
+    tensor_form = case.backward(cu, cs, grads, states, params, step, rg, case.options, case.mask())
+    assert tensor_form[3][0].requires_grad  # the differentiable form ran
+    for a, b in zip(tensor_form[:3], kernel[:3]):
+        assert_close(list(a), list(b), rtol=1e-13, atol=1e-15)
+    for a, b in zip(tensor_form[3], kernel[3]):
+        assert a.dtype == b.dtype == hyper_dtype
+        assert_close(a, b, rtol=1e-13 if hyper_dtype == F64 else 2e-7, atol=0)

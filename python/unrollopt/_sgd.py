@@ -1,0 +1,48 @@
+"""SGD's plain-PyTorch step (the fused one is ``cpp/src/rules/sgd.h``)."""
+
+from __future__ import annotations
+
+from unrollopt import _fused, _hyperparameters
+
+
+def config(lr, momentum, dampening, weight_decay, nesterov, maximize) -> _fused.Config:
+    lr = _hyperparameters.check("lr", lr)
+    momentum = _hyperparameters.check("momentum", momentum)
+    dampening = _hyperparameters.check("dampening", dampening)
+    weight_decay = _hyperparameters.check("weight_decay", weight_decay)
+    with_momentum = not _hyperparameters.is_zero(momentum)
+    if nesterov and (not with_momentum or not _hyperparameters.is_zero(dampening)):
+        raise ValueError("nesterov=True requires a momentum and zero dampening")
+    options = (float(bool(maximize)), float(bool(nesterov)))
+    if not with_momentum:
+        return _fused.Config("sgd", (), ("lr", "weight_decay"), (lr, weight_decay), options)
+    return _fused.Config(
+        "sgd_momentum",
+        ("momentum_buffer",),
+        ("lr", "momentum", "dampening", "weight_decay"),
+        (lr, momentum, dampening, weight_decay),
+        options,
+    )
+
+
+def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
+    maximize, nesterov = c.options
+    first = int(count) == 1
+    updates, buffers = [], []
+    for i, g in enumerate(grads):
+        g = -g if maximize else g
+        if params and c.uses_params:
+            g = g + c["weight_decay"] * params[i]
+        d = g
+        if states:  # with momentum
+            momentum, buf = c["momentum"], states[0][i]
+            if first:
+                buf = buf.copy_(g) if inplace else g.clone()
+            elif inplace:
+                buf = buf.mul_(momentum).add_((1 - c["dampening"]) * g)
+            else:
+                buf = momentum * buf + (1 - c["dampening"]) * g
+            d = g + momentum * buf if nesterov else buf
+            buffers.append(buf)
+        updates.append(_fused.finish(-c["lr"] * d, i, grads, params, inplace, update_params))
+    return updates, [buffers] if states else []
