@@ -92,13 +92,7 @@ def make_inner_optimizer(net: nn.Module, args: argparse.Namespace) -> unrollopt.
     """The differentiable inner-loop optimizer, built on ``net``'s parameters."""
     if args.inner_optimizer == "sgd":
         return unrollopt.MetaSGD(net, lr=args.inner_lr, use_accelerated_op=args.use_accelerated_op)
-    # On the plain-PyTorch path, autograd differentiates sqrt(nu) at nu = 0 (a
-    # weight whose gradient is exactly 0, e.g. behind a ReLU that is off on
-    # every support point) as 0 * inf = NaN, and the meta-parameters become NaN.
-    # A tiny eps_root inside the square root keeps it finite. The fused
-    # operator's hand-written backward is exact and finite there without it.
-    eps_root = 0.0 if args.use_accelerated_op else 1e-12
-    return unrollopt.MetaAdam(net, lr=args.inner_lr, eps_root=eps_root, use_accelerated_op=args.use_accelerated_op)
+    return unrollopt.MetaAdam(net, lr=args.inner_lr, use_accelerated_op=args.use_accelerated_op)
 
 
 def adapt(net: nn.Module, inner_opt: unrollopt.MetaOptimizer, x: torch.Tensor, y: torch.Tensor, steps: int) -> None:

@@ -46,8 +46,16 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
         else:
             m = beta1 * m + (1 - beta1) * g
             v = beta2 * v + (1 - beta2) * g * g
-        u = step_size * (m / ((v + eps_root * bc2).sqrt() / bc2.sqrt() + eps))
+        u = step_size * (m / (_sqrt_where_live(v + eps_root * bc2, m) / bc2.sqrt() + eps))
         updates.append(_fused.finish(u, i, grads, params, inplace, update_params))
         mus.append(m)
         nus.append(v)
     return updates, [mus, nus]
+
+
+def _sqrt_where_live(q, m):
+    """sqrt(q), differentiated only where m != 0: where m = 0 the update is 0
+    whatever q is, so its derivative there is 0. (Plain sqrt would give 0 * inf
+    = NaN where q = 0, e.g. for a weight whose gradient is always 0.)"""
+    dead = m == 0
+    return torch.where(dead, q.detach().sqrt(), torch.where(dead, 1.0, q).sqrt())
