@@ -1,0 +1,24 @@
+"""Importing unrollopt with a torch other than the one it was built against."""
+
+import subprocess
+import sys
+
+import torch
+
+import unrollopt
+
+
+def test_build_info_names_the_running_torch():
+    from unrollopt import _build_info
+
+    assert _build_info.TORCH_VERSION == torch.__version__
+    assert _build_info.VERSION == unrollopt.__version__ == unrollopt._C.version()
+
+
+def test_mismatched_torch_raises_import_error_saying_how_to_rebuild():
+    code = "import torch; torch.__version__ = '0.0.1+other'; import unrollopt"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "ImportError" in result.stderr
+    assert "built against torch" in result.stderr and "0.0.1+other" in result.stderr
+    assert "--no-build-isolation" in result.stderr
