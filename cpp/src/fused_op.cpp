@@ -19,6 +19,13 @@ at::Tensor zeros_like(const at::Tensor& t) { return at::zeros_like(t); }
 at::Tensor where_zero(const at::Tensor& x, double a, const at::Tensor& b) {
   return b.where(x != 0, at::Scalar(a));
 }
+at::Tensor where_ge(const at::Tensor& a, const at::Tensor& b, const at::Tensor& x) {
+  return x.where(a >= b, at::Scalar(0.0));
+}
+at::Tensor sign(const at::Tensor& x) { return x.sign(); }
+at::Tensor fmadd(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
+  return a * b + c;
+}
 }  // namespace math
 
 namespace fused {

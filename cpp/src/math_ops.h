@@ -38,6 +38,9 @@ at::Tensor sqrt(const at::Tensor& x);
 at::Tensor reciprocal(const at::Tensor& x);
 at::Tensor pow(const at::Tensor& x, const at::Tensor& y);
 at::Tensor where_zero(const at::Tensor& x, double a, const at::Tensor& b);
+at::Tensor where_ge(const at::Tensor& a, const at::Tensor& b, const at::Tensor& x);
+at::Tensor sign(const at::Tensor& x);
+at::Tensor fmadd(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c);
 at::Tensor if_first_step(const at::Tensor& t, const at::Tensor& a, const at::Tensor& b);
 at::Tensor add(const at::Tensor& a, const at::Tensor& b);
 at::Tensor mul(const at::Tensor& a, const at::Tensor& b);
@@ -156,6 +159,31 @@ at::vec::Vectorized<T> where_zero(const at::vec::Vectorized<T>& x, double a,
                                   const at::vec::Vectorized<T>& b) {
   using V = at::vec::Vectorized<T>;
   return V::blendv(b, V(static_cast<T>(a)), x == V(static_cast<T>(0)));
+}
+// where(a >= b, x, 0): a selection (its derivative with respect to a and b is
+// 0; a NaN in a or b selects 0).
+template <class T>
+at::vec::Vectorized<T> where_ge(const at::vec::Vectorized<T>& a, const at::vec::Vectorized<T>& b,
+                                const at::vec::Vectorized<T>& x) {
+  using V = at::vec::Vectorized<T>;
+  return V::blendv(V(static_cast<T>(0)), x, a >= b);
+}
+// a * b + c. In the vector kernels a fused multiply-add where the CPU has one:
+// a sum of two products written as fmadd(a, b, c * d) rounds the same way in
+// every instantiation of a kernel (the compiler's own contraction of a * b +
+// c * d may fuse either product, depending on what else the kernel computes).
+template <class T>
+at::vec::Vectorized<T> fmadd(const at::vec::Vectorized<T>& a, const at::vec::Vectorized<T>& b,
+                             const at::vec::Vectorized<T>& c) {
+  return at::vec::fmadd(a, b, c);
+}
+// -1, 0 or 1 (0 at 0 and at NaN).
+template <class T>
+at::vec::Vectorized<T> sign(const at::vec::Vectorized<T>& x) {
+  using V = at::vec::Vectorized<T>;
+  const V zero(static_cast<T>(0));
+  return V::blendv(zero, V(static_cast<T>(1)), x > zero) -
+         V::blendv(zero, V(static_cast<T>(1)), x < zero);
 }
 
 }  // namespace unrollopt::math

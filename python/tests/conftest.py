@@ -3,7 +3,11 @@
 Every reference here is written independently of the library, in plain float64
 PyTorch, following the textbook statement of Adam (Kingma and Ba, 2015) with
 torch.optim.Adam's L2 weight decay and ``maximize`` and optax's ``eps_root``,
-and torch.optim.SGD's documented equations (momentum, dampening, Nesterov).
+and torch.optim.SGD's documented equations (momentum, dampening, Nesterov),
+AdamW's decoupled weight decay (Loshchilov and Hutter, 2019; torch.optim.AdamW)
+Adamax (Kingma and Ba, 2015, section 7.1, with torch.optim.Adamax's eps) and
+RMSprop, Adagrad and Adadelta as torch.optim.RMSprop, Adagrad and Adadelta
+document them.
 """
 
 from __future__ import annotations
@@ -47,6 +51,74 @@ def ref_adam_step(g, m, v, p, t, *, lr, b1, b2, eps, eps_root=0.0, wd=0.0, maxim
     v_hat = v / (1 - b2**t)
     u = -lr * m_hat / (torch.sqrt(v_hat + eps_root) + eps)
     return u, m, v
+
+
+def ref_adamw_step(g, m, v, p, t, *, lr, b1, b2, eps, eps_root=0.0, wd=0.0, maximize=False):
+    """AdamW as torch.optim.AdamW states it: p <- p - lr * wd * p, then Adam's
+    step without L2. Returns (update, m, v) with update = new p - p."""
+    if maximize:
+        g = -g
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g**2
+    m_hat = m / (1 - b1**t)
+    v_hat = v / (1 - b2**t)
+    u = -lr * m_hat / (torch.sqrt(v_hat + eps_root) + eps)
+    if p is not None and not (isinstance(wd, float) and wd == 0.0):
+        u = u - lr * wd * p
+    return u, m, v
+
+
+def ref_adamax_step(g, m, v, p, t, *, lr, b1, b2, eps, wd=0.0, maximize=False):
+    """Adamax, with L2 weight decay and eps as torch.optim.Adamax: returns (update, m, u)."""
+    if maximize:
+        g = -g
+    if p is not None and not (isinstance(wd, float) and wd == 0.0):
+        g = g + wd * p
+    m = b1 * m + (1 - b1) * g
+    v = torch.maximum(b2 * v, torch.abs(g) + eps)
+    return -lr / (1 - b1**t) * m / v, m, v
+
+
+def ref_rmsprop_step(g, sq, ga, buf, p, *, lr, alpha, eps, wd=0.0, momentum=None, maximize=False):
+    """torch.optim.RMSprop's step: returns (update, square_avg, grad_avg,
+    momentum_buffer); grad_avg None selects the uncentered form (and stays
+    None), buf None the form without momentum."""
+    if maximize:
+        g = -g
+    if p is not None and not (isinstance(wd, float) and wd == 0.0):
+        g = g + wd * p
+    sq = alpha * sq + (1 - alpha) * g**2
+    if ga is not None:
+        ga = alpha * ga + (1 - alpha) * g
+        avg = torch.sqrt(sq - ga**2) + eps
+    else:
+        avg = torch.sqrt(sq) + eps
+    if buf is not None:
+        buf = momentum * buf + g / avg
+        return -lr * buf, sq, ga, buf
+    return -lr * g / avg, sq, ga, None
+
+
+def ref_adagrad_step(g, s, p, t, *, lr, lr_decay=0.0, eps=1e-10, wd=0.0, maximize=False):
+    """torch.optim.Adagrad's step: returns (update, sum)."""
+    if maximize:
+        g = -g
+    if p is not None and not (isinstance(wd, float) and wd == 0.0):
+        g = g + wd * p
+    s = s + g * g
+    return -lr / (1 + (t - 1) * lr_decay) * g / (torch.sqrt(s) + eps), s
+
+
+def ref_adadelta_step(g, sq, acc, p, *, lr, rho, eps, wd=0.0, maximize=False):
+    """torch.optim.Adadelta's step: returns (update, square_avg, acc_delta)."""
+    if maximize:
+        g = -g
+    if p is not None and not (isinstance(wd, float) and wd == 0.0):
+        g = g + wd * p
+    sq = rho * sq + (1 - rho) * g * g
+    delta = torch.sqrt(acc + eps) / torch.sqrt(sq + eps) * g
+    acc = rho * acc + (1 - rho) * delta * delta
+    return -lr * delta, sq, acc
 
 
 def ref_sgd_step(g, buf, p, t, *, lr, momentum=0.0, dampening=0.0, wd=0.0, nesterov=False, maximize=False):
@@ -134,7 +206,12 @@ __all__ = [
     "max_rel_err",
     "rand_pos",
     "randn",
+    "ref_adadelta_step",
+    "ref_adagrad_step",
     "ref_adam_step",
+    "ref_adamax_step",
+    "ref_adamw_step",
+    "ref_rmsprop_step",
     "ref_sgd_step",
     "snapshot",
     "unrollopt",

@@ -22,10 +22,33 @@ if _torch.__version__ != _BUILT_WITH_TORCH:
 
 from unrollopt import _C  # noqa: E402  (loads the operators)
 from unrollopt.accelerated import accelerated_op_available  # noqa: E402
-from unrollopt.alias import ScaleByAdamState, SgdState, adam, sgd  # noqa: E402
+from unrollopt.alias import (  # noqa: E402
+    AdadeltaState,
+    AdagradState,
+    RMSPropState,
+    ScaleByAdamState,
+    SgdState,
+    adadelta,
+    adagrad,
+    adam,
+    adamax,
+    adamw,
+    rmsprop,
+    sgd,
+)
 from unrollopt.base import GradientTransformation  # noqa: E402
-from unrollopt.meta import MetaAdam, MetaOptimizer, MetaSGD  # noqa: E402
-from unrollopt.optim import SGD, Adam  # noqa: E402
+from unrollopt.meta import (  # noqa: E402
+    MetaAdadelta,
+    MetaAdagrad,
+    MetaAdam,
+    MetaAdamax,
+    MetaAdamW,
+    MetaOptimizer,
+    MetaRMSProp,
+    MetaRMSprop,
+    MetaSGD,
+)
+from unrollopt.optim import SGD, Adadelta, Adagrad, AdaMax, Adam, Adamax, AdamW, RMSProp, RMSprop  # noqa: E402
 from unrollopt.update import apply_updates  # noqa: E402
 from unrollopt.utils import (  # noqa: E402
     ModuleState,
@@ -40,22 +63,43 @@ from unrollopt.utils import (  # noqa: E402
 cmake_prefix_path = _os.path.join(_os.path.dirname(_C.__file__), "share", "cmake")
 
 __all__ = [
+    "AdaMax",
+    "Adadelta",
+    "AdadeltaState",
+    "Adagrad",
+    "AdagradState",
     "Adam",
+    "Adamax",
+    "AdamW",
     "GradientTransformation",
+    "MetaAdadelta",
+    "MetaAdagrad",
     "MetaAdam",
+    "MetaAdamax",
+    "MetaAdamW",
     "MetaOptimizer",
+    "MetaRMSProp",
+    "MetaRMSprop",
     "MetaSGD",
     "ModuleState",
+    "RMSProp",
+    "RMSPropState",
+    "RMSprop",
     "SGD",
     "ScaleByAdamState",
     "SgdState",
     "accelerated_op_available",
+    "adadelta",
+    "adagrad",
     "adam",
+    "adamax",
+    "adamw",
     "apply_updates",
     "cmake_prefix_path",
     "extract_state_dict",
     "module_clone",
     "recover_state_dict",
+    "rmsprop",
     "sgd",
     "stop_gradient",
 ]

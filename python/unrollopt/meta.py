@@ -13,7 +13,17 @@ from unrollopt._hyperparameters import Hyperparameter
 from unrollopt.base import GradientTransformation, OptState
 from unrollopt.update import apply_updates
 
-__all__ = ["MetaOptimizer", "MetaAdam", "MetaSGD"]
+__all__ = [
+    "MetaOptimizer",
+    "MetaAdadelta",
+    "MetaAdagrad",
+    "MetaAdam",
+    "MetaAdamW",
+    "MetaAdamax",
+    "MetaRMSProp",
+    "MetaRMSprop",
+    "MetaSGD",
+]
 
 
 class _Slot(NamedTuple):
@@ -123,6 +133,53 @@ class MetaOptimizer:
         self.state_groups = list(state_dict)
 
 
+class MetaAdadelta(MetaOptimizer):
+    """:class:`MetaOptimizer` with :func:`unrollopt.adadelta` (same arguments)."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        lr: Hyperparameter = 1.0,
+        rho: Hyperparameter = 0.9,
+        eps: float = 1e-6,
+        weight_decay: Hyperparameter = 0.0,
+        *,
+        moment_requires_grad: bool = False,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+        first_order: bool = False,
+    ) -> None:
+        impl = alias.adadelta(
+            lr, rho, eps, weight_decay, moment_requires_grad=moment_requires_grad, maximize=maximize,
+            use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        super().__init__(module, impl, first_order=first_order)
+
+
+class MetaAdagrad(MetaOptimizer):
+    """:class:`MetaOptimizer` with :func:`unrollopt.adagrad` (same arguments)."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        lr: Hyperparameter = 1e-2,
+        lr_decay: Hyperparameter = 0.0,
+        weight_decay: Hyperparameter = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        *,
+        moment_requires_grad: bool = False,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+        first_order: bool = False,
+    ) -> None:
+        impl = alias.adagrad(
+            lr, lr_decay, weight_decay, initial_accumulator_value, eps, moment_requires_grad=moment_requires_grad,
+            maximize=maximize, use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        super().__init__(module, impl, first_order=first_order)
+
+
 class MetaAdam(MetaOptimizer):
     """:class:`MetaOptimizer` with :func:`unrollopt.adam` (same arguments)."""
 
@@ -145,6 +202,83 @@ class MetaAdam(MetaOptimizer):
             maximize=maximize, use_accelerated_op=use_accelerated_op,
         )  # fmt: skip
         super().__init__(module, impl, first_order=first_order)
+
+
+class MetaAdamW(MetaOptimizer):
+    """:class:`MetaOptimizer` with :func:`unrollopt.adamw` (same arguments)."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        lr: Hyperparameter = 1e-3,
+        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Hyperparameter = 1e-2,
+        *,
+        eps_root: float = 0.0,
+        moment_requires_grad: bool = False,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+        first_order: bool = False,
+    ) -> None:
+        impl = alias.adamw(
+            lr, betas, eps, weight_decay, eps_root=eps_root, moment_requires_grad=moment_requires_grad,
+            maximize=maximize, use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        super().__init__(module, impl, first_order=first_order)
+
+
+class MetaAdamax(MetaOptimizer):
+    """:class:`MetaOptimizer` with :func:`unrollopt.adamax` (same arguments)."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        lr: Hyperparameter = 2e-3,
+        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Hyperparameter = 0.0,
+        *,
+        moment_requires_grad: bool = False,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+        first_order: bool = False,
+    ) -> None:
+        impl = alias.adamax(
+            lr, betas, eps, weight_decay, moment_requires_grad=moment_requires_grad, maximize=maximize,
+            use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        super().__init__(module, impl, first_order=first_order)
+
+
+class MetaRMSProp(MetaOptimizer):
+    """:class:`MetaOptimizer` with :func:`unrollopt.rmsprop` (same arguments)."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        lr: Hyperparameter = 1e-2,
+        alpha: Hyperparameter = 0.99,
+        eps: float = 1e-8,
+        weight_decay: Hyperparameter = 0.0,
+        momentum: Hyperparameter = 0.0,
+        centered: bool = False,
+        *,
+        initial_scale: float = 0.0,
+        moment_requires_grad: bool = False,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+        first_order: bool = False,
+    ) -> None:
+        impl = alias.rmsprop(
+            lr, alpha, eps, weight_decay, momentum, centered, initial_scale=initial_scale,
+            moment_requires_grad=moment_requires_grad, maximize=maximize, use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        super().__init__(module, impl, first_order=first_order)
+
+
+#: The spelling of ``torch.optim.RMSprop``.
+MetaRMSprop = MetaRMSProp
 
 
 

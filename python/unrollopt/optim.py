@@ -7,10 +7,11 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
-from unrollopt import _adam, _fused, _sgd
+from unrollopt import _adadelta, _adagrad, _adam, _adamax, _adamw, _fused, _rmsprop, _sgd
+from unrollopt import _hyperparameters
 from unrollopt._hyperparameters import Hyperparameter
 
-__all__ = ["Adam", "SGD"]
+__all__ = ["Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "AdaMax", "RMSprop", "RMSProp", "SGD"]
 
 
 class _Optimizer(torch.optim.Optimizer):
@@ -33,6 +34,10 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _advance(self, state: dict[str, Any]) -> None:
         """Records that a step was taken."""
+
+    def _initial_value(self, group: dict[str, Any], key: str) -> float:
+        """The value a state (by its torch.optim key) starts with."""
+        return 0.0
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
@@ -63,7 +68,12 @@ class _Optimizer(torch.optim.Optimizer):
             for step, params in by_step.items():
                 # New state starts at zero; it is stored only once the step succeeded.
                 states = [
-                    [self.state[p].get(key, torch.zeros_like(p, memory_format=torch.preserve_format)) for p in params]
+                    [
+                        self.state[p][key]
+                        if key in self.state[p]
+                        else torch.full_like(p, self._initial_value(group, key), memory_format=torch.preserve_format)
+                        for p in params
+                    ]
                     for key in keys
                 ]
                 _fused.step(
@@ -129,6 +139,198 @@ class Adam(_Optimizer):
         if "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=torch.float32)
         state["step"] += 1
+
+
+class AdamW(Adam):
+    """AdamW, behaving as ``torch.optim.AdamW`` (decoupled weight decay; state
+    keys ``step``, ``exp_avg``, ``exp_avg_sq``, so state dicts move between the
+    two). The update is the one documented in :func:`unrollopt.adamw`;
+    ``eps_root`` is the one addition.
+    """
+
+    _plain = _adamw.plain
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Hyperparameter = 1e-3,
+        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Hyperparameter = 1e-2,
+        *,
+        eps_root: float = 0.0,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+    ) -> None:
+        _adamw.config(lr, betas, eps, weight_decay, eps_root, maximize)
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, eps_root=eps_root,
+            maximize=maximize, use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        _Optimizer.__init__(self, params, defaults)
+
+    def _config(self, group: dict[str, Any]) -> _fused.Config:
+        return _adamw.config(
+            group["lr"], group["betas"], group["eps"], group["weight_decay"], group["eps_root"], group["maximize"]
+        )
+
+
+class Adamax(Adam):
+    """Adamax, behaving as ``torch.optim.Adamax`` (state keys ``step``,
+    ``exp_avg``, ``exp_inf``, so state dicts move between the two). The update
+    is the one documented in :func:`unrollopt.adamax`.
+    """
+
+    _plain = _adamax.plain
+    _state_keys = {"mu": "exp_avg", "nu": "exp_inf"}
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Hyperparameter = 2e-3,
+        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Hyperparameter = 0.0,
+        *,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+    ) -> None:
+        _adamax.config(lr, betas, eps, weight_decay, maximize)
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
+            use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        _Optimizer.__init__(self, params, defaults)
+
+    def _config(self, group: dict[str, Any]) -> _fused.Config:
+        return _adamax.config(group["lr"], group["betas"], group["eps"], group["weight_decay"], group["maximize"])
+
+
+#: The spelling of optax and torchopt.
+AdaMax = Adamax
+
+
+class RMSprop(_Optimizer):
+    """RMSprop, behaving as ``torch.optim.RMSprop`` (alpha, eps, weight decay,
+    momentum, centered, maximize; state keys ``step``, ``square_avg``,
+    ``grad_avg`` when centered, ``momentum_buffer`` with momentum, so state
+    dicts move between the two). The update is the one documented in
+    :func:`unrollopt.rmsprop`.
+    """
+
+    _plain = _rmsprop.plain
+    _state_keys = {"square_avg": "square_avg", "grad_avg": "grad_avg", "momentum_buffer": "momentum_buffer"}
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Hyperparameter = 1e-2,
+        alpha: Hyperparameter = 0.99,
+        eps: float = 1e-8,
+        weight_decay: Hyperparameter = 0.0,
+        momentum: Hyperparameter = 0.0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+    ) -> None:
+        _rmsprop.config(lr, alpha, eps, weight_decay, momentum, centered, maximize)
+        defaults = dict(
+            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
+            maximize=maximize, use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    def _config(self, group: dict[str, Any]) -> _fused.Config:
+        return _rmsprop.config(
+            group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"], group["centered"],
+            group["maximize"],
+        )  # fmt: skip
+
+    # The step is counted (torch.optim.RMSprop keeps it) though the update does not use it.
+    _next_step = Adam._next_step
+    _advance = Adam._advance
+
+
+#: The spelling of optax and torchopt.
+RMSProp = RMSprop
+
+
+class Adagrad(_Optimizer):
+    """Adagrad, behaving as ``torch.optim.Adagrad`` (lr decay, weight decay,
+    initial accumulator value, maximize; state keys ``step`` and ``sum``, so
+    state dicts move between the two). The update is the one documented in
+    :func:`unrollopt.adagrad`. Unlike ``torch.optim.Adagrad``, the state of a
+    parameter is created at its first step, not in the constructor, and a
+    group's own ``initial_accumulator_value`` is used (``torch.optim.Adagrad``
+    starts every sum at the constructor's value).
+    """
+
+    _plain = _adagrad.plain
+    _state_keys = {"sum": "sum"}
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Hyperparameter = 1e-2,
+        lr_decay: Hyperparameter = 0.0,
+        weight_decay: Hyperparameter = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        *,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+    ) -> None:
+        _adagrad.config(lr, lr_decay, weight_decay, eps, maximize)
+        _hyperparameters.check("initial_accumulator_value", initial_accumulator_value)
+        defaults = dict(
+            lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value,
+            eps=eps, maximize=maximize, use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    def _config(self, group: dict[str, Any]) -> _fused.Config:
+        return _adagrad.config(group["lr"], group["lr_decay"], group["weight_decay"], group["eps"], group["maximize"])
+
+    def _initial_value(self, group: dict[str, Any], key: str) -> float:
+        return float(group["initial_accumulator_value"])
+
+    _next_step = Adam._next_step
+    _advance = Adam._advance
+
+
+class Adadelta(_Optimizer):
+    """Adadelta, behaving as ``torch.optim.Adadelta`` (state keys ``step``,
+    ``square_avg``, ``acc_delta``, so state dicts move between the two). The
+    update is the one documented in :func:`unrollopt.adadelta`.
+    """
+
+    _plain = _adadelta.plain
+    _state_keys = {"square_avg": "square_avg", "acc_delta": "acc_delta"}
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Hyperparameter = 1.0,
+        rho: Hyperparameter = 0.9,
+        eps: float = 1e-6,
+        weight_decay: Hyperparameter = 0.0,
+        *,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+    ) -> None:
+        _adadelta.config(lr, rho, eps, weight_decay, maximize)
+        defaults = dict(
+            lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
+            use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    def _config(self, group: dict[str, Any]) -> _fused.Config:
+        return _adadelta.config(group["lr"], group["rho"], group["eps"], group["weight_decay"], group["maximize"])
+
+    _next_step = Adam._next_step
+    _advance = Adam._advance
 
 
 class SGD(_Optimizer):

@@ -1,9 +1,10 @@
 #pragma once
 // The fused operators, as registered with PyTorch's dispatcher in the
 // `unrollopt` namespace (torch.ops.unrollopt.* in Python). Each optimizer NAME
-// ("adam", "sgd", "sgd_momentum") has three, with CPU, Meta (shapes only, for
-// torch.compile) and Autograd kernels; these functions call them through the
-// dispatcher:
+// ("adam", "adamw", "adamax", "adagrad", "adadelta", "rmsprop",
+// "rmsprop_centered", "rmsprop_momentum", "rmsprop_centered_momentum", "sgd",
+// "sgd_momentum") has three, with CPU, Meta (shapes only, for torch.compile)
+// and Autograd kernels; these functions call them through the dispatcher:
 //
 //   NAME           one step out of place, differentiable with respect to grads,
 //                  states, params and hyperparameters (exact hand-written backward)
@@ -13,14 +14,26 @@
 // Arguments, for n parameters:
 //   grads, params      n tensors each (params may be empty when weight_decay is 0)
 //   states             the optimizer's state lists one after another:
-//                        adam: mu (n tensors), then nu (n tensors)
+//                        adam, adamw, adamax: mu (n tensors), then nu (n tensors;
+//                          adamax: the infinity norm)
+//                        adagrad: sum; adadelta: square_avg, acc_delta
+//                        rmsprop: square_avg; rmsprop_centered: square_avg, grad_avg;
+//                        rmsprop_momentum: square_avg, momentum_buffer;
+//                        rmsprop_centered_momentum: square_avg, grad_avg, momentum_buffer
 //                        sgd_momentum: momentum_buffer; sgd: none
 //   step               0-d tensor: the step number after incrementing (1 on the first)
 //   hyperparameters    0-d floating-point tensors (they may require grad):
-//                        adam: lr, beta1, beta2, weight_decay
+//                        adam, adamw, adamax: lr, beta1, beta2, weight_decay
+//                        adagrad: lr, lr_decay, weight_decay
+//                        adadelta: lr, rho, weight_decay
+//                        rmsprop, rmsprop_centered: lr, alpha, weight_decay
+//                        rmsprop_momentum, rmsprop_centered_momentum: lr, alpha, momentum,
+//                          weight_decay
 //                        sgd: lr, weight_decay
 //                        sgd_momentum: lr, momentum, dampening, weight_decay
-//   options            adam: eps, eps_root, maximize; sgd, sgd_momentum: maximize, nesterov
+//   options            adam, adamw: eps, eps_root, maximize; adamax, adagrad, adadelta,
+//                      rmsprop*: eps, maximize;
+//                      sgd, sgd_momentum: maximize, nesterov
 //                      (booleans as 0 or 1)
 // Hyperparameters are tensors so that they can require grad and change between
 // calls without recompiling a traced graph.

@@ -4,7 +4,12 @@
 
 #include <ATen/Dispatch.h>
 
+#include "../rules/adadelta.h"
+#include "../rules/adagrad.h"
 #include "../rules/adam.h"
+#include "../rules/adamax.h"
+#include "../rules/adamw.h"
+#include "../rules/rmsprop.h"
 #include "../rules/sgd.h"
 #include "kernels.h"
 #include "multi_tensor.h"
@@ -139,7 +144,15 @@ Kernels<Rule> kernels() {
   return {UNROLLOPT_STRINGIZE(CPU_CAPABILITY), &forward<Rule>, &backward<Rule>};
 }
 
+template Kernels<rules::Adadelta> kernels<rules::Adadelta>();
+template Kernels<rules::Adagrad> kernels<rules::Adagrad>();
 template Kernels<rules::Adam> kernels<rules::Adam>();
+template Kernels<rules::AdamW> kernels<rules::AdamW>();
+template Kernels<rules::Adamax> kernels<rules::Adamax>();
+template Kernels<rules::Rmsprop> kernels<rules::Rmsprop>();
+template Kernels<rules::RmspropCentered> kernels<rules::RmspropCentered>();
+template Kernels<rules::RmspropMomentum> kernels<rules::RmspropMomentum>();
+template Kernels<rules::RmspropCenteredMomentum> kernels<rules::RmspropCenteredMomentum>();
 template Kernels<rules::Sgd> kernels<rules::Sgd>();
 template Kernels<rules::SgdMomentum> kernels<rules::SgdMomentum>();
 

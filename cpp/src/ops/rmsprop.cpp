@@ -1,0 +1,7 @@
+#include "../fused_op.h"
+#include "../rules/rmsprop.h"
+
+UNROLLOPT_REGISTER_RULE(unrollopt::rules::Rmsprop)
+UNROLLOPT_REGISTER_RULE(unrollopt::rules::RmspropCentered)
+UNROLLOPT_REGISTER_RULE(unrollopt::rules::RmspropMomentum)
+UNROLLOPT_REGISTER_RULE(unrollopt::rules::RmspropCenteredMomentum)

@@ -1,0 +1,37 @@
+"""Adadelta's plain-PyTorch step (the fused one is ``cpp/src/rules/adadelta.h``)."""
+
+from __future__ import annotations
+
+from unrollopt import _fused, _hyperparameters
+
+
+def config(lr, rho, eps, weight_decay, maximize) -> _fused.Config:
+    return _fused.Config(
+        op="adadelta",
+        state_names=("square_avg", "acc_delta"),
+        hyper_names=("lr", "rho", "weight_decay"),
+        hyper=(
+            _hyperparameters.check("lr", lr),
+            _hyperparameters.check("rho", rho, 0.0, 1.0),
+            _hyperparameters.check("weight_decay", weight_decay),
+        ),
+        options=(float(_hyperparameters.check("eps", eps)), float(bool(maximize))),
+    )
+
+
+def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
+    lr, rho, weight_decay = c.hyper
+    eps, maximize = c.options
+    updates, sqs, accs = [], [], []
+    for i, g in enumerate(grads):
+        g = -g if maximize else g
+        if params and c.uses_params:
+            g = g + weight_decay * params[i]
+        sq, acc = states[0][i], states[1][i]
+        sq = sq.mul_(rho).add_((1 - rho) * g * g) if inplace else rho * sq + (1 - rho) * g * g
+        delta = (acc + eps).sqrt() / (sq + eps).sqrt() * g
+        acc = acc.mul_(rho).add_((1 - rho) * delta * delta) if inplace else rho * acc + (1 - rho) * delta * delta
+        updates.append(_fused.finish(-lr * delta, i, grads, params, inplace, update_params))
+        sqs.append(sq)
+        accs.append(acc)
+    return updates, [sqs, accs]

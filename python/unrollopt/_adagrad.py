@@ -1,0 +1,38 @@
+"""Adagrad's plain-PyTorch step (the fused one is ``cpp/src/rules/adagrad.h``)."""
+
+from __future__ import annotations
+
+import torch
+
+from unrollopt import _fused, _hyperparameters
+
+
+def config(lr, lr_decay, weight_decay, eps, maximize) -> _fused.Config:
+    return _fused.Config(
+        op="adagrad",
+        state_names=("sum",),
+        hyper_names=("lr", "lr_decay", "weight_decay"),
+        hyper=(
+            _hyperparameters.check("lr", lr),
+            _hyperparameters.check("lr_decay", lr_decay),
+            _hyperparameters.check("weight_decay", weight_decay),
+        ),
+        options=(float(_hyperparameters.check("eps", eps)), float(bool(maximize))),
+    )
+
+
+def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
+    lr, lr_decay, weight_decay = c.hyper
+    eps, maximize = c.options
+    clr = lr / (1 + (count.to(torch.float64) - 1) * lr_decay)
+    updates, sums = [], []
+    for i, g in enumerate(grads):
+        g = -g if maximize else g
+        if params and c.uses_params:
+            g = g + weight_decay * params[i]
+        s = states[0][i]
+        s = s.add_(g * g) if inplace else s + g * g
+        u = -clr * (g / (s.sqrt() + eps))
+        updates.append(_fused.finish(u, i, grads, params, inplace, update_params))
+        sums.append(s)
+    return updates, [sums]

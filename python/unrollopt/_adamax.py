@@ -1,0 +1,47 @@
+"""Adamax's plain-PyTorch step (the fused one is ``cpp/src/rules/adamax.h``)."""
+
+from __future__ import annotations
+
+import torch
+
+from unrollopt import _fused, _hyperparameters
+
+
+def config(lr, betas, eps, weight_decay, maximize) -> _fused.Config:
+    beta1, beta2 = _hyperparameters.check_betas(betas)
+    return _fused.Config(
+        op="adamax",
+        state_names=("mu", "nu"),
+        hyper_names=("lr", "beta1", "beta2", "weight_decay"),
+        hyper=(
+            _hyperparameters.check("lr", lr),
+            beta1,
+            beta2,
+            _hyperparameters.check("weight_decay", weight_decay),
+        ),
+        options=(float(_hyperparameters.check("eps", eps)), float(bool(maximize))),
+    )
+
+
+def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
+    lr, beta1, beta2, weight_decay = c.hyper
+    eps, maximize = c.options
+    step_size = -lr / (1 - beta1 ** count.to(torch.float64))
+    updates, mus, nus = [], [], []
+    for i, g in enumerate(grads):
+        m, v = states[0][i], states[1][i]
+        g = -g if maximize else g
+        if params and c.uses_params:
+            g = g + weight_decay * params[i]
+        new_v = torch.maximum(beta2 * v, g.abs() + eps)
+        if inplace:
+            m = m.mul_(beta1).add_((1 - beta1) * g)
+            v = v.copy_(new_v)
+        else:
+            m = beta1 * m + (1 - beta1) * g
+            v = new_v
+        u = step_size * (m / v)
+        updates.append(_fused.finish(u, i, grads, params, inplace, update_params))
+        mus.append(m)
+        nus.append(v)
+    return updates, [mus, nus]

@@ -1,0 +1,53 @@
+"""RMSprop's plain-PyTorch step (the fused one is ``cpp/src/rules/rmsprop.h``)."""
+
+from __future__ import annotations
+
+from unrollopt import _fused, _hyperparameters
+
+
+def config(lr, alpha, eps, weight_decay, momentum, centered, maximize) -> _fused.Config:
+    lr = _hyperparameters.check("lr", lr)
+    alpha = _hyperparameters.check("alpha", alpha, 0.0, 1.0)
+    eps = float(_hyperparameters.check("eps", eps))
+    weight_decay = _hyperparameters.check("weight_decay", weight_decay)
+    momentum = _hyperparameters.check("momentum", momentum)
+    with_momentum = not _hyperparameters.is_zero(momentum)
+    op = "rmsprop" + ("_centered" if centered else "") + ("_momentum" if with_momentum else "")
+    states = ("square_avg",) + (("grad_avg",) if centered else ()) + (("momentum_buffer",) if with_momentum else ())
+    if with_momentum:
+        names, hyper = ("lr", "alpha", "momentum", "weight_decay"), (lr, alpha, momentum, weight_decay)
+    else:
+        names, hyper = ("lr", "alpha", "weight_decay"), (lr, alpha, weight_decay)
+    return _fused.Config(op, states, names, hyper, (eps, float(bool(maximize))))
+
+
+def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
+    eps, maximize = c.options
+    lr, alpha = c["lr"], c["alpha"]
+    centered = "grad_avg" in c.state_names
+    momentum = c["momentum"] if "momentum_buffer" in c.state_names else None
+    updates = []
+    new_states = [[] for _ in c.state_names]
+    for i, g in enumerate(grads):
+        g = -g if maximize else g
+        if params and c.uses_params:
+            g = g + c["weight_decay"] * params[i]
+        k = 0
+        sq = states[0][i]
+        sq = sq.mul_(alpha).add_((1 - alpha) * g * g) if inplace else alpha * sq + (1 - alpha) * g * g
+        new_states[0].append(sq)
+        w = sq
+        if centered:
+            k += 1
+            ga = states[k][i]
+            ga = ga.mul_(alpha).add_((1 - alpha) * g) if inplace else alpha * ga + (1 - alpha) * g
+            new_states[k].append(ga)
+            w = sq - ga * ga
+        step = g / (w.sqrt() + eps)
+        if momentum is not None:
+            k += 1
+            buf = states[k][i]
+            step = buf.mul_(momentum).add_(step) if inplace else momentum * buf + step
+            new_states[k].append(step)
+        updates.append(_fused.finish(-lr * step, i, grads, params, inplace, update_params))
+    return updates, new_states
