@@ -90,6 +90,13 @@ def step(
     """
     check_tensors(config.op, grads=grads, params=params, **dict(zip(config.state_names, states)))
     if fused:  # the operator checks the rest
+        if grads and grads[0].device.type not in ("cpu", "meta"):
+            if not _C.accelerated_op_available(str(grads[0].device)):
+                raise RuntimeError(
+                    f"use_accelerated_op=True: the fused operators have no kernel for device "
+                    f"{grads[0].device} in this build (unrollopt.accelerated_op_available is False); "
+                    "use use_accelerated_op=False there"
+                )
         flat = [t for ts in states for t in ts]
         if inplace:
             op = getattr(torch.ops.unrollopt, config.op + "_")
