@@ -29,11 +29,15 @@ class _Optimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
     def _next_step(self, state: dict[str, Any]) -> float:
-        """The step number (counting from 1) the parameter's next step takes."""
-        raise NotImplementedError
+        """The step number (counting from 1) the parameter's next step takes:
+        by default from torch.optim's ``step`` state (a float32 tensor)."""
+        return float(state["step"]) + 1 if "step" in state else 1.0
 
     def _advance(self, state: dict[str, Any]) -> None:
         """Records that a step was taken."""
+        if "step" not in state:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        state["step"] += 1
 
     def _initial_value(self, group: dict[str, Any], key: str) -> float:
         """The value a state (by its torch.optim key) starts with."""
@@ -131,14 +135,6 @@ class Adam(_Optimizer):
         return _adam.config(
             group["lr"], group["betas"], group["eps"], group["weight_decay"], group["eps_root"], group["maximize"]
         )
-
-    def _next_step(self, state: dict[str, Any]) -> float:
-        return float(state["step"]) + 1 if "step" in state else 1.0
-
-    def _advance(self, state: dict[str, Any]) -> None:
-        if "step" not in state:
-            state["step"] = torch.tensor(0.0, dtype=torch.float32)
-        state["step"] += 1
 
 
 class AdamW(Adam):
@@ -248,8 +244,6 @@ class RMSprop(_Optimizer):
         )  # fmt: skip
 
     # The step is counted (torch.optim.RMSprop keeps it) though the update does not use it.
-    _next_step = Adam._next_step
-    _advance = Adam._advance
 
 
 #: The spelling of optax and torchopt.
@@ -295,8 +289,6 @@ class Adagrad(_Optimizer):
     def _initial_value(self, group: dict[str, Any], key: str) -> float:
         return float(group["initial_accumulator_value"])
 
-    _next_step = Adam._next_step
-    _advance = Adam._advance
 
 
 class Adadelta(_Optimizer):
@@ -329,8 +321,6 @@ class Adadelta(_Optimizer):
     def _config(self, group: dict[str, Any]) -> _fused.Config:
         return _adadelta.config(group["lr"], group["rho"], group["eps"], group["weight_decay"], group["maximize"])
 
-    _next_step = Adam._next_step
-    _advance = Adam._advance
 
 
 class SGD(_Optimizer):
@@ -369,5 +359,9 @@ class SGD(_Optimizer):
         )  # fmt: skip
 
     def _next_step(self, state: dict[str, Any]) -> float:
-        # torch.optim.SGD's rule: the first step with momentum starts the buffer.
+        # torch.optim.SGD's rule: the first step with momentum starts the buffer;
+        # like torch.optim.SGD it keeps no step count.
         return 2.0 if "momentum_buffer" in state else 1.0
+
+    def _advance(self, state: dict[str, Any]) -> None:
+        pass
