@@ -8,7 +8,6 @@
 #include "../rules/adagrad.h"
 #include "../rules/adam.h"
 #include "../rules/adamax.h"
-#include "../rules/adamw.h"
 #include "../rules/rmsprop.h"
 #include "../rules/sgd.h"
 #include "kernels.h"

@@ -1,4 +1,4 @@
 #include "../fused_op.h"
-#include "../rules/adamw.h"
+#include "../rules/adam.h"
 
 UNROLLOPT_REGISTER_RULE(unrollopt::rules::AdamW)

@@ -1,10 +1,14 @@
 #pragma once
-// Adam (Kingma and Ba, 2015), with torch.optim.Adam's coupled weight decay and
-// optax's eps_root. With t the step number and sign = -1 when maximizing:
-//   g'  = sign * g + weight_decay * p
+// Adam (Kingma and Ba, 2015) and AdamW (Loshchilov and Hutter, 2019) as
+// torch.optim computes them, with optax's eps_root. They share their math and
+// differ in where the weight decay enters. With t the step number and
+// sign = -1 when maximizing:
+//   g'  = sign * g (+ weight_decay * p: Adam's coupled L2)
 //   mu' = beta1 * mu + (1 - beta1) * g'
 //   nu' = beta2 * nu + (1 - beta2) * g'^2
 //   u   = -lr / (1 - beta1^t) * mu' / (sqrt(nu' / (1 - beta2^t) + eps_root) + eps)
+//         (- lr * weight_decay * p: AdamW's decoupled decay; torch.optim.AdamW's
+//          p <- p (1 - lr weight_decay) followed by the Adam step is p + u)
 // The vector-Jacobian product is exact for every eps and eps_root, including
 // where mu' = 0 (u does not depend on nu' there, so d u / d nu' = 0, where plain
 // autograd meets sqrt'(0)).
@@ -13,8 +17,9 @@
 
 namespace unrollopt::rules {
 
-struct Adam {
-  static constexpr const char* name = "adam";
+template <bool Decoupled>
+struct AdamFamily {
+  static constexpr const char* name = Decoupled ? "adamw" : "adam";
   static constexpr std::array<const char*, 2> states{"mu", "nu"};
   static constexpr std::array<const char*, 4> hyperparameters{"lr", "beta1", "beta2",
                                                                "weight_decay"};
@@ -29,10 +34,11 @@ struct Adam {
   };
 
   enum {
-    sign, beta1, one_minus_beta1, beta2, one_minus_beta2, weight_decay, eps,
+    sign, beta1, one_minus_beta1, beta2, one_minus_beta2, eps,
     step_size,     // -lr / (1 - beta1^t)
     inv_sqrt_bc2,  // 1 / sqrt(1 - beta2^t)
     eps_root_bc2,  // eps_root * (1 - beta2^t)
+    decay,         // Adam: weight_decay (times p, into g'); AdamW: -lr * weight_decay (into u)
     num_coef
   };
 
@@ -45,21 +51,35 @@ struct Adam {
             1 - b1,
             b2,
             1 - b2,
-            wd,
             math::constant(lr, o.eps),
             -lr / (1 - math::pow(b1, t)),
             math::reciprocal(math::sqrt(bc2)),
-            o.eps_root * bc2};
+            o.eps_root * bc2,
+            Decoupled ? -lr * wd : wd};
+  }
+
+  template <class V, class C>
+  UNROLLOPT_INLINE static V decayed_grad(const V& g, const V& p, const C& c) {
+    if constexpr (Decoupled) {
+      return c[sign] * g;
+    } else {
+      return c[sign] * g + c[decay] * p;
+    }
   }
 
   template <class V, class C>
   UNROLLOPT_INLINE static std::array<V, 3> forward(const V& g, const std::array<V, 2>& s,
                                                    const V& p, const C& c) {
-    const V gp = c[sign] * g + c[weight_decay] * p;
+    const V gp = decayed_grad(g, p, c);
     const V mu = c[beta1] * s[0] + c[one_minus_beta1] * gp;
     const V nu = c[beta2] * s[1] + c[one_minus_beta2] * (gp * gp);
     const V d = math::sqrt(nu + c[eps_root_bc2]) * c[inv_sqrt_bc2] + c[eps];
-    return {c[step_size] * (mu / d), mu, nu};
+    const V u = c[step_size] * (mu / d);
+    if constexpr (Decoupled) {
+      return {u + c[decay] * p, mu, nu};
+    } else {
+      return {u, mu, nu};
+    }
   }
 
   template <class V, class C>
@@ -67,7 +87,7 @@ struct Adam {
                                                   const V& g, const std::array<V, 2>& s,
                                                   const V& p, const C& c) {
     // Forward again (the backward saves only the inputs).
-    const V gp = c[sign] * g + c[weight_decay] * p;
+    const V gp = decayed_grad(g, p, c);
     const V mu = c[beta1] * s[0] + c[one_minus_beta1] * gp;
     const V nu = c[beta2] * s[1] + c[one_minus_beta2] * (gp * gp);
     const V q = math::sqrt(nu + c[eps_root_bc2]);
@@ -85,21 +105,27 @@ struct Adam {
     const V q_safe = math::where_zero(mu, 1.0, q);
     const V g_nu_inner = g_q / (q_safe + q_safe);
     const V g_nu = gs[1] + g_nu_inner;
-    const V g_gp = c[one_minus_beta1] * g_mu + c[one_minus_beta2] * (gp + gp) * g_nu;
+    // fmadd: the same rounding whether or not the coefficient terms are computed.
+    const V g_gp = math::fmadd(c[one_minus_beta1], g_mu, c[one_minus_beta2] * (gp + gp) * g_nu);
+    // Where the decay enters: the gradient (Adam) or the update (AdamW).
+    const V& g_decayed = Decoupled ? gu : g_gp;
     return {c[sign] * g_gp,
             {c[beta1] * g_mu, c[beta2] * g_nu},
-            c[weight_decay] * g_gp,
-            {g_gp * g,                 // sign
-             g_mu * s[0],              // beta1
-             g_mu * gp,                // one_minus_beta1
-             g_nu * s[1],              // beta2
-             g_nu * (gp * gp),         // one_minus_beta2
-             g_gp * p,                 // weight_decay
-             g_d,                      // eps
-             gu * r,                   // step_size
-             g_d * q,                  // inv_sqrt_bc2
-             g_nu_inner}};             // eps_root_bc2
+            c[decay] * g_decayed,
+            {g_gp * g,          // sign
+             g_mu * s[0],       // beta1
+             g_mu * gp,         // one_minus_beta1
+             g_nu * s[1],       // beta2
+             g_nu * (gp * gp),  // one_minus_beta2
+             g_d,               // eps
+             gu * r,            // step_size
+             g_d * q,           // inv_sqrt_bc2
+             g_nu_inner,        // eps_root_bc2
+             g_decayed * p}};   // decay
   }
 };
+
+using Adam = AdamFamily<false>;
+using AdamW = AdamFamily<true>;
 
 }  // namespace unrollopt::rules

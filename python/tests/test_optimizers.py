@@ -1,0 +1,1165 @@
+"""Every optimizer in its three forms, through one shared table of cases.
+
+Each case names the functional alias (unrollopt.sgd, ...), the OOP class
+(unrollopt.SGD, ...), its torch.optim counterpart, the Meta class, an
+independent float64 reference step from conftest.py and the option grids.
+The shared checks run over the whole table:
+
+* the OOP class against torch.optim over 50 float64 steps (plain and fused,
+  each optimizer's option grid), defaults, param groups, state dicts (round
+  trip and interop both ways with torch.optim);
+* meta-gradients through 3 unrolled steps of the functional alias
+  (inplace=False) against the float64 reference, float and tensor
+  hyperparameters (requiring grad);
+* the Meta class against the reference, and MetaOptimizer(net, alias(...))
+  identical to the Meta class;
+* bad hyperparameter values raise ValueError naming them (alias, class, Meta class).
+
+The optimizer-specific tests that do not fit the table follow at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pytest
+import torch
+from conftest import (
+    F64,
+    assert_close,
+    gen,
+    is_finite,
+    max_rel_err,
+    rand_pos,
+    randn,
+    ref_adagrad_step,
+    ref_adadelta_step,
+    ref_adamax_step,
+    ref_adamw_step,
+    ref_rmsprop_step,
+    ref_sgd_step,
+    unrollopt,
+)
+from torch import nn
+from torch.func import functional_call
+
+STEPS = 50
+
+
+class L:
+    """A hyperparameter learned in a test: becomes a 0-d float64 tensor that requires grad."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):
+        return f"L({self.value})"
+
+
+def materialize(cfg):
+    """(kwargs with every L replaced by a fresh tensor, the list of those tensors)."""
+    learned = []
+
+    def conv(v):
+        if isinstance(v, L):
+            t = torch.tensor(v.value, dtype=F64, requires_grad=True)
+            learned.append(t)
+            return t
+        if isinstance(v, tuple):
+            return tuple(conv(x) for x in v)
+        return v
+
+    return {k: conv(v) for k, v in cfg.items()}, learned
+
+
+def is_zero(v):
+    return not isinstance(v, torch.Tensor) and v == 0
+
+
+def options_id(o):
+    return ",".join(f"{k}={v}" for k, v in o.items() if v is not False and not (isinstance(v, float) and v == 0.0)) or "plain"
+
+
+# --- reference steps in the alias's hyperparameter names ------------------------------
+# Each: init(p, hp) -> state tuple; step(g, state, p, t, hp) -> (update, state tuple).
+
+
+def sgd_init(p, hp):
+    return (None if is_zero(hp["momentum"]) else torch.zeros_like(p),)
+
+
+def sgd_step(g, st, p, t, hp):
+    u, buf = ref_sgd_step(g, st[0], p, t, lr=hp["lr"], momentum=hp["momentum"], dampening=hp["dampening"],
+                          wd=hp["weight_decay"], nesterov=hp["nesterov"], maximize=hp["maximize"])  # fmt: skip
+    return u, (buf,)
+
+
+def adam_like_init(p, hp):
+    return (torch.zeros_like(p), torch.zeros_like(p))
+
+
+def adamw_step(g, st, p, t, hp):
+    b1, b2 = hp["betas"]
+    u, m, v = ref_adamw_step(g, *st, p, t, lr=hp["lr"], b1=b1, b2=b2, eps=hp["eps"], eps_root=hp["eps_root"],
+                             wd=hp["weight_decay"], maximize=hp["maximize"])  # fmt: skip
+    return u, (m, v)
+
+
+def adamax_step(g, st, p, t, hp):
+    b1, b2 = hp["betas"]
+    u, m, v = ref_adamax_step(g, *st, p, t, lr=hp["lr"], b1=b1, b2=b2, eps=hp["eps"], wd=hp["weight_decay"],
+                              maximize=hp["maximize"])  # fmt: skip
+    return u, (m, v)
+
+
+def rmsprop_init(p, hp):
+    return (
+        torch.full_like(p, hp["initial_scale"]),
+        torch.zeros_like(p) if hp["centered"] else None,
+        None if is_zero(hp["momentum"]) else torch.zeros_like(p),
+    )
+
+
+def rmsprop_step(g, st, p, t, hp):
+    u, *st = ref_rmsprop_step(g, *st, p, lr=hp["lr"], alpha=hp["alpha"], eps=hp["eps"], wd=hp["weight_decay"],
+                              momentum=hp["momentum"], maximize=hp["maximize"])  # fmt: skip
+    return u, tuple(st)
+
+
+def adagrad_init(p, hp):
+    return (torch.full_like(p, hp["initial_accumulator_value"]),)
+
+
+def adagrad_step(g, st, p, t, hp):
+    u, s = ref_adagrad_step(g, st[0], p, t, lr=hp["lr"], lr_decay=hp["lr_decay"], eps=hp["eps"],
+                            wd=hp["weight_decay"], maximize=hp["maximize"])  # fmt: skip
+    return u, (s,)
+
+
+def adadelta_init(p, hp):
+    return (torch.zeros_like(p), torch.zeros_like(p))
+
+
+def adadelta_step(g, st, p, t, hp):
+    u, sq, acc = ref_adadelta_step(g, *st, p, lr=hp["lr"], rho=hp["rho"], eps=hp["eps"], wd=hp["weight_decay"],
+                                   maximize=hp["maximize"])  # fmt: skip
+    return u, (sq, acc)
+
+
+# --- the table ---------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    name: str
+    alias: Callable
+    cls: type
+    torch_cls: type
+    meta_cls: type
+    defaults: dict  # the alias's (and Meta class's) defaults, by the alias's names
+    ref_init: Callable
+    ref_step: Callable
+    state_type: type
+    state_fields: tuple  # functional state attribute per entry of the reference state tuple
+    # OOP against torch.optim
+    oop_lr: float
+    grid: list
+    loss_ratio: float
+    oop_keys: Callable  # options -> the OOP state keys
+    all_keys: set
+    torch_same_keys: bool
+    defaults_keys: tuple
+    defaults_expected: dict
+    groups: list
+    groups_lr: float
+    groups_lrs: list
+    groups_extra: Callable | None
+    round_trip: dict
+    interop: list  # (id, hp)
+    sd_superset: bool
+    # functional meta-gradients
+    meta_lr: float
+    meta_configs: list  # alias kwargs (without lr)
+    tensor_configs: list  # (id, problem seed, alias kwargs with L markers)
+    # Meta class
+    meta_class_configs: list  # (id, net seed, kwargs possibly with L markers)
+    meta_optimizer_configs: list  # (id, kwargs)
+    bad: list  # (name, kwargs)
+    required: dict = field(default_factory=dict)
+
+
+def sgd_groups_extra(opt, ref_opt, got, ref):
+    assert [g["momentum"] for g in opt.param_groups] == [0.9, 0.5, 0.0]
+    assert max_rel_err(opt.state[got[1]]["momentum_buffer"], ref_opt.state[ref[1]]["momentum_buffer"]) <= 1e-10
+    assert "momentum_buffer" not in opt.state[got[2]]
+
+
+def rmsprop_groups_extra(opt, ref_opt, got, ref):
+    assert set(opt.state[got[0]]) == {"step", "square_avg", "grad_avg", "momentum_buffer"}
+    assert set(opt.state[got[1]]) == {"step", "square_avg"}
+
+
+def _wd_list(values):
+    def check(opt, ref_opt, got, ref):
+        assert [g["weight_decay"] for g in opt.param_groups] == values
+
+    return check
+
+
+def _sgd_valid(o):
+    return not o["nesterov"] or (o["momentum"] > 0 and o["dampening"] == 0)
+
+
+ADAM_BAD = [
+    ("lr", dict(lr=-0.1)),
+    ("lr", dict(lr=float("nan"))),
+    ("lr", dict(lr=torch.tensor(-1.0))),
+    ("betas[0]", dict(betas=(1.0, 0.999))),
+    ("betas[1]", dict(betas=(0.9, -0.1))),
+    ("betas[1]", dict(betas=(0.9, torch.tensor(1.5, dtype=F64)))),
+    ("eps", dict(eps=-1e-8)),
+]
+WD_BAD = [
+    ("weight_decay", dict(weight_decay=-0.01)),
+    ("weight_decay", dict(weight_decay=torch.tensor(-0.01))),
+]
+LR_BAD = ADAM_BAD[:3]
+ADAM_GROUPS = [
+    dict(params=[0], lr=0.03, betas=(0.8, 0.9)),
+    dict(params=[1], weight_decay=0.2, eps=1e-3),
+    dict(params=[2], lr=0.005, maximize=True),
+]
+
+
+def adam_grid(small_betas):
+    """AdamW's and Adamax's option grid: default or small betas, eps, weight decay, maximize."""
+    return [
+        dict(betas=be, eps=ep, weight_decay=wd, maximize=mx)
+        for be, ep, wd, mx in itertools.product(((0.9, 0.999), small_betas), (1e-8, 1e-2), (0.0, 0.1), (False, True))
+    ]
+
+
+def rate_bad(name):
+    """Bad values of a decay rate in [0, 1] (alpha, rho), and of eps."""
+    return [
+        (name, {name: -0.1}),
+        (name, {name: 1.5}),
+        (name, {name: torch.tensor(-0.5, dtype=F64)}),
+        ("eps", dict(eps=-1e-8)),
+    ]
+
+SGD = Case(
+    name="sgd", alias=unrollopt.sgd, cls=unrollopt.SGD, torch_cls=torch.optim.SGD, meta_cls=unrollopt.MetaSGD,
+    defaults=dict(momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False),
+    ref_init=sgd_init, ref_step=sgd_step, state_type=unrollopt.SgdState, state_fields=("momentum_buffer",),
+    oop_lr=0.05,
+    grid=[o for o in (
+        dict(momentum=mo, dampening=da, nesterov=ne, weight_decay=wd, maximize=mx)
+        for mo, da, ne, wd, mx in itertools.product((0.0, 0.9), (0.0, 0.3), (False, True), (0.0, 0.05), (False, True))
+    ) if _sgd_valid(o)],
+    loss_ratio=0.5, oop_keys=lambda o: {"momentum_buffer"} if o["momentum"] else set(), all_keys={"momentum_buffer"},
+    torch_same_keys=False, defaults_keys=(), defaults_expected={},
+    groups=[
+        dict(params=[0], lr=0.03, momentum=0.9, nesterov=True),
+        dict(params=[1], weight_decay=0.2, momentum=0.5, dampening=0.3),
+        dict(params=[2], lr=0.005, maximize=True),
+    ],
+    groups_lr=0.01, groups_lrs=[0.03, 0.01, 0.005], groups_extra=sgd_groups_extra,
+    round_trip=dict(lr=0.02, momentum=0.9, dampening=0.1, weight_decay=0.01),
+    interop=[
+        ("momentum", dict(lr=0.02, momentum=0.85, dampening=0.1, weight_decay=0.01, nesterov=False)),
+        ("nesterov", dict(lr=0.02, momentum=0.85, dampening=0.0, weight_decay=0.01, nesterov=True)),
+    ],
+    sd_superset=False,
+    meta_lr=0.05,
+    meta_configs=[
+        dict(momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False),
+        dict(momentum=0.0, dampening=0.3, nesterov=False, weight_decay=0.03, maximize=True),
+        dict(momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False),
+        dict(momentum=0.9, dampening=0.3, nesterov=False, weight_decay=0.03, maximize=False),
+        dict(momentum=0.9, dampening=0.0, nesterov=True, weight_decay=0.03, maximize=True),
+        dict(momentum=0.5, dampening=0.3, nesterov=False, weight_decay=0.0, maximize=True),
+    ],
+    tensor_configs=[
+        ("lr-momentum-dampening-wd", 1, dict(lr=L(0.05), momentum=L(0.8), dampening=L(0.2), weight_decay=L(0.02))),
+        ("lr-momentum-nesterov", 1, dict(lr=L(0.05), momentum=L(0.7), weight_decay=0.02, nesterov=True)),
+        # A tensor momentum selects the momentum form even at 0, so that it can be learned.
+        ("momentum-at-zero", 1, dict(lr=L(0.05), momentum=L(0.0), dampening=0.2)),
+    ],
+    meta_class_configs=[
+        ("lr", 0, dict(lr=0.1)),
+        ("momentum-wd", 0, dict(lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.01)),
+        ("nesterov-maximize", 0, dict(lr=0.05, momentum=0.8, nesterov=True, maximize=True)),
+        ("tensor-lr-momentum", 2, dict(lr=L(0.1), momentum=L(0.6), dampening=0.1)),
+    ],
+    meta_optimizer_configs=[
+        ("plain", dict(lr=1.0)),
+        ("nesterov-wd", dict(lr=1.0, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ],
+    bad=LR_BAD + [
+        ("momentum", dict(momentum=-0.5)),
+        ("momentum", dict(momentum=torch.tensor(-0.1, dtype=F64))),
+        ("dampening", dict(dampening=-0.1)),
+        ("dampening", dict(dampening=float("nan"))),
+    ] + WD_BAD,
+    required=dict(lr=0.1),
+)  # fmt: skip
+
+ADAMW = Case(
+    name="adamw", alias=unrollopt.adamw, cls=unrollopt.AdamW, torch_cls=torch.optim.AdamW, meta_cls=unrollopt.MetaAdamW,
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, eps_root=0.0, maximize=False),
+    ref_init=adam_like_init, ref_step=adamw_step, state_type=unrollopt.ScaleByAdamState, state_fields=("mu", "nu"),
+    oop_lr=0.02,
+    grid=adam_grid((0.5, 0.8)),
+    loss_ratio=0.8, oop_keys=lambda o: {"step", "exp_avg", "exp_avg_sq"}, all_keys={"step", "exp_avg", "exp_avg_sq"},
+    torch_same_keys=False, defaults_keys=("lr", "betas", "eps", "weight_decay", "maximize"),
+    defaults_expected=dict(weight_decay=1e-2),
+    groups=ADAM_GROUPS,
+    groups_lr=0.01, groups_lrs=[0.03, 0.01, 0.005], groups_extra=_wd_list([1e-2, 0.2, 1e-2]),
+    round_trip=dict(lr=0.02, betas=(0.8, 0.95), weight_decay=0.05),
+    interop=[("adamw", dict(lr=0.02, betas=(0.85, 0.99), weight_decay=0.05, eps=1e-6))],
+    sd_superset=True,
+    meta_lr=0.05,
+    meta_configs=[
+        dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.0, maximize=False),
+        dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.05, maximize=False),
+        dict(betas=(0.8, 0.9), eps=1e-3, eps_root=1e-6, weight_decay=0.05, maximize=True),
+        dict(betas=(0.8, 0.9), eps=0.1, eps_root=0.0, weight_decay=0.2, maximize=False),
+    ],
+    tensor_configs=[("lr-betas-wd", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-6, weight_decay=L(0.1)))],
+    meta_class_configs=[
+        ("lr", 0, dict(lr=0.05)),
+        ("all", 0, dict(lr=0.05, betas=(0.8, 0.9), eps=1e-4, weight_decay=0.1, maximize=True)),
+    ],
+    meta_optimizer_configs=[("wd", dict(lr=0.1, weight_decay=0.1))],
+    bad=ADAM_BAD + [("eps_root", dict(eps_root=-1.0))] + WD_BAD,
+)  # fmt: skip
+
+ADAMAX = Case(
+    name="adamax", alias=unrollopt.adamax, cls=unrollopt.Adamax, torch_cls=torch.optim.Adamax,
+    meta_cls=unrollopt.MetaAdamax,
+    defaults=dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False),
+    ref_init=adam_like_init, ref_step=adamax_step, state_type=unrollopt.ScaleByAdamState, state_fields=("mu", "nu"),
+    oop_lr=0.02,
+    # (Adamax with small betas and eps = 1e-8 is ill-conditioned on this problem: a
+    # 1e-15 relative change of the initial parameters moves the result by 3e-10.)
+    grid=adam_grid((0.8, 0.95)),
+    loss_ratio=0.8, oop_keys=lambda o: {"step", "exp_avg", "exp_inf"}, all_keys={"step", "exp_avg", "exp_inf"},
+    torch_same_keys=False, defaults_keys=("lr", "betas", "eps", "weight_decay", "maximize"),
+    defaults_expected=dict(lr=2e-3, weight_decay=0.0),
+    groups=ADAM_GROUPS,
+    groups_lr=0.01, groups_lrs=[0.03, 0.01, 0.005], groups_extra=_wd_list([0.0, 0.2, 0.0]),
+    round_trip=dict(lr=0.02, betas=(0.8, 0.95), weight_decay=0.05),
+    interop=[("adamax", dict(lr=0.02, betas=(0.85, 0.99), weight_decay=0.05, eps=1e-6))],
+    sd_superset=True,
+    meta_lr=0.05,
+    meta_configs=[
+        dict(betas=(0.8, 0.9), eps=1e-8, weight_decay=0.0, maximize=False),
+        dict(betas=(0.8, 0.9), eps=1e-8, weight_decay=0.05, maximize=False),
+        dict(betas=(0.8, 0.9), eps=1e-3, weight_decay=0.05, maximize=True),
+        # eps large enough that |g'| + eps is selected at some steps and beta2 * nu at others.
+        dict(betas=(0.8, 0.9), eps=0.5, weight_decay=0.2, maximize=False),
+    ],
+    tensor_configs=[
+        ("lr-betas-wd", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-6, weight_decay=L(0.1))),
+        # Plain and fused agree away from ties: the maximum selects each argument
+        # somewhere (eps comparable to |g|), so beta2's gradient is not 0.
+        ("away-from-ties", 2, dict(lr=L(0.05), betas=(L(0.7), L(0.99)), eps=0.05)),
+    ],
+    meta_class_configs=[
+        ("lr", 0, dict(lr=0.05)),
+        ("all", 0, dict(lr=0.05, betas=(0.8, 0.9), eps=0.2, weight_decay=0.1, maximize=True)),
+    ],
+    meta_optimizer_configs=[("wd", dict(lr=0.1, weight_decay=0.1))],
+    bad=ADAM_BAD + WD_BAD,
+)  # fmt: skip
+
+RMSPROP_KEYS = {"square_avg", "grad_avg", "momentum_buffer"}
+
+
+def rmsprop_keys(o):
+    return {"step", "square_avg"} | ({"grad_avg"} if o.get("centered") else set()) | (
+        {"momentum_buffer"} if o.get("momentum") else set())  # fmt: skip
+
+
+RMSPROP = Case(
+    name="rmsprop", alias=unrollopt.rmsprop, cls=unrollopt.RMSprop, torch_cls=torch.optim.RMSprop,
+    meta_cls=unrollopt.MetaRMSProp,
+    defaults=dict(lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, initial_scale=0.0,
+                  maximize=False),
+    ref_init=rmsprop_init, ref_step=rmsprop_step, state_type=unrollopt.RMSPropState,
+    state_fields=("square_avg", "grad_avg", "momentum_buffer"),
+    oop_lr=0.003,
+    grid=[
+        dict(alpha=0.9, eps=1e-8, momentum=mo, centered=ce, weight_decay=wd, maximize=mx)
+        for mo, ce, wd, mx in itertools.product((0.0, 0.8), (False, True), (0.0, 0.05), (False, True))
+    ] + [
+        dict(alpha=0.99, eps=1e-2, momentum=0.5, centered=True, weight_decay=0.05, maximize=False),
+        dict(alpha=0.99, eps=1e-2, momentum=0.0, centered=False, weight_decay=0.0, maximize=True),
+    ],
+    loss_ratio=0.9, oop_keys=rmsprop_keys, all_keys={"step"} | RMSPROP_KEYS, torch_same_keys=True,
+    defaults_keys=("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"), defaults_expected={},
+    groups=[
+        dict(params=[0], lr=0.003, momentum=0.9, centered=True),
+        dict(params=[1], weight_decay=0.2, alpha=0.8),
+        dict(params=[2], lr=0.001, maximize=True, momentum=0.5),
+    ],
+    groups_lr=0.002, groups_lrs=[0.003, 0.002, 0.001], groups_extra=rmsprop_groups_extra,
+    round_trip=dict(lr=0.003, alpha=0.9, momentum=0.7, centered=True, weight_decay=0.05),
+    interop=[
+        ("plain", dict(lr=0.003, alpha=0.95, momentum=0.6, centered=False, weight_decay=0.05, eps=1e-6)),
+        ("centered", dict(lr=0.003, alpha=0.95, momentum=0.6, centered=True, weight_decay=0.05, eps=1e-6)),
+    ],
+    sd_superset=False,
+    meta_lr=0.02,
+    meta_configs=[
+        dict(alpha=0.9, eps=1e-6, momentum=0.0, centered=False, weight_decay=0.0, maximize=False, initial_scale=0.0),
+        dict(alpha=0.9, eps=1e-6, momentum=0.0, centered=True, weight_decay=0.05, maximize=True, initial_scale=0.0),
+        dict(alpha=0.9, eps=1e-6, momentum=0.8, centered=False, weight_decay=0.05, maximize=False, initial_scale=1.0),
+        dict(alpha=0.9, eps=1e-6, momentum=0.8, centered=True, weight_decay=0.0, maximize=False, initial_scale=0.5),
+    ],
+    tensor_configs=[
+        (f"lr-alpha-momentum-wd-{c}", 1,
+         dict(lr=L(0.02), alpha=L(0.9), eps=1e-6, weight_decay=L(0.1), momentum=L(0.6), centered=centered))
+        for c, centered in (("plain", False), ("centered", True))
+    ],
+    meta_class_configs=[
+        ("lr", 0, dict(lr=0.01)),
+        ("all", 0, dict(lr=0.01, alpha=0.9, eps=1e-4, weight_decay=0.1, momentum=0.7, centered=True, maximize=True)),
+    ],
+    meta_optimizer_configs=[("centered-momentum-wd", dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1))],
+    bad=LR_BAD + rate_bad("alpha") + [("momentum", dict(momentum=-0.5))] + WD_BAD,
+)  # fmt: skip
+
+ADAGRAD = Case(
+    name="adagrad", alias=unrollopt.adagrad, cls=unrollopt.Adagrad, torch_cls=torch.optim.Adagrad,
+    meta_cls=unrollopt.MetaAdagrad,
+    defaults=dict(lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, maximize=False),
+    ref_init=adagrad_init, ref_step=adagrad_step, state_type=unrollopt.AdagradState, state_fields=("sum",),
+    oop_lr=0.05,
+    grid=[
+        dict(lr_decay=ld, weight_decay=wd, initial_accumulator_value=ia, eps=ep, maximize=mx)
+        for ld, wd, ia, ep, mx in itertools.product((0.0, 0.05), (0.0, 0.05), (0.0, 0.5), (1e-10, 1e-3), (False, True))
+    ],
+    loss_ratio=0.9, oop_keys=lambda o: {"step", "sum"}, all_keys={"step", "sum"}, torch_same_keys=True,
+    defaults_keys=("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps", "maximize"),
+    defaults_expected={},
+    groups=[
+        dict(params=[0], lr=0.03, lr_decay=0.1),
+        # (No per-group initial_accumulator_value: torch.optim.Adagrad starts
+        # every sum at the constructor's value; unrollopt.Adagrad uses the group's.)
+        dict(params=[1], weight_decay=0.2),
+        dict(params=[2], lr=0.01, maximize=True),
+    ],
+    groups_lr=0.02, groups_lrs=[0.03, 0.02, 0.01], groups_extra=None,
+    round_trip=dict(lr=0.03, lr_decay=0.05, weight_decay=0.05, initial_accumulator_value=0.2),
+    interop=[("adagrad", dict(lr=0.03, lr_decay=0.05, weight_decay=0.05, initial_accumulator_value=0.2, eps=1e-6))],
+    sd_superset=False,
+    meta_lr=0.05,
+    meta_configs=[
+        dict(lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-6, maximize=False),
+        dict(lr_decay=0.1, weight_decay=0.05, initial_accumulator_value=0.0, eps=1e-6, maximize=True),
+        dict(lr_decay=0.1, weight_decay=0.0, initial_accumulator_value=0.5, eps=1e-6, maximize=False),
+    ],
+    tensor_configs=[("lr-lr_decay-wd", 1, dict(lr=L(0.05), lr_decay=L(0.2), weight_decay=L(0.1), eps=1e-6))],
+    meta_class_configs=[
+        ("lr", 0, dict(lr=0.05)),
+        ("all", 0, dict(lr=0.05, lr_decay=0.1, weight_decay=0.1, eps=1e-4, maximize=True)),
+    ],
+    meta_optimizer_configs=[("lr_decay-wd", dict(lr=0.05, lr_decay=0.1, weight_decay=0.1))],
+    bad=LR_BAD + [
+        ("lr_decay", dict(lr_decay=-0.1)),
+        ("lr_decay", dict(lr_decay=torch.tensor(-0.5, dtype=F64))),
+        ("eps", dict(eps=-1e-8)),
+        ("initial_accumulator_value", dict(initial_accumulator_value=-1.0)),
+    ] + WD_BAD,
+)  # fmt: skip
+
+ADADELTA = Case(
+    name="adadelta", alias=unrollopt.adadelta, cls=unrollopt.Adadelta, torch_cls=torch.optim.Adadelta,
+    meta_cls=unrollopt.MetaAdadelta,
+    defaults=dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False),
+    ref_init=adadelta_init, ref_step=adadelta_step, state_type=unrollopt.AdadeltaState,
+    state_fields=("square_avg", "acc_delta"),
+    oop_lr=5.0,
+    grid=[
+        dict(rho=rho, eps=ep, weight_decay=wd, maximize=mx)
+        # (With rho = 0.5 and eps = 1e-6 this problem is ill-conditioned: a 1e-15
+        # relative change of the initial parameters moves acc_delta by 2e-10.)
+        for rho, ep, wd, mx in itertools.product((0.9, 0.8), (1e-6, 1e-3), (0.0, 0.05), (False, True))
+    ],
+    loss_ratio=0.9, oop_keys=lambda o: {"step", "square_avg", "acc_delta"},
+    all_keys={"step", "square_avg", "acc_delta"}, torch_same_keys=True,
+    defaults_keys=("lr", "rho", "eps", "weight_decay", "maximize"), defaults_expected={},
+    groups=[
+        dict(params=[0], lr=3.0, rho=0.8),
+        dict(params=[1], weight_decay=0.2, eps=1e-4),
+        dict(params=[2], lr=1.0, maximize=True),
+    ],
+    groups_lr=2.0, groups_lrs=[3.0, 2.0, 1.0], groups_extra=None,
+    round_trip=dict(lr=3.0, rho=0.8, weight_decay=0.05),
+    interop=[("adadelta", dict(lr=3.0, rho=0.85, weight_decay=0.05, eps=1e-5))],
+    sd_superset=False,
+    meta_lr=2.0,
+    meta_configs=[
+        dict(rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False),
+        dict(rho=0.8, eps=1e-3, weight_decay=0.05, maximize=True),
+        dict(rho=0.5, eps=1e-2, weight_decay=0.1, maximize=False),
+    ],
+    tensor_configs=[("lr-rho-wd", 1, dict(lr=L(2.0), rho=L(0.8), eps=1e-4, weight_decay=L(0.1)))],
+    meta_class_configs=[
+        ("lr", 0, dict(lr=1.0)),
+        ("all", 0, dict(lr=2.0, rho=0.8, eps=1e-4, weight_decay=0.1, maximize=True)),
+    ],
+    meta_optimizer_configs=[("rho-wd", dict(lr=1.0, rho=0.8, weight_decay=0.1))],
+    bad=LR_BAD + rate_bad("rho") + WD_BAD,
+)  # fmt: skip
+
+CASES = {c.name: c for c in (SGD, ADAMW, ADAMAX, RMSPROP, ADAGRAD, ADADELTA)}
+
+
+def table(attr, ids=None):
+    """pytest params (case, item) over every case's list ``attr``."""
+    out = []
+    for c in CASES.values():
+        for i, item in enumerate(getattr(c, attr)):
+            out.append(pytest.param(c, item, id=f"{c.name}-{ids(item) if ids else i}"))
+    return out
+
+
+def by_case():
+    return [pytest.param(c, id=c.name) for c in CASES.values()]
+
+
+# --- OOP classes against torch.optim -------------------------------------------------
+
+
+def make_model(seed, dtype=F64):
+    g = gen(seed)
+    return dict(
+        x=randn(g, 16, 5, dtype=dtype),
+        y=randn(g, 16, 2, dtype=dtype),
+        params=[randn(g, 2, 5, dtype=dtype), randn(g, 2, dtype=dtype), randn(g, 5, dtype=dtype)],
+    )
+
+
+def loss_fn(m, params):
+    w, b, s = params
+    return ((m["x"] * (1 + 0.1 * s) @ w.T + b - m["y"]) ** 2).mean() + 0.01 * (w**4).sum()
+
+
+def train(opt_factory, m, steps=STEPS, groups=None, sign=1.0):
+    """``steps`` optimizer steps on ``sign * loss`` (sign -1 with maximize, so
+    that the run converges either way); returns (params, optimizer, losses)."""
+    params = [p.detach().clone().requires_grad_() for p in m["params"]]
+    if groups is None:
+        opt = opt_factory(params)
+    else:
+        opt = opt_factory([{**g, "params": [params[i] for i in g["params"]]} for g in groups])
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = sign * loss_fn(m, params)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return params, opt, losses
+
+
+def assert_params_rel(a, b, rtol=1e-10):
+    for i, (x, y) in enumerate(zip(a, b)):
+        assert is_finite(x), f"param {i} is not finite"
+        err = max_rel_err(x, y)
+        assert err <= rtol, f"param {i}: relative error {err:.3g}"
+
+
+def _norm(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+@pytest.mark.parametrize("case,options", table("grid", options_id))
+def test_matches_torch(fused, case, options):
+    m = make_model(0)
+    sign = -1.0 if options["maximize"] else 1.0
+    lr = case.oop_lr
+    ref, ref_opt, ref_losses = train(lambda p: case.torch_cls(p, lr=lr, **options), m, sign=sign)
+    got, opt, losses = train(lambda p: case.cls(p, lr=lr, **options, use_accelerated_op=fused), m, sign=sign)
+    assert_params_rel(got, ref)
+    # The parameters moved and the loss went down (the comparison is not vacuous;
+    # with maximize the objective is -loss).
+    assert max_rel_err(got[0], m["params"][0]) > 1e-2
+    assert 0 < sign * losses[-1] < case.loss_ratio * sign * losses[0]
+    keys = case.oop_keys(options)
+    for p, q in zip(got, ref):
+        s, t = opt.state[p], ref_opt.state[q]
+        assert set(s) == keys
+        if case.torch_same_keys:
+            assert set(t) == keys
+        for key in case.all_keys - keys:
+            assert t.get(key) is None, key
+        if "step" in keys:
+            assert float(s["step"]) == float(t["step"]) == STEPS
+        for key in keys - {"step"}:
+            assert max_rel_err(s[key], t[key]) <= 1e-10, key
+    assert max(abs(a - b) for a, b in zip(losses, ref_losses)) <= 1e-10 * max(map(abs, ref_losses))
+
+
+@pytest.mark.parametrize("case", [c for c in by_case() if c.values[0].defaults_keys])
+def test_defaults_match_torch(case):
+    p = torch.zeros(2, requires_grad=True)
+    ours = case.cls([p]).defaults
+    theirs = case.torch_cls([p]).defaults
+    for key in case.defaults_keys:
+        assert ours[key] == theirs[key], key
+    for key, value in case.defaults_expected.items():
+        assert ours[key] == value, key
+
+
+@pytest.mark.parametrize("case", by_case())
+def test_param_groups_with_different_hyperparameters(fused, case):
+    m = make_model(1)
+    ref, ref_opt, _ = train(lambda g: case.torch_cls(g, lr=case.groups_lr), m, groups=case.groups)
+    got, opt, _ = train(lambda g: case.cls(g, lr=case.groups_lr, use_accelerated_op=fused), m, groups=case.groups)
+    assert_params_rel(got, ref)
+    assert max_rel_err(got[2], m["params"][2]) > 1e-3  # the maximized group moved too
+    assert [g["lr"] for g in opt.param_groups] == case.groups_lrs
+    if case.groups_extra is not None:
+        case.groups_extra(opt, ref_opt, got, ref)
+
+
+@pytest.mark.parametrize("case", by_case())
+def test_state_dict_round_trip(fused, case):
+    m = make_model(5)
+    hp = case.round_trip
+    full, _, _ = train(lambda p: case.cls(p, **hp, use_accelerated_op=fused), m, steps=20)
+    half, opt, _ = train(lambda p: case.cls(p, **hp, use_accelerated_op=fused), m, steps=10)
+    sd = copy.deepcopy(opt.state_dict())
+    assert set(sd["state"][0]) == case.oop_keys(hp)
+    params = [p.detach().clone().requires_grad_() for p in half]
+    opt2 = case.cls(params, lr=0.5, use_accelerated_op=fused)  # overwritten by the load
+    opt2.load_state_dict(sd)
+    for key, value in hp.items():
+        assert _norm(opt2.param_groups[0][key]) == value, key
+    for _ in range(10):
+        opt2.zero_grad()
+        loss_fn(m, params).backward()
+        opt2.step()
+    assert_params_rel(params, full, 1e-14)
+
+
+@pytest.mark.parametrize("direction", ["torch_to_unrollopt", "unrollopt_to_torch"])
+@pytest.mark.parametrize("case,item", table("interop", lambda it: it[0]))
+def test_state_dict_interop_with_torch(fused, case, item, direction):
+    _, hp = item
+    m = make_model(6)
+    ref, ref_opt, _ = train(lambda p: case.torch_cls(p, **hp), m, steps=30)
+    if direction == "torch_to_unrollopt":
+        first = lambda p: case.torch_cls(p, **hp)  # noqa: E731
+        second = lambda p: case.cls(p, lr=0.9, use_accelerated_op=fused)  # noqa: E731
+    else:
+        first = lambda p: case.cls(p, **hp, use_accelerated_op=fused)  # noqa: E731
+        second = lambda p: case.torch_cls(p, lr=0.9)  # noqa: E731
+    half, opt, _ = train(first, m, steps=15)
+    sd = copy.deepcopy(opt.state_dict())
+    keys = case.oop_keys(hp)
+    if case.sd_superset:
+        assert set(sd["state"][0]) >= keys
+    else:
+        assert set(sd["state"][0]) == keys
+    params = [p.detach().clone().requires_grad_() for p in half]
+    opt2 = second(params)
+    opt2.load_state_dict(sd)
+    group = opt2.param_groups[0]
+    for key, value in hp.items():
+        assert _norm(group[key]) == value, key
+    if isinstance(opt2, case.cls):
+        assert group["use_accelerated_op"] == fused
+    for _ in range(15):
+        opt2.zero_grad()
+        loss_fn(m, params).backward()
+        opt2.step()
+    assert_params_rel(params, ref, 1e-10)
+    for p, q in zip(params, ref):
+        for key in keys - {"step"}:
+            assert max_rel_err(opt2.state[p][key], ref_opt.state[q][key]) <= 1e-10, key
+        if "step" in keys:
+            assert float(opt2.state[p]["step"]) == 30
+
+
+# --- meta-gradients through the unrolled functional alias -----------------------------
+# A linear regression whose per-example loss weights (meta_w) and initial
+# parameters are meta-parameters; the outer loss is a validation loss.
+
+
+def make_problem(seed):
+    g = gen(seed)
+    return dict(
+        x=randn(g, 8, 4),
+        y=randn(g, 8, 3),
+        xv=randn(g, 6, 4),
+        yv=randn(g, 6, 3),
+        meta_w=rand_pos(g, 8, low=0.5).requires_grad_(),
+        w0=randn(g, 3, 4, requires_grad=True),
+        b0=randn(g, 3, requires_grad=True),
+    )
+
+
+def inner_loss(pb, w, b):
+    r = pb["x"] @ w.T + b - pb["y"]
+    return (pb["meta_w"][:, None] * r**2).mean() + 0.1 * (w**3).sum()
+
+
+def outer_loss(pb, w, b):
+    return ((pb["xv"] @ w.T + b - pb["yv"]) ** 2).mean()
+
+
+def unrolled_unrollopt(pb, opt, steps=3, use_params=True):
+    params = (pb["w0"], pb["b0"])
+    state = opt.init(params)
+    for _ in range(steps):
+        grads = torch.autograd.grad(inner_loss(pb, *params), params, create_graph=True)
+        updates, state = opt.update(grads, state, params=params if use_params else None, inplace=False)
+        params = unrollopt.apply_updates(params, updates, inplace=False)
+    return outer_loss(pb, *params), params, state
+
+
+def unrolled_reference(case, pb, hp, steps=3):
+    """The case's float64 reference step, unrolled: (outer loss, params, per-parameter states)."""
+    hp = {**case.defaults, **hp}
+    params = [pb["w0"], pb["b0"]]
+    states = [case.ref_init(p, hp) for p in params]
+    for t in range(1, steps + 1):
+        grads = torch.autograd.grad(inner_loss(pb, *params), params, create_graph=True)
+        new = [case.ref_step(g, st, p, t, hp) for g, st, p in zip(grads, states, params)]
+        params = [p + u for p, (u, _) in zip(params, new)]
+        states = [st for _, st in new]
+    return outer_loss(pb, *params), params, states
+
+
+def assert_rel(actual, expected, rtol, what):
+    assert len(actual) == len(expected)
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        assert is_finite(a), f"{what}[{i}] is not finite"
+        err = max_rel_err(a, e)
+        assert err <= rtol, f"{what}[{i}]: relative error {err:.3g} > {rtol:g}"
+
+
+def assert_state_matches(case, state, ref_states):
+    assert isinstance(state, case.state_type) and int(state.count) == 3
+    for i, name in enumerate(case.state_fields):
+        expected = [st[i] for st in ref_states]
+        if expected[0] is None:
+            assert getattr(state, name) is None, name
+        else:
+            assert_rel(getattr(state, name), expected, 1e-12, name)
+
+
+def uses_params(cfg):
+    return not is_zero(cfg.get("weight_decay", 0.0))
+
+
+@pytest.mark.parametrize("case,cfg", table("meta_configs", options_id))
+def test_meta_gradient_matches_reference(fused, case, cfg):
+    pb = make_problem(0)
+    hp = dict(lr=case.meta_lr, **cfg)
+    opt = case.alias(**hp, use_accelerated_op=fused)
+    meta = (pb["meta_w"], pb["w0"], pb["b0"])
+    loss, params, state = unrolled_unrollopt(pb, opt, use_params=uses_params(cfg))
+    got = torch.autograd.grad(loss, meta)
+    ref_loss, ref_params, ref_states = unrolled_reference(case, pb, hp)
+    expected = torch.autograd.grad(ref_loss, meta)
+    assert_state_matches(case, state, ref_states)
+    assert_rel(params, ref_params, 1e-12, "params")
+    assert abs(loss.item() - ref_loss.item()) <= 1e-12 * abs(ref_loss.item())
+    assert_rel(got, expected, 1e-10, "meta-gradient")
+    assert all(g.abs().max() > 0 for g in got)
+
+
+@pytest.mark.parametrize("case,item", table("tensor_configs", lambda it: it[0]))
+def test_meta_gradient_tensor_hyperparameters(fused, case, item):
+    """Meta-learned hyperparameters (0-d tensors that require grad): their
+    gradients, and the data's and initial parameters', against the reference's."""
+    _, seed, cfg = item
+    pb = make_problem(seed)
+    hp, learned = materialize(cfg)
+    opt = case.alias(**hp, use_accelerated_op=fused)
+    loss, _, state = unrolled_unrollopt(pb, opt, use_params=uses_params(cfg))
+    got = torch.autograd.grad(loss, [*learned, pb["meta_w"], pb["w0"]])
+    rhp, rlearned = materialize(cfg)
+    ref_loss, _, ref_states = unrolled_reference(case, pb, rhp)
+    expected = torch.autograd.grad(ref_loss, [*rlearned, pb["meta_w"], pb["w0"]])
+    assert_state_matches(case, state, ref_states)
+    assert abs(loss.item() - ref_loss.item()) <= 1e-12 * abs(ref_loss.item())
+    assert_rel(got, expected, 1e-10, "meta-gradient")
+    assert all(float(g) != 0.0 for g in got[: len(learned)])
+
+
+# --- the Meta classes ----------------------------------------------------------------
+
+
+class Net(nn.Module):
+    def __init__(self, seed=0):
+        super().__init__()
+        g = gen(seed)
+        self.fc1 = nn.Linear(3, 6).to(F64)
+        self.fc2 = nn.Linear(6, 1).to(F64)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=F64))
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+def net_data():
+    g = gen(1)
+    return randn(g, 10, 3), randn(g, 10, 1), randn(g, 10, 1, requires_grad=True)
+
+
+def net_inner_loss(out, y, meta):
+    return ((out - y) ** 2 * torch.sigmoid(meta)).mean()
+
+
+def reference_meta(case, net, steps, hp):
+    """The case's reference on a functional copy of the parameters:
+    (outer loss, meta data, final parameters by name)."""
+    hp = {**case.defaults, **hp}
+    x, y, meta = net_data()
+    params = {k: v.detach().clone().requires_grad_() for k, v in net.named_parameters()}
+    states = {k: case.ref_init(v, hp) for k, v in params.items()}
+    for t in range(1, steps + 1):
+        loss = net_inner_loss(functional_call(net, params, (x,)), y, meta)
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        new = {}
+        for (k, p), g in zip(params.items(), grads):
+            u, states[k] = case.ref_step(g, states[k], p, t, hp)
+            new[k] = p + u
+        params = new
+    return functional_call(net, params, (x,)).pow(2).sum(), meta, params
+
+
+@pytest.mark.parametrize("case,item", table("meta_class_configs", lambda it: it[0]))
+def test_meta_class_meta_gradient_matches_reference(fused, case, item):
+    _, seed, cfg = item
+    net = Net(seed)
+    rhp, rlearned = materialize(cfg)
+    ref_outer, ref_meta, ref_params = reference_meta(case, net, 3, rhp)
+    expected = torch.autograd.grad(ref_outer, [*rlearned, ref_meta])
+    x, y, meta = net_data()
+    hp, learned = materialize(cfg)
+    opt = case.meta_cls(net, **hp, use_accelerated_op=fused)
+    for _ in range(3):
+        opt.step(net_inner_loss(net(x), y, meta))
+    outer = net(x).pow(2).sum()
+    got = torch.autograd.grad(outer, [*learned, meta])
+    assert abs(outer.item() - ref_outer.item()) <= 1e-12 * abs(ref_outer.item())
+    assert_rel(got, expected, 1e-10, "meta-gradient")
+    assert got[-1].abs().max() > 0
+    assert all(float(g) != 0 for g in got[:-1])
+    for name, p in net.named_parameters():
+        assert max_rel_err(p, ref_params[name]) <= 1e-12, name
+
+
+@pytest.mark.parametrize("case,item", table("meta_optimizer_configs", lambda it: it[0]))
+def test_meta_optimizer_with_alias_equals_meta_class(fused, case, item):
+    _, kwargs = item
+    results = []
+    for make in (
+        lambda net: unrollopt.MetaOptimizer(net, case.alias(**kwargs, use_accelerated_op=fused)),
+        lambda net: case.meta_cls(net, **kwargs, use_accelerated_op=fused),
+    ):
+        net = Net(3)
+        x, y, meta = net_data()
+        opt = make(net)
+        for _ in range(3):
+            opt.step(net_inner_loss(net(x), y, meta))
+        outer = net(x).pow(2).sum()
+        params = [p.detach() for p in net.parameters()]
+        results.append((outer.detach(), params, torch.autograd.grad(outer, meta)[0]))
+    (o1, p1, g1), (o2, p2, g2) = results
+    assert torch.equal(o1, o2) and torch.equal(g1, g2) and g1.abs().max() > 0
+    for a, b in zip(p1, p2):
+        assert torch.equal(a, b)
+    assert not torch.equal(p1[0], Net(3).fc1.weight.detach())  # the steps moved the parameters
+
+
+# --- hyperparameter validation -------------------------------------------------------
+
+
+def make_api(case, api, kw):
+    kw = {**case.required, **kw}
+    if api == "alias":
+        return case.alias(**kw)
+    if api == "class":
+        return case.cls([torch.zeros(2, requires_grad=True)], **kw)
+    return case.meta_cls(nn.Linear(2, 1), **kw)
+
+
+APIS = ["alias", "class", "meta_class"]
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("case,item", table("bad", lambda it: it[0]))
+def test_bad_hyperparameter_value(case, item, api):
+    name, kwargs = item
+    with pytest.raises(ValueError, match=re.escape(name)):
+        make_api(case, api, kwargs)
+
+
+# === optimizer-specific tests =========================================================
+
+# --- SGD ---
+
+
+def test_sgd_parameter_that_gets_gradients_later_starts_its_own_buffer(fused):
+    """With momentum, a parameter's buffer starts as its first gradient, while
+    others in the group continue theirs (two step numbers in one group), as in
+    torch.optim.SGD."""
+    g = gen(3)
+    a = randn(g, 4, requires_grad=True)
+    b = randn(g, 3, requires_grad=True)
+    a2 = a.detach().clone().requires_grad_()
+    b2 = b.detach().clone().requires_grad_()
+    hp = dict(lr=0.1, momentum=0.9, dampening=0.2, weight_decay=0.01)
+    opt = unrollopt.SGD([a, b], **hp, use_accelerated_op=fused)
+    ref = torch.optim.SGD([a2, b2], **hp)
+    for params, o in (([a, b], opt), ([a2, b2], ref)):
+        (params[0] ** 2).sum().backward()
+        o.step()
+    assert set(opt.state[a]) == {"momentum_buffer"} and len(opt.state[b]) == 0
+    for _ in range(3):
+        for params, o in (([a, b], opt), ([a2, b2], ref)):
+            o.zero_grad()
+            ((params[0] ** 2).sum() * params[1][0] + (params[1] ** 3).sum()).backward()
+            o.step()
+    assert_params_rel([a, b], [a2, b2], 1e-13)
+    for p, q in ((a, a2), (b, b2)):
+        assert max_rel_err(opt.state[p]["momentum_buffer"], ref.state[q]["momentum_buffer"]) <= 1e-13
+
+
+def test_sgd_step_errors_do_not_modify_anything(fused):
+    """SGD.step validates every group before it updates any."""
+    g = gen(7)
+    a = randn(g, 3, requires_grad=True)
+    b = randn(g, 2, requires_grad=True)
+    opt = unrollopt.SGD([{"params": [a]}, {"params": [b]}], lr=0.1, momentum=0.9, use_accelerated_op=fused)
+    a.grad = randn(g, 3)
+    b.grad = randn(g, 2)
+    opt.param_groups[1]["momentum"] = -0.5
+    before = [a.detach().clone(), b.detach().clone()]
+    with pytest.raises(ValueError, match="momentum"):
+        opt.step()
+    assert torch.equal(a.detach(), before[0]) and torch.equal(b.detach(), before[1])
+    assert len(opt.state[a]) == 0 and len(opt.state[b]) == 0
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_sgd_nesterov_needs_momentum_and_no_dampening(api):
+    with pytest.raises(ValueError, match="nesterov"):
+        make_api(SGD, api, dict(nesterov=True))  # no momentum
+    with pytest.raises(ValueError, match="nesterov"):
+        make_api(SGD, api, dict(momentum=0.9, dampening=0.1, nesterov=True))
+    # The valid combinations are accepted.
+    make_api(SGD, api, dict(momentum=0.9, nesterov=True))
+    make_api(SGD, api, dict(momentum=0.9, dampening=0.1))
+    make_api(SGD, api, dict(lr=0.0, momentum=0.0, dampening=0.0, weight_decay=0.0))
+
+
+def test_sgd_state():
+    """unrollopt.sgd's state: a momentum buffer like the parameters (None without
+    momentum) and the step count."""
+    params = {"w": torch.ones(2, 3, dtype=F64), "b": torch.ones(3, dtype=F64)}
+    plain = unrollopt.sgd(lr=0.1).init(params)
+    assert isinstance(plain, unrollopt.SgdState) and plain.momentum_buffer is None
+    assert plain.count.dtype == torch.int64 and int(plain.count) == 0
+    opt = unrollopt.sgd(lr=0.1, momentum=0.9, moment_requires_grad=True)
+    state = opt.init(params)
+    assert state.momentum_buffer.keys() == params.keys()
+    assert all(b.requires_grad and b.shape == params[k].shape and not b.any() for k, b in state.momentum_buffer.items())
+    g = gen(8)
+    grads = {k: randn(g, *p.shape) for k, p in params.items()}
+    updates, state = opt.update(grads, state, inplace=False)
+    assert int(state.count) == 1
+    assert_close(state.momentum_buffer, grads, rtol=0, atol=0)  # the first buffer is the gradient
+    assert_close(updates, {k: -0.1 * v for k, v in grads.items()}, rtol=1e-15)
+
+
+# --- weight decay needs params (AdamW, Adamax) ---
+
+
+@pytest.mark.parametrize("case", [pytest.param(ADAMW, id="adamw"), pytest.param(ADAMAX, id="adamax")])
+def test_needs_params_with_weight_decay(fused, case):
+    params = {"w": torch.ones(3, dtype=F64)}
+    opt = case.alias(weight_decay=0.1, use_accelerated_op=fused)
+    state = opt.init(params)
+    grads = {"w": randn(gen(2), 3)}
+    with pytest.raises(ValueError, match="weight_decay"):
+        opt.update(grads, state)
+    opt0 = case.alias(lr=0.1, weight_decay=0.0, use_accelerated_op=fused)
+    u, _ = opt0.update(grads, opt0.init(params), inplace=False)
+    assert u["w"].abs().min() > 0
+    if case is ADAMW:
+        # Without weight decay no params are needed, and the step is Adam's.
+        ua, _ = unrollopt.adam(lr=0.1, use_accelerated_op=fused).update(grads, unrollopt.adam().init(params),
+                                                                        inplace=False)  # fmt: skip
+        assert torch.equal(u["w"], ua["w"])
+    else:
+        # Without weight decay no params are needed; the first step is -lr * g / (|g| + eps).
+        torch.testing.assert_close(u["w"], -0.1 * grads["w"] / (grads["w"].abs() + 1e-8), rtol=1e-14, atol=0)
+
+
+# --- removable 0/0 where a second moment is exactly 0 (AdamW, RMSprop, Adagrad) ---
+
+
+def _dead_element_problem():
+    g = gen(4)
+    x = randn(g, 6, 3)
+    y = randn(g, 6)
+    xv = randn(g, 5, 3)
+    yv = randn(g, 5)
+    w0 = randn(g, 3, requires_grad=True)
+    return x, y, xv, yv, w0
+
+
+ZERO_CASES = {
+    # name: (alias kwargs, lr, use params, state field, whether the dead element only decays)
+    "adamw": (dict(betas=(0.9, 0.99), weight_decay=0.1), 0.1, True, "nu", True),
+    "rmsprop": (dict(alpha=0.9, momentum=0.5), 0.05, False, "square_avg", False),
+    "adagrad": (dict(lr_decay=0.1), 0.05, False, "sum", False),
+}
+
+
+@pytest.mark.parametrize("name", list(ZERO_CASES))
+def test_exact_backward_where_second_moment_is_zero(name):
+    """A parameter element the inner loss ignores: its gradient and second
+    moment (nu, square_avg, sum) stay exactly 0 and so does its update (only
+    AdamW's decoupled decay moves it). Plain autograd gets NaN from sqrt'(0);
+    the fused backward is exact and finite, and equals plain autograd on the
+    problem without that element (where it is fixed, or only decays)."""
+    case = CASES[name]
+    kwargs, lr0, use_params, field_name, decays = ZERO_CASES[name]
+    x, y, xv, yv, w0 = _dead_element_problem()
+    lr = torch.tensor(lr0, dtype=F64, requires_grad=True)
+    mask = torch.tensor([1.0, 1.0, 0.0], dtype=F64)
+
+    def run(fused):
+        opt = case.alias(lr=lr, **kwargs, use_accelerated_op=fused)
+        params = (w0,)
+        state = opt.init(params)
+        for _ in range(3):
+            grads = torch.autograd.grad(((x @ (params[0] * mask) - y) ** 2).mean(), params, create_graph=True)
+            updates, state = opt.update(grads, state, params=params if use_params else None, inplace=False)
+            params = unrollopt.apply_updates(params, updates, inplace=False)
+        assert float(getattr(state, field_name)[0][2].detach()) == 0.0
+        if not decays:
+            assert float(params[0][2].detach()) == float(w0[2].detach())
+        return torch.autograd.grad(((xv @ params[0] - yv) ** 2).mean(), (w0, lr))
+
+    plain = run(False)
+    assert torch.isnan(plain[0]).all()
+    fused = run(True)
+    assert all(is_finite(t) for t in fused)
+    # Reference: the live elements by plain autograd, the dead one fixed or only decaying.
+    lr2 = lr.detach().clone().requires_grad_()
+    live = w0.detach()[:2].clone().requires_grad_()
+    dead = w0.detach()[2:].clone().requires_grad_()
+    hp = {**case.defaults, **kwargs, "lr": lr2}
+    p, q, st = live, dead, case.ref_init(live.detach(), hp)
+    for t in (1, 2, 3):
+        (gr,) = torch.autograd.grad(((x[:, :2] @ p - y) ** 2).mean(), (p,), create_graph=True)
+        u, st = case.ref_step(gr, st, p if use_params else None, t, hp)
+        p = p + u
+        if decays:
+            q = q - lr2 * hp["weight_decay"] * q
+    expected = torch.autograd.grad(((xv @ torch.cat([p, q]) - yv) ** 2).mean(), (live, dead, lr2))
+    assert_rel([fused[0], fused[1]], [torch.cat(expected[:2]), expected[2]], 1e-10, "meta-gradient")
+
+
+# --- Adamax: derivatives at the maximum's ties and at g' = 0 ---
+
+
+def test_adamax_derivative_conventions_at_ties_and_zero_gradient():
+    """Where the step is not differentiable the fused backward uses the
+    documented one-sided derivatives: the maximum gives the whole cotangent to
+    beta2 * nu at a tie, and d|g'|/dg' = 0 at g' = 0. Elements: a tie, g' = 0
+    (beta2 * nu selected), a tie at g' = 0, and the two ordinary branches."""
+    b2, eps = 0.5, 0.25
+    g = torch.tensor([0.75, 0.0, 0.0, -2.0, 0.5], dtype=F64)  # |g| + eps: 1, .25, .25, 2.25, .75
+    nu = torch.tensor([2.0, 1.0, 0.5, 1.0, 3.0], dtype=F64)  # beta2 * nu: 1, .5, .25, .5, 1.5
+    mu = torch.tensor([0.5, -1.0, 2.0, 1.0, -0.5], dtype=F64)
+    hyper = [torch.tensor(v, dtype=F64) for v in (0.1, 0.8, b2, 0.0)]
+    cu = torch.tensor([1.0, -2.0, 0.5, 1.5, -1.0], dtype=F64)
+    cs = [torch.tensor([0.3, 0.2, -0.1, 0.4, 0.6], dtype=F64), torch.tensor([0.7, -0.4, 0.9, 0.2, -0.3], dtype=F64)]
+    opts = [eps, 0.0]
+    u, (m1, v1) = torch.ops.unrollopt.adamax([g], [mu, nu], [], torch.tensor(2), hyper, opts)
+    gg, gs, _, gh = torch.ops.unrollopt.adamax_backward(
+        [cu], cs, [g], [mu, nu], [], torch.tensor(2), hyper, opts, [True, True, False, True, True, True, True]
+    )
+    # By hand: selection of beta2 * nu where beta2 * nu >= |g'| + eps.
+    sel_a = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0], dtype=F64)
+    sign = torch.tensor([1.0, 0.0, 0.0, -1.0, 1.0], dtype=F64)
+    step_size = -0.1 / (1 - 0.8**2)
+    assert torch.equal(v1, torch.tensor([1.0, 0.5, 0.25, 2.25, 1.5], dtype=F64))
+    g_mu = cs[0] + cu * step_size / v1
+    g_nu = cs[1] - cu * step_size * m1 / v1**2
+    expected_g = 0.2 * g_mu + sign * (1 - sel_a) * g_nu
+    torch.testing.assert_close(gg[0], expected_g, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(gs[1], b2 * sel_a * g_nu, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(gs[0], 0.8 * g_mu, rtol=1e-14, atol=1e-15)
+    # d/d beta2: only where beta2 * nu was selected.
+    torch.testing.assert_close(gh[2], (sel_a * g_nu * nu).sum(), rtol=1e-13, atol=0)
+    assert all(is_finite(t) for t in (*gg, *gs, *gh)) and float(gh[2]) != 0
+    # Away from those points the fused backward is autograd's of the reference (elements 3 and 4).
+    leaves = [t[3:].clone().requires_grad_() for t in (g, mu, nu)]
+    ru, rm, rv = ref_adamax_step(*leaves[:2], leaves[2], None, 2, lr=0.1, b1=0.8, b2=b2, eps=eps)
+    ref = torch.autograd.grad((ru * cu[3:]).sum() + (rm * cs[0][3:]).sum() + (rv * cs[1][3:]).sum(), leaves)
+    torch.testing.assert_close(gg[0][3:], ref[0], rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(gs[1][3:], ref[2], rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(u[0], step_size * m1 / v1, rtol=1e-15, atol=0)
+
+
+# --- RMSprop ---
+
+
+def test_rmsprop_aliases():
+    assert unrollopt.RMSProp is unrollopt.RMSprop and unrollopt.MetaRMSprop is unrollopt.MetaRMSProp
+
+
+def test_rmsprop_initial_scale_initializes_square_avg(fused):
+    params = {"w": torch.ones(3, dtype=F64)}
+    opt = unrollopt.rmsprop(lr=0.1, alpha=0.5, initial_scale=1.0, use_accelerated_op=fused)
+    state = opt.init(params)
+    assert torch.equal(state.square_avg["w"], torch.ones(3, dtype=F64))
+    assert state.grad_avg is None and state.momentum_buffer is None
+    grads = {"w": randn(gen(3), 3)}
+    u, state = opt.update(grads, state, inplace=False)
+    sq = 0.5 + 0.5 * grads["w"] ** 2
+    torch.testing.assert_close(state.square_avg["w"], sq, rtol=1e-15, atol=0)
+    torch.testing.assert_close(u["w"], -0.1 * grads["w"] / (sq.sqrt() + 1e-8), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("api", ["alias", "meta_class"])
+def test_rmsprop_bad_initial_scale(api):
+    with pytest.raises(ValueError, match="initial_scale"):
+        make_api(RMSPROP, api, dict(initial_scale=-1.0))
+
+
+# --- Adagrad ---
+
+
+def test_adagrad_initial_accumulator_value_per_group(fused):
+    """Each group's sum starts at its own initial_accumulator_value."""
+    a = torch.ones(2, dtype=F64, requires_grad=True)
+    b = torch.ones(2, dtype=F64, requires_grad=True)
+    opt = unrollopt.Adagrad([{"params": [a]}, {"params": [b], "initial_accumulator_value": 3.0}], lr=0.1,
+                            use_accelerated_op=fused)  # fmt: skip
+    a.grad = torch.full((2,), 2.0, dtype=F64)
+    b.grad = torch.full((2,), 2.0, dtype=F64)
+    opt.step()
+    assert torch.equal(opt.state[a]["sum"], torch.full((2,), 4.0, dtype=F64))
+    assert torch.equal(opt.state[b]["sum"], torch.full((2,), 7.0, dtype=F64))
+    torch.testing.assert_close(b.detach(), 1 - 0.1 * 2 / (7**0.5 + 1e-10) * torch.ones(2, dtype=F64), rtol=1e-15, atol=0)
