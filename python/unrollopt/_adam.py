@@ -1,4 +1,5 @@
-"""Adam's plain-PyTorch step (the fused one is ``cpp/src/rules/adam.h``)."""
+"""Adam's and AdamW's plain-PyTorch step (the fused one is ``cpp/src/rules/adam.h``):
+they differ only in where the weight decay enters."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import torch
 from unrollopt import _fused, _hyperparameters
 
 
-def config(lr, betas, eps, weight_decay, eps_root, maximize) -> _fused.Config:
+def config(lr, betas, eps, weight_decay, eps_root, maximize, *, decoupled: bool = False) -> _fused.Config:
     beta1, beta2 = _hyperparameters.check_betas(betas)
     return _fused.Config(
-        op="adam",
+        op="adamw" if decoupled else "adam",
         state_names=("mu", "nu"),
         hyper_names=("lr", "beta1", "beta2", "weight_decay"),
         hyper=(
@@ -34,11 +35,12 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
     bc1 = 1 - beta1**t
     bc2 = 1 - beta2**t
     step_size = -lr / bc1
+    decoupled, decay = c.op == "adamw", bool(params) and c.uses_params
     updates, mus, nus = [], [], []
     for i, g in enumerate(grads):
         m, v = states[0][i], states[1][i]
         g = -g if maximize else g
-        if params and c.uses_params:
+        if decay and not decoupled:  # Adam: L2, into the gradient
             g = g + weight_decay * params[i]
         if inplace:
             m = m.mul_(beta1).add_((1 - beta1) * g)
@@ -47,6 +49,8 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
             m = beta1 * m + (1 - beta1) * g
             v = beta2 * v + (1 - beta2) * g * g
         u = step_size * (m / (_sqrt_where_live(v + eps_root * bc2, m) / bc2.sqrt() + eps))
+        if decay and decoupled:  # AdamW: decoupled, into the update
+            u = u - lr * weight_decay * params[i]
         updates.append(_fused.finish(u, i, grads, params, inplace, update_params))
         mus.append(m)
         nus.append(v)

@@ -11,7 +11,6 @@ from unrollopt import (
     _adagrad,
     _adam,
     _adamax,
-    _adamw,
     _fused,
     _hyperparameters,
     _pytree,
@@ -346,8 +345,8 @@ def adamw(
         A :class:`GradientTransformation` whose state is a :class:`ScaleByAdamState`.
     """
     return _transformation(
-        _adamw.config(lr, betas, eps, weight_decay, eps_root, maximize),
-        _adamw.plain,
+        _adam.config(lr, betas, eps, weight_decay, eps_root, maximize, decoupled=True),
+        _adam.plain,
         ScaleByAdamState,
         fused=bool(use_accelerated_op),
         moment_requires_grad=moment_requires_grad,

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
-from unrollopt import _adadelta, _adagrad, _adam, _adamax, _adamw, _fused, _rmsprop, _sgd
+from unrollopt import _adadelta, _adagrad, _adam, _adamax, _fused, _rmsprop, _sgd
 from unrollopt import _hyperparameters
 from unrollopt._hyperparameters import Hyperparameter
 
@@ -144,8 +144,6 @@ class AdamW(Adam):
     ``eps_root`` is the one addition.
     """
 
-    _plain = _adamw.plain
-
     def __init__(
         self,
         params: Iterable[Any],
@@ -158,7 +156,7 @@ class AdamW(Adam):
         maximize: bool = False,
         use_accelerated_op: bool = False,
     ) -> None:
-        _adamw.config(lr, betas, eps, weight_decay, eps_root, maximize)
+        _adam.config(lr, betas, eps, weight_decay, eps_root, maximize, decoupled=True)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, eps_root=eps_root,
             maximize=maximize, use_accelerated_op=use_accelerated_op,
@@ -166,8 +164,9 @@ class AdamW(Adam):
         _Optimizer.__init__(self, params, defaults)
 
     def _config(self, group: dict[str, Any]) -> _fused.Config:
-        return _adamw.config(
-            group["lr"], group["betas"], group["eps"], group["weight_decay"], group["eps_root"], group["maximize"]
+        return _adam.config(
+            group["lr"], group["betas"], group["eps"], group["weight_decay"], group["eps_root"], group["maximize"],
+            decoupled=True,
         )
 
 
