@@ -8,6 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import (
+    inner_loss,
+    make_problem,
+    outer_loss,
+    unrolled_unrollopt,
     F64,
     assert_close,
     gen,
@@ -19,41 +23,7 @@ from conftest import (
     unrollopt,
 )
 
-# --- the inner problem ------------------------------------------------------------
-# A linear regression whose per-example loss weights (meta_w) and initial
-# parameters are meta-parameters; the outer loss is a validation loss.
-
-
-def make_problem(seed):
-    g = gen(seed)
-    return dict(
-        x=randn(g, 8, 4),
-        y=randn(g, 8, 3),
-        xv=randn(g, 6, 4),
-        yv=randn(g, 6, 3),
-        meta_w=rand_pos(g, 8, low=0.5).requires_grad_(),
-        w0=randn(g, 3, 4, requires_grad=True),
-        b0=randn(g, 3, requires_grad=True),
-    )
-
-
-def inner_loss(pb, w, b):
-    r = pb["x"] @ w.T + b - pb["y"]
-    return (pb["meta_w"][:, None] * r**2).mean() + 0.1 * (w**3).sum()
-
-
-def outer_loss(pb, w, b):
-    return ((pb["xv"] @ w.T + b - pb["yv"]) ** 2).mean()
-
-
-def unrolled_unrollopt(pb, opt, steps=3, use_params=False):
-    params = (pb["w0"], pb["b0"])
-    state = opt.init(params)
-    for _ in range(steps):
-        grads = torch.autograd.grad(inner_loss(pb, *params), params, create_graph=True)
-        updates, state = opt.update(grads, state, params=params if use_params else None, inplace=False)
-        params = unrollopt.apply_updates(params, updates, inplace=False)
-    return outer_loss(pb, *params), params, state
+# --- the inner problem: make_problem, inner_loss, outer_loss, unrolled_unrollopt (conftest.py)
 
 
 def unrolled_reference(pb, steps=3, **hp):
