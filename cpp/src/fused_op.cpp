@@ -10,8 +10,9 @@ at::Tensor sqrt(const at::Tensor& x) { return x.sqrt(); }
 at::Tensor reciprocal(const at::Tensor& x) { return x.reciprocal(); }
 at::Tensor pow(const at::Tensor& x, const at::Tensor& y) { return x.pow(y); }
 at::Tensor lift(double v) { return at::scalar_tensor(v, at::kDouble); }
-at::Tensor if_first_step(const at::Tensor& t, const at::Tensor& a, const at::Tensor& b) {
-  return b.where(t > 1, a);
+at::Tensor if_greater(const at::Tensor& x, double threshold, const at::Tensor& a,
+                      const at::Tensor& b) {
+  return a.where(x > threshold, b);
 }
 at::Tensor add(const at::Tensor& a, const at::Tensor& b) { return a + b; }
 at::Tensor mul(const at::Tensor& a, const at::Tensor& b) { return a * b; }

@@ -26,7 +26,10 @@ inline double constant(double /*like*/, double v) { return v; }
 inline double sqrt(double x) { return std::sqrt(x); }
 inline double reciprocal(double x) { return 1 / x; }
 inline double pow(double x, double y) { return std::pow(x, y); }
-inline double if_first_step(double t, double a, double b) { return t <= 1 ? a : b; }
+// x > threshold ? a : b (a choice made per step, e.g. on the step number).
+inline double if_greater(double x, double threshold, double a, double b) {
+  return x > threshold ? a : b;
+}
 // where(x == 0, a, b)
 inline double where_zero(double x, double a, double b) { return x == 0 ? a : b; }
 
@@ -41,7 +44,8 @@ at::Tensor where_zero(const at::Tensor& x, double a, const at::Tensor& b);
 at::Tensor where_ge(const at::Tensor& a, const at::Tensor& b, const at::Tensor& x);
 at::Tensor sign(const at::Tensor& x);
 at::Tensor fmadd(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c);
-at::Tensor if_first_step(const at::Tensor& t, const at::Tensor& a, const at::Tensor& b);
+at::Tensor if_greater(const at::Tensor& x, double threshold, const at::Tensor& a,
+                      const at::Tensor& b);
 at::Tensor add(const at::Tensor& a, const at::Tensor& b);
 at::Tensor mul(const at::Tensor& a, const at::Tensor& b);
 at::Tensor zeros_like(const at::Tensor& t);
@@ -129,18 +133,19 @@ template <class T, size_t N>
 Dual<T, N> constant(const Dual<T, N>& /*like*/, double v) {
   return Dual<T, N>(v);
 }
-// a at the first step (t <= 1), b after.
+// x > threshold ? a : b, value and gradient (the choice itself is not differentiated).
 template <class T, size_t N>
-Dual<T, N> if_first_step(const Dual<T, N>& t, const Dual<T, N>& a, const Dual<T, N>& b) {
-  Dual<T, N> r(math::if_first_step(t.value, a.value, b.value), {});
+Dual<T, N> if_greater(const Dual<T, N>& x, double threshold, const Dual<T, N>& a,
+                      const Dual<T, N>& b) {
+  Dual<T, N> r(math::if_greater(x.value, threshold, a.value, b.value), {});
   for (size_t i = 0; i < N; ++i) {
     if constexpr (std::is_same_v<T, double>) {
-      r.grad[i] = math::if_first_step(t.value, a.grad[i], b.grad[i]);
+      r.grad[i] = math::if_greater(x.value, threshold, a.grad[i], b.grad[i]);
     } else if (a.grad[i].defined() || b.grad[i].defined()) {
       const T& like = a.grad[i].defined() ? a.grad[i] : b.grad[i];
-      r.grad[i] = math::if_first_step(t.value,
-                                      a.grad[i].defined() ? a.grad[i] : math::zeros_like(like),
-                                      b.grad[i].defined() ? b.grad[i] : math::zeros_like(like));
+      r.grad[i] = math::if_greater(x.value, threshold,
+                                   a.grad[i].defined() ? a.grad[i] : math::zeros_like(like),
+                                   b.grad[i].defined() ? b.grad[i] : math::zeros_like(like));
     }
   }
   return r;

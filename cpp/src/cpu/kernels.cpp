@@ -8,6 +8,8 @@
 #include "../rules/adagrad.h"
 #include "../rules/adam.h"
 #include "../rules/adamax.h"
+#include "../rules/nadam.h"
+#include "../rules/radam.h"
 #include "../rules/rmsprop.h"
 #include "../rules/sgd.h"
 #include "kernels.h"
@@ -148,6 +150,8 @@ template Kernels<rules::Adagrad> kernels<rules::Adagrad>();
 template Kernels<rules::Adam> kernels<rules::Adam>();
 template Kernels<rules::AdamW> kernels<rules::AdamW>();
 template Kernels<rules::Adamax> kernels<rules::Adamax>();
+template Kernels<rules::Nadam> kernels<rules::Nadam>();
+template Kernels<rules::Radam> kernels<rules::Radam>();
 template Kernels<rules::Rmsprop> kernels<rules::Rmsprop>();
 template Kernels<rules::RmspropCentered> kernels<rules::RmspropCentered>();
 template Kernels<rules::RmspropMomentum> kernels<rules::RmspropMomentum>();

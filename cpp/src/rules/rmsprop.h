@@ -9,6 +9,7 @@
 //             w  = s' - a'^2;    else w = s'
 //   d   = sqrt(w) + eps
 //   momentum: b' = momentum * b + g' / d,  u = -lr * b'  (momentum_buffer)
+//             nesterov: u = -lr * (g' / d + momentum * b')  (optax's rmsprop)
 //   else      u = -lr * g' / d
 // The vector-Jacobian product is exact wherever the step is differentiable,
 // including where w = 0 and g' = 0 (then the step does not depend on w: d u /
@@ -20,12 +21,13 @@
 namespace unrollopt::rules {
 
 struct RmspropOptions {
-  static constexpr std::array<const char*, 2> names{"eps", "maximize"};
+  static constexpr std::array<const char*, 3> names{"eps", "nesterov", "maximize"};
   double eps;
+  bool nesterov;  // read by the momentum rules only
   bool maximize;
   static RmspropOptions read(const char* op, c10::ArrayRef<double> values) {
     const auto v = read_options(op, values, names);
-    return {v[0], v[1] != 0};
+    return {v[0], v[1] != 0, v[2] != 0};
   }
 };
 
@@ -77,9 +79,13 @@ struct RmspropRule : RmspropNames<Centered, Momentum> {
     }
   };
 
-  // `momentum` is a coefficient of the momentum rules only.
-  enum { sign, weight_decay, alpha, one_minus_alpha, eps, neg_lr, momentum };
-  static constexpr size_t num_coef = Momentum ? 7 : 6;
+  // The last three are coefficients of the momentum rules only.
+  enum {
+    sign, weight_decay, alpha, one_minus_alpha, eps, neg_lr, momentum,
+    ratio_weight,  // nesterov ? 1 : 0
+    buf_weight     // nesterov ? momentum : 1
+  };
+  static constexpr size_t num_coef = Momentum ? 9 : 6;
 
   template <class S>
   static std::array<S, num_coef> coef(const std::array<S, NH>& h, const S&, const Options& o) {
@@ -93,7 +99,11 @@ struct RmspropRule : RmspropNames<Centered, Momentum> {
     c[one_minus_alpha] = 1 - a;
     c[eps] = math::constant(lr, o.eps);
     c[neg_lr] = -lr;
-    if constexpr (Momentum) c[momentum] = h[2];
+    if constexpr (Momentum) {
+      c[momentum] = h[2];
+      c[ratio_weight] = math::constant(lr, o.nesterov ? 1.0 : 0.0);
+      c[buf_weight] = o.nesterov ? h[2] : math::constant(lr, 1.0);
+    }
     return c;
   }
 
@@ -112,9 +122,9 @@ struct RmspropRule : RmspropNames<Centered, Momentum> {
     }
     const V ratio = gp / (math::sqrt(w) + c[eps]);
     if constexpr (Momentum) {
-      const V buf = c[momentum] * s[kBuf] + ratio;
+      const V buf = math::fmadd(c[momentum], s[kBuf], ratio);
       out[1 + kBuf] = buf;
-      out[0] = c[neg_lr] * buf;
+      out[0] = c[neg_lr] * math::fmadd(c[ratio_weight], ratio, c[buf_weight] * buf);
     } else {
       out[0] = c[neg_lr] * ratio;
     }
@@ -139,15 +149,20 @@ struct RmspropRule : RmspropNames<Centered, Momentum> {
     const V inv_d = math::reciprocal(q + c[eps]);
     const V ratio = gp * inv_d;
     Vjp<V, NS, num_coef> r;
-    // Backward through u = neg_lr * buf', buf' = momentum * buf + ratio (or
-    // u = neg_lr * ratio), ratio = g' / d, d = sqrt(w) + eps.
+    // Backward through u = neg_lr * (ratio_weight * ratio + buf_weight * buf'),
+    // buf' = momentum * buf + ratio (or u = neg_lr * ratio), ratio = g' / d,
+    // d = sqrt(w) + eps.
     V g_ratio;
     if constexpr (Momentum) {
       const V buf = math::fmadd(c[momentum], s[kBuf], ratio);
-      g_ratio = math::fmadd(gu, c[neg_lr], gs[kBuf]);
-      r.states[kBuf] = c[momentum] * g_ratio;
-      r.coef[neg_lr] = gu * buf;
-      r.coef[momentum] = g_ratio * s[kBuf];
+      const V g_v = gu * c[neg_lr];  // the cotangent of ratio_weight * ratio + buf_weight * buf'
+      const V g_buf = math::fmadd(g_v, c[buf_weight], gs[kBuf]);
+      g_ratio = math::fmadd(g_v, c[ratio_weight], g_buf);
+      r.states[kBuf] = c[momentum] * g_buf;
+      r.coef[neg_lr] = gu * math::fmadd(c[ratio_weight], ratio, c[buf_weight] * buf);
+      r.coef[momentum] = g_buf * s[kBuf];
+      r.coef[ratio_weight] = g_v * ratio;
+      r.coef[buf_weight] = g_v * buf;
     } else {
       g_ratio = gu * c[neg_lr];
       r.coef[neg_lr] = gu * ratio;

@@ -75,8 +75,8 @@ struct SgdMomentum {
     return {math::constant(lr, o.maximize ? -1.0 : 1.0),
             wd,
             -lr,
-            math::if_first_step(t, math::constant(lr, 0.0), momentum),
-            math::if_first_step(t, math::constant(lr, 1.0), 1 - dampening),
+            math::if_greater(t, 1, momentum, math::constant(lr, 0.0)),
+            math::if_greater(t, 1, 1 - dampening, math::constant(lr, 1.0)),
             math::constant(lr, o.nesterov ? 1.0 : 0.0),
             o.nesterov ? momentum : math::constant(lr, 1.0)};
   }

@@ -1,0 +1,4 @@
+#include "../fused_op.h"
+#include "../rules/nadam.h"
+
+UNROLLOPT_REGISTER_RULE(unrollopt::rules::Nadam)
