@@ -79,10 +79,11 @@ def ref_adamax_step(g, m, v, p, t, *, lr, b1, b2, eps, wd=0.0, maximize=False):
     return -lr / (1 - b1**t) * m / v, m, v
 
 
-def ref_rmsprop_step(g, sq, ga, buf, p, *, lr, alpha, eps, wd=0.0, momentum=None, maximize=False):
+def ref_rmsprop_step(g, sq, ga, buf, p, *, lr, alpha, eps, wd=0.0, momentum=None, nesterov=False, maximize=False):
     """torch.optim.RMSprop's step: returns (update, square_avg, grad_avg,
     momentum_buffer); grad_avg None selects the uncentered form (and stays
-    None), buf None the form without momentum."""
+    None), buf None the form without momentum. ``nesterov``: optax's
+    rmsprop(nesterov=True), update -lr (g / avg + momentum buf)."""
     if maximize:
         g = -g
     if p is not None and not (isinstance(wd, float) and wd == 0.0):
@@ -95,8 +96,46 @@ def ref_rmsprop_step(g, sq, ga, buf, p, *, lr, alpha, eps, wd=0.0, momentum=None
         avg = torch.sqrt(sq) + eps
     if buf is not None:
         buf = momentum * buf + g / avg
+        if nesterov:
+            return -lr * (g / avg + momentum * buf), sq, ga, buf
         return -lr * buf, sq, ga, buf
     return -lr * g / avg, sq, ga, None
+
+
+def _decay(g, p, wd, decoupled, lr):
+    """(g + wd p for L2 decay, the decoupled decay's update term or 0)."""
+    if p is None or (isinstance(wd, float) and wd == 0.0):
+        return g, 0.0
+    return (g, -lr * wd * p) if decoupled else (g + wd * p, 0.0)
+
+
+def ref_radam_step(g, m, v, p, t, *, lr, b1, b2, eps, wd=0.0, decoupled=False, maximize=False):
+    """torch.optim.RAdam's step, as its documentation states it: returns (update, m, v)."""
+    g, decay = _decay(-g if maximize else g, p, wd, decoupled, lr)
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g**2
+    m_hat = m / (1 - b1**t)
+    rho_inf = 2 / (1 - b2) - 1
+    rho_t = rho_inf - 2 * t * b2**t / (1 - b2**t)
+    if rho_t > 5:
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        adaptive = (1 - b2**t) ** 0.5 / (torch.sqrt(v) + eps)
+        return -lr * m_hat * rect * adaptive + decay, m, v
+    return -lr * m_hat + decay, m, v
+
+
+def ref_nadam_step(g, m, v, prod, p, t, *, lr, b1, b2, eps, psi, wd=0.0, decoupled=False, maximize=False):
+    """torch.optim.NAdam's step, as its documentation states it: returns
+    (update, m, v, product of the momentum coefficients)."""
+    g, decay = _decay(-g if maximize else g, p, wd, decoupled, lr)
+    mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
+    mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+    prod = prod * mu
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g**2
+    v_hat = v / (1 - b2**t)
+    u = -lr * ((1 - mu) / (1 - prod) * g + mu_next / (1 - prod * mu_next) * m) / (torch.sqrt(v_hat) + eps)
+    return u + decay, m, v, prod
 
 
 def ref_adagrad_step(g, s, p, t, *, lr, lr_decay=0.0, eps=1e-10, wd=0.0, maximize=False):
@@ -252,6 +291,8 @@ __all__ = [
     "ref_adam_step",
     "ref_adamax_step",
     "ref_adamw_step",
+    "ref_nadam_step",
+    "ref_radam_step",
     "ref_rmsprop_step",
     "ref_sgd_step",
     "snapshot",

@@ -47,8 +47,13 @@ def test_bad_hyperparameter_type(api):
         make(lr="0.1")
     with pytest.raises(TypeError, match="weight_decay"):
         make(weight_decay=True)
-    with pytest.raises(ValueError, match="lr"):
-        make(lr=torch.tensor([0.1]))  # not 0-d
+    if api == "Adam":
+        with pytest.raises(ValueError, match="lr"):
+            make(lr=torch.tensor([0.1]))  # not 0-d
+    else:  # the alias takes it as a per-parameter rate, for a single-tensor pytree
+        opt = make(lr=torch.tensor([0.1]))
+        with pytest.raises(ValueError, match="lr does not have the structure"):
+            opt.update([torch.ones(1)], opt.init([torch.ones(1)]))
     with pytest.raises(ValueError, match="betas"):
         make(betas=(0.9,))
 

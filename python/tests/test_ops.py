@@ -1,5 +1,5 @@
 """The fused operators torch.ops.unrollopt.{NAME, NAME_, NAME_backward} for every
-optimizer rule (adam, adamw, adamax, rmsprop*, adagrad, adadelta, sgd, sgd_momentum): gradcheck / gradgradcheck of the
+optimizer rule (adam, adamw, adamax, radam, nadam, rmsprop*, adagrad, adadelta, sgd, sgd_momentum): gradcheck / gradgradcheck of the
 hand-written backward with respect to every input (hyperparameters included),
 values against independent float64 references, the in-place op against the
 out-of-place one, output_mask semantics, Meta kernels and torch.library.opcheck.
@@ -32,6 +32,8 @@ from conftest import (
     ref_adam_step,
     ref_adamax_step,
     ref_adamw_step,
+    ref_nadam_step,
+    ref_radam_step,
     ref_rmsprop_step,
     ref_sgd_step,
 )
@@ -43,6 +45,8 @@ STATE_NAMES = {
     "adam": ("mu", "nu"),
     "adamw": ("mu", "nu"),
     "adamax": ("mu", "nu"),
+    "radam": ("mu", "nu"),
+    "nadam": ("mu", "nu"),
     "adagrad": ("sum",),
     "adadelta": ("square_avg", "acc_delta"),
     "rmsprop": ("square_avg",),
@@ -56,6 +60,8 @@ HYPER_NAMES = {
     "adam": ("lr", "beta1", "beta2", "weight_decay"),
     "adamw": ("lr", "beta1", "beta2", "weight_decay"),
     "adamax": ("lr", "beta1", "beta2", "weight_decay"),
+    "radam": ("lr", "beta1", "beta2", "weight_decay"),
+    "nadam": ("lr", "beta1", "beta2", "mu_product", "weight_decay"),
     "adagrad": ("lr", "lr_decay", "weight_decay"),
     "adadelta": ("lr", "rho", "weight_decay"),
     "rmsprop": ("lr", "alpha", "weight_decay"),
@@ -68,9 +74,11 @@ HYPER_NAMES = {
 OPTION_NAMES = {"adam": ("eps", "eps_root", "maximize"), "sgd": ("maximize", "nesterov")}
 OPTION_NAMES["sgd_momentum"] = OPTION_NAMES["sgd"]
 OPTION_NAMES["adamw"] = OPTION_NAMES["adam"]
-OPTION_NAMES["adamax"] = ("eps", "maximize")
-for _op in ("adagrad", "adadelta", "rmsprop", "rmsprop_centered", "rmsprop_momentum", "rmsprop_centered_momentum"):
-    OPTION_NAMES[_op] = ("eps", "maximize")
+OPTION_NAMES["adamax"] = OPTION_NAMES["adagrad"] = OPTION_NAMES["adadelta"] = ("eps", "maximize")
+OPTION_NAMES["radam"] = ("eps", "decoupled_weight_decay", "maximize")
+OPTION_NAMES["nadam"] = ("eps", "momentum_decay", "decoupled_weight_decay", "maximize")
+for _op in ("rmsprop", "rmsprop_centered", "rmsprop_momentum", "rmsprop_centered_momentum"):
+    OPTION_NAMES[_op] = ("eps", "nesterov", "maximize")
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,22 @@ class Case:
                     wd=h["weight_decay"], maximize=bool(opt["maximize"]),
                 )  # fmt: skip
                 new = [m, v]
+            elif self.op == "radam":
+                u, m, v = ref_radam_step(
+                    g, lists[0][i], lists[1][i], p, t, lr=h["lr"], b1=h["beta1"], b2=h["beta2"], eps=opt["eps"],
+                    wd=h["weight_decay"], decoupled=bool(opt["decoupled_weight_decay"]), maximize=bool(opt["maximize"]),
+                )  # fmt: skip
+                new = [m, v]
+            elif self.op == "nadam":
+                # The op takes the product with this step's coefficient; the
+                # reference multiplies it in: pass the previous product.
+                mu_t = h["beta1"] * (1 - 0.5 * 0.96 ** (t * opt["momentum_decay"]))
+                u, m, v, _ = ref_nadam_step(
+                    g, lists[0][i], lists[1][i], h["mu_product"] / mu_t, p, t, lr=h["lr"], b1=h["beta1"],
+                    b2=h["beta2"], eps=opt["eps"], psi=opt["momentum_decay"], wd=h["weight_decay"],
+                    decoupled=bool(opt["decoupled_weight_decay"]), maximize=bool(opt["maximize"]),
+                )  # fmt: skip
+                new = [m, v]
             elif self.op == "adadelta":
                 u, sq, acc = ref_adadelta_step(
                     g, lists[0][i], lists[1][i], p, lr=h["lr"], rho=h["rho"], eps=opt["eps"], wd=h["weight_decay"],
@@ -147,7 +171,7 @@ class Case:
                 u, sq, ga, buf = ref_rmsprop_step(
                     g, st["square_avg"], st.get("grad_avg"), st.get("momentum_buffer"), p, lr=h["lr"],
                     alpha=h["alpha"], eps=opt["eps"], wd=h["weight_decay"], momentum=h.get("momentum"),
-                    maximize=bool(opt["maximize"]),
+                    nesterov=bool(opt["nesterov"]), maximize=bool(opt["maximize"]),
                 )  # fmt: skip
                 out = {"square_avg": sq, "grad_avg": ga, "momentum_buffer": buf}
                 new = [out[name] for name in names]
@@ -177,14 +201,26 @@ CASES = [
     Case("adamax", "adamax", (0.1, 0.8, 0.9, 0.05), (0.5, 0.0), 3),
     Case("adamax-maximize-step1", "adamax", (0.1, 0.8, 0.9, 0.05), (0.3, 1.0), 1),
     Case("adamax-small_eps", "adamax", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0), 2),
-    Case("rmsprop", "rmsprop", (0.1, 0.9, 0.05), (1e-3, 0.0), 3),
-    Case("rmsprop-maximize", "rmsprop", (0.1, 0.9, 0.05), (0.1, 1.0), 1),
-    Case("rmsprop_centered", "rmsprop_centered", (0.1, 0.9, 0.05), (1e-3, 0.0), 2),
-    Case("rmsprop_centered-maximize", "rmsprop_centered", (0.1, 0.8, 0.05), (0.1, 1.0), 1),
-    Case("rmsprop_momentum", "rmsprop_momentum", (0.1, 0.9, 0.7, 0.05), (1e-3, 0.0), 2),
-    Case("rmsprop_momentum-maximize", "rmsprop_momentum", (0.1, 0.8, 0.5, 0.05), (0.1, 1.0), 1),
-    Case("rmsprop_centered_momentum", "rmsprop_centered_momentum", (0.1, 0.9, 0.7, 0.05), (1e-3, 0.0), 3),
-    Case("rmsprop_centered_momentum-maximize", "rmsprop_centered_momentum", (0.1, 0.8, 0.5, 0.05), (0.1, 1.0), 1),
+    Case("rmsprop", "rmsprop", (0.1, 0.9, 0.05), (1e-3, 0.0, 0.0), 3),
+    Case("rmsprop-maximize", "rmsprop", (0.1, 0.9, 0.05), (0.1, 0.0, 1.0), 1),
+    Case("rmsprop_centered", "rmsprop_centered", (0.1, 0.9, 0.05), (1e-3, 0.0, 0.0), 2),
+    Case("rmsprop_centered-maximize", "rmsprop_centered", (0.1, 0.8, 0.05), (0.1, 0.0, 1.0), 1),
+    Case("rmsprop_momentum", "rmsprop_momentum", (0.1, 0.9, 0.7, 0.05), (1e-3, 0.0, 0.0), 2),
+    Case("rmsprop_momentum-maximize", "rmsprop_momentum", (0.1, 0.8, 0.5, 0.05), (0.1, 0.0, 1.0), 1),
+    Case("rmsprop_centered_momentum", "rmsprop_centered_momentum", (0.1, 0.9, 0.7, 0.05), (1e-3, 0.0, 0.0), 3),
+    Case("rmsprop_centered_momentum-maximize", "rmsprop_centered_momentum", (0.1, 0.8, 0.5, 0.05), (0.1, 0.0, 1.0), 1),
+    Case("rmsprop_momentum-nesterov", "rmsprop_momentum", (0.1, 0.9, 0.7, 0.05), (1e-3, 1.0, 0.0), 2),
+    Case("rmsprop_centered_momentum-nesterov-maximize", "rmsprop_centered_momentum", (0.1, 0.8, 0.5, 0.05),
+         (0.1, 1.0, 1.0), 3),
+    # radam: the plain-momentum step (rho_t <= 5 for t <= 5) and the rectified one.
+    Case("radam-step2", "radam", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0, 0.0), 2),
+    Case("radam-rectified", "radam", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0, 0.0), 7),
+    Case("radam-rectified-decoupled-maximize", "radam", (0.1, 0.8, 0.95, 0.05), (1e-2, 1.0, 1.0), 9),
+    Case("radam-decoupled-step1", "radam", (0.1, 0.8, 0.9, 0.05), (1e-3, 1.0, 0.0), 1),
+    # nadam: mu_product is mu_1 ... mu_t (with beta1 = 0.8, psi = 0.004: about 0.4^t).
+    Case("nadam", "nadam", (0.1, 0.8, 0.9, 0.4**3, 0.05), (1e-3, 4e-3, 0.0, 0.0), 3),
+    Case("nadam-decoupled-maximize", "nadam", (0.1, 0.8, 0.95, 0.4**2, 0.05), (1e-2, 0.1, 1.0, 1.0), 2),
+    Case("nadam-step1", "nadam", (0.1, 0.9, 0.9, 0.45, 0.05), (1e-3, 4e-3, 0.0, 0.0), 1),
     Case("adagrad", "adagrad", (0.1, 0.3, 0.05), (1e-3, 0.0), 3),
     Case("adagrad-maximize-step1", "adagrad", (0.1, 0.3, 0.05), (0.1, 1.0), 1),
     Case("adadelta", "adadelta", (0.5, 0.9, 0.05), (1e-3, 0.0), 3),
@@ -207,6 +243,7 @@ OP_CASES = [
     for i in (
         "adam-eps_root", "sgd", "sgd_momentum-dampening", "sgd_momentum-nesterov", "adamw-eps_root", "adamax",
         "rmsprop", "rmsprop_centered", "rmsprop_momentum", "rmsprop_centered_momentum", "adagrad", "adadelta",
+        "radam-rectified", "nadam",
     )
 ]
 
@@ -232,7 +269,7 @@ def make_inputs(case, seed, *, dtype=F64, shapes=SHAPES, requires_grad=False, st
             elif name == "square_avg":
                 t = rand_pos(g, *s, dtype=dtype, low=1.0)
             elif name == "grad_avg":
-                t = 0.3 * randn(g, *s, dtype=dtype)
+                t = (0.3 * randn(g, *s, dtype=dtype)).clamp(-0.5, 0.5)  # keeps the variance positive
             else:
                 t = randn(g, *s, dtype=dtype)
             states.append(t.requires_grad_(requires_grad))
@@ -342,6 +379,93 @@ def test_inplace_op_matches_out_of_place(case, update_params):
     else:
         assert_close(g2, u, rtol=0, atol=0)  # the updates are written into grads
         assert_close(p2, params, rtol=0, atol=0)
+
+
+SIZES = [0, 1, 3, 1025, 2049, 65537]
+
+
+def vjp_of(step_fn, case, inputs, cotangents):
+    """The VJP of ``step_fn(grads, states, params, hyper) -> (updates, states)``."""
+    n = len(inputs[0])
+    leaves = [t.detach().clone().requires_grad_() for t in (*inputs[0], *inputs[1], *inputs[2], *inputs[3])]
+    u, s = step_fn(*split_outputs(case, n, leaves))
+    total = sum((a * b).sum() for a, b in zip((*u, *s), cotangents))
+    return torch.autograd.grad(total, leaves, allow_unused=True, materialize_grads=True)
+
+
+@cases(OP_CASES)
+@pytest.mark.parametrize("size", SIZES)
+def test_sizes_forward_and_backward_match_reference(case, size):
+    """Every size the vector loops and their tails see, next to a small tensor."""
+    inputs = make_inputs(case, 40 + size, shapes=[(size,), (5,)])
+    step = torch.tensor(case.step)
+    u, s = case.forward(*inputs[:3], step, inputs[3], case.options)
+    ru, rs = case.reference(*inputs[:3], case.step, case.hyper)
+    assert [t.shape for t in u] == [(size,), (5,)]
+    assert_close(u, ru, rtol=1e-12, atol=1e-15)
+    assert_close(s, rs, rtol=1e-13, atol=1e-15)
+    c = gen(7)
+    cotangents = [randn(c, *t.shape) for t in (*u, *s)]
+    got = vjp_of(lambda g, st, p, h: case.forward(g, st, p, step, h, case.options), case, inputs, cotangents)
+    expected = vjp_of(lambda g, st, p, h: case.reference(g, st, p, case.step, h), case, inputs, cotangents)
+    assert_close(list(got), list(expected), rtol=1e-10, atol=1e-13)
+
+
+# float32 within a few ulps of the float64 reference; the half types are
+# computed in float32 and rounded once (atol: where a result cancels).
+DTYPE_TOLERANCE = {torch.float32: (1e-5, 1e-6), torch.bfloat16: (2.0**-7, 2e-3), torch.float16: (2.0**-10, 2e-4)}
+
+
+@cases(OP_CASES)
+@pytest.mark.parametrize("dtype", list(DTYPE_TOLERANCE), ids=lambda d: str(d).split(".")[1])
+def test_dtypes_match_float64_reference(case, dtype):
+    grads, states, params, hyper = make_inputs(case, 50, shapes=[(1000,), (17, 3)], dtype=dtype)
+    step = torch.tensor(case.step)
+    u, s = case.forward(grads, states, params, step, hyper, case.options)
+    assert all(t.dtype == dtype for t in (*u, *s))
+    up = lambda ts: [t.to(F64) for t in ts]  # noqa: E731
+    ru, rs = case.reference(up(grads), up(states), up(params), case.step, case.hyper)
+    rtol, atol = DTYPE_TOLERANCE[dtype]
+    assert_close(up(u), ru, rtol=rtol, atol=atol)
+    assert_close(up(s), rs, rtol=rtol, atol=atol)
+    # The backward too (computed in float32 for every dtype but float64).
+    cu = [randn(gen(8), *t.shape, dtype=dtype) for t in u]
+    res = case.backward(cu, [None] * len(states), grads, states, params, step, hyper, case.options, case.mask())
+    n = len(grads)
+    expected = vjp_of(lambda g, st, p, h: case.reference(g, st, p, case.step, h), case,
+                      (up(grads), up(states), up(params), hyper), [*up(cu), *[torch.zeros_like(t, dtype=F64) for t in s]])  # fmt: skip
+    got = [*res[0], *res[1], *res[2]]
+    assert all(t.dtype == dtype for t in got)
+    assert_close(up(got), list(expected[: len(got)]), rtol=10 * rtol, atol=10 * atol)
+    assert len(res[1]) == case.ns * n
+
+
+@cases(OP_CASES)
+def test_strided_inputs(case):
+    """Non-contiguous views in, out of place and in place: the same numbers as
+    contiguous copies, and in place only the views' elements are written."""
+    shapes = [(6, 5), (4,)]
+    grads, states, params, hyper = make_inputs(case, 60, shapes=shapes)
+
+    def strided(t):
+        base = torch.full((2 * t.numel() + 3,), float("nan"), dtype=t.dtype)
+        view = base[3::2].view(t.shape) if t.dim() == 1 else base[3::2].view(t.shape[::-1]).T
+        view.copy_(t)
+        assert not view.is_contiguous() or t.numel() <= 1
+        return view, base
+
+    views = [[strided(t) for t in ts] for ts in (grads, states, params)]
+    vg, vs, vp = ([v for v, _ in ts] for ts in views)
+    step = torch.tensor(case.step)
+    u, s = case.forward(grads, states, params, step, hyper, case.options)
+    vu, vs_new = case.forward(vg, vs, vp, step, hyper, case.options)
+    assert_close(vu + vs_new, u + s, rtol=0, atol=0)
+    case.inplace(vp, vg, vs, step, hyper, case.options, True)
+    assert_close(vs, s, rtol=0, atol=0)
+    assert_close(vp, [p + du for p, du in zip(params, u)], rtol=1e-15, atol=1e-16)
+    for ts in views:
+        for _, base in ts:
+            assert base[:3].isnan().all() and base[4::2].isnan().all()  # outside the views
 
 
 @cases(CASES)

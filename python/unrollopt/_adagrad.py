@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from unrollopt import _fused, _hyperparameters
+from unrollopt import _adam, _fused, _hyperparameters
 
 
 def config(lr, lr_decay, weight_decay, eps, maximize) -> _fused.Config:
@@ -32,7 +32,7 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
             g = g + weight_decay * params[i]
         s = states[0][i]
         s = s.add_(g * g) if inplace else s + g * g
-        u = -clr * (g / (s.sqrt() + eps))
+        u = -clr * (g / (_adam.sqrt_where_live(s, g) + eps))
         updates.append(_fused.finish(u, i, grads, params, inplace, update_params))
         sums.append(s)
     return updates, [sums]

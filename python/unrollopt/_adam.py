@@ -38,17 +38,11 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
     decoupled, decay = c.op == "adamw", bool(params) and c.uses_params
     updates, mus, nus = [], [], []
     for i, g in enumerate(grads):
-        m, v = states[0][i], states[1][i]
         g = -g if maximize else g
         if decay and not decoupled:  # Adam: L2, into the gradient
             g = g + weight_decay * params[i]
-        if inplace:
-            m = m.mul_(beta1).add_((1 - beta1) * g)
-            v = v.mul_(beta2).add_((1 - beta2) * g * g)
-        else:
-            m = beta1 * m + (1 - beta1) * g
-            v = beta2 * v + (1 - beta2) * g * g
-        u = step_size * (m / (_sqrt_where_live(v + eps_root * bc2, m) / bc2.sqrt() + eps))
+        m, v = moments(g, states[0][i], states[1][i], beta1, beta2, inplace)
+        u = step_size * (m / (sqrt_where_live(v + eps_root * bc2, m) / bc2.sqrt() + eps))
         if decay and decoupled:  # AdamW: decoupled, into the update
             u = u - lr * weight_decay * params[i]
         updates.append(_fused.finish(u, i, grads, params, inplace, update_params))
@@ -57,7 +51,14 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
     return updates, [mus, nus]
 
 
-def _sqrt_where_live(q, m):
+def moments(g, m, v, beta1, beta2, inplace: bool):
+    """Adam's moment estimates after the (decayed) gradient ``g``: in place or new."""
+    if inplace:
+        return m.mul_(beta1).add_((1 - beta1) * g), v.mul_(beta2).add_((1 - beta2) * g * g)
+    return beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
+
+
+def sqrt_where_live(q, m):
     """sqrt(q), differentiated only where m != 0: where m = 0 the update is 0
     whatever q is, so its derivative there is 0. (Plain sqrt would give 0 * inf
     = NaN where q = 0, e.g. for a weight whose gradient is always 0.)"""

@@ -34,6 +34,11 @@ class Config:
     def __getitem__(self, name: str) -> Hyperparameter:
         return self.hyper[self.hyper_names.index(name)]
 
+    def replace(self, **hyper: Hyperparameter) -> "Config":
+        """The same settings with some hyperparameters replaced (unchecked)."""
+        values = tuple(hyper.get(name, value) for name, value in zip(self.hyper_names, self.hyper))
+        return Config(self.op, self.state_names, self.hyper_names, values, self.options)
+
     @property
     def uses_params(self) -> bool:
         """Whether the step reads the parameters (a weight decay that is not a constant 0)."""

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-from unrollopt import _fused, _hyperparameters
+from unrollopt import _adam, _fused, _hyperparameters
 
 
-def config(lr, alpha, eps, weight_decay, momentum, centered, maximize) -> _fused.Config:
+def config(lr, alpha, eps, weight_decay, momentum, centered, maximize, nesterov=False) -> _fused.Config:
     lr = _hyperparameters.check("lr", lr)
     alpha = _hyperparameters.check("alpha", alpha, 0.0, 1.0)
     eps = float(_hyperparameters.check("eps", eps))
     weight_decay = _hyperparameters.check("weight_decay", weight_decay)
     momentum = _hyperparameters.check("momentum", momentum)
     with_momentum = not _hyperparameters.is_zero(momentum)
+    if nesterov and not with_momentum:
+        raise ValueError("nesterov=True needs a momentum (got momentum=0)")
     op = "rmsprop" + ("_centered" if centered else "") + ("_momentum" if with_momentum else "")
     states = ("square_avg",) + (("grad_avg",) if centered else ()) + (("momentum_buffer",) if with_momentum else ())
     if with_momentum:
         names, hyper = ("lr", "alpha", "momentum", "weight_decay"), (lr, alpha, momentum, weight_decay)
     else:
         names, hyper = ("lr", "alpha", "weight_decay"), (lr, alpha, weight_decay)
-    return _fused.Config(op, states, names, hyper, (eps, float(bool(maximize))))
+    return _fused.Config(op, states, names, hyper, (eps, float(bool(nesterov)), float(bool(maximize))))
 
 
 def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
-    eps, maximize = c.options
+    eps, nesterov, maximize = c.options
     lr, alpha = c["lr"], c["alpha"]
     centered = "grad_avg" in c.state_names
     momentum = c["momentum"] if "momentum_buffer" in c.state_names else None
@@ -43,11 +45,14 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
             ga = ga.mul_(alpha).add_((1 - alpha) * g) if inplace else alpha * ga + (1 - alpha) * g
             new_states[k].append(ga)
             w = sq - ga * ga
-        step = g / (w.sqrt() + eps)
+        step = g / (_adam.sqrt_where_live(w, g) + eps)
         if momentum is not None:
             k += 1
             buf = states[k][i]
-            step = buf.mul_(momentum).add_(step) if inplace else momentum * buf + step
+            ratio = step
+            step = buf.mul_(momentum).add_(ratio) if inplace else momentum * buf + ratio
             new_states[k].append(step)
+            if nesterov:
+                step = ratio + momentum * step
         updates.append(_fused.finish(-lr * step, i, grads, params, inplace, update_params))
     return updates, new_states

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, NamedTuple, Optional
 
 import torch
@@ -12,6 +13,8 @@ from unrollopt import (
     _adam,
     _adamax,
     _fused,
+    _nadam,
+    _radam,
     _hyperparameters,
     _pytree,
     _rmsprop,
@@ -26,8 +29,12 @@ __all__ = [
     "adam",
     "adamax",
     "adamw",
+    "nadam",
+    "radam",
     "rmsprop",
     "sgd",
+    "LearningRate",
+    "NAdamState",
     "AdadeltaState",
     "AdagradState",
     "RMSPropState",
@@ -37,12 +44,24 @@ __all__ = [
 
 
 class ScaleByAdamState(NamedTuple):
-    """The state of Adam, AdamW and Adamax: the moment estimates (pytrees like
+    """The state of Adam, AdamW, Adamax and RAdam: the moment estimates (pytrees like
     the parameters; for Adamax ``nu`` is the infinity norm) and the number of
     steps taken (a 0-d int64 tensor)."""
 
     mu: Params
     nu: Params
+    count: torch.Tensor
+
+
+class NAdamState(NamedTuple):
+    """NAdam's state: the moment estimates (pytrees like the parameters), the
+    product of the momentum coefficients so far (a 0-d float64 tensor,
+    differentiable with respect to a tensor beta1) and the number of steps
+    taken (a 0-d int64 tensor)."""
+
+    mu: Params
+    nu: Params
+    mu_product: torch.Tensor
     count: torch.Tensor
 
 
@@ -84,6 +103,37 @@ class RMSPropState(NamedTuple):
     count: torch.Tensor
 
 
+#: A learning rate: a number or 0-d tensor, a schedule (a function of the
+#: step count, see :mod:`unrollopt.schedule`), or a pytree like the parameters
+#: of numbers or tensors broadcastable to them (per-parameter rates, as in
+#: Meta-SGD).
+LearningRate = Any
+
+
+def _learning_rate(lr: LearningRate) -> tuple[Hyperparameter, Optional[Callable], Any]:
+    """(the operator's lr, a schedule or None, a per-parameter pytree or None).
+
+    A schedule's value and the per-parameter rates multiply the whole update
+    (every optimizer's update is linear in lr, its state independent of it), so
+    the operator runs with lr = 1 for a per-parameter pytree."""
+    if callable(lr):
+        return 1.0, lr, None
+    if isinstance(lr, numbers.Real) or (isinstance(lr, torch.Tensor) and lr.dim() == 0):
+        return lr, None, None
+    leaves, _ = _pytree.flatten(lr)
+    if not leaves or isinstance(lr, (str, bytes)):
+        raise TypeError(f"lr must be a number, a 0-d tensor, a schedule or a pytree of rates, got {lr!r}")
+    for i, leaf in enumerate(leaves):
+        if isinstance(leaf, torch.Tensor):
+            if not leaf.is_floating_point():
+                raise TypeError(f"lr[{i}] must be a floating-point tensor, got dtype {leaf.dtype}")
+            if bool((leaf.detach() < 0).any()):
+                raise ValueError(f"Invalid lr[{i}]: a rate is negative (expected 0 <= lr)")
+        elif leaf is not None:
+            _hyperparameters.check(f"lr[{i}]", leaf)
+    return 1.0, None, lr
+
+
 def _transformation(
     config: _fused.Config,
     plain: _fused.PlainStep,
@@ -92,13 +142,26 @@ def _transformation(
     fused: bool,
     moment_requires_grad: bool = False,
     initial: Optional[dict[str, float]] = None,
+    lr_schedule: Optional[Callable[[torch.Tensor], Hyperparameter]] = None,
+    lr_tree: Any = None,
+    decay_mask: Any = None,
+    scalars: Optional[Callable[[_fused.Config, Any, torch.Tensor], tuple[_fused.Config, dict]]] = None,
 ) -> GradientTransformation:
     """The ``(init, update)`` pair of one optimizer: pytrees in, lists to
     :func:`_fused.step`, pytrees out. The state holds one pytree per state of
     the optimizer (fields named after them; others None) and ``count``; each
-    starts at its value in ``initial`` (default 0)."""
+    starts at its value in ``initial`` (default 0).
+
+    ``lr_schedule(count)`` replaces lr at each step; ``lr_tree`` (rates per
+    parameter) multiplies the updates; ``decay_mask`` (a pytree of bools like the
+    parameters, or a function of the parameters giving one) limits the weight
+    decay to the leaves where it is True. ``scalars(config, state, count)``
+    gives the step's config and the new values of the state's other fields
+    (given at init by ``scalars(config, None, 0)``).
+    """
     names = config.state_names
-    fields = [f for f in state_type._fields if f != "count"]
+    scalar_fields = tuple(scalars(config, None, torch.zeros((), dtype=torch.int64))[1]) if scalars else ()
+    tree_fields = [f for f in state_type._fields if f != "count" and f not in scalar_fields]
 
     def init(params: Params) -> OptState:
         def filled(p: Optional[torch.Tensor], value: float) -> Optional[torch.Tensor]:
@@ -111,7 +174,9 @@ def _transformation(
         leaves, spec = _pytree.flatten(params)
         values = {name: (initial or {}).get(name, 0.0) for name in names}
         trees = {name: _pytree.unflatten([filled(p, values[name]) for p in leaves], spec) for name in names}
-        return state_type(**{f: trees.get(f) for f in fields}, count=torch.zeros((), dtype=torch.int64))
+        count = torch.zeros((), dtype=torch.int64)
+        extra = scalars(config, None, count)[1] if scalars else {}
+        return state_type(**{f: trees.get(f) for f in tree_fields}, **extra, count=count)
 
     def update(
         updates: Updates,
@@ -130,31 +195,84 @@ def _transformation(
             ps = None
         else:
             ps = _pytree.flatten_like(params, spec, "params")
+        rates = _pytree.flatten_like(lr_tree, spec, "lr") if lr_tree is not None else None
         live = _pytree.present(grads)
         for i in live:
             if any(s[i] is None for s in states) or (ps is not None and ps[i] is None):
                 raise ValueError(f"updates has a tensor at leaf {i} where the state or params has None")
+            if rates is not None and rates[i] is None:
+                raise ValueError(f"updates has a tensor at leaf {i} where lr has None")
+        decayed = _mask_leaves(decay_mask, params, spec)
         g = [grads[i] for i in live]
         s = [[leaves[i] for i in live] for leaves in states]
         p = [ps[i] for i in live] if ps is not None else []
         _fused.check_tensors("update", grads=g, params=p, **dict(zip(names, s)))
+        step_config = config
+        if lr_schedule is not None:
+            step_config = step_config.replace(lr=lr_schedule(state.count))
+        extra = {}
+        if scalars is not None:
+            step_config, extra = scalars(step_config, state, state.count + 1)
         if inplace:
-            _fused.check_inplace_allowed("update", g, p, *s, config=config)
+            _fused.check_inplace_allowed("update", g, p, *s, config=step_config)
         count = state.count + 1
-        new_g, new_s = _fused.step(plain, g, s, p, count, config, fused=fused, inplace=inplace)
+        # One call, or two where a mask keeps the weight decay off some leaves.
+        groups = [(list(range(len(live))), step_config)]
+        if decayed is not None:
+            on = [k for k, i in enumerate(live) if decayed[i]]
+            off = [k for k, i in enumerate(live) if not decayed[i]]
+            groups = [(on, step_config), (off, step_config.replace(weight_decay=0.0))]
+        new_g, new_s = [None] * len(live), [[None] * len(live) for _ in names]
+        for ks, cfg in groups:
+            if not ks:
+                continue
+            gk = [g[k] for k in ks]
+            sk = [[leaves[k] for k in ks] for leaves in s]
+            pk = [p[k] for k in ks] if p else []
+            out_g, out_s = _fused.step(plain, gk, sk, pk, count, cfg, fused=fused, inplace=inplace)
+            for j, k in enumerate(ks):
+                new_g[k] = out_g[j]
+                for n in range(len(names)):
+                    new_s[n][k] = out_s[n][j]
+        if rates is not None:
+            for k, i in enumerate(live):
+                new_g[k] = new_g[k].mul_(rates[i]) if inplace else new_g[k] * rates[i]
         out_u, out_s = list(grads), [list(leaves) for leaves in states]
         for k, i in enumerate(live):
             out_u[i] = new_g[k]
             for j in range(len(names)):
                 out_s[j][i] = new_s[j][k]
         trees = {name: _pytree.unflatten(out_s[j], spec) for j, name in enumerate(names)}
-        return _pytree.unflatten(out_u, spec), state_type(**{f: trees.get(f) for f in fields}, count=count)
+        new_state = state_type(**{f: trees.get(f) for f in tree_fields}, **extra, count=count)
+        return _pytree.unflatten(out_u, spec), new_state
 
     return GradientTransformation(init, update)
 
 
+def _optimizer(
+    lr: LearningRate, config: Callable[[Hyperparameter], _fused.Config], *args: Any, **kwargs: Any
+) -> GradientTransformation:
+    """An optimizer alias's transformation, for any form of learning rate."""
+    lr, schedule, rates = _learning_rate(lr)
+    return _transformation(config(lr), *args, lr_schedule=schedule, lr_tree=rates, **kwargs)
+
+
+def _mask_leaves(mask: Any, params: Optional[Params], spec: Any) -> Optional[list[bool]]:
+    """A mask's leaves (None without a mask): a pytree of bools with the
+    structure ``spec``, or a function of the parameters giving one."""
+    if mask is None:
+        return None
+    if callable(mask):
+        mask = mask(params)
+    leaves = _pytree.flatten_like(mask, spec, "mask")
+    for i, leaf in enumerate(leaves):
+        if not isinstance(leaf, bool):
+            raise TypeError(f"mask[{i}] must be a bool, got {type(leaf).__name__}")
+    return leaves
+
+
 def adadelta(
-    lr: Hyperparameter = 1.0,
+    lr: LearningRate = 1.0,
     rho: Hyperparameter = 0.9,
     eps: float = 1e-6,
     weight_decay: Hyperparameter = 0.0,
@@ -178,7 +296,7 @@ def adadelta(
         u_t &= -\mathrm{lr}\, \Delta_t
 
     Args:
-        lr: learning rate (scales the step), a number or a 0-d tensor (which may require grad).
+        lr: learning rate (scales the step); see :func:`adam`.
         rho: smoothing constant of both averages, in [0, 1].
         eps: added inside both square roots.
         weight_decay: L2 penalty coefficient (needs ``params=`` in ``update``).
@@ -189,8 +307,9 @@ def adadelta(
     Returns:
         A :class:`GradientTransformation` whose state is an :class:`AdadeltaState`.
     """
-    return _transformation(
-        _adadelta.config(lr, rho, eps, weight_decay, maximize),
+    return _optimizer(
+        lr,
+        lambda lr: _adadelta.config(lr, rho, eps, weight_decay, maximize),
         _adadelta.plain,
         AdadeltaState,
         fused=bool(use_accelerated_op),
@@ -199,7 +318,7 @@ def adadelta(
 
 
 def adagrad(
-    lr: Hyperparameter = 1e-2,
+    lr: LearningRate = 1e-2,
     lr_decay: Hyperparameter = 0.0,
     weight_decay: Hyperparameter = 0.0,
     initial_accumulator_value: float = 0.0,
@@ -225,7 +344,7 @@ def adagrad(
     (there :math:`g' = 0` and the update does not depend on :math:`S_t`).
 
     Args:
-        lr: learning rate, a number or a 0-d tensor (which may require grad).
+        lr: learning rate; see :func:`adam`.
         lr_decay: learning rate decay :math:`\eta`.
         weight_decay: L2 penalty coefficient (needs ``params=`` in ``update``).
         initial_accumulator_value: the initial value of :math:`S`.
@@ -237,8 +356,9 @@ def adagrad(
     Returns:
         A :class:`GradientTransformation` whose state is an :class:`AdagradState`.
     """
-    return _transformation(
-        _adagrad.config(lr, lr_decay, weight_decay, eps, maximize),
+    return _optimizer(
+        lr,
+        lambda lr: _adagrad.config(lr, lr_decay, weight_decay, eps, maximize),
         _adagrad.plain,
         AdagradState,
         fused=bool(use_accelerated_op),
@@ -248,7 +368,7 @@ def adagrad(
 
 
 def adam(
-    lr: Hyperparameter = 1e-3,
+    lr: LearningRate = 1e-3,
     betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: Hyperparameter = 0.0,
@@ -276,7 +396,14 @@ def adam(
     computed in float64 whatever the parameters' dtype.
 
     Args:
-        lr: learning rate, a number or a 0-d tensor (which may require grad).
+        lr: learning rate: a number or a 0-d tensor (which may require grad);
+            a schedule, a function of the step count (from 0) giving one (see
+            :func:`unrollopt.linear_schedule`); or a pytree like the parameters
+            of per-parameter rates, numbers or tensors broadcastable to them
+            (Meta-SGD). Gradients with respect to tensor rates are exact on
+            both paths. A schedule's value is the step's lr; per-parameter
+            rates multiply the update of an operator run with lr = 1 (every
+            update is linear in lr).
         betas: decay rates of the two moment estimates, each in [0, 1), numbers
             or 0-d tensors.
         eps: added to the denominator's square root.
@@ -293,8 +420,9 @@ def adam(
     Returns:
         A :class:`GradientTransformation` whose state is a :class:`ScaleByAdamState`.
     """
-    return _transformation(
-        _adam.config(lr, betas, eps, weight_decay, eps_root, maximize),
+    return _optimizer(
+        lr,
+        lambda lr: _adam.config(lr, betas, eps, weight_decay, eps_root, maximize),
         _adam.plain,
         ScaleByAdamState,
         fused=bool(use_accelerated_op),
@@ -303,12 +431,13 @@ def adam(
 
 
 def adamw(
-    lr: Hyperparameter = 1e-3,
+    lr: LearningRate = 1e-3,
     betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: Hyperparameter = 1e-2,
     *,
     eps_root: float = 0.0,
+    mask: Any = None,
     moment_requires_grad: bool = False,
     maximize: bool = False,
     use_accelerated_op: bool = False,
@@ -331,12 +460,15 @@ def adamw(
     is ``torch.optim.AdamW``'s step.
 
     Args:
-        lr: learning rate, a number or a 0-d tensor (which may require grad).
+        lr: learning rate; see :func:`adam`.
         betas: decay rates of the two moment estimates, each in [0, 1).
         eps: added to the denominator's square root.
         weight_decay: decoupled weight decay coefficient :math:`\lambda`
             (unless it is 0, ``update`` needs ``params=``).
         eps_root: added inside the square root (see :func:`adam`).
+        mask: where the weight decay applies: a pytree of bools like the
+            parameters, or a function of the parameters returning one (as in
+            optax); None decays every parameter.
         moment_requires_grad: make the initial moments require grad.
         maximize: maximize the objective instead of minimizing it.
         use_accelerated_op: run the fused C++ operator ``unrollopt::adamw``.
@@ -344,17 +476,19 @@ def adamw(
     Returns:
         A :class:`GradientTransformation` whose state is a :class:`ScaleByAdamState`.
     """
-    return _transformation(
-        _adam.config(lr, betas, eps, weight_decay, eps_root, maximize, decoupled=True),
+    return _optimizer(
+        lr,
+        lambda lr: _adam.config(lr, betas, eps, weight_decay, eps_root, maximize, decoupled=True),
         _adam.plain,
         ScaleByAdamState,
         fused=bool(use_accelerated_op),
         moment_requires_grad=moment_requires_grad,
+        decay_mask=mask,
     )
 
 
 def adamax(
-    lr: Hyperparameter = 2e-3,
+    lr: LearningRate = 2e-3,
     betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: Hyperparameter = 0.0,
@@ -383,7 +517,7 @@ def adamax(
     ``torch.maximum`` splits a tie evenly.)
 
     Args:
-        lr: learning rate, a number or a 0-d tensor (which may require grad).
+        lr: learning rate; see :func:`adam`.
         betas: decay rates of the first moment and of the infinity norm, each in [0, 1).
         eps: added to :math:`|g'|` (keeps :math:`\nu_t` positive).
         weight_decay: L2 penalty coefficient (needs ``params=`` in ``update``).
@@ -395,8 +529,9 @@ def adamax(
         A :class:`GradientTransformation` whose state is a :class:`ScaleByAdamState`
         (``nu`` holds the infinity norm).
     """
-    return _transformation(
-        _adamax.config(lr, betas, eps, weight_decay, maximize),
+    return _optimizer(
+        lr,
+        lambda lr: _adamax.config(lr, betas, eps, weight_decay, maximize),
         _adamax.plain,
         ScaleByAdamState,
         fused=bool(use_accelerated_op),
@@ -405,7 +540,7 @@ def adamax(
 
 
 def rmsprop(
-    lr: Hyperparameter = 1e-2,
+    lr: LearningRate = 1e-2,
     alpha: Hyperparameter = 0.99,
     eps: float = 1e-8,
     weight_decay: Hyperparameter = 0.0,
@@ -413,6 +548,7 @@ def rmsprop(
     centered: bool = False,
     *,
     initial_scale: float = 0.0,
+    nesterov: bool = False,
     moment_requires_grad: bool = False,
     maximize: bool = False,
     use_accelerated_op: bool = False,
@@ -432,11 +568,14 @@ def rmsprop(
         b_t &= \mu\, b_{t-1} + g' / d_t, \quad u_t = -\mathrm{lr}\, b_t
             \quad\text{(with momentum; else } u_t = -\mathrm{lr}\, g' / d_t)
 
+    and with ``nesterov`` (and momentum) :math:`u_t = -\mathrm{lr}\,(g' / d_t + \mu\, b_t)`,
+    as optax's ``rmsprop(..., nesterov=True)``.
+
     The fused operator's backward is exact, and finite where :math:`g' = 0`
     and the square root's argument is 0 (the update does not depend on it there).
 
     Args:
-        lr: learning rate, a number or a 0-d tensor (which may require grad).
+        lr: learning rate; see :func:`adam`.
         alpha: smoothing constant of the averages, in [0, 1].
         eps: added to the denominator's square root.
         weight_decay: L2 penalty coefficient (needs ``params=`` in ``update``).
@@ -445,6 +584,8 @@ def rmsprop(
         centered: normalize by the variance estimate :math:`v_t - \bar g_t^2`.
         initial_scale: the initial value of :math:`v` (``torch.optim.RMSprop``:
             0; optax and TensorFlow use 1 for some models).
+        nesterov: Nesterov momentum (needs momentum; ``torch.optim.RMSprop``
+            has no such option).
         moment_requires_grad: make the initial states require grad.
         maximize: maximize the objective instead of minimizing it.
         use_accelerated_op: run the fused C++ operator (``unrollopt::rmsprop``,
@@ -454,8 +595,9 @@ def rmsprop(
     Returns:
         A :class:`GradientTransformation` whose state is an :class:`RMSPropState`.
     """
-    return _transformation(
-        _rmsprop.config(lr, alpha, eps, weight_decay, momentum, centered, maximize),
+    return _optimizer(
+        lr,
+        lambda lr: _rmsprop.config(lr, alpha, eps, weight_decay, momentum, centered, maximize, nesterov),
         _rmsprop.plain,
         RMSPropState,
         fused=bool(use_accelerated_op),
@@ -465,7 +607,7 @@ def rmsprop(
 
 
 def sgd(
-    lr: Hyperparameter,
+    lr: LearningRate,
     momentum: Hyperparameter = 0.0,
     dampening: Hyperparameter = 0.0,
     weight_decay: Hyperparameter = 0.0,
@@ -491,7 +633,7 @@ def sgd(
     state holds no buffer.
 
     Args:
-        lr: learning rate, a number or a 0-d tensor (which may require grad).
+        lr: learning rate; see :func:`adam`.
         momentum: momentum factor :math:`\mu` (a tensor selects the momentum form
             even at 0, so that it can be learned).
         dampening: dampening :math:`\tau` of the momentum.
@@ -504,10 +646,135 @@ def sgd(
     Returns:
         A :class:`GradientTransformation` whose state is an :class:`SgdState`.
     """
-    return _transformation(
-        _sgd.config(lr, momentum, dampening, weight_decay, nesterov, maximize),
+    return _optimizer(
+        lr,
+        lambda lr: _sgd.config(lr, momentum, dampening, weight_decay, nesterov, maximize),
         _sgd.plain,
         SgdState,
         fused=bool(use_accelerated_op),
         moment_requires_grad=moment_requires_grad,
     )
+
+
+def radam(
+    lr: LearningRate = 1e-3,
+    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: Hyperparameter = 0.0,
+    *,
+    decoupled_weight_decay: bool = False,
+    moment_requires_grad: bool = False,
+    maximize: bool = False,
+    use_accelerated_op: bool = False,
+) -> GradientTransformation:
+    r"""RAdam (Liu et al., 2020), Adam with a rectified adaptive step, as
+    ``torch.optim.RAdam`` computes it, as a differentiable transformation.
+
+    With :math:`t` the step number, :math:`s = -1` when maximizing (else 1),
+    :math:`\lambda` the weight decay (L2, added to the gradient, unless
+    decoupled), :math:`\rho_\infty = 2 / (1 - \beta_2) - 1` and
+    :math:`\rho_t = \rho_\infty - 2 t \beta_2^t / (1 - \beta_2^t)`:
+
+    .. math::
+
+        g' &= s\,g + \lambda\,\theta \\
+        \mu_t &= \beta_1 \mu_{t-1} + (1 - \beta_1)\, g' \\
+        \nu_t &= \beta_2 \nu_{t-1} + (1 - \beta_2)\, g'^2 \\
+        r_t &= \sqrt{\frac{(\rho_t - 4)(\rho_t - 2)\rho_\infty}{(\rho_\infty - 4)(\rho_\infty - 2)\rho_t}} \\
+        u_t &= -\frac{\mathrm{lr}}{1 - \beta_1^t}\, r_t \sqrt{1 - \beta_2^t}\,
+               \frac{\mu_t}{\sqrt{\nu_t} + \epsilon} \text{ if } \rho_t > 5,
+               \text{ else } -\frac{\mathrm{lr}}{1 - \beta_1^t}\, \mu_t
+
+    With ``decoupled_weight_decay`` the decay is :math:`-\mathrm{lr}\,\lambda\,\theta`,
+    added to :math:`u_t` instead (AdamW's). The branch is chosen per step on the
+    device, without a host synchronisation.
+
+    Args:
+        lr: learning rate; see :func:`adam`.
+        betas: decay rates of the two moment estimates, each in [0, 1).
+        eps: added to the denominator's square root.
+        weight_decay: weight decay coefficient (needs ``params=`` in ``update``).
+        decoupled_weight_decay: decay the parameters as AdamW does.
+        moment_requires_grad: make the initial moments require grad.
+        maximize: maximize the objective instead of minimizing it.
+        use_accelerated_op: run the fused C++ operator ``unrollopt::radam``.
+
+    Returns:
+        A :class:`GradientTransformation` whose state is a :class:`ScaleByAdamState`.
+    """
+    return _optimizer(
+        lr,
+        lambda lr: _radam.config(lr, betas, eps, weight_decay, decoupled_weight_decay, maximize),
+        _radam.plain,
+        ScaleByAdamState,
+        fused=bool(use_accelerated_op),
+        moment_requires_grad=moment_requires_grad,
+    )
+
+
+def nadam(
+    lr: LearningRate = 2e-3,
+    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: Hyperparameter = 0.0,
+    momentum_decay: float = 4e-3,
+    *,
+    decoupled_weight_decay: bool = False,
+    moment_requires_grad: bool = False,
+    maximize: bool = False,
+    use_accelerated_op: bool = False,
+) -> GradientTransformation:
+    r"""NAdam (Dozat, 2016), Adam with Nesterov momentum, as
+    ``torch.optim.NAdam`` computes it, as a differentiable transformation.
+
+    With :math:`t` the step number, :math:`s = -1` when maximizing (else 1),
+    :math:`\lambda` the weight decay (L2, added to the gradient, unless
+    decoupled), :math:`\psi` the momentum decay, the momentum coefficients
+    :math:`m_t = \beta_1 (1 - \tfrac12 0.96^{t\psi})` and their product
+    :math:`P_t = m_1 \cdots m_t` (kept in the state as ``mu_product``):
+
+    .. math::
+
+        g' &= s\,g + \lambda\,\theta \\
+        \mu_t &= \beta_1 \mu_{t-1} + (1 - \beta_1)\, g' \\
+        \nu_t &= \beta_2 \nu_{t-1} + (1 - \beta_2)\, g'^2 \\
+        d_t &= \sqrt{\nu_t / (1 - \beta_2^t)} + \epsilon \\
+        u_t &= -\mathrm{lr} \left( \frac{1 - m_t}{1 - P_t}\, \frac{g'}{d_t}
+               + \frac{m_{t+1}}{1 - P_t m_{t+1}}\, \frac{\mu_t}{d_t} \right)
+
+    With ``decoupled_weight_decay`` the decay is :math:`-\mathrm{lr}\,\lambda\,\theta`,
+    added to :math:`u_t` instead. :math:`P_t` is differentiable with respect
+    to a tensor :math:`\beta_1`.
+
+    Args:
+        lr: learning rate; see :func:`adam`.
+        betas: decay rates of the two moment estimates, each in [0, 1).
+        eps: added to the denominator's square root.
+        weight_decay: weight decay coefficient (needs ``params=`` in ``update``).
+        momentum_decay: :math:`\psi`, at least 0.
+        decoupled_weight_decay: decay the parameters as AdamW does.
+        moment_requires_grad: make the initial moments require grad.
+        maximize: maximize the objective instead of minimizing it.
+        use_accelerated_op: run the fused C++ operator ``unrollopt::nadam``.
+
+    Returns:
+        A :class:`GradientTransformation` whose state is an :class:`NAdamState`.
+    """
+    return _optimizer(
+        lr,
+        lambda lr: _nadam.config(lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize),
+        _nadam.plain,
+        NAdamState,
+        fused=bool(use_accelerated_op),
+        moment_requires_grad=moment_requires_grad,
+        scalars=_nadam_product,
+    )
+
+
+def _nadam_product(config: _fused.Config, state: Optional[NAdamState], count: torch.Tensor):
+    """NAdam's product of momentum coefficients: 1 at init, then times this step's."""
+    if state is None:
+        return config, {"mu_product": torch.ones((), dtype=torch.float64)}
+    t = count.to(torch.float64)
+    product = state.mu_product * _nadam.momentum_coefficient(config["beta1"], t, config.options[1])
+    return config.replace(mu_product=product), {"mu_product": product}

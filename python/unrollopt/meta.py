@@ -20,6 +20,8 @@ __all__ = [
     "MetaAdam",
     "MetaAdamW",
     "MetaAdamax",
+    "MetaNAdam",
+    "MetaRAdam",
     "MetaRMSProp",
     "MetaRMSprop",
     "MetaSGD",
@@ -265,13 +267,14 @@ class MetaRMSProp(MetaOptimizer):
         centered: bool = False,
         *,
         initial_scale: float = 0.0,
+        nesterov: bool = False,
         moment_requires_grad: bool = False,
         maximize: bool = False,
         use_accelerated_op: bool = False,
         first_order: bool = False,
     ) -> None:
         impl = alias.rmsprop(
-            lr, alpha, eps, weight_decay, momentum, centered, initial_scale=initial_scale,
+            lr, alpha, eps, weight_decay, momentum, centered, initial_scale=initial_scale, nesterov=nesterov,
             moment_requires_grad=moment_requires_grad, maximize=maximize, use_accelerated_op=use_accelerated_op,
         )  # fmt: skip
         super().__init__(module, impl, first_order=first_order)
@@ -280,6 +283,54 @@ class MetaRMSProp(MetaOptimizer):
 #: The spelling of ``torch.optim.RMSprop``.
 MetaRMSprop = MetaRMSProp
 
+
+class MetaRAdam(MetaOptimizer):
+    """:class:`MetaOptimizer` with :func:`unrollopt.radam` (same arguments)."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        lr: Hyperparameter = 1e-3,
+        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Hyperparameter = 0.0,
+        *,
+        decoupled_weight_decay: bool = False,
+        moment_requires_grad: bool = False,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+        first_order: bool = False,
+    ) -> None:
+        impl = alias.radam(
+            lr, betas, eps, weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+            moment_requires_grad=moment_requires_grad, maximize=maximize, use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        super().__init__(module, impl, first_order=first_order)
+
+
+class MetaNAdam(MetaOptimizer):
+    """:class:`MetaOptimizer` with :func:`unrollopt.nadam` (same arguments)."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        lr: Hyperparameter = 2e-3,
+        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Hyperparameter = 0.0,
+        momentum_decay: float = 4e-3,
+        *,
+        decoupled_weight_decay: bool = False,
+        moment_requires_grad: bool = False,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+        first_order: bool = False,
+    ) -> None:
+        impl = alias.nadam(
+            lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
+            moment_requires_grad=moment_requires_grad, maximize=maximize, use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        super().__init__(module, impl, first_order=first_order)
 
 
 class MetaSGD(MetaOptimizer):

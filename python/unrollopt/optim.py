@@ -7,11 +7,14 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
-from unrollopt import _adadelta, _adagrad, _adam, _adamax, _fused, _rmsprop, _sgd
+from unrollopt import _adadelta, _adagrad, _adam, _adamax, _fused, _nadam, _radam, _rmsprop, _sgd
 from unrollopt import _hyperparameters
 from unrollopt._hyperparameters import Hyperparameter
 
-__all__ = ["Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "AdaMax", "RMSprop", "RMSProp", "SGD"]
+__all__ = [
+    "Adadelta", "AdaDelta", "Adagrad", "AdaGrad", "Adam", "AdamW", "Adamax", "AdaMax", "NAdam", "RAdam",
+    "RMSprop", "RMSProp", "SGD",
+]  # fmt: skip
 
 
 class _Optimizer(torch.optim.Optimizer):
@@ -33,7 +36,15 @@ class _Optimizer(torch.optim.Optimizer):
         by default from torch.optim's ``step`` state (a float32 tensor)."""
         return float(state["step"]) + 1 if "step" in state else 1.0
 
-    def _advance(self, state: dict[str, Any]) -> None:
+    def _step_config(self, group: dict[str, Any], config: _fused.Config, state: dict[str, Any], step: float) -> _fused.Config:
+        """The config of a step of the parameters whose (first) state is ``state``."""
+        return config
+
+    def _state_key(self, state: dict[str, Any]) -> Any:
+        """What, besides the step number, parameters stepped together must share."""
+        return None
+
+    def _advance(self, group: dict[str, Any], state: dict[str, Any]) -> None:
         """Records that a step was taken."""
         if "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=torch.float32)
@@ -62,14 +73,14 @@ class _Optimizer(torch.optim.Optimizer):
             keys = [self._state_keys[name] for name in config.state_names]
             # One fused call per step number (parameters of a group share it
             # unless some had no gradient in earlier steps).
-            by_step: dict[float, list[torch.Tensor]] = defaultdict(list)
+            by_step: dict[tuple[float, Any], list[torch.Tensor]] = defaultdict(list)
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError(f"unrollopt.{type(self).__name__} does not support sparse gradients")
-                by_step[self._next_step(self.state[p])].append(p)
-            for step, params in by_step.items():
+                by_step[self._next_step(self.state[p]), self._state_key(self.state[p])].append(p)
+            for (step, _), params in by_step.items():
                 # New state starts at zero; it is stored only once the step succeeded.
                 states = [
                     [
@@ -86,7 +97,7 @@ class _Optimizer(torch.optim.Optimizer):
                     states,
                     params,
                     torch.tensor(step, dtype=torch.float64),
-                    config,
+                    self._step_config(group, config, self.state[params[0]], step),
                     fused=bool(group["use_accelerated_op"]),
                     inplace=True,
                     update_params=True,
@@ -94,7 +105,7 @@ class _Optimizer(torch.optim.Optimizer):
                 for i, p in enumerate(params):
                     for key, values in zip(keys, states):
                         self.state[p][key] = values[i]
-                    self._advance(self.state[p])
+                    self._advance(group, self.state[p])
         return loss
 
 
@@ -207,7 +218,7 @@ AdaMax = Adamax
 
 class RMSprop(_Optimizer):
     """RMSprop, behaving as ``torch.optim.RMSprop`` (alpha, eps, weight decay,
-    momentum, centered, maximize; state keys ``step``, ``square_avg``,
+    momentum, centered, maximize, and optax's ``nesterov``; state keys ``step``, ``square_avg``,
     ``grad_avg`` when centered, ``momentum_buffer`` with momentum, so state
     dicts move between the two). The update is the one documented in
     :func:`unrollopt.rmsprop`.
@@ -226,20 +237,21 @@ class RMSprop(_Optimizer):
         momentum: Hyperparameter = 0.0,
         centered: bool = False,
         *,
+        nesterov: bool = False,
         maximize: bool = False,
         use_accelerated_op: bool = False,
     ) -> None:
-        _rmsprop.config(lr, alpha, eps, weight_decay, momentum, centered, maximize)
+        _rmsprop.config(lr, alpha, eps, weight_decay, momentum, centered, maximize, nesterov)
         defaults = dict(
             lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
-            maximize=maximize, use_accelerated_op=use_accelerated_op,
+            nesterov=nesterov, maximize=maximize, use_accelerated_op=use_accelerated_op,
         )  # fmt: skip
         super().__init__(params, defaults)
 
     def _config(self, group: dict[str, Any]) -> _fused.Config:
         return _rmsprop.config(
             group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"], group["centered"],
-            group["maximize"],
+            group["maximize"], group["nesterov"],
         )  # fmt: skip
 
     # The step is counted (torch.optim.RMSprop keeps it) though the update does not use it.
@@ -362,5 +374,100 @@ class SGD(_Optimizer):
         # like torch.optim.SGD it keeps no step count.
         return 2.0 if "momentum_buffer" in state else 1.0
 
-    def _advance(self, state: dict[str, Any]) -> None:
+    def _advance(self, group: dict[str, Any], state: dict[str, Any]) -> None:
         pass
+
+
+#: The spelling of torchopt.
+AdaGrad = Adagrad
+AdaDelta = Adadelta
+
+
+class RAdam(Adam):
+    """RAdam, behaving as ``torch.optim.RAdam`` (weight decay, optionally
+    decoupled, maximize; state keys ``step``, ``exp_avg``, ``exp_avg_sq``, so
+    state dicts move between the two). The update is the one documented in
+    :func:`unrollopt.radam`.
+    """
+
+    _plain = _radam.plain
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Hyperparameter = 1e-3,
+        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Hyperparameter = 0.0,
+        decoupled_weight_decay: bool = False,
+        *,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+    ) -> None:
+        _radam.config(lr, betas, eps, weight_decay, decoupled_weight_decay, maximize)
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize, use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        _Optimizer.__init__(self, params, defaults)
+
+    def _config(self, group: dict[str, Any]) -> _fused.Config:
+        return _radam.config(
+            group["lr"], group["betas"], group["eps"], group["weight_decay"], group["decoupled_weight_decay"],
+            group["maximize"],
+        )  # fmt: skip
+
+
+class NAdam(Adam):
+    """NAdam, behaving as ``torch.optim.NAdam`` (weight decay, optionally
+    decoupled, momentum decay, maximize; state keys ``step``, ``mu_product``,
+    ``exp_avg``, ``exp_avg_sq``, so state dicts move between the two). The
+    update is the one documented in :func:`unrollopt.nadam`; like
+    ``torch.optim.NAdam``, each parameter keeps its product of momentum
+    coefficients in the state (a 0-d tensor of the default scalar dtype).
+    """
+
+    _plain = _nadam.plain
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: Hyperparameter = 2e-3,
+        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: Hyperparameter = 0.0,
+        momentum_decay: float = 4e-3,
+        decoupled_weight_decay: bool = False,
+        *,
+        maximize: bool = False,
+        use_accelerated_op: bool = False,
+    ) -> None:
+        _nadam.config(lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize)
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
+            decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, use_accelerated_op=use_accelerated_op,
+        )  # fmt: skip
+        _Optimizer.__init__(self, params, defaults)
+
+    def _config(self, group: dict[str, Any]) -> _fused.Config:
+        return _nadam.config(
+            group["lr"], group["betas"], group["eps"], group["weight_decay"], group["momentum_decay"],
+            group["decoupled_weight_decay"], group["maximize"],
+        )  # fmt: skip
+
+    @staticmethod
+    def _product(group: dict[str, Any], state: dict[str, Any], step: float) -> torch.Tensor:
+        # torch.optim.NAdam's arithmetic: mu_product *= mu, in the state's dtype.
+        dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+        product = state.get("mu_product", torch.ones((), dtype=dtype))
+        return product * _nadam.momentum_coefficient(group["betas"][0], step, group["momentum_decay"])
+
+    def _state_key(self, state: dict[str, Any]) -> Any:
+        return float(state["mu_product"]) if "mu_product" in state else None
+
+    def _step_config(self, group: dict[str, Any], config: _fused.Config, state: dict[str, Any], step: float) -> _fused.Config:
+        return config.replace(mu_product=float(self._product(group, state, step)))
+
+    def _advance(self, group: dict[str, Any], state: dict[str, Any]) -> None:
+        state["mu_product"] = self._product(group, state, self._next_step(state))
+        super()._advance(group, state)

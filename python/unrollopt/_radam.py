@@ -1,0 +1,71 @@
+"""RAdam's plain-PyTorch step (the fused one is ``cpp/src/rules/radam.h``)."""
+
+from __future__ import annotations
+
+import torch
+
+from unrollopt import _adam, _fused, _hyperparameters
+
+
+def config(lr, betas, eps, weight_decay, decoupled_weight_decay, maximize) -> _fused.Config:
+    beta1, beta2 = _hyperparameters.check_betas(betas)
+    return _fused.Config(
+        op="radam",
+        state_names=("mu", "nu"),
+        hyper_names=("lr", "beta1", "beta2", "weight_decay"),
+        hyper=(
+            _hyperparameters.check("lr", lr),
+            beta1,
+            beta2,
+            _hyperparameters.check("weight_decay", weight_decay),
+        ),
+        options=(
+            float(_hyperparameters.check("eps", eps)),
+            float(bool(decoupled_weight_decay)),
+            float(bool(maximize)),
+        ),
+    )
+
+
+def _select(cond, a, b):
+    """a where cond else b: a float64 tensor choice (no host sync), or a Python one."""
+    if isinstance(cond, torch.Tensor):
+        return torch.where(cond, torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64))
+    return a if cond else b
+
+
+def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
+    lr, beta1, beta2, weight_decay = c.hyper
+    eps, decoupled, maximize = c.options
+    # rho_t cancels (rho_inf - 2 t beta2^t / bc2): with a number beta2 it is
+    # computed in Python floats as torch.optim.RAdam does (count is on the CPU),
+    # so that both round alike; with a tensor beta2, in tensors.
+    t = count.to(torch.float64) if isinstance(beta2, torch.Tensor) else float(count)
+    bc2 = 1 - beta2**t
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * t * beta2**t / bc2
+    # The rectified or the plain-momentum step; the unused branch gets harmless
+    # values (as in cpp/src/rules/radam.h).
+    rectified = rho_t > 5
+    if isinstance(rectified, torch.Tensor) or rectified:  # (rho_inf may be 4 where not rectified)
+        arg = _select(rectified, (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 1.0)
+    else:
+        arg = 1.0
+    step_size = -lr / (1 - beta1**t)
+    adaptive = _select(rectified, step_size * (arg * bc2) ** 0.5, 0.0)
+    sgd = _select(rectified, 0.0, step_size)
+    eps = _select(rectified, eps, 1.0)
+    decay = bool(params) and c.uses_params
+    updates, mus, nus = [], [], []
+    for i, g in enumerate(grads):
+        g = -g if maximize else g
+        if decay and not decoupled:
+            g = g + weight_decay * params[i]
+        m, v = _adam.moments(g, states[0][i], states[1][i], beta1, beta2, inplace)
+        u = sgd * m + adaptive * (m / (_adam.sqrt_where_live(v, m) + eps))
+        if decay and decoupled:
+            u = u - lr * weight_decay * params[i]
+        updates.append(_fused.finish(u, i, grads, params, inplace, update_params))
+        mus.append(m)
+        nus.append(v)
+    return updates, [mus, nus]

@@ -1,0 +1,276 @@
+"""Gradient transformations to compose optimizers from, as in optax.
+
+Each is a pure ``(init, update)`` pair (a :class:`GradientTransformation`):
+everything it remembers is in its state, so ``init`` twice gives the same
+behaviour twice. :func:`chain` composes them; for example
+``chain(scale_by_adam(), scale(-lr))`` computes :func:`unrollopt.adam`'s
+update. The optimizer aliases (``unrollopt.adam`` ...) compute the same numbers
+as such chains, but as one fused operator per step with
+``use_accelerated_op=True``; the stateful transforms here take that flag too.
+
+Like the aliases, every ``update`` takes ``params=`` and ``inplace=``:
+``inplace=False`` is the differentiable form for an unrolled inner loop.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, NamedTuple, Optional
+
+import torch
+
+from unrollopt import _adam, _fused, _hyperparameters, _pytree, _rmsprop, _sgd
+from unrollopt._hyperparameters import Hyperparameter
+from unrollopt.alias import RMSPropState, ScaleByAdamState, SgdState, _mask_leaves, _transformation
+from unrollopt.base import GradientTransformation, OptState, Params, Updates
+
+__all__ = [
+    "EmptyState",
+    "ScaleByScheduleState",
+    "add_decayed_weights",
+    "chain",
+    "clip_grad_norm",
+    "identity",
+    "masked",
+    "nan_to_num",
+    "scale",
+    "scale_by_adam",
+    "scale_by_rms",
+    "scale_by_schedule",
+    "scale_by_stddev",
+    "trace",
+]
+
+
+class EmptyState(NamedTuple):
+    """The state of a transformation that keeps none."""
+
+
+class ScaleByScheduleState(NamedTuple):
+    """The number of steps taken (a 0-d int64 tensor)."""
+
+    count: torch.Tensor
+
+
+def _stateless(
+    name: str, fn: Callable[[list[torch.Tensor], list[torch.Tensor]], list[torch.Tensor]], *, needs_params: bool = False
+) -> GradientTransformation:
+    """A transformation without state: ``fn(updates, params)`` maps the present
+    (not None) update leaves, and their parameters when ``needs_params``, to
+    the new updates."""
+
+    def init(params: Params) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: Updates, state: OptState, *, params: Optional[Params] = None, inplace: bool = True):
+        leaves, spec = _pytree.flatten(updates)
+        live = _pytree.present(leaves)
+        us = [leaves[i] for i in live]
+        _fused.check_tensors(name, updates=us)
+        ps: list = []
+        if needs_params:
+            if params is None:
+                raise ValueError(f"{name}: pass the parameters as update(..., params=params)")
+            all_ps = _pytree.flatten_like(params, spec, "params")
+            ps = [all_ps[i] for i in live]
+            _fused.check_tensors(name, params=ps)
+        new = fn(us, ps)
+        if inplace:
+            _fused.check_inplace_allowed(f"{name}.update", us, new)
+            new = [u if v is u else u.copy_(v) for u, v in zip(us, new)]
+        out = list(leaves)
+        for k, i in enumerate(live):
+            out[i] = new[k]
+        return _pytree.unflatten(out, spec), state
+
+    return GradientTransformation(init, update)
+
+
+def identity() -> GradientTransformation:
+    """Leaves the updates as they are."""
+    return _stateless("identity", lambda us, ps: us)
+
+
+def scale(step_size: Hyperparameter) -> GradientTransformation:
+    """Multiplies the updates by ``step_size`` (a number, or a 0-d tensor that
+    may require grad; any sign: ``scale(-lr)`` turns a direction into a step)."""
+    if isinstance(step_size, torch.Tensor):
+        if step_size.dim() != 0 or not step_size.is_floating_point():
+            raise ValueError("step_size must be a number or a 0-d floating-point tensor")
+    elif not isinstance(step_size, numbers.Real) or isinstance(step_size, bool):
+        raise TypeError(f"step_size must be a number or a 0-d tensor, got {type(step_size).__name__}")
+    return _stateless("scale", lambda us, ps: [u * step_size for u in us])
+
+
+def scale_by_schedule(step_size_fn: Callable[[torch.Tensor], Hyperparameter]) -> GradientTransformation:
+    """Multiplies the updates by ``step_size_fn(count)``, ``count`` the number of
+    steps taken before this one (a 0-d int64 tensor; see :mod:`unrollopt.schedule`)."""
+    if not callable(step_size_fn):
+        raise TypeError(f"step_size_fn must be callable, got {type(step_size_fn).__name__}")
+
+    def init(params: Params) -> ScaleByScheduleState:
+        return ScaleByScheduleState(count=torch.zeros((), dtype=torch.int64))
+
+    def update(updates: Updates, state: OptState, *, params: Optional[Params] = None, inplace: bool = True):
+        if not isinstance(state, ScaleByScheduleState):
+            raise TypeError(f"state must be a ScaleByScheduleState, got {type(state).__name__}")
+        factor = step_size_fn(state.count)
+        updates, _ = scale(factor).update(updates, EmptyState(), inplace=inplace)
+        return updates, ScaleByScheduleState(count=state.count + 1)
+
+    return GradientTransformation(init, update)
+
+
+def add_decayed_weights(weight_decay: Hyperparameter = 0.0, mask: Any = None) -> GradientTransformation:
+    """Adds ``weight_decay * params`` to the updates (an L2 penalty's gradient),
+    where ``mask`` (a pytree of bools like the parameters, or a function of the
+    parameters giving one) is True; everywhere without a mask. ``update`` needs
+    ``params=``."""
+    weight_decay = _hyperparameters.check("weight_decay", weight_decay)
+    if mask is None:
+        return _stateless("add_decayed_weights", lambda us, ps: [u + weight_decay * p for u, p in zip(us, ps)],
+                          needs_params=True)  # fmt: skip
+    return masked(add_decayed_weights(weight_decay), mask)
+
+
+def clip_grad_norm(max_norm: float) -> GradientTransformation:
+    r"""Scales the updates so that their global 2-norm is at most ``max_norm``,
+    as ``torch.nn.utils.clip_grad_norm_`` does:
+    :math:`u \min(1, \text{max\_norm} / (\lVert u \rVert_2 + 10^{-6}))`.
+    The coefficient stays a tensor (no host synchronisation) and is
+    differentiated through."""
+    max_norm = float(_hyperparameters.check("max_norm", max_norm))
+
+    def clip(us: list[torch.Tensor], ps: list) -> list[torch.Tensor]:
+        if not us:
+            return us
+        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(u).to(torch.float64) for u in us]))
+        coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        return [u * coef.to(u.dtype) for u in us]
+
+    return _stateless("clip_grad_norm", clip)
+
+
+def nan_to_num(nan: float = 0.0, posinf: Optional[float] = None, neginf: Optional[float] = None) -> GradientTransformation:
+    """Replaces NaN, +inf and -inf in the updates (by ``nan``, and by
+    ``posinf``/``neginf`` or the dtype's largest finite values), as
+    :func:`torch.nan_to_num`."""
+    return _stateless("nan_to_num", lambda us, ps: [torch.nan_to_num(u, nan, posinf, neginf) for u in us])
+
+
+def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
+    """Applies ``inner`` to the leaves where ``mask`` is True (a pytree of bools
+    like the parameters, or a function of the parameters giving one) and leaves
+    the other updates as they are; ``inner``'s state covers the masked leaves
+    only."""
+    _check_transformation("inner", inner)
+
+    def select(tree: Any, keep: list[bool], spec: Any, name: str) -> Any:
+        leaves = _pytree.flatten_like(tree, spec, name)
+        return _pytree.unflatten([leaf if k else None for leaf, k in zip(leaves, keep)], spec)
+
+    def init(params: Params) -> OptState:
+        leaves, spec = _pytree.flatten(params)
+        keep = _mask_leaves(mask, params, spec)
+        return inner.init(select(params, keep, spec, "params"))
+
+    def update(updates: Updates, state: OptState, *, params: Optional[Params] = None, inplace: bool = True):
+        leaves, spec = _pytree.flatten(updates)
+        keep = _mask_leaves(mask, params, spec)
+        inner_params = None if params is None else select(params, keep, spec, "params")
+        new, state = inner.update(select(updates, keep, spec, "updates"), state, params=inner_params, inplace=inplace)
+        new_leaves = _pytree.flatten_like(new, spec, "updates")
+        return _pytree.unflatten([n if k else u for u, n, k in zip(leaves, new_leaves, keep)], spec), state
+
+    return GradientTransformation(init, update)
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformation:
+    """Applies the transformations one after another; the state is the tuple of
+    their states."""
+    for i, t in enumerate(transforms):
+        _check_transformation(f"transforms[{i}]", t)
+
+    def init(params: Params) -> tuple:
+        return tuple(t.init(params) for t in transforms)
+
+    def update(updates: Updates, state: OptState, *, params: Optional[Params] = None, inplace: bool = True):
+        if type(state) is not tuple or len(state) != len(transforms):  # (a NamedTuple state is not one)
+            raise TypeError(f"state must be a tuple of {len(transforms)} states (chain's init)")
+        new_state = []
+        for t, s in zip(transforms, state):
+            updates, s = t.update(updates, s, params=params, inplace=inplace)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return GradientTransformation(init, update)
+
+
+def _check_transformation(name: str, t: object) -> None:
+    if not isinstance(t, GradientTransformation):
+        raise TypeError(f"{name} must be a GradientTransformation, got {type(t).__name__}")
+
+
+# --- the optimizers' statistics, as transformations (their fused operators with lr = -1)
+
+
+def scale_by_adam(
+    b1: Hyperparameter = 0.9,
+    b2: Hyperparameter = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    *,
+    moment_requires_grad: bool = False,
+    use_accelerated_op: bool = False,
+) -> GradientTransformation:
+    r"""Adam's direction :math:`\hat\mu_t / (\sqrt{\hat\nu_t + \epsilon_{root}} + \epsilon)`
+    with bias-corrected moments (:func:`unrollopt.adam` with lr = -1)."""
+    config = _adam.config(1.0, (b1, b2), eps, 0.0, eps_root, False).replace(lr=-1.0)
+    return _transformation(config, _adam.plain, ScaleByAdamState, fused=bool(use_accelerated_op),
+                           moment_requires_grad=moment_requires_grad)  # fmt: skip
+
+
+def scale_by_rms(
+    decay: Hyperparameter = 0.9,
+    eps: float = 1e-8,
+    initial_scale: float = 0.0,
+    *,
+    use_accelerated_op: bool = False,
+) -> GradientTransformation:
+    r"""Divides by the root of the running mean of squares,
+    :math:`g / (\sqrt{v_t} + \epsilon)` with :math:`v_t = d\, v_{t-1} + (1 - d)\, g^2`
+    (:func:`unrollopt.rmsprop` with lr = -1). Unlike optax, ``eps`` is added
+    outside the square root, as in ``torch.optim.RMSprop``."""
+    config = _rmsprop.config(1.0, decay, eps, 0.0, 0.0, False, False).replace(lr=-1.0)
+    initial = {"square_avg": float(_hyperparameters.check("initial_scale", initial_scale))}
+    return _transformation(config, _rmsprop.plain, RMSPropState, fused=bool(use_accelerated_op), initial=initial)
+
+
+def scale_by_stddev(
+    decay: Hyperparameter = 0.9,
+    eps: float = 1e-8,
+    initial_scale: float = 0.0,
+    *,
+    use_accelerated_op: bool = False,
+) -> GradientTransformation:
+    r"""Divides by the running standard deviation,
+    :math:`g / (\sqrt{v_t - \bar g_t^2} + \epsilon)` (centered
+    :func:`unrollopt.rmsprop` with lr = -1; ``eps`` outside the square root)."""
+    config = _rmsprop.config(1.0, decay, eps, 0.0, 0.0, True, False).replace(lr=-1.0)
+    initial = {"square_avg": float(_hyperparameters.check("initial_scale", initial_scale))}
+    return _transformation(config, _rmsprop.plain, RMSPropState, fused=bool(use_accelerated_op), initial=initial)
+
+
+def trace(
+    decay: Hyperparameter,
+    nesterov: bool = False,
+    *,
+    moment_requires_grad: bool = False,
+    use_accelerated_op: bool = False,
+) -> GradientTransformation:
+    r"""Momentum: :math:`b_t = d\, b_{t-1} + g`, the update :math:`b_t` (or
+    :math:`g + d\, b_t` with ``nesterov``); :func:`unrollopt.sgd` with lr = -1
+    and no dampening. ``decay`` may be a 0-d tensor that requires grad."""
+    config = _sgd.config(1.0, decay, 0.0, 0.0, nesterov, False).replace(lr=-1.0)
+    return _transformation(config, _sgd.plain, SgdState, fused=bool(use_accelerated_op),
+                           moment_requires_grad=moment_requires_grad)  # fmt: skip
