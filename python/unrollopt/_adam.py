@@ -1,5 +1,5 @@
 """Adam's and AdamW's plain-PyTorch step (the fused one is ``cpp/src/rules/adam.h``):
-they differ only in where the weight decay enters."""
+they differ only in where the weight decay enters. Its pieces serve RAdam and NAdam too."""
 
 from __future__ import annotations
 
@@ -9,17 +9,11 @@ from unrollopt import _fused, _hyperparameters
 
 
 def config(lr, betas, eps, weight_decay, eps_root, maximize, *, decoupled: bool = False) -> _fused.Config:
-    beta1, beta2 = _hyperparameters.check_betas(betas)
     return _fused.Config(
         op="adamw" if decoupled else "adam",
         state_names=("mu", "nu"),
         hyper_names=("lr", "beta1", "beta2", "weight_decay"),
-        hyper=(
-            _hyperparameters.check("lr", lr),
-            beta1,
-            beta2,
-            _hyperparameters.check("weight_decay", weight_decay),
-        ),
+        hyper=hyper(lr, betas, weight_decay),
         options=(
             float(_hyperparameters.check("eps", eps)),
             float(_hyperparameters.check("eps_root", eps_root)),
@@ -28,22 +22,41 @@ def config(lr, betas, eps, weight_decay, eps_root, maximize, *, decoupled: bool 
     )
 
 
+def hyper(lr, betas, weight_decay) -> tuple:
+    """(lr, beta1, beta2, weight_decay), checked: the Adam family's hyperparameters."""
+    beta1, beta2 = _hyperparameters.check_betas(betas)
+    return (_hyperparameters.check("lr", lr), beta1, beta2, _hyperparameters.check("weight_decay", weight_decay))
+
+
 def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
-    lr, beta1, beta2, weight_decay = c.hyper
+    lr, beta1, beta2, _ = c.hyper
     eps, eps_root, maximize = c.options
     t = count.to(torch.float64)
     bc1 = 1 - beta1**t
     bc2 = 1 - beta2**t
     step_size = -lr / bc1
-    decoupled, decay = c.op == "adamw", bool(params) and c.uses_params
+
+    def direction(g, m, v):
+        return step_size * (m / (sqrt_where_live(v + eps_root * bc2, m) / bc2.sqrt() + eps))
+
+    return steps(grads, states, params, c, inplace, update_params, direction,
+                 maximize=maximize, decoupled=c.op == "adamw")  # fmt: skip
+
+
+def steps(grads, states, params, c: _fused.Config, inplace: bool, update_params: bool, direction, *, maximize, decoupled):
+    """The Adam family's plain step: the decayed gradient g' (L2 into it unless
+    ``decoupled``), the moments, the update ``direction(g', mu', nu')`` (minus
+    lr * weight_decay * p when ``decoupled``), in place or not."""
+    lr, beta1, beta2, weight_decay = c["lr"], c["beta1"], c["beta2"], c["weight_decay"]
+    decay = bool(params) and c.uses_params
     updates, mus, nus = [], [], []
     for i, g in enumerate(grads):
         g = -g if maximize else g
-        if decay and not decoupled:  # Adam: L2, into the gradient
+        if decay and not decoupled:  # L2, into the gradient
             g = g + weight_decay * params[i]
         m, v = moments(g, states[0][i], states[1][i], beta1, beta2, inplace)
-        u = step_size * (m / (sqrt_where_live(v + eps_root * bc2, m) / bc2.sqrt() + eps))
-        if decay and decoupled:  # AdamW: decoupled, into the update
+        u = direction(g, m, v)
+        if decay and decoupled:  # decoupled, into the update
             u = u - lr * weight_decay * params[i]
         updates.append(_fused.finish(u, i, grads, params, inplace, update_params))
         mus.append(m)

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from unrollopt import _fused, _hyperparameters
+from unrollopt import _adam, _fused, _hyperparameters
 
 
 def config(lr, betas, eps, weight_decay, maximize) -> _fused.Config:
-    beta1, beta2 = _hyperparameters.check_betas(betas)
     return _fused.Config(
         op="adamax",
         state_names=("mu", "nu"),
         hyper_names=("lr", "beta1", "beta2", "weight_decay"),
-        hyper=(
-            _hyperparameters.check("lr", lr),
-            beta1,
-            beta2,
-            _hyperparameters.check("weight_decay", weight_decay),
-        ),
+        hyper=_adam.hyper(lr, betas, weight_decay),
         options=(float(_hyperparameters.check("eps", eps)), float(bool(maximize))),
     )
 

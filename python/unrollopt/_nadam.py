@@ -8,18 +8,12 @@ from unrollopt import _adam, _fused, _hyperparameters
 
 
 def config(lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize) -> _fused.Config:
-    beta1, beta2 = _hyperparameters.check_betas(betas)
+    lr, beta1, beta2, weight_decay = _adam.hyper(lr, betas, weight_decay)
     return _fused.Config(
         op="nadam",
         state_names=("mu", "nu"),
         hyper_names=("lr", "beta1", "beta2", "mu_product", "weight_decay"),
-        hyper=(
-            _hyperparameters.check("lr", lr),
-            beta1,
-            beta2,
-            0.0,  # set each step: see momentum_coefficient
-            _hyperparameters.check("weight_decay", weight_decay),
-        ),
+        hyper=(lr, beta1, beta2, 0.0, weight_decay),  # mu_product: set each step (momentum_coefficient)
         options=(
             float(_hyperparameters.check("eps", eps)),
             float(_hyperparameters.check("momentum_decay", momentum_decay)),
@@ -35,7 +29,7 @@ def momentum_coefficient(beta1, t, momentum_decay: float):
 
 
 def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
-    lr, beta1, beta2, product, weight_decay = c.hyper
+    lr, beta1, beta2, product, _ = c.hyper
     eps, momentum_decay, decoupled, maximize = c.options
     t = count.to(torch.float64)
     mu_t = momentum_coefficient(beta1, t, momentum_decay)
@@ -43,18 +37,10 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
     grad_step = -lr * (1 - mu_t) / (1 - product)
     moment_step = -lr * mu_next / (1 - product * mu_next)
     sqrt_bc2 = (1 - beta2**t).sqrt()
-    decay = bool(params) and c.uses_params
-    updates, mus, nus = [], [], []
-    for i, g in enumerate(grads):
-        g = -g if maximize else g
-        if decay and not decoupled:
-            g = g + weight_decay * params[i]
-        m, v = _adam.moments(g, states[0][i], states[1][i], beta1, beta2, inplace)
+
+    def direction(g, m, v):
         n = grad_step * g + moment_step * m
-        u = n / (_adam.sqrt_where_live(v, n) / sqrt_bc2 + eps)
-        if decay and decoupled:
-            u = u - lr * weight_decay * params[i]
-        updates.append(_fused.finish(u, i, grads, params, inplace, update_params))
-        mus.append(m)
-        nus.append(v)
-    return updates, [mus, nus]
+        return n / (_adam.sqrt_where_live(v, n) / sqrt_bc2 + eps)
+
+    return _adam.steps(grads, states, params, c, inplace, update_params, direction,
+                       maximize=maximize, decoupled=decoupled)  # fmt: skip

@@ -8,17 +8,11 @@ from unrollopt import _adam, _fused, _hyperparameters
 
 
 def config(lr, betas, eps, weight_decay, decoupled_weight_decay, maximize) -> _fused.Config:
-    beta1, beta2 = _hyperparameters.check_betas(betas)
     return _fused.Config(
         op="radam",
         state_names=("mu", "nu"),
         hyper_names=("lr", "beta1", "beta2", "weight_decay"),
-        hyper=(
-            _hyperparameters.check("lr", lr),
-            beta1,
-            beta2,
-            _hyperparameters.check("weight_decay", weight_decay),
-        ),
+        hyper=_adam.hyper(lr, betas, weight_decay),
         options=(
             float(_hyperparameters.check("eps", eps)),
             float(bool(decoupled_weight_decay)),
@@ -35,7 +29,7 @@ def _select(cond, a, b):
 
 
 def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
-    lr, beta1, beta2, weight_decay = c.hyper
+    lr, beta1, beta2, _ = c.hyper
     eps, decoupled, maximize = c.options
     # rho_t cancels (rho_inf - 2 t beta2^t / bc2): with a number beta2 it is
     # computed in Python floats as torch.optim.RAdam does (count is on the CPU),
@@ -55,17 +49,9 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
     adaptive = _select(rectified, step_size * (arg * bc2) ** 0.5, 0.0)
     sgd = _select(rectified, 0.0, step_size)
     eps = _select(rectified, eps, 1.0)
-    decay = bool(params) and c.uses_params
-    updates, mus, nus = [], [], []
-    for i, g in enumerate(grads):
-        g = -g if maximize else g
-        if decay and not decoupled:
-            g = g + weight_decay * params[i]
-        m, v = _adam.moments(g, states[0][i], states[1][i], beta1, beta2, inplace)
-        u = sgd * m + adaptive * (m / (_adam.sqrt_where_live(v, m) + eps))
-        if decay and decoupled:
-            u = u - lr * weight_decay * params[i]
-        updates.append(_fused.finish(u, i, grads, params, inplace, update_params))
-        mus.append(m)
-        nus.append(v)
-    return updates, [mus, nus]
+
+    def direction(g, m, v):
+        return sgd * m + adaptive * (m / (_adam.sqrt_where_live(v, m) + eps))
+
+    return _adam.steps(grads, states, params, c, inplace, update_params, direction,
+                       maximize=maximize, decoupled=decoupled)  # fmt: skip
