@@ -44,8 +44,9 @@ def mse(net, x, y):
 
 
 def graph_size(tensors) -> int:
-    """How many autograd nodes the tensors' histories hold."""
-    seen, stack = set(), [t.grad_fn for t in tensors if t.grad_fn is not None]
+    """How many autograd nodes the tensors' histories hold (None entries, e.g.
+    states an optimizer does not use, hold none)."""
+    seen, stack = set(), [t.grad_fn for t in tensors if t is not None and t.grad_fn is not None]
     while stack:
         node = stack.pop()
         if node is not None and node not in seen:

@@ -36,8 +36,9 @@ def rand_pos(g: torch.Generator, *shape, dtype=F64, low=0.1) -> torch.Tensor:
     return (torch.rand(*shape, generator=g, dtype=F64) + low).to(dtype)
 
 
-def ref_adam_step(g, m, v, p, t, *, lr, b1, b2, eps, eps_root=0.0, wd=0.0, maximize=False):
-    """Textbook Adam step (out of place, differentiable): returns (update, m, v).
+def ref_adam_step(g, m, v, p, t, *, lr, b1, b2, eps, eps_root=0.0, wd=0.0, maximize=False, v_max=None):
+    """Textbook Adam step (out of place, differentiable): returns (update, m, v),
+    and with AMSGrad's ``v_max`` (the running maximum of v) (update, m, v, v_max).
 
     ``t`` is the step number, counting from 1. ``p`` may be None when wd is 0.
     """
@@ -45,27 +46,28 @@ def ref_adam_step(g, m, v, p, t, *, lr, b1, b2, eps, eps_root=0.0, wd=0.0, maxim
         g = -g
     if p is not None and not (isinstance(wd, float) and wd == 0.0):
         g = g + wd * p
+    return _adam_direction(g, m, v, t, lr=lr, b1=b1, b2=b2, eps=eps, eps_root=eps_root, v_max=v_max)
+
+
+def _adam_direction(g, m, v, t, *, lr, b1, b2, eps, eps_root, v_max):
     m = b1 * m + (1 - b1) * g
     v = b2 * v + (1 - b2) * g**2
     m_hat = m / (1 - b1**t)
-    v_hat = v / (1 - b2**t)
-    u = -lr * m_hat / (torch.sqrt(v_hat + eps_root) + eps)
-    return u, m, v
+    w = v if v_max is None else torch.maximum(v_max, v)
+    u = -lr * m_hat / (torch.sqrt(w / (1 - b2**t) + eps_root) + eps)
+    return (u, m, v) if v_max is None else (u, m, v, w)
 
 
-def ref_adamw_step(g, m, v, p, t, *, lr, b1, b2, eps, eps_root=0.0, wd=0.0, maximize=False):
+def ref_adamw_step(g, m, v, p, t, *, lr, b1, b2, eps, eps_root=0.0, wd=0.0, maximize=False, v_max=None):
     """AdamW as torch.optim.AdamW states it: p <- p - lr * wd * p, then Adam's
-    step without L2. Returns (update, m, v) with update = new p - p."""
+    step without L2. Returns (update, m, v) (and v_max, as ref_adam_step) with
+    update = new p - p."""
     if maximize:
         g = -g
-    m = b1 * m + (1 - b1) * g
-    v = b2 * v + (1 - b2) * g**2
-    m_hat = m / (1 - b1**t)
-    v_hat = v / (1 - b2**t)
-    u = -lr * m_hat / (torch.sqrt(v_hat + eps_root) + eps)
+    u, *states = _adam_direction(g, m, v, t, lr=lr, b1=b1, b2=b2, eps=eps, eps_root=eps_root, v_max=v_max)
     if p is not None and not (isinstance(wd, float) and wd == 0.0):
         u = u - lr * wd * p
-    return u, m, v
+    return (u, *states)
 
 
 def ref_adamax_step(g, m, v, p, t, *, lr, b1, b2, eps, wd=0.0, maximize=False):

@@ -44,6 +44,8 @@ SHAPES = [(3,), (2, 2)]
 STATE_NAMES = {
     "adam": ("mu", "nu"),
     "adamw": ("mu", "nu"),
+    "adam_amsgrad": ("mu", "nu", "nu_max"),
+    "adamw_amsgrad": ("mu", "nu", "nu_max"),
     "adamax": ("mu", "nu"),
     "radam": ("mu", "nu"),
     "nadam": ("mu", "nu"),
@@ -59,6 +61,8 @@ STATE_NAMES = {
 HYPER_NAMES = {
     "adam": ("lr", "beta1", "beta2", "weight_decay"),
     "adamw": ("lr", "beta1", "beta2", "weight_decay"),
+    "adam_amsgrad": ("lr", "beta1", "beta2", "weight_decay"),
+    "adamw_amsgrad": ("lr", "beta1", "beta2", "weight_decay"),
     "adamax": ("lr", "beta1", "beta2", "weight_decay"),
     "radam": ("lr", "beta1", "beta2", "weight_decay"),
     "nadam": ("lr", "beta1", "beta2", "mu_product", "weight_decay"),
@@ -73,7 +77,7 @@ HYPER_NAMES = {
 }
 OPTION_NAMES = {"adam": ("eps", "eps_root", "maximize"), "sgd": ("maximize", "nesterov")}
 OPTION_NAMES["sgd_momentum"] = OPTION_NAMES["sgd"]
-OPTION_NAMES["adamw"] = OPTION_NAMES["adam"]
+OPTION_NAMES["adamw"] = OPTION_NAMES["adam_amsgrad"] = OPTION_NAMES["adamw_amsgrad"] = OPTION_NAMES["adam"]
 OPTION_NAMES["adamax"] = OPTION_NAMES["adagrad"] = OPTION_NAMES["adadelta"] = ("eps", "maximize")
 OPTION_NAMES["radam"] = ("eps", "decoupled_weight_decay", "maximize")
 OPTION_NAMES["nadam"] = ("eps", "momentum_decay", "decoupled_weight_decay", "maximize")
@@ -124,13 +128,13 @@ class Case:
         updates, new_states = [], [[] for _ in range(self.ns)]
         for i, g in enumerate(grads):
             p = params[i] if params else None
-            if self.op in ("adam", "adamw"):
-                step_fn = ref_adam_step if self.op == "adam" else ref_adamw_step
-                u, m, v = step_fn(
+            if self.op.startswith("adam") and not self.op.startswith("adamax"):
+                step_fn = ref_adamw_step if self.op.startswith("adamw") else ref_adam_step
+                u, *new = step_fn(
                     g, lists[0][i], lists[1][i], p, t, lr=h["lr"], b1=h["beta1"], b2=h["beta2"],
                     eps=opt["eps"], eps_root=opt["eps_root"], wd=h["weight_decay"], maximize=bool(opt["maximize"]),
+                    v_max=lists[2][i] if self.ns == 3 else None,
                 )  # fmt: skip
-                new = [m, v]
             elif self.op == "adamax":
                 u, m, v = ref_adamax_step(
                     g, lists[0][i], lists[1][i], p, t, lr=h["lr"], b1=h["beta1"], b2=h["beta2"], eps=opt["eps"],
@@ -196,6 +200,11 @@ CASES = [
     Case("adamw-eps_root", "adamw", (0.1, 0.8, 0.9, 0.05), (1e-3, 1e-6, 0.0), 3),
     Case("adamw-no_eps_root-maximize", "adamw", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0, 1.0), 2),
     Case("adamw-maximize-step1", "adamw", (0.1, 0.8, 0.9, 0.05), (1e-3, 1e-6, 1.0), 1),
+    # amsgrad: nu_max and nu' in the same range, so that each is the maximum somewhere.
+    Case("adam_amsgrad", "adam_amsgrad", (0.1, 0.8, 0.9, 0.05), (1e-3, 1e-6, 0.0), 3),
+    Case("adam_amsgrad-no_eps_root-maximize", "adam_amsgrad", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0, 1.0), 1),
+    Case("adamw_amsgrad", "adamw_amsgrad", (0.1, 0.8, 0.9, 0.05), (1e-3, 1e-6, 0.0), 2),
+    Case("adamw_amsgrad-maximize", "adamw_amsgrad", (0.1, 0.8, 0.95, 0.05), (1e-2, 0.0, 1.0), 4),
     # adamax: eps comparable to beta2 * nu (nu in [0.1, 1.1)) so that both
     # arguments of the maximum are selected somewhere.
     Case("adamax", "adamax", (0.1, 0.8, 0.9, 0.05), (0.5, 0.0), 3),
@@ -243,7 +252,7 @@ OP_CASES = [
     for i in (
         "adam-eps_root", "sgd", "sgd_momentum-dampening", "sgd_momentum-nesterov", "adamw-eps_root", "adamax",
         "rmsprop", "rmsprop_centered", "rmsprop_momentum", "rmsprop_centered_momentum", "adagrad", "adadelta",
-        "radam-rectified", "nadam",
+        "radam-rectified", "nadam", "adam_amsgrad", "adamw_amsgrad",
     )
 ]
 
@@ -264,7 +273,7 @@ def make_inputs(case, seed, *, dtype=F64, shapes=SHAPES, requires_grad=False, st
     states = []
     for name in STATE_NAMES[case.op]:
         for s in shapes:
-            if name in ("nu", "sum", "acc_delta"):
+            if name in ("nu", "nu_max", "sum", "acc_delta"):
                 t = rand_pos(g, *s, dtype=dtype, low=state_low)
             elif name == "square_avg":
                 t = rand_pos(g, *s, dtype=dtype, low=1.0)

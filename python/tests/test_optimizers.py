@@ -41,6 +41,7 @@ from conftest import (
     randn,
     ref_adagrad_step,
     ref_adadelta_step,
+    ref_adam_step,
     ref_adamax_step,
     ref_adamw_step,
     ref_nadam_step,
@@ -107,11 +108,19 @@ def adam_like_init(p, hp):
     return (torch.zeros_like(p), torch.zeros_like(p))
 
 
-def adamw_step(g, st, p, t, hp):
-    b1, b2 = hp["betas"]
-    u, m, v = ref_adamw_step(g, *st, p, t, lr=hp["lr"], b1=b1, b2=b2, eps=hp["eps"], eps_root=hp["eps_root"],
-                             wd=hp["weight_decay"], maximize=hp["maximize"])  # fmt: skip
-    return u, (m, v)
+def adam_family_init(p, hp):
+    """(mu, nu, nu_max): nu_max None without AMSGrad."""
+    return (torch.zeros_like(p), torch.zeros_like(p), torch.zeros_like(p) if hp["amsgrad"] else None)
+
+
+def adam_family_step(ref):
+    def step(g, st, p, t, hp):
+        b1, b2 = hp["betas"]
+        u, *new = ref(g, st[0], st[1], p, t, lr=hp["lr"], b1=b1, b2=b2, eps=hp["eps"], eps_root=hp["eps_root"],
+                      wd=hp["weight_decay"], maximize=hp["maximize"], v_max=st[2])  # fmt: skip
+        return u, (*new, None) if st[2] is None else tuple(new)
+
+    return step
 
 
 def adamax_step(g, st, p, t, hp):
@@ -253,6 +262,15 @@ WD_BAD = [
     ("weight_decay", dict(weight_decay=torch.tensor(-0.01))),
 ]
 LR_BAD = ADAM_BAD[:3]
+ADAM_KEYS = {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+
+
+def adam_keys(o):
+    return ADAM_KEYS if o.get("amsgrad") else ADAM_KEYS - {"max_exp_avg_sq"}
+
+
+AMSGRAD_GRID = [dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=wd, maximize=mx, amsgrad=True)
+                for wd, mx in ((0.0, False), (0.1, True))]  # fmt: skip
 ADAM_GROUPS = [
     dict(params=[0], lr=0.03, betas=(0.8, 0.9)),
     dict(params=[1], weight_decay=0.2, eps=1e-3),
@@ -334,19 +352,24 @@ SGD = Case(
     required=dict(lr=0.1),
 )  # fmt: skip
 
-ADAMW = Case(
-    name="adamw", alias=unrollopt.adamw, cls=unrollopt.AdamW, torch_cls=torch.optim.AdamW, meta_cls=unrollopt.MetaAdamW,
-    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, eps_root=0.0, maximize=False),
-    ref_init=adam_like_init, ref_step=adamw_step, state_type=unrollopt.ScaleByAdamState, state_fields=("mu", "nu"),
+ADAM = Case(
+    name="adam", alias=unrollopt.adam, cls=unrollopt.Adam, torch_cls=torch.optim.Adam, meta_cls=unrollopt.MetaAdam,
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, eps_root=0.0, amsgrad=False,
+                  maximize=False),
+    ref_init=adam_family_init, ref_step=adam_family_step(ref_adam_step), state_type=unrollopt.ScaleByAdamState,
+    state_fields=("mu", "nu", "nu_max"),
     oop_lr=0.02,
-    grid=adam_grid((0.5, 0.8)),
-    loss_ratio=0.8, oop_keys=lambda o: {"step", "exp_avg", "exp_avg_sq"}, all_keys={"step", "exp_avg", "exp_avg_sq"},
-    torch_same_keys=False, defaults_keys=("lr", "betas", "eps", "weight_decay", "maximize"),
-    defaults_expected=dict(weight_decay=1e-2),
+    grid=adam_grid((0.5, 0.8)) + AMSGRAD_GRID,
+    loss_ratio=0.8, oop_keys=adam_keys, all_keys=ADAM_KEYS,
+    torch_same_keys=False, defaults_keys=("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
+    defaults_expected=dict(weight_decay=0.0),
     groups=ADAM_GROUPS,
-    groups_lr=0.01, groups_lrs=[0.03, 0.01, 0.005], groups_extra=_wd_list([1e-2, 0.2, 1e-2]),
+    groups_lr=0.01, groups_lrs=[0.03, 0.01, 0.005], groups_extra=_wd_list([0.0, 0.2, 0.0]),
     round_trip=dict(lr=0.02, betas=(0.8, 0.95), weight_decay=0.05),
-    interop=[("adamw", dict(lr=0.02, betas=(0.85, 0.99), weight_decay=0.05, eps=1e-6))],
+    interop=[
+        ("adam", dict(lr=0.02, betas=(0.85, 0.99), weight_decay=0.05, eps=1e-6)),
+        ("amsgrad", dict(lr=0.02, betas=(0.85, 0.99), weight_decay=0.05, eps=1e-6, amsgrad=True)),
+    ],
     sd_superset=True,
     meta_lr=0.05,
     meta_configs=[
@@ -354,13 +377,57 @@ ADAMW = Case(
         dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.05, maximize=False),
         dict(betas=(0.8, 0.9), eps=1e-3, eps_root=1e-6, weight_decay=0.05, maximize=True),
         dict(betas=(0.8, 0.9), eps=0.1, eps_root=0.0, weight_decay=0.2, maximize=False),
+        dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.05, amsgrad=True),
     ],
-    tensor_configs=[("lr-betas-wd", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-6, weight_decay=L(0.1)))],
+    tensor_configs=[
+        ("lr-betas-wd", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-6, weight_decay=L(0.1))),
+        ("amsgrad", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-6, weight_decay=L(0.1), amsgrad=True)),
+    ],
+    meta_class_configs=[
+        ("amsgrad", 0, dict(lr=0.05, amsgrad=True)),
+        ("lr", 0, dict(lr=0.05)),
+        ("all", 0, dict(lr=0.05, betas=(0.8, 0.9), eps=1e-4, weight_decay=0.1, maximize=True)),
+    ],
+    meta_optimizer_configs=[("wd", dict(lr=0.1, weight_decay=0.1)), ("amsgrad", dict(lr=0.1, amsgrad=True))],
+    bad=ADAM_BAD + [("eps_root", dict(eps_root=-1.0))] + WD_BAD,
+)  # fmt: skip
+
+ADAMW = Case(
+    name="adamw", alias=unrollopt.adamw, cls=unrollopt.AdamW, torch_cls=torch.optim.AdamW, meta_cls=unrollopt.MetaAdamW,
+    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, eps_root=0.0, amsgrad=False,
+                  maximize=False),
+    ref_init=adam_family_init, ref_step=adam_family_step(ref_adamw_step), state_type=unrollopt.ScaleByAdamState,
+    state_fields=("mu", "nu", "nu_max"),
+    oop_lr=0.02,
+    grid=adam_grid((0.5, 0.8)) + AMSGRAD_GRID,
+    loss_ratio=0.8, oop_keys=adam_keys, all_keys=ADAM_KEYS,
+    torch_same_keys=False, defaults_keys=("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
+    defaults_expected=dict(weight_decay=1e-2),
+    groups=ADAM_GROUPS,
+    groups_lr=0.01, groups_lrs=[0.03, 0.01, 0.005], groups_extra=_wd_list([1e-2, 0.2, 1e-2]),
+    round_trip=dict(lr=0.02, betas=(0.8, 0.95), weight_decay=0.05),
+    interop=[
+        ("adamw", dict(lr=0.02, betas=(0.85, 0.99), weight_decay=0.05, eps=1e-6)),
+        ("amsgrad", dict(lr=0.02, betas=(0.85, 0.99), weight_decay=0.05, eps=1e-6, amsgrad=True)),
+    ],
+    sd_superset=True,
+    meta_lr=0.05,
+    meta_configs=[
+        dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.0, maximize=False),
+        dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.05, maximize=False),
+        dict(betas=(0.8, 0.9), eps=1e-3, eps_root=1e-6, weight_decay=0.05, maximize=True),
+        dict(betas=(0.8, 0.9), eps=0.1, eps_root=0.0, weight_decay=0.2, maximize=False),
+        dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.05, amsgrad=True),
+    ],
+    tensor_configs=[
+        ("lr-betas-wd", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-6, weight_decay=L(0.1))),
+        ("amsgrad", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-6, weight_decay=L(0.1), amsgrad=True)),
+    ],
     meta_class_configs=[
         ("lr", 0, dict(lr=0.05)),
         ("all", 0, dict(lr=0.05, betas=(0.8, 0.9), eps=1e-4, weight_decay=0.1, maximize=True)),
     ],
-    meta_optimizer_configs=[("wd", dict(lr=0.1, weight_decay=0.1))],
+    meta_optimizer_configs=[("wd", dict(lr=0.1, weight_decay=0.1)), ("amsgrad", dict(lr=0.1, amsgrad=True))],
     bad=ADAM_BAD + [("eps_root", dict(eps_root=-1.0))] + WD_BAD,
 )  # fmt: skip
 
@@ -638,7 +705,7 @@ NADAM = Case(
     round_trip_rtol=1e-13,
 )  # fmt: skip
 
-CASES = {c.name: c for c in (SGD, ADAMW, ADAMAX, RMSPROP, ADAGRAD, ADADELTA, RADAM, NADAM)}
+CASES = {c.name: c for c in (SGD, ADAM, ADAMW, ADAMAX, RMSPROP, ADAGRAD, ADADELTA, RADAM, NADAM)}
 
 
 def table(attr, ids=None):

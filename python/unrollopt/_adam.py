@@ -8,10 +8,12 @@ import torch
 from unrollopt import _fused, _hyperparameters
 
 
-def config(lr, betas, eps, weight_decay, eps_root, maximize, *, decoupled: bool = False) -> _fused.Config:
+def config(
+    lr, betas, eps, weight_decay, eps_root, maximize, *, decoupled: bool = False, amsgrad: bool = False
+) -> _fused.Config:
     return _fused.Config(
-        op="adamw" if decoupled else "adam",
-        state_names=("mu", "nu"),
+        op=("adamw" if decoupled else "adam") + ("_amsgrad" if amsgrad else ""),
+        state_names=("mu", "nu", "nu_max") if amsgrad else ("mu", "nu"),
         hyper_names=("lr", "beta1", "beta2", "weight_decay"),
         hyper=hyper(lr, betas, weight_decay),
         options=(
@@ -40,28 +42,37 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
         return step_size * (m / (sqrt_where_live(v + eps_root * bc2, m) / bc2.sqrt() + eps))
 
     return steps(grads, states, params, c, inplace, update_params, direction,
-                 maximize=maximize, decoupled=c.op == "adamw")  # fmt: skip
+                 maximize=maximize, decoupled=c.op.startswith("adamw"))  # fmt: skip
 
 
 def steps(grads, states, params, c: _fused.Config, inplace: bool, update_params: bool, direction, *, maximize, decoupled):
     """The Adam family's plain step: the decayed gradient g' (L2 into it unless
     ``decoupled``), the moments, the update ``direction(g', mu', nu')`` (minus
-    lr * weight_decay * p when ``decoupled``), in place or not."""
+    lr * weight_decay * p when ``decoupled``), in place or not. With a third
+    state (AMSGrad's nu_max) the direction takes max(nu_max, nu') instead of
+    nu' (ties select nu_max, as the fused backward does)."""
     lr, beta1, beta2, weight_decay = c["lr"], c["beta1"], c["beta2"], c["weight_decay"]
     decay = bool(params) and c.uses_params
-    updates, mus, nus = [], [], []
+    amsgrad = len(states) == 3
+    updates, new_states = [], [[] for _ in states]
     for i, g in enumerate(grads):
         g = -g if maximize else g
         if decay and not decoupled:  # L2, into the gradient
             g = g + weight_decay * params[i]
         m, v = moments(g, states[0][i], states[1][i], beta1, beta2, inplace)
-        u = direction(g, m, v)
+        w = v
+        if amsgrad:
+            old = states[2][i]
+            w = torch.where(old >= v, old, v)
+            w = old.copy_(w) if inplace else w
+            new_states[2].append(w)
+        u = direction(g, m, w)
         if decay and decoupled:  # decoupled, into the update
             u = u - lr * weight_decay * params[i]
         updates.append(_fused.finish(u, i, grads, params, inplace, update_params))
-        mus.append(m)
-        nus.append(v)
-    return updates, [mus, nus]
+        new_states[0].append(m)
+        new_states[1].append(v)
+    return updates, new_states
 
 
 def moments(g, m, v, beta1, beta2, inplace: bool):

@@ -45,12 +45,14 @@ __all__ = [
 
 class ScaleByAdamState(NamedTuple):
     """The state of Adam, AdamW, Adamax and RAdam: the moment estimates (pytrees like
-    the parameters; for Adamax ``nu`` is the infinity norm) and the number of
-    steps taken (a 0-d int64 tensor)."""
+    the parameters; for Adamax ``nu`` is the infinity norm), the number of
+    steps taken (a 0-d int64 tensor) and, with AMSGrad, the running maximum of
+    ``nu`` (else None)."""
 
     mu: Params
     nu: Params
     count: torch.Tensor
+    nu_max: Optional[Params] = None
 
 
 class NAdamState(NamedTuple):
@@ -374,6 +376,7 @@ def adam(
     weight_decay: Hyperparameter = 0.0,
     *,
     eps_root: float = 0.0,
+    amsgrad: bool = False,
     moment_requires_grad: bool = False,
     maximize: bool = False,
     use_accelerated_op: bool = False,
@@ -411,6 +414,10 @@ def adam(
         eps_root: added inside the square root; a positive value keeps the
             gradient of plain autograd finite where the second moment is 0 (the
             fused operator's hand-written backward is exact and finite either way).
+        amsgrad: AMSGrad (Reddi, Kale and Kumar, 2018): the denominator uses the
+            running maximum of :math:`\nu_t` (kept in the state as ``nu_max``),
+            as ``torch.optim.Adam(amsgrad=True)``; derivatives at a tie of the
+            maximum go to the previous maximum.
         moment_requires_grad: make the initial moments require grad.
         maximize: maximize the objective instead of minimizing it.
         use_accelerated_op: run the fused C++ operator (one call for all
@@ -422,7 +429,7 @@ def adam(
     """
     return _optimizer(
         lr,
-        lambda lr: _adam.config(lr, betas, eps, weight_decay, eps_root, maximize),
+        lambda lr: _adam.config(lr, betas, eps, weight_decay, eps_root, maximize, amsgrad=amsgrad),
         _adam.plain,
         ScaleByAdamState,
         fused=bool(use_accelerated_op),
@@ -437,6 +444,7 @@ def adamw(
     weight_decay: Hyperparameter = 1e-2,
     *,
     eps_root: float = 0.0,
+    amsgrad: bool = False,
     mask: Any = None,
     moment_requires_grad: bool = False,
     maximize: bool = False,
@@ -466,6 +474,7 @@ def adamw(
         weight_decay: decoupled weight decay coefficient :math:`\lambda`
             (unless it is 0, ``update`` needs ``params=``).
         eps_root: added inside the square root (see :func:`adam`).
+        amsgrad: the running maximum of :math:`\nu_t` in the denominator (see :func:`adam`).
         mask: where the weight decay applies: a pytree of bools like the
             parameters, or a function of the parameters returning one (as in
             optax); None decays every parameter.
@@ -478,7 +487,7 @@ def adamw(
     """
     return _optimizer(
         lr,
-        lambda lr: _adam.config(lr, betas, eps, weight_decay, eps_root, maximize, decoupled=True),
+        lambda lr: _adam.config(lr, betas, eps, weight_decay, eps_root, maximize, decoupled=True, amsgrad=amsgrad),
         _adam.plain,
         ScaleByAdamState,
         fused=bool(use_accelerated_op),

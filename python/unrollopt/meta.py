@@ -194,13 +194,14 @@ class MetaAdam(MetaOptimizer):
         weight_decay: Hyperparameter = 0.0,
         *,
         eps_root: float = 0.0,
+        amsgrad: bool = False,
         moment_requires_grad: bool = False,
         maximize: bool = False,
         use_accelerated_op: bool = False,
         first_order: bool = False,
     ) -> None:
         impl = alias.adam(
-            lr, betas, eps, weight_decay, eps_root=eps_root, moment_requires_grad=moment_requires_grad,
+            lr, betas, eps, weight_decay, eps_root=eps_root, amsgrad=amsgrad, moment_requires_grad=moment_requires_grad,
             maximize=maximize, use_accelerated_op=use_accelerated_op,
         )  # fmt: skip
         super().__init__(module, impl, first_order=first_order)
@@ -218,13 +219,14 @@ class MetaAdamW(MetaOptimizer):
         weight_decay: Hyperparameter = 1e-2,
         *,
         eps_root: float = 0.0,
+        amsgrad: bool = False,
         moment_requires_grad: bool = False,
         maximize: bool = False,
         use_accelerated_op: bool = False,
         first_order: bool = False,
     ) -> None:
         impl = alias.adamw(
-            lr, betas, eps, weight_decay, eps_root=eps_root, moment_requires_grad=moment_requires_grad,
+            lr, betas, eps, weight_decay, eps_root=eps_root, amsgrad=amsgrad, moment_requires_grad=moment_requires_grad,
             maximize=maximize, use_accelerated_op=use_accelerated_op,
         )  # fmt: skip
         super().__init__(module, impl, first_order=first_order)

@@ -115,13 +115,14 @@ class Adam(_Optimizer):
     ``torch.optim.Adam``'s keys ``step``, ``exp_avg``, ``exp_avg_sq``, so state
     dicts move between the two).
 
-    The update is the one documented in :func:`unrollopt.adam`; ``eps_root`` is
-    the one addition. With ``use_accelerated_op=True`` each group's step is one
+    The update is the one documented in :func:`unrollopt.adam` (``amsgrad`` as
+    ``torch.optim.Adam``'s, state key ``max_exp_avg_sq``); ``eps_root`` is the
+    one addition. With ``use_accelerated_op=True`` each group's step is one
     fused multi-tensor call that updates parameters and moments in place.
     """
 
     _plain = _adam.plain
-    _state_keys = {"mu": "exp_avg", "nu": "exp_avg_sq"}
+    _state_keys = {"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"}
 
     def __init__(
         self,
@@ -130,6 +131,7 @@ class Adam(_Optimizer):
         betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: Hyperparameter = 0.0,
+        amsgrad: bool = False,
         *,
         eps_root: float = 0.0,
         maximize: bool = False,
@@ -137,15 +139,16 @@ class Adam(_Optimizer):
     ) -> None:
         _adam.config(lr, betas, eps, weight_decay, eps_root, maximize)
         defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, eps_root=eps_root,
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, eps_root=eps_root,
             maximize=maximize, use_accelerated_op=use_accelerated_op,
         )  # fmt: skip
         super().__init__(params, defaults)
 
     def _config(self, group: dict[str, Any]) -> _fused.Config:
         return _adam.config(
-            group["lr"], group["betas"], group["eps"], group["weight_decay"], group["eps_root"], group["maximize"]
-        )
+            group["lr"], group["betas"], group["eps"], group["weight_decay"], group["eps_root"], group["maximize"],
+            amsgrad=group["amsgrad"],
+        )  # fmt: skip
 
 
 class AdamW(Adam):
@@ -162,6 +165,7 @@ class AdamW(Adam):
         betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: Hyperparameter = 1e-2,
+        amsgrad: bool = False,
         *,
         eps_root: float = 0.0,
         maximize: bool = False,
@@ -169,7 +173,7 @@ class AdamW(Adam):
     ) -> None:
         _adam.config(lr, betas, eps, weight_decay, eps_root, maximize, decoupled=True)
         defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, eps_root=eps_root,
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, eps_root=eps_root,
             maximize=maximize, use_accelerated_op=use_accelerated_op,
         )  # fmt: skip
         _Optimizer.__init__(self, params, defaults)
@@ -177,7 +181,7 @@ class AdamW(Adam):
     def _config(self, group: dict[str, Any]) -> _fused.Config:
         return _adam.config(
             group["lr"], group["betas"], group["eps"], group["weight_decay"], group["eps_root"], group["maximize"],
-            decoupled=True,
+            decoupled=True, amsgrad=group["amsgrad"],
         )
 
 

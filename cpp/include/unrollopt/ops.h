@@ -1,7 +1,8 @@
 #pragma once
 // The fused operators, as registered with PyTorch's dispatcher in the
 // `unrollopt` namespace (torch.ops.unrollopt.* in Python). Each optimizer NAME
-// ("adam", "adamw", "adamax", "nadam", "radam", "adagrad", "adadelta", "rmsprop",
+// ("adam", "adamw", "adam_amsgrad", "adamw_amsgrad", "adamax", "nadam", "radam", "adagrad",
+// "adadelta", "rmsprop",
 // "rmsprop_centered", "rmsprop_momentum", "rmsprop_centered_momentum", "sgd",
 // "sgd_momentum") has three, with CPU, Meta (shapes only, for torch.compile)
 // and Autograd kernels; these functions call them through the dispatcher:
@@ -16,6 +17,7 @@
 //   states             the optimizer's state lists one after another:
 //                        adam, adamw, adamax, nadam, radam: mu (n tensors), then nu
 //                          (n tensors; adamax: the infinity norm)
+//                        adam_amsgrad, adamw_amsgrad: mu, nu, nu_max (the running maximum of nu)
 //                        adagrad: sum; adadelta: square_avg, acc_delta
 //                        rmsprop: square_avg; rmsprop_centered: square_avg, grad_avg;
 //                        rmsprop_momentum: square_avg, momentum_buffer;
@@ -23,7 +25,7 @@
 //                        sgd_momentum: momentum_buffer; sgd: none
 //   step               0-d tensor: the step number after incrementing (1 on the first)
 //   hyperparameters    0-d floating-point tensors (they may require grad):
-//                        adam, adamw, adamax, radam: lr, beta1, beta2, weight_decay
+//                        adam, adamw, adam*_amsgrad, adamax, radam: lr, beta1, beta2, weight_decay
 //                        nadam: lr, beta1, beta2, mu_product (the product of the momentum
 //                          coefficients mu_1 ... mu_t, this step's included), weight_decay
 //                        adagrad: lr, lr_decay, weight_decay
@@ -33,7 +35,7 @@
 //                          weight_decay
 //                        sgd: lr, weight_decay
 //                        sgd_momentum: lr, momentum, dampening, weight_decay
-//   options            adam, adamw: eps, eps_root, maximize; adamax, adagrad, adadelta:
+//   options            adam, adamw, adam*_amsgrad: eps, eps_root, maximize; adamax, adagrad, adadelta:
 //                      eps, maximize; rmsprop*: eps, nesterov, maximize;
 //                      radam: eps, decoupled_weight_decay, maximize;
 //                      nadam: eps, momentum_decay, decoupled_weight_decay, maximize;

@@ -149,6 +149,8 @@ template Kernels<rules::Adadelta> kernels<rules::Adadelta>();
 template Kernels<rules::Adagrad> kernels<rules::Adagrad>();
 template Kernels<rules::Adam> kernels<rules::Adam>();
 template Kernels<rules::AdamW> kernels<rules::AdamW>();
+template Kernels<rules::AdamAmsgrad> kernels<rules::AdamAmsgrad>();
+template Kernels<rules::AdamWAmsgrad> kernels<rules::AdamWAmsgrad>();
 template Kernels<rules::Adamax> kernels<rules::Adamax>();
 template Kernels<rules::Nadam> kernels<rules::Nadam>();
 template Kernels<rules::Radam> kernels<rules::Radam>();

@@ -2,3 +2,4 @@
 #include "../rules/adam.h"
 
 UNROLLOPT_REGISTER_RULE(unrollopt::rules::Adam)
+UNROLLOPT_REGISTER_RULE(unrollopt::rules::AdamAmsgrad)

@@ -2,3 +2,4 @@
 #include "../rules/adam.h"
 
 UNROLLOPT_REGISTER_RULE(unrollopt::rules::AdamW)
+UNROLLOPT_REGISTER_RULE(unrollopt::rules::AdamWAmsgrad)

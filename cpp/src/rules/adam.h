@@ -9,18 +9,29 @@
 //   u   = -lr / (1 - beta1^t) * mu' / (sqrt(nu' / (1 - beta2^t) + eps_root) + eps)
 //         (- lr * weight_decay * p: AdamW's decoupled decay; torch.optim.AdamW's
 //          p <- p (1 - lr weight_decay) followed by the Adam step is p + u)
+// With AMSGrad (adam_amsgrad, adamw_amsgrad) the denominator uses the running
+// maximum nu_max' = max(nu_max, nu') instead of nu' (a third state).
 // The vector-Jacobian product is exact for every eps and eps_root, including
 // where mu' = 0 (u does not depend on nu' there, so d u / d nu' = 0, where plain
-// autograd meets sqrt'(0)).
+// autograd meets sqrt'(0)). The maximum passes its cotangent to the argument it
+// selected, to nu_max at a tie (as Adamax's).
 
 #include "rule.h"
 
 namespace unrollopt::rules {
 
-template <bool Decoupled>
+template <bool Decoupled, bool Amsgrad = false>
 struct AdamFamily {
-  static constexpr const char* name = Decoupled ? "adamw" : "adam";
-  static constexpr std::array<const char*, 2> states{"mu", "nu"};
+  static constexpr const char* name =
+      Decoupled ? (Amsgrad ? "adamw_amsgrad" : "adamw") : (Amsgrad ? "adam_amsgrad" : "adam");
+  static constexpr size_t NS = Amsgrad ? 3 : 2;
+  static constexpr auto states = [] {
+    std::array<const char*, NS> s{};
+    s[0] = "mu";
+    s[1] = "nu";
+    if constexpr (Amsgrad) s[2] = "nu_max";
+    return s;
+  }();
   static constexpr std::array<const char*, 4> hyperparameters{"lr", "beta1", "beta2",
                                                                "weight_decay"};
   struct Options {
@@ -67,30 +78,47 @@ struct AdamFamily {
     }
   }
 
-  template <class V, class C>
-  UNROLLOPT_INLINE static std::array<V, 3> forward(const V& g, const std::array<V, 2>& s,
-                                                   const V& p, const C& c) {
-    const V gp = decayed_grad(g, p, c);
-    const V mu = c[beta1] * s[0] + c[one_minus_beta1] * gp;
-    const V nu = c[beta2] * s[1] + c[one_minus_beta2] * (gp * gp);
-    const V d = math::sqrt(nu + c[eps_root_bc2]) * c[inv_sqrt_bc2] + c[eps];
-    const V u = c[step_size] * (mu / d);
-    if constexpr (Decoupled) {
-      return {u + c[decay] * p, mu, nu};
-    } else {
-      return {u, mu, nu};
-    }
+  // max(a, b) with ties to a, as a sum of selections (exact: one term is 0).
+  template <class V>
+  UNROLLOPT_INLINE static V max_first(const V& a, const V& b) {
+    return math::where_ge(a, b, a) + (b - math::where_ge(a, b, b));
   }
 
   template <class V, class C>
-  UNROLLOPT_INLINE static Vjp<V, 2, num_coef> vjp(const V& gu, const std::array<V, 2>& gs,
-                                                  const V& g, const std::array<V, 2>& s,
-                                                  const V& p, const C& c) {
+  UNROLLOPT_INLINE static std::array<V, 1 + NS> forward(const V& g, const std::array<V, NS>& s,
+                                                        const V& p, const C& c) {
+    const V gp = decayed_grad(g, p, c);
+    const V mu = c[beta1] * s[0] + c[one_minus_beta1] * gp;
+    const V nu = c[beta2] * s[1] + c[one_minus_beta2] * (gp * gp);
+    std::array<V, 1 + NS> out;
+    out[1] = mu;
+    out[2] = nu;
+    V w = nu;  // what the denominator takes the root of
+    if constexpr (Amsgrad) {
+      w = max_first<V>(s[2], nu);
+      out[3] = w;
+    }
+    const V d = math::sqrt(w + c[eps_root_bc2]) * c[inv_sqrt_bc2] + c[eps];
+    const V u = c[step_size] * (mu / d);
+    if constexpr (Decoupled) {
+      out[0] = u + c[decay] * p;
+    } else {
+      out[0] = u;
+    }
+    return out;
+  }
+
+  template <class V, class C>
+  UNROLLOPT_INLINE static Vjp<V, NS, num_coef> vjp(const V& gu, const std::array<V, NS>& gs,
+                                                   const V& g, const std::array<V, NS>& s,
+                                                   const V& p, const C& c) {
     // Forward again (the backward saves only the inputs).
     const V gp = decayed_grad(g, p, c);
     const V mu = c[beta1] * s[0] + c[one_minus_beta1] * gp;
     const V nu = c[beta2] * s[1] + c[one_minus_beta2] * (gp * gp);
-    const V q = math::sqrt(nu + c[eps_root_bc2]);
+    V w = nu;
+    if constexpr (Amsgrad) w = max_first<V>(s[2], nu);
+    const V q = math::sqrt(w + c[eps_root_bc2]);
     const V inv_d = math::reciprocal(q * c[inv_sqrt_bc2] + c[eps]);
     const V r = mu * inv_d;
     // Backward through u = step_size * r, r = mu / d, d = q * inv_sqrt_bc2 + eps.
@@ -103,29 +131,43 @@ struct AdamFamily {
     // its own derivatives finite). Where q = 0 but mu' != 0 the derivative is
     // truly infinite.
     const V q_safe = math::where_zero(mu, 1.0, q);
-    const V g_nu_inner = g_q / (q_safe + q_safe);
-    const V g_nu = gs[1] + g_nu_inner;
+    const V g_w_inner = g_q / (q_safe + q_safe);
+    // Through w = max(nu_max, nu') (AMSGrad) to nu', or w = nu'.
+    V g_w = g_w_inner;
+    V g_nu_max_in;  // the cotangent of the old nu_max
+    if constexpr (Amsgrad) {
+      g_w = g_w + gs[2];
+      g_nu_max_in = math::where_ge(s[2], nu, g_w);  // ties to nu_max
+      g_w = g_w - g_nu_max_in;
+    }
+    const V g_nu = gs[1] + g_w;
     // fmadd: the same rounding whether or not the coefficient terms are computed.
     const V g_gp = math::fmadd(c[one_minus_beta1], g_mu, c[one_minus_beta2] * (gp + gp) * g_nu);
     // Where the decay enters: the gradient (Adam) or the update (AdamW).
     const V& g_decayed = Decoupled ? gu : g_gp;
-    return {c[sign] * g_gp,
-            {c[beta1] * g_mu, c[beta2] * g_nu},
-            c[decay] * g_decayed,
-            {g_gp * g,          // sign
-             g_mu * s[0],       // beta1
-             g_mu * gp,         // one_minus_beta1
-             g_nu * s[1],       // beta2
-             g_nu * (gp * gp),  // one_minus_beta2
-             g_d,               // eps
-             gu * r,            // step_size
-             g_d * q,           // inv_sqrt_bc2
-             g_nu_inner,        // eps_root_bc2
-             g_decayed * p}};   // decay
+    Vjp<V, NS, num_coef> out{c[sign] * g_gp,
+                             {},
+                             c[decay] * g_decayed,
+                             {g_gp * g,          // sign
+                              g_mu * s[0],       // beta1
+                              g_mu * gp,         // one_minus_beta1
+                              g_nu * s[1],       // beta2
+                              g_nu * (gp * gp),  // one_minus_beta2
+                              g_d,               // eps
+                              gu * r,            // step_size
+                              g_d * q,           // inv_sqrt_bc2
+                              g_w_inner,         // eps_root_bc2
+                              g_decayed * p}};   // decay
+    out.states[0] = c[beta1] * g_mu;
+    out.states[1] = c[beta2] * g_nu;
+    if constexpr (Amsgrad) out.states[2] = g_nu_max_in;
+    return out;
   }
 };
 
 using Adam = AdamFamily<false>;
 using AdamW = AdamFamily<true>;
+using AdamAmsgrad = AdamFamily<false, true>;
+using AdamWAmsgrad = AdamFamily<true, true>;
 
 }  // namespace unrollopt::rules
