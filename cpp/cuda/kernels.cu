@@ -154,10 +154,12 @@ __device__ __forceinline__ void map_chunk(const Batch<NIn, NOut>& b, const F& f)
     out[a] = b.out[a][t] ? static_cast<scalar_t*>(b.out[a][t]) + begin : nullptr;
     aligned = aligned && is_aligned(out[a]);
   }
+  // The loops over lists and lanes unroll: x, y and the pointers stay in registers.
   for (int64_t i = static_cast<int64_t>(threadIdx.x) * kILP; i < n;
        i += static_cast<int64_t>(kThreads) * kILP) {
     const bool full = aligned && i + kILP <= n;
     std::array<opmath_t, NIn> x[kILP];
+    #pragma unroll
     for (size_t a = 0; a < NIn; ++a) {
       if (in[a] == nullptr) {
         for (int k = 0; k < kILP; ++k) x[k][a] = 0;
@@ -171,9 +173,11 @@ __device__ __forceinline__ void map_chunk(const Batch<NIn, NOut>& b, const F& f)
       }
     }
     std::array<opmath_t, NOut> y[kILP];
+    #pragma unroll
     for (int k = 0; k < kILP; ++k) {
       if (full || i + k < n) y[k] = f(x[k]);
     }
+    #pragma unroll
     for (size_t a = 0; a < NOut; ++a) {
       if (out[a] == nullptr) continue;
       if (full) {

@@ -219,7 +219,7 @@ struct Op {
     }
   }
 
-  // Checks the inputs and allocates the outputs; the CPU kernel starts here too.
+  // Checks the inputs and allocates the outputs; the kernels start here too.
   static BackwardResult backward_meta(const OptionalTensors& grad_updates,
                                       const OptionalTensors& grad_states, at::TensorList grads,
                                       at::TensorList states, at::TensorList params,
@@ -260,8 +260,6 @@ struct Op {
       const std::string op = std::string(Rule::name) + "_backward";
       device = check_cuda(op.c_str(), grads, step, hyper, params);
     }
-    bool need_hyper = false;
-    for (size_t i = 0; i < NH; ++i) need_hyper = need_hyper || mask[3 + i];
     const size_t n = grads.size();
     const TensorVector g = contiguous(grads), st = contiguous(states), p = contiguous(params);
     const TensorVector gu = contiguous(grad_updates), gs = contiguous(grad_states);
@@ -283,6 +281,8 @@ struct Op {
       }
     } else {
       const Scalars s = scalars(step, hyper, options, params);
+      bool need_hyper = false;
+      for (size_t i = 0; i < NH; ++i) need_hyper = need_hyper || mask[3 + i];
       std::array<double, NC> coef_grad{};
       cpu::kernels<Rule>().backward(gu, split(gs, n), in, grads_out, s,
                                     need_hyper ? coef_grad.data() : nullptr);
