@@ -24,7 +24,6 @@ namespace unrollopt::cuda {
 namespace {
 
 constexpr int kThreads = 512;          // per block
-constexpr int kILP = 4;                // consecutive elements per thread and iteration
 constexpr int64_t kChunkSize = 65536;  // elements per block
 constexpr int kMaxBlocks = 256;        // per launch
 constexpr int kWarpSize = 32;
@@ -65,7 +64,7 @@ __device__ void store(const ScalarOut& s, double v) {
     case at::kFloat: *static_cast<float*>(s.ptr) = static_cast<float>(v); break;
     case at::kHalf: *static_cast<at::Half*>(s.ptr) = static_cast<float>(v); break;
     case at::kBFloat16: *static_cast<at::BFloat16*>(s.ptr) = static_cast<float>(v); break;
-    default: *static_cast<double*>(s.ptr) = v;  // make_out checked the type
+    default: *static_cast<double*>(s.ptr) = v;  // backward() checked the type
   }
 }
 
@@ -125,9 +124,14 @@ using ForwardBatch = Batch<Rule::states.size() + 2, Rule::states.size() + 1>;
 template <class Rule>
 using BackwardBatch = Batch<2 * Rule::states.size() + 3, Rule::states.size() + 2>;
 
+// Consecutive elements per thread and iteration: 16 bytes of float32, 8 of
+// half types; float64 takes 2 (16 bytes), its registers being twice as many.
 template <class T>
-struct alignas(sizeof(T) * kILP) Pack {
-  T v[kILP];
+constexpr int kILP = sizeof(T) == 8 ? 2 : 4;
+
+template <class T>
+struct alignas(sizeof(T) * kILP<T>) Pack {
+  T v[kILP<T>];
 };
 
 // y = f(x) for every element of the block's chunk, x holding the element of
@@ -136,6 +140,7 @@ struct alignas(sizeof(T) * kILP) Pack {
 template <class scalar_t, size_t NIn, size_t NOut, class F>
 __device__ __forceinline__ void map_chunk(const Batch<NIn, NOut>& b, const F& f) {
   using opmath_t = at::opmath_type<scalar_t>;
+  constexpr int ILP = kILP<scalar_t>;
   const int t = b.block_tensor[blockIdx.x];
   const int64_t begin = static_cast<int64_t>(b.block_chunk[blockIdx.x]) * kChunkSize;
   const int64_t n = b.numel[t] - begin < kChunkSize ? b.numel[t] - begin : kChunkSize;
@@ -155,26 +160,26 @@ __device__ __forceinline__ void map_chunk(const Batch<NIn, NOut>& b, const F& f)
     aligned = aligned && is_aligned(out[a]);
   }
   // The loops over lists and lanes unroll: x, y and the pointers stay in registers.
-  for (int64_t i = static_cast<int64_t>(threadIdx.x) * kILP; i < n;
-       i += static_cast<int64_t>(kThreads) * kILP) {
-    const bool full = aligned && i + kILP <= n;
-    std::array<opmath_t, NIn> x[kILP];
+  for (int64_t i = static_cast<int64_t>(threadIdx.x) * ILP; i < n;
+       i += static_cast<int64_t>(kThreads) * ILP) {
+    const bool full = aligned && i + ILP <= n;
+    std::array<opmath_t, NIn> x[ILP];
     #pragma unroll
     for (size_t a = 0; a < NIn; ++a) {
       if (in[a] == nullptr) {
-        for (int k = 0; k < kILP; ++k) x[k][a] = 0;
+        for (int k = 0; k < ILP; ++k) x[k][a] = 0;
       } else if (full) {
         const Pack<scalar_t> p = *reinterpret_cast<const Pack<scalar_t>*>(in[a] + i);
-        for (int k = 0; k < kILP; ++k) x[k][a] = static_cast<opmath_t>(p.v[k]);
+        for (int k = 0; k < ILP; ++k) x[k][a] = static_cast<opmath_t>(p.v[k]);
       } else {
-        for (int k = 0; k < kILP; ++k) {
+        for (int k = 0; k < ILP; ++k) {
           x[k][a] = i + k < n ? static_cast<opmath_t>(in[a][i + k]) : opmath_t(0);
         }
       }
     }
-    std::array<opmath_t, NOut> y[kILP];
+    std::array<opmath_t, NOut> y[ILP];
     #pragma unroll
-    for (int k = 0; k < kILP; ++k) {
+    for (int k = 0; k < ILP; ++k) {
       if (full || i + k < n) y[k] = f(x[k]);
     }
     #pragma unroll
@@ -182,10 +187,10 @@ __device__ __forceinline__ void map_chunk(const Batch<NIn, NOut>& b, const F& f)
       if (out[a] == nullptr) continue;
       if (full) {
         Pack<scalar_t> p;
-        for (int k = 0; k < kILP; ++k) p.v[k] = static_cast<scalar_t>(y[k][a]);
+        for (int k = 0; k < ILP; ++k) p.v[k] = static_cast<scalar_t>(y[k][a]);
         *reinterpret_cast<Pack<scalar_t>*>(out[a] + i) = p;
       } else {
-        for (int k = 0; k < kILP && i + k < n; ++k) out[a][i + k] = static_cast<scalar_t>(y[k][a]);
+        for (int k = 0; k < ILP && i + k < n; ++k) out[a][i + k] = static_cast<scalar_t>(y[k][a]);
       }
     }
   }

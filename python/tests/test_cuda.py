@@ -246,6 +246,33 @@ def test_no_host_synchronisation(case):
 
 
 @needs_cuda
+@pytest.mark.parametrize("lr_on", ["cpu", "cuda"])
+def test_optimizer_matches_torch_without_synchronising(lr_on):
+    """unrollopt.Adam(use_accelerated_op=True) on the GPU: torch.optim.Adam's
+    steps, none of which waits for the GPU (a learning rate on the GPU too)."""
+    g = gen(62)
+    values = [randn(g, *s, dtype=torch.float32) for s in [(1025,), (3, 5)]]
+    grads = [randn(g, *t.shape, dtype=torch.float32) for t in values]
+    ours = [v.cuda() for v in values]
+    theirs = [v.cuda() for v in values]
+    lr = torch.tensor(0.01, device=lr_on)
+    opt = unrollopt.Adam(ours, lr=lr, weight_decay=0.1, use_accelerated_op=True)
+    ref = torch.optim.Adam(theirs, lr=0.01, weight_decay=0.1)
+    for step in range(3):
+        for p, q, gr in zip(ours, theirs, grads):
+            p.grad, q.grad = gr.cuda(), gr.cuda()
+        torch.cuda.synchronize()
+        if step > 0:  # the first step creates the state
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            opt.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        ref.step()
+    assert_close(cpu(ours), cpu(theirs), rtol=1e-5, atol=1e-6)
+
+
+@needs_cuda
 @pytest.mark.parametrize("op", ["adam", "sgd_momentum", "rmsprop_centered_momentum"])
 def test_cuda_graph_capture_and_replay(op):
     """An in-place step with its step counter, captured once and replayed,
@@ -284,8 +311,8 @@ def test_cuda_graph_capture_and_replay(op):
 # --- a device that is not the current one ---------------------------------------------------
 
 
-@needs_cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@needs_cuda
 @cases(OP_CASES)
 def test_tensors_on_a_non_current_device(case):
     (grads, states, params, hyper, gu, gs), step, forward, backward = on_cpu(case, 59, ODD_SHAPES)

@@ -12,6 +12,8 @@
 
 namespace unrollopt::cpu {
 
+using unrollopt::Lists;  // shared with the CUDA kernels
+
 template <class Rule>
 struct Scalars {
   std::array<double, Rule::hyperparameters.size()> hyper;
