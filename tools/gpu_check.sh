@@ -38,7 +38,8 @@ echo "== build (TORCH_CUDA_ARCH_LIST=$arch)"
 rm -rf "$site"
 "$py" -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps \
   --target "$site" "$root" -Cbuild-dir="$root/build/gpu" \
-  -Ccmake.define.UNROLLOPT_WITH_CUDA=ON -Ccmake.define.TORCH_CUDA_ARCH_LIST="$arch" \
+  -Ccmake.define.UNROLLOPT_WITH_CUDA=ON -Ccmake.define.UNROLLOPT_BUILD_TESTS=OFF \
+  -Ccmake.define.TORCH_CUDA_ARCH_LIST="$arch" \
   ${nvrtc:+-Ccmake.define.CUDA_nvrtc_LIBRARY="$nvrtc"}
 export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 "$py" -c "
