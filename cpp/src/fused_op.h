@@ -17,18 +17,23 @@
 // updates) and is not differentiable. NAME_backward's output_mask selects
 // (grads, states, params, each hyperparameter); unselected lists are empty and
 // unselected hyperparameter gradients are zeros. Each has CPU, Meta and Autograd
-// kernels, registered by register_rule<Rule>() in the rule's own source file.
+// kernels, and CUDA ones in a CUDA build, registered by UNROLLOPT_REGISTER_RULE
+// in the rule's own source file.
 
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include "../cuda/kernels.h"
 #include "checks.h"
 #include "cpu/kernels.h"
 #include "math_ops.h"
+#include "rules/rule.h"
 
 namespace unrollopt::fused {
 
@@ -52,7 +57,7 @@ struct Op {
   static constexpr size_t NS = Rule::states.size();
   static constexpr size_t NH = Rule::hyperparameters.size();
   static constexpr size_t NC = Rule::num_coef;
-  using Lists = cpu::Lists<Rule>;
+  using Lists = unrollopt::Lists<Rule>;
   using Scalars = cpu::Scalars<Rule>;
 
   static std::string qualified(const char* suffix) {
@@ -84,17 +89,52 @@ struct Op {
     for (size_t i = 0; i < NH; ++i) check_hyperparameter(op, Rule::hyperparameters[i], hyper[i]);
   }
 
+  // A weight decay needs params. Checked where the value is on the CPU: reading
+  // it from a GPU would synchronise.
+  static void check_decay_params(at::TensorList hyper, at::TensorList params) {
+    for (size_t i = 0; i < NH && params.empty(); ++i) {
+      TORCH_CHECK_VALUE(std::string_view(Rule::hyperparameters[i]) != "weight_decay" ||
+                            !hyper[i].is_cpu() || hyper[i].item<double>() == 0,
+                        "unrollopt.", Rule::name, ": weight_decay is not 0, so params are needed");
+    }
+  }
+
   // Reads the hyperparameters' values (CPU kernels only).
   static Scalars scalars(const at::Tensor& step, at::TensorList hyper,
                          c10::ArrayRef<double> options, at::TensorList params) {
+    check_decay_params(hyper, params);
     Scalars s{{}, step.item<double>(), Rule::Options::read(options)};
-    for (size_t i = 0; i < NH; ++i) {
-      s.hyper[i] = hyper[i].item<double>();
-      TORCH_CHECK_VALUE(!params.empty() || s.hyper[i] == 0 ||
-                            std::string_view(Rule::hyperparameters[i]) != "weight_decay",
-                        "unrollopt.", Rule::name, ": weight_decay is not 0, so params are needed");
-    }
+    for (size_t i = 0; i < NH; ++i) s.hyper[i] = hyper[i].item<double>();
     return s;
+  }
+
+  // The CUDA kernels leave the step and the hyperparameters where they are: on
+  // the GPU (read there) or on the CPU (read here, without a synchronisation).
+  static at::Device check_cuda(const char* op, at::TensorList grads, const at::Tensor& step,
+                               at::TensorList hyper, at::TensorList params) {
+    check_decay_params(hyper, params);
+    std::optional<at::Device> device;
+    if (!grads.empty()) {
+      TORCH_CHECK_VALUE(grads[0].is_cuda(), "unrollopt.", op,
+                        ": the step or a hyperparameter is on a CUDA device but grads are on ",
+                        grads[0].device());
+      device = grads[0].device();
+    }
+    for (const at::Tensor* t : scalar_inputs(step, hyper)) {
+      if (t->is_cpu()) continue;
+      if (!device) device = t->device();
+      TORCH_CHECK_VALUE(t->device() == *device, "unrollopt.", op,
+                        ": the step and the hyperparameters must be on the CPU or on ", *device,
+                        " (the grads' device), but one is on ", t->device());
+    }
+    TORCH_CHECK(device.has_value(), "unrollopt.", op, ": no tensor on a CUDA device");
+    return *device;
+  }
+  static std::array<const at::Tensor*, 1 + NH> scalar_inputs(const at::Tensor& step,
+                                                             at::TensorList hyper) {
+    std::array<const at::Tensor*, 1 + NH> out{&step};
+    for (size_t i = 0; i < NH; ++i) out[1 + i] = &hyper[i];
+    return out;
   }
 
   // --- NAME --------------------------------------------------------------------
@@ -107,15 +147,22 @@ struct Op {
     return {empty_like_all(grads), empty_like_all(states)};
   }
 
-  static ForwardResult forward_cpu(at::TensorList grads, at::TensorList states,
-                                   at::TensorList params, const at::Tensor& step,
-                                   at::TensorList hyper, c10::ArrayRef<double> options) {
+  template <bool Cuda>
+  static ForwardResult forward_kernel(at::TensorList grads, at::TensorList states,
+                                      at::TensorList params, const at::Tensor& step,
+                                      at::TensorList hyper, c10::ArrayRef<double> options) {
     check(Rule::name, grads, states, params, step, hyper);
-    const Scalars s = scalars(step, hyper, options, params);
+    if constexpr (Cuda) check_cuda(Rule::name, grads, step, hyper, params);
     const TensorVector g = contiguous(grads), st = contiguous(states), p = contiguous(params);
     TensorVector update = empty_like_all(g), new_states = empty_like_all(st);
-    cpu::kernels<Rule>().forward(Lists{g, split(st, g.size()), p}, update,
-                                 split(new_states, g.size()), /*add_to_param=*/false, s);
+    const Lists in{g, split(st, g.size()), p};
+    if constexpr (Cuda) {
+      cuda::forward<Rule>(in, update, split(new_states, g.size()), /*add_to_param=*/false, step,
+                          hyper, Rule::Options::read(options));
+    } else {
+      cpu::kernels<Rule>().forward(in, update, split(new_states, g.size()),
+                                   /*add_to_param=*/false, scalars(step, hyper, options, params));
+    }
     return {std::move(update), std::move(new_states)};
   }
 
@@ -139,15 +186,22 @@ struct Op {
     check_inplace(params, grads, states, step, hyper, options, update_params);
   }
 
-  static void inplace_cpu(at::TensorList params, at::TensorList grads, at::TensorList states,
-                          const at::Tensor& step, at::TensorList hyper,
-                          c10::ArrayRef<double> options, bool update_params) {
+  template <bool Cuda>
+  static void inplace_kernel(at::TensorList params, at::TensorList grads, at::TensorList states,
+                             const at::Tensor& step, at::TensorList hyper,
+                             c10::ArrayRef<double> options, bool update_params) {
     check_inplace(params, grads, states, step, hyper, options, update_params);
-    const Scalars s = scalars(step, hyper, options, params);
+    if constexpr (Cuda) check_cuda(Rule::name, grads, step, hyper, params);
     const TensorVector g = contiguous(grads), st = contiguous(states), p = contiguous(params);
     const TensorVector& first_out = update_params ? p : g;
-    cpu::kernels<Rule>().forward(Lists{g, split(st, g.size()), p}, first_out,
-                                 split(st, g.size()), update_params, s);
+    const Lists in{g, split(st, g.size()), p};
+    if constexpr (Cuda) {
+      cuda::forward<Rule>(in, first_out, split(st, g.size()), update_params, step, hyper,
+                          Rule::Options::read(options));
+    } else {
+      cpu::kernels<Rule>().forward(in, first_out, split(st, g.size()), update_params,
+                                   scalars(step, hyper, options, params));
+    }
     copy_back(update_params ? params : grads, first_out);
     copy_back(states, st);
   }
@@ -165,7 +219,7 @@ struct Op {
     }
   }
 
-  // Checks the inputs and allocates the outputs; the CPU kernel starts here too.
+  // Checks the inputs and allocates the outputs; the kernels start here too.
   static BackwardResult backward_meta(const OptionalTensors& grad_updates,
                                       const OptionalTensors& grad_states, at::TensorList grads,
                                       at::TensorList states, at::TensorList params,
@@ -191,45 +245,52 @@ struct Op {
     return out;
   }
 
-  // d coefficients / d hyperparameters by forward-mode differentiation, chained
-  // with the coefficients' cotangents.
-  static std::array<double, NH> chain_to_hyper(const std::array<double, NC>& coef_grad,
-                                               const Scalars& s) {
-    using D = math::Dual<double, NH>;
-    std::array<D, NH> h;
-    for (size_t i = 0; i < NH; ++i) h[i] = D::variable(s.hyper[i], i);
-    const auto c = Rule::template coef<D>(h, D(s.step), s.options);
-    std::array<double, NH> out{};
-    for (size_t j = 0; j < NC; ++j) {
-      if (coef_grad[j] == 0) continue;
-      for (size_t i = 0; i < NH; ++i) out[i] += coef_grad[j] * c[j].grad[i];
-    }
-    return out;
-  }
-
-  static BackwardResult backward_cpu(const OptionalTensors& grad_updates,
-                                     const OptionalTensors& grad_states, at::TensorList grads,
-                                     at::TensorList states, at::TensorList params,
-                                     const at::Tensor& step, at::TensorList hyper,
-                                     c10::ArrayRef<double> options,
-                                     const c10::List<bool>& mask) {
+  template <bool Cuda>
+  static BackwardResult backward_kernel(const OptionalTensors& grad_updates,
+                                        const OptionalTensors& grad_states, at::TensorList grads,
+                                        at::TensorList states, at::TensorList params,
+                                        const at::Tensor& step, at::TensorList hyper,
+                                        c10::ArrayRef<double> options,
+                                        const c10::List<bool>& mask) {
     BackwardResult out = backward_meta(grad_updates, grad_states, grads, states, params, step,
                                        hyper, options, mask);
     auto& [grad_g, grad_s, grad_p, grad_h] = out;
-    const Scalars s = scalars(step, hyper, options, params);
-    bool need_hyper = false;
-    for (size_t i = 0; i < NH; ++i) need_hyper = need_hyper || mask[3 + i];
+    std::optional<at::Device> device;
+    if constexpr (Cuda) {
+      const std::string op = std::string(Rule::name) + "_backward";
+      device = check_cuda(op.c_str(), grads, step, hyper, params);
+    }
     const size_t n = grads.size();
     const TensorVector g = contiguous(grads), st = contiguous(states), p = contiguous(params);
     const TensorVector gu = contiguous(grad_updates), gs = contiguous(grad_states);
-    std::array<double, NC> coef_grad{};
-    cpu::kernels<Rule>().backward(gu, split(gs, n), Lists{g, split(st, n), p},
-                                  Lists{grad_g, split(grad_s, n), grad_p}, s,
-                                  need_hyper ? coef_grad.data() : nullptr);
-    if (need_hyper) {
-      const auto h = chain_to_hyper(coef_grad, s);
+    const Lists in{g, split(st, n), p}, grads_out{grad_g, split(grad_s, n), grad_p};
+    if constexpr (Cuda) {
+      // The kernels write the selected hyperparameters' gradients on the device.
+      TensorVector grad_h_device(NH);
       for (size_t i = 0; i < NH; ++i) {
-        if (mask[3 + i]) grad_h[i].fill_(h[i]);
+        if (!mask[3 + i]) continue;
+        grad_h_device[i] = grad_h[i].device() == *device
+                               ? grad_h[i]
+                               : at::empty({}, grad_h[i].options().device(*device));
+      }
+      cuda::backward<Rule>(gu, split(gs, n), in, grads_out, step, hyper,
+                           Rule::Options::read(options), grad_h_device);
+      for (size_t i = 0; i < NH; ++i) {
+        // A hyperparameter on the CPU gets its gradient there (a synchronisation).
+        if (mask[3 + i] && !grad_h[i].is_same(grad_h_device[i])) grad_h[i].copy_(grad_h_device[i]);
+      }
+    } else {
+      const Scalars s = scalars(step, hyper, options, params);
+      bool need_hyper = false;
+      for (size_t i = 0; i < NH; ++i) need_hyper = need_hyper || mask[3 + i];
+      std::array<double, NC> coef_grad{};
+      cpu::kernels<Rule>().backward(gu, split(gs, n), in, grads_out, s,
+                                    need_hyper ? coef_grad.data() : nullptr);
+      if (need_hyper) {
+        const auto h = rules::chain_to_hyper<Rule>(coef_grad, s.hyper, s.step, s.options);
+        for (size_t i = 0; i < NH; ++i) {
+          if (mask[3 + i]) grad_h[i].fill_(h[i]);
+        }
       }
     }
     return out;
@@ -411,19 +472,19 @@ struct Op {
   static const auto& forward_handle() {
     static const auto handle = c10::Dispatcher::singleton()
                                    .findSchemaOrThrow(qualified("").c_str(), "")
-                                   .template typed<decltype(forward_cpu)>();
+                                   .template typed<decltype(forward_kernel<false>)>();
     return handle;
   }
   static const auto& inplace_handle() {
     static const auto handle = c10::Dispatcher::singleton()
                                    .findSchemaOrThrow(qualified("_").c_str(), "")
-                                   .template typed<decltype(inplace_cpu)>();
+                                   .template typed<decltype(inplace_kernel<false>)>();
     return handle;
   }
   static const auto& backward_handle() {
     static const auto handle = c10::Dispatcher::singleton()
                                    .findSchemaOrThrow(qualified("_backward").c_str(), "")
-                                   .template typed<decltype(backward_cpu)>();
+                                   .template typed<decltype(backward_kernel<false>)>();
     return handle;
   }
 
@@ -443,11 +504,12 @@ struct Op {
             "float[] options, bool[] output_mask) -> (Tensor[], Tensor[], Tensor[], Tensor[])"};
     for (const auto& schema : schemas) m.def(schema.c_str(), tags);
   }
-  static void impl_cpu(torch::Library& m) {
+  template <bool Cuda>
+  static void impl_device(torch::Library& m) {
     const std::string name = Rule::name;
-    m.impl(name.c_str(), TORCH_FN(forward_cpu));
-    m.impl((name + "_").c_str(), TORCH_FN(inplace_cpu));
-    m.impl((name + "_backward").c_str(), TORCH_FN(backward_cpu));
+    m.impl(name.c_str(), TORCH_FN(forward_kernel<Cuda>));
+    m.impl((name + "_").c_str(), TORCH_FN(inplace_kernel<Cuda>));
+    m.impl((name + "_backward").c_str(), TORCH_FN(backward_kernel<Cuda>));
   }
   static void impl_meta(torch::Library& m) {
     const std::string name = Rule::name;
@@ -468,6 +530,16 @@ struct Op {
 // Registers the operators of a rule; used once, in the rule's source file.
 #define UNROLLOPT_REGISTER_RULE(Rule)                                                      \
   TORCH_LIBRARY_FRAGMENT(unrollopt, m) { unrollopt::fused::Op<Rule>::define(m); }         \
-  TORCH_LIBRARY_IMPL(unrollopt, CPU, m) { unrollopt::fused::Op<Rule>::impl_cpu(m); }      \
+  TORCH_LIBRARY_IMPL(unrollopt, CPU, m) {                                                 \
+    unrollopt::fused::Op<Rule>::impl_device<false>(m);                                    \
+  }                                                                                       \
   TORCH_LIBRARY_IMPL(unrollopt, Meta, m) { unrollopt::fused::Op<Rule>::impl_meta(m); }    \
-  TORCH_LIBRARY_IMPL(unrollopt, Autograd, m) { unrollopt::fused::Op<Rule>::impl_autograd(m); }
+  TORCH_LIBRARY_IMPL(unrollopt, Autograd, m) { unrollopt::fused::Op<Rule>::impl_autograd(m); } \
+  UNROLLOPT_REGISTER_CUDA(Rule)
+
+#ifdef UNROLLOPT_WITH_CUDA
+#define UNROLLOPT_REGISTER_CUDA(Rule) \
+  TORCH_LIBRARY_IMPL(unrollopt, CUDA, m) { unrollopt::fused::Op<Rule>::impl_device<true>(m); }
+#else
+#define UNROLLOPT_REGISTER_CUDA(Rule)
+#endif

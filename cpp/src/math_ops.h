@@ -1,38 +1,76 @@
 #pragma once
 // The few non-operator functions the optimizer math needs, for every type it is
-// written over: `double` (per-step coefficients), `Dual<T, N>` (their derivatives
-// with respect to the hyperparameters), `at::vec::Vectorized<T>` (the fused CPU
-// kernels) and `at::Tensor` (the differentiable composite path). With these,
-// each optimizer's math is one template shared by all paths.
+// written over: `double` and `float` (per-step coefficients, and the CUDA
+// kernels' elements), `Dual<T, N>` (the coefficients' derivatives with respect
+// to the hyperparameters), `at::vec::Vectorized<T>` (the fused CPU kernels) and
+// `at::Tensor` (the differentiable composite path). With these, each
+// optimizer's math is one template shared by all paths.
 
 #include <array>
 #include <cmath>
 #include <type_traits>
 
 #include <ATen/core/Tensor.h>
+#ifndef __CUDACC__
 #include <ATen/cpu/vec/vec.h>
+#endif
 
-// The element-wise math must inline into the kernels' vector loops.
-#if defined(__GNUC__) || defined(__clang__)
+// The element-wise math must inline into the kernels' loops; under nvcc the
+// scalar math and the rules are also device code.
+#if defined(__CUDACC__)
+#define UNROLLOPT_HOST_DEVICE __host__ __device__
+#define UNROLLOPT_INLINE __host__ __device__ __forceinline__
+#elif defined(__GNUC__) || defined(__clang__)
+#define UNROLLOPT_HOST_DEVICE
 #define UNROLLOPT_INLINE inline __attribute__((always_inline))
 #else
+#define UNROLLOPT_HOST_DEVICE
 #define UNROLLOPT_INLINE inline
 #endif
 
 namespace unrollopt::math {
 
-// A constant of the same kind as `like`.
-inline double constant(double /*like*/, double v) { return v; }
-inline double sqrt(double x) { return std::sqrt(x); }
-inline double reciprocal(double x) { return 1 / x; }
-inline double pow(double x, double y) { return std::pow(x, y); }
-// x > threshold ? a : b (a choice made per step, e.g. on the step number).
-inline double if_greater(double x, double threshold, double a, double b) {
-  return x > threshold ? a : b;
-}
-// where(x == 0, a, b)
-inline double where_zero(double x, double a, double b) { return x == 0 ? a : b; }
+// Scalars: float and double.
+template <class T>
+inline constexpr bool is_scalar_v = std::is_floating_point_v<T>;
+#define UNROLLOPT_SCALAR_FN(R) \
+  template <class T, std::enable_if_t<is_scalar_v<T>, int> = 0> UNROLLOPT_INLINE R
 
+// A constant of the same kind as `like`.
+UNROLLOPT_SCALAR_FN(T) constant(T /*like*/, double v) { return static_cast<T>(v); }
+// The C functions: the same names in host and device code.
+UNROLLOPT_SCALAR_FN(T) sqrt(T x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return ::sqrtf(x);
+  } else {
+    return ::sqrt(x);
+  }
+}
+UNROLLOPT_SCALAR_FN(T) reciprocal(T x) { return T(1) / x; }
+UNROLLOPT_SCALAR_FN(T) pow(T x, T y) {
+  if constexpr (std::is_same_v<T, float>) {
+    return ::powf(x, y);
+  } else {
+    return ::pow(x, y);
+  }
+}
+// x > threshold ? a : b (a choice made per step, e.g. on the step number).
+UNROLLOPT_SCALAR_FN(T) if_greater(T x, double threshold, T a, T b) { return x > threshold ? a : b; }
+// where(x == 0, a, b)
+UNROLLOPT_SCALAR_FN(T) where_zero(T x, double a, T b) { return x == 0 ? static_cast<T>(a) : b; }
+// where(a >= b, x, 0): a selection (a NaN in a or b selects 0).
+UNROLLOPT_SCALAR_FN(T) where_ge(T a, T b, T x) { return a >= b ? x : T(0); }
+// -1, 0 or 1 (0 at 0 and at NaN).
+UNROLLOPT_SCALAR_FN(T) sign(T x) { return T(x > 0) - T(x < 0); }
+// a * b + c, fused (one rounding), as in the vector kernels.
+UNROLLOPT_SCALAR_FN(T) fmadd(T a, T b, T c) {
+  if constexpr (std::is_same_v<T, float>) {
+    return ::fmaf(a, b, c);
+  } else {
+    return ::fma(a, b, c);
+  }
+}
+#undef UNROLLOPT_SCALAR_FN
 
 // Defined in fused_op.cpp, the only place that does arithmetic on tensors.
 at::Tensor constant(const at::Tensor& like, double v);
@@ -59,51 +97,55 @@ struct Dual {
   T value;
   std::array<T, N> grad{};
 
-  Dual(double v = 0) : value(make(v)) {}  // NOLINT(google-explicit-constructor): constants
-  Dual(T v, std::array<T, N> g) : value(std::move(v)), grad(std::move(g)) {}
-  static Dual variable(T v, size_t i) {
+  // NOLINTNEXTLINE(google-explicit-constructor): constants
+  UNROLLOPT_HOST_DEVICE Dual(double v = 0) : value(make(v)) {}
+  UNROLLOPT_HOST_DEVICE Dual(T v, std::array<T, N> g) : value(std::move(v)), grad(std::move(g)) {}
+  UNROLLOPT_HOST_DEVICE static Dual variable(T v, size_t i) {
     Dual x(std::move(v), {});
     x.grad[i] = make(1);
     return x;
   }
 
-  friend Dual operator+(const Dual& a, const Dual& b) {
+  UNROLLOPT_HOST_DEVICE friend Dual operator+(const Dual& a, const Dual& b) {
     return combine(a.value + b.value, a, make(1), b, make(1));
   }
-  friend Dual operator-(const Dual& a, const Dual& b) {
+  UNROLLOPT_HOST_DEVICE friend Dual operator-(const Dual& a, const Dual& b) {
     return combine(a.value - b.value, a, make(1), b, make(-1));
   }
-  friend Dual operator*(const Dual& a, const Dual& b) {
+  UNROLLOPT_HOST_DEVICE friend Dual operator*(const Dual& a, const Dual& b) {
     return combine(a.value * b.value, a, b.value, b, a.value);
   }
-  friend Dual operator/(const Dual& a, const Dual& b) {
+  UNROLLOPT_HOST_DEVICE friend Dual operator/(const Dual& a, const Dual& b) {
     const T q = a.value / b.value;
     return combine(q, a, math::reciprocal(b.value), b, -q / b.value);
   }
-  friend Dual operator-(const Dual& a) { return combine(-a.value, a, make(-1), Dual(), make(0)); }
+  UNROLLOPT_HOST_DEVICE friend Dual operator-(const Dual& a) {
+    return combine(-a.value, a, make(-1), Dual(), make(0));
+  }
 
   // value with gradient da * a.grad + db * b.grad
-  static Dual combine(T value, const Dual& a, const T& da, const Dual& b, const T& db) {
+  UNROLLOPT_HOST_DEVICE static Dual combine(T value, const Dual& a, const T& da, const Dual& b,
+                                            const T& db) {
     Dual r(std::move(value), {});
     for (size_t i = 0; i < N; ++i) r.grad[i] = plus(times(da, a.grad[i]), times(db, b.grad[i]));
     return r;
   }
 
-  static T make(double v) {
+  UNROLLOPT_HOST_DEVICE static T make(double v) {
     if constexpr (std::is_same_v<T, double>) {
       return v;
     } else {
       return math::lift(v);
     }
   }
-  static T times(const T& c, const T& g) {
+  UNROLLOPT_HOST_DEVICE static T times(const T& c, const T& g) {
     if constexpr (std::is_same_v<T, double>) {
       return c * g;
     } else {
       return g.defined() ? math::mul(c, g) : T();
     }
   }
-  static T plus(const T& a, const T& b) {
+  UNROLLOPT_HOST_DEVICE static T plus(const T& a, const T& b) {
     if constexpr (std::is_same_v<T, double>) {
       return a + b;
     } else {
@@ -113,30 +155,30 @@ struct Dual {
 };
 
 template <class T, size_t N>
-Dual<T, N> sqrt(const Dual<T, N>& x) {
+UNROLLOPT_HOST_DEVICE Dual<T, N> sqrt(const Dual<T, N>& x) {
   const T s = math::sqrt(x.value);
   return Dual<T, N>::combine(s, x, Dual<T, N>::make(0.5) / s, Dual<T, N>(), Dual<T, N>::make(0));
 }
 template <class T, size_t N>
-Dual<T, N> reciprocal(const Dual<T, N>& x) {
+UNROLLOPT_HOST_DEVICE Dual<T, N> reciprocal(const Dual<T, N>& x) {
   return Dual<T, N>(1) / x;
 }
 // x^y with a constant exponent y (the step number).
 template <class T, size_t N>
-Dual<T, N> pow(const Dual<T, N>& x, const Dual<T, N>& y) {
+UNROLLOPT_HOST_DEVICE Dual<T, N> pow(const Dual<T, N>& x, const Dual<T, N>& y) {
   const T one = Dual<T, N>::make(1);
   return Dual<T, N>::combine(math::pow(x.value, y.value), x,
                              y.value * math::pow(x.value, y.value - one),
                              Dual<T, N>(), Dual<T, N>::make(0));
 }
 template <class T, size_t N>
-Dual<T, N> constant(const Dual<T, N>& /*like*/, double v) {
+UNROLLOPT_HOST_DEVICE Dual<T, N> constant(const Dual<T, N>& /*like*/, double v) {
   return Dual<T, N>(v);
 }
 // x > threshold ? a : b, value and gradient (the choice itself is not differentiated).
 template <class T, size_t N>
-Dual<T, N> if_greater(const Dual<T, N>& x, double threshold, const Dual<T, N>& a,
-                      const Dual<T, N>& b) {
+UNROLLOPT_HOST_DEVICE Dual<T, N> if_greater(const Dual<T, N>& x, double threshold,
+                                             const Dual<T, N>& a, const Dual<T, N>& b) {
   Dual<T, N> r(math::if_greater(x.value, threshold, a.value, b.value), {});
   for (size_t i = 0; i < N; ++i) {
     if constexpr (std::is_same_v<T, double>) {
@@ -151,6 +193,7 @@ Dual<T, N> if_greater(const Dual<T, N>& x, double threshold, const Dual<T, N>& a
   return r;
 }
 
+#ifndef __CUDACC__  // the CPU kernels
 template <class T>
 at::vec::Vectorized<T> sqrt(const at::vec::Vectorized<T>& x) {
   return x.sqrt();
@@ -190,5 +233,7 @@ at::vec::Vectorized<T> sign(const at::vec::Vectorized<T>& x) {
   return V::blendv(zero, V(static_cast<T>(1)), x > zero) -
          V::blendv(zero, V(static_cast<T>(1)), x < zero);
 }
+
+#endif  // __CUDACC__
 
 }  // namespace unrollopt::math

@@ -266,7 +266,7 @@ def cases(selection):
 
 def make_inputs(case, seed, *, dtype=F64, shapes=SHAPES, requires_grad=False, state_low=0.1, wd=None):
     """(grads, states, params, hyper): random, seeded, never zero; adam's nu
-    positive; rmsprop's square_avg >= 1 and grad_avg small, so that the
+    positive; rmsprop's square_avg >= 1 and |grad_avg| < 0.9, so that the
     centered variance square_avg - grad_avg^2 stays positive."""
     g = gen(seed)
     grads = [randn(g, *s, dtype=dtype, requires_grad=requires_grad) for s in shapes]

@@ -22,7 +22,8 @@ def check(
     high_open: bool = False,
 ) -> Hyperparameter:
     """Returns ``value`` if it lies in [low, high] (or [low, high)); else raises
-    ValueError (or TypeError for a value that is not a number or a 0-d float tensor)."""
+    ValueError (or TypeError for a value that is not a number or a 0-d float tensor).
+    A tensor on a GPU is returned unchecked: reading it would synchronise."""
     if isinstance(value, torch.Tensor):
         if value.dim() != 0:
             raise ValueError(
@@ -30,6 +31,8 @@ def check(
             )
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+        if value.device.type != "cpu":
+            return value
         number = float(value.detach().item())
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         number = float(value)

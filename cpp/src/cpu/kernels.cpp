@@ -4,14 +4,7 @@
 
 #include <ATen/Dispatch.h>
 
-#include "../rules/adadelta.h"
-#include "../rules/adagrad.h"
-#include "../rules/adam.h"
-#include "../rules/adamax.h"
-#include "../rules/nadam.h"
-#include "../rules/radam.h"
-#include "../rules/rmsprop.h"
-#include "../rules/sgd.h"
+#include "../rules/all.h"
 #include "kernels.h"
 #include "multi_tensor.h"
 
@@ -145,20 +138,8 @@ Kernels<Rule> kernels() {
   return {UNROLLOPT_STRINGIZE(CPU_CAPABILITY), &forward<Rule>, &backward<Rule>};
 }
 
-template Kernels<rules::Adadelta> kernels<rules::Adadelta>();
-template Kernels<rules::Adagrad> kernels<rules::Adagrad>();
-template Kernels<rules::Adam> kernels<rules::Adam>();
-template Kernels<rules::AdamW> kernels<rules::AdamW>();
-template Kernels<rules::AdamAmsgrad> kernels<rules::AdamAmsgrad>();
-template Kernels<rules::AdamWAmsgrad> kernels<rules::AdamWAmsgrad>();
-template Kernels<rules::Adamax> kernels<rules::Adamax>();
-template Kernels<rules::Nadam> kernels<rules::Nadam>();
-template Kernels<rules::Radam> kernels<rules::Radam>();
-template Kernels<rules::Rmsprop> kernels<rules::Rmsprop>();
-template Kernels<rules::RmspropCentered> kernels<rules::RmspropCentered>();
-template Kernels<rules::RmspropMomentum> kernels<rules::RmspropMomentum>();
-template Kernels<rules::RmspropCenteredMomentum> kernels<rules::RmspropCenteredMomentum>();
-template Kernels<rules::Sgd> kernels<rules::Sgd>();
-template Kernels<rules::SgdMomentum> kernels<rules::SgdMomentum>();
+#define UNROLLOPT_INSTANTIATE(Rule) template Kernels<Rule> kernels<Rule>();
+UNROLLOPT_FOR_EACH_RULE(UNROLLOPT_INSTANTIATE)
+#undef UNROLLOPT_INSTANTIATE
 
 }  // namespace unrollopt::cpu::CPU_CAPABILITY

@@ -8,17 +8,11 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "../tensor_lists.h"
+
 namespace unrollopt::cpu {
 
-// One list per argument, one tensor per parameter. `params` may be empty (read
-// as zeros); so may an output list (not written) or a cotangent (zeros).
-template <class Rule>
-struct Lists {
-  static constexpr size_t num_states = Rule::states.size();
-  at::TensorList grads;
-  std::array<at::TensorList, num_states> states;
-  at::TensorList params;
-};
+using unrollopt::Lists;  // shared with the CUDA kernels
 
 template <class Rule>
 struct Scalars {

@@ -32,7 +32,8 @@ struct Adadelta {
   enum { sign, weight_decay, rho, one_minus_rho, eps, neg_lr, num_coef };
 
   template <class S>
-  static std::array<S, num_coef> coef(const std::array<S, 3>& h, const S&, const Options& o) {
+  UNROLLOPT_HOST_DEVICE static std::array<S, num_coef> coef(const std::array<S, 3>& h, const S&,
+                                                            const Options& o) {
     const auto& [lr, r, wd] = h;
     return {math::constant(lr, o.maximize ? -1.0 : 1.0), wd, r, 1 - r, math::constant(lr, o.eps),
             -lr};

@@ -33,7 +33,8 @@ struct Adagrad {
   };
 
   template <class S>
-  static std::array<S, num_coef> coef(const std::array<S, 3>& h, const S& t, const Options& o) {
+  UNROLLOPT_HOST_DEVICE static std::array<S, num_coef> coef(const std::array<S, 3>& h, const S& t,
+                                                            const Options& o) {
     const auto& [lr, lr_decay, wd] = h;
     return {math::constant(lr, o.maximize ? -1.0 : 1.0), wd, math::constant(lr, o.eps),
             -lr / (1 + (t - 1) * lr_decay)};

@@ -54,7 +54,8 @@ struct AdamFamily {
   };
 
   template <class S>
-  static std::array<S, num_coef> coef(const std::array<S, 4>& h, const S& t, const Options& o) {
+  UNROLLOPT_HOST_DEVICE static std::array<S, num_coef> coef(const std::array<S, 4>& h, const S& t,
+                                                            const Options& o) {
     const auto& [lr, b1, b2, wd] = h;
     const S bc2 = 1 - math::pow(b2, t);
     return {math::constant(lr, o.maximize ? -1.0 : 1.0),

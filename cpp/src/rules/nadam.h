@@ -43,7 +43,8 @@ struct Nadam {
   };
 
   template <class S>
-  static std::array<S, num_coef> coef(const std::array<S, 5>& h, const S& t, const Options& o) {
+  UNROLLOPT_HOST_DEVICE static std::array<S, num_coef> coef(const std::array<S, 5>& h, const S& t,
+                                                            const Options& o) {
     const auto& [lr, b1, b2, product, wd] = h;
     const S zero = math::constant(lr, 0.0);
     const S mu_t = b1 * (1 - 0.5 * math::pow(math::constant(lr, 0.96), t * o.momentum_decay));

@@ -46,7 +46,8 @@ struct Radam {
   };
 
   template <class S>
-  static std::array<S, num_coef> coef(const std::array<S, 4>& h, const S& t, const Options& o) {
+  UNROLLOPT_HOST_DEVICE static std::array<S, num_coef> coef(const std::array<S, 4>& h, const S& t,
+                                                            const Options& o) {
     const auto& [lr, b1, b2, wd] = h;
     const S zero = math::constant(lr, 0.0);
     const S b2t = math::pow(b2, t);

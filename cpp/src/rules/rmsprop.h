@@ -88,7 +88,8 @@ struct RmspropRule : RmspropNames<Centered, Momentum> {
   static constexpr size_t num_coef = Momentum ? 9 : 6;
 
   template <class S>
-  static std::array<S, num_coef> coef(const std::array<S, NH>& h, const S&, const Options& o) {
+  UNROLLOPT_HOST_DEVICE static std::array<S, num_coef> coef(const std::array<S, NH>& h, const S&,
+                                                            const Options& o) {
     const S& lr = h[0];
     const S& a = h[1];
     const S& wd = h[NH - 1];

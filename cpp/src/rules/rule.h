@@ -46,4 +46,23 @@ std::array<double, N> read_options(const char* op, c10::ArrayRef<double> values,
   return out;
 }
 
+// The hyperparameters' cotangents from those of the step's coefficients
+// (summed over elements): d coef / d hyperparameters by forward-mode
+// differentiation, at the given hyperparameter values and step.
+template <class Rule, size_t NH = Rule::hyperparameters.size(), size_t NC = Rule::num_coef>
+UNROLLOPT_HOST_DEVICE std::array<double, NH> chain_to_hyper(
+    const std::array<double, NC>& coef_grad, const std::array<double, NH>& hyper, double step,
+    const typename Rule::Options& options) {
+  using D = math::Dual<double, NH>;
+  std::array<D, NH> h;
+  for (size_t i = 0; i < NH; ++i) h[i] = D::variable(hyper[i], i);
+  const auto c = Rule::template coef<D>(h, D(step), options);
+  std::array<double, NH> out{};
+  for (size_t j = 0; j < NC; ++j) {
+    if (coef_grad[j] == 0) continue;  // 0, even where the derivative is not finite
+    for (size_t i = 0; i < NH; ++i) out[i] += coef_grad[j] * c[j].grad[i];
+  }
+  return out;
+}
+
 }  // namespace unrollopt::rules

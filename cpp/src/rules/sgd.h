@@ -30,7 +30,8 @@ struct Sgd {
   enum { sign, weight_decay, neg_lr, num_coef };
 
   template <class S>
-  static std::array<S, num_coef> coef(const std::array<S, 2>& h, const S&, const Options& o) {
+  UNROLLOPT_HOST_DEVICE static std::array<S, num_coef> coef(const std::array<S, 2>& h, const S&,
+                                                            const Options& o) {
     const auto& [lr, wd] = h;
     return {math::constant(lr, o.maximize ? -1.0 : 1.0), wd, -lr};
   }
@@ -70,7 +71,8 @@ struct SgdMomentum {
   };
 
   template <class S>
-  static std::array<S, num_coef> coef(const std::array<S, 4>& h, const S& t, const Options& o) {
+  UNROLLOPT_HOST_DEVICE static std::array<S, num_coef> coef(const std::array<S, 4>& h, const S& t,
+                                                            const Options& o) {
     const auto& [lr, momentum, dampening, wd] = h;
     return {math::constant(lr, o.maximize ? -1.0 : 1.0),
             wd,

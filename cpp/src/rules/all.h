@@ -1,0 +1,29 @@
+#pragma once
+// Every optimizer rule, and X(rule) for each: the one list the kernels
+// (CPU and CUDA) are instantiated from.
+
+#include "adadelta.h"
+#include "adagrad.h"
+#include "adam.h"
+#include "adamax.h"
+#include "nadam.h"
+#include "radam.h"
+#include "rmsprop.h"
+#include "sgd.h"
+
+#define UNROLLOPT_FOR_EACH_RULE(X)                                                  \
+  X(unrollopt::rules::Adadelta)                                                    \
+  X(unrollopt::rules::Adagrad)                                                     \
+  X(unrollopt::rules::Adam)                                                        \
+  X(unrollopt::rules::AdamW)                                                       \
+  X(unrollopt::rules::AdamAmsgrad)                                                 \
+  X(unrollopt::rules::AdamWAmsgrad)                                                \
+  X(unrollopt::rules::Adamax)                                                      \
+  X(unrollopt::rules::Nadam)                                                       \
+  X(unrollopt::rules::Radam)                                                       \
+  X(unrollopt::rules::Rmsprop)                                                     \
+  X(unrollopt::rules::RmspropCentered)                                             \
+  X(unrollopt::rules::RmspropMomentum)                                             \
+  X(unrollopt::rules::RmspropCenteredMomentum)                                     \
+  X(unrollopt::rules::Sgd)                                                         \
+  X(unrollopt::rules::SgdMomentum)
