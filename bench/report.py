@@ -111,12 +111,18 @@ def markdown(results: dict, machine: dict, plot_path: Path) -> str:
     for alloc, r in ran.items():
         b = r["bandwidth"]
         rows.append([alloc, f"2^{b['elements'].bit_length() - 1}", num(b["bandwidth"] / 1e9, 1),
-                     num(b["fresh_bandwidth"] / 1e9, 1), num(b["fresh_faults"], 0)])  # fmt: skip
+                     num(b["fresh_bandwidth"] / 1e9, 1), num(b["fresh_faults"], 0), num(b["region_ms"][0], 3),
+                     num(b["region_ms"][1], 3)])  # fmt: skip
     out.append(
         "Copy of float32 values (bytes read + written per second): into a preallocated tensor (the "
-        "floors' bandwidth), and into a freshly allocated one (`clone()`), as out-of-place ops do.\n\n"
+        "floors' bandwidth), and into a freshly allocated one (`clone()`), as out-of-place ops do. "
+        "Contention probe: `torch.add` of 2^16 values into a preallocated tensor with 1 thread and with "
+        f"{any_r['threads']}; on a quiet machine the second is no slower, on a shared one every parallel "
+        "region waits for a descheduled thread and it is many times slower (so are all small parallel ops "
+        "of this run).\n\n"
     )
-    out.append(table(["allocator", "elements", "GB/s (preallocated)", "GB/s (fresh)", "faults per fresh copy"], rows))
+    out.append(table(["allocator", "elements", "GB/s (preallocated)", "GB/s (fresh)", "faults per fresh copy",
+                      "add 2^16, 1 thread (ms)", f"add 2^16, {any_r['threads']} threads (ms)"], rows))  # fmt: skip
 
     out.append("## 2–3. One differentiable optimizer step (forward + backward)\n")
     counts = ", ".join(f"{o} {step_floats(o)}" for o in OPTIMIZERS)

@@ -47,7 +47,18 @@ def bench_bandwidth(log2_size: int, repeats: int) -> dict:
     moved = 2 * src.numel() * FLOAT32
     into = measure(lambda: dst.copy_(src), repeats)
     fresh = measure(lambda: src.clone(), repeats)
+    # Contention probe: a small parallel op with 1 thread and with the run's
+    # threads. On a shared machine every parallel region waits for a descheduled
+    # thread, and the second time grows far above the first.
+    small, small_out = src[: 1 << 16], dst[: 1 << 16]
+    threads = torch.get_num_threads()
+    region = {}
+    for k in (1, threads):
+        torch.set_num_threads(k)
+        region[k] = measure(lambda: torch.add(small, 1.0, out=small_out), 5 * repeats).ms
+    torch.set_num_threads(threads)
     return {
+        "region_ms": [region[1], region[threads]],
         "elements": src.numel(),
         "bandwidth": moved / into.seconds,
         "copy_ms": into.ms,
