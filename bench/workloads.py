@@ -7,7 +7,7 @@ Byte counts (float32 values per element that an ideal kernel must move, read +
 written) are derived once, in ``step_floats`` and ``UNROLL_FLOATS_PER_STEP``.
 
 Run as a script it is the peak-memory child of workload 5:
-    python bench/workloads.py peak-memory {fused,plain} LOG2_SIZE STEPS
+    python bench/workloads.py peak-memory {fused,plain} LOG2_SIZE STEPS THREADS
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ def bench_peak_memory(log2: int, steps: int) -> list[dict]:
     rows = []
     for variant in ("fused", "plain"):
         # A fresh process per variant (same allocator environment): VmHWM is per process.
-        cmd = [sys.executable, __file__, "peak-memory", variant, str(log2), str(steps)]
+        cmd = [sys.executable, __file__, "peak-memory", variant, str(log2), str(steps), str(torch.get_num_threads())]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     return rows
@@ -413,8 +413,8 @@ def bench_maml(repeats: int) -> list[dict]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["peak-memory"]:
-        torch.set_num_threads(2)
-        variant, log2, steps = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+        variant, log2, steps, threads = sys.argv[2], *map(int, sys.argv[3:6])
+        torch.set_num_threads(threads)
         print(json.dumps(peak_memory_child(variant, log2, steps)))
     else:
         sys.exit(__doc__)
