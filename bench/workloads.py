@@ -149,12 +149,12 @@ def step_problem(optimizer: str, n: int, variant: str, dtype: torch.dtype = torc
     return run
 
 
-def bench_steps(optimizer: str, log2_sizes, repeats_for, bandwidth: float) -> list[dict]:
+def bench_steps(optimizer: str, log2_sizes, repeats_for) -> list[dict]:
     rows = []
     for log2 in log2_sizes:
         n = 1 << log2
         row = {"optimizer": optimizer, "log2": log2, "floats": step_floats(optimizer)}
-        row["floor_ms"] = step_floats(optimizer) * FLOAT32 * n / bandwidth * 1e3
+        row["bytes"] = step_floats(optimizer) * FLOAT32 * n
         for variant in STEP_VARIANTS:
             t = measure(step_problem(optimizer, n, variant), repeats_for(log2))
             row[variant] = t.ms
@@ -281,10 +281,10 @@ def unroll_problem(n: int, steps: int, variant: str):
     return lambda: torch.autograd.grad(loss_fn(), [theta0, lr])
 
 
-def bench_unroll(log2: int, steps: int, repeats: int, bandwidth: float, with_compile: bool) -> dict:
+def bench_unroll(log2: int, steps: int, repeats: int, with_compile: bool) -> dict:
     n = 1 << log2
     out = {"log2": log2, "steps": steps, "floats_per_step": UNROLL_FLOATS_PER_STEP}
-    out["floor_ms"] = (UNROLL_FLOATS_PER_STEP * steps) * FLOAT32 * n / bandwidth * 1e3
+    out["bytes"] = UNROLL_FLOATS_PER_STEP * steps * FLOAT32 * n
     for variant in UNROLL_VARIANTS:
         if variant == "torch.compile" and not with_compile:
             out[variant] = None
@@ -344,11 +344,11 @@ def nondiff_problem(total: int, tensors: int, variant: str):
     return run
 
 
-def bench_nondiff(total: int, repeats: int, bandwidth: float) -> list[dict]:
+def bench_nondiff(total: int, repeats: int) -> list[dict]:
     rows = []
     for tensors in (1, 100):
         row = {"tensors": tensors, "elements": total // tensors * tensors}
-        row["floor_ms"] = NONDIFF_FLOATS * FLOAT32 * row["elements"] / bandwidth * 1e3
+        row["bytes"] = NONDIFF_FLOATS * FLOAT32 * row["elements"]
         for variant in NONDIFF_VARIANTS:
             t = measure(nondiff_problem(total, tensors, variant), repeats)
             row[variant] = t.ms
