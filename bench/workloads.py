@@ -85,6 +85,9 @@ OPTIMIZERS = {
     "rmsprop": dict(states=("square_avg",), make=lambda lr, fused: unrollopt.rmsprop(lr=lr, use_accelerated_op=fused)),
 }
 STEP_VARIANTS = ("fused", "plain", "torch.optim")
+# Also timed: the fused step with a constant lr, which measures what the lr's
+# gradient costs the fused backward.
+NO_LR_GRAD = "fused, constant lr"
 
 
 def step_floats(optimizer: str) -> int:
@@ -136,7 +139,9 @@ def step_problem(optimizer: str, n: int, variant: str, dtype: torch.dtype = torc
 
         return run
 
-    opt = OPTIMIZERS[optimizer]["make"](lr, variant == "fused")
+    lr.requires_grad_(variant != NO_LR_GRAD)
+    inputs = [g, *states] + ([lr] if lr.requires_grad else [])
+    opt = OPTIMIZERS[optimizer]["make"](lr, variant.startswith("fused"))
     state = opt.init((g,))
     names = OPTIMIZERS[optimizer]["states"]
     state = state._replace(**{name: (s,) for name, s in zip(names, states)}, count=torch.tensor(STEPS_TAKEN))
@@ -144,7 +149,7 @@ def step_problem(optimizer: str, n: int, variant: str, dtype: torch.dtype = torc
     def run():
         (update,), new = opt.update((g,), state, inplace=False)
         outputs = [update] + [getattr(new, name)[0] for name in names]
-        return torch.autograd.grad(outputs, [g, *states, lr], cotangents)
+        return torch.autograd.grad(outputs, inputs, cotangents)
 
     return run
 
@@ -155,7 +160,7 @@ def bench_steps(optimizer: str, log2_sizes, repeats_for) -> list[dict]:
         n = 1 << log2
         row = {"optimizer": optimizer, "log2": log2, "floats": step_floats(optimizer)}
         row["bytes"] = step_floats(optimizer) * FLOAT32 * n
-        for variant in STEP_VARIANTS:
+        for variant in STEP_VARIANTS + (NO_LR_GRAD,):
             t = measure(step_problem(optimizer, n, variant), repeats_for(log2))
             row[variant] = t.ms
             row[variant + "_faults"] = t.faults
@@ -237,7 +242,7 @@ def bench_model(layers: int, width: int, batch: int, repeats: int) -> list[dict]
 # c, mu, nu and writes theta', mu', nu' forward (7 values), and backward reads
 # the three cotangents and the four inputs and writes three gradients (10).
 UNROLL_FLOATS_PER_STEP = 17
-UNROLL_VARIANTS = ("fused", "plain", "hand-written", "torch.compile")
+UNROLL_VARIANTS = ("fused", "plain", "hand-written", "torch.compile", NO_LR_GRAD)
 
 
 def _unroll_inputs(n: int, seed: int = 0):
@@ -269,16 +274,19 @@ def unrollopt_unroll(theta0, lr, c, d, steps: int, fused: bool):
 
 
 def unroll_problem(n: int, steps: int, variant: str):
-    """The callable returns the meta-gradients with respect to (theta_0, lr)."""
+    """The callable returns the meta-gradients with respect to (theta_0, lr)
+    (theta_0 only for NO_LR_GRAD)."""
     theta0, lr, c, d = _unroll_inputs(n)
-    if variant in ("fused", "plain"):
-        loss_fn = lambda: unrollopt_unroll(theta0, lr, c, d, steps, variant == "fused")  # noqa: E731
+    lr.requires_grad_(variant != NO_LR_GRAD)
+    inputs = [theta0] + ([lr] if lr.requires_grad else [])
+    if variant in ("fused", "plain", NO_LR_GRAD):
+        loss_fn = lambda: unrollopt_unroll(theta0, lr, c, d, steps, variant != "plain")  # noqa: E731
     elif variant == "hand-written":
         loss_fn = lambda: hand_written_unroll(theta0, lr, c, d, steps)  # noqa: E731
     else:
         compiled = torch.compile(hand_written_unroll, dynamic=False)
         loss_fn = lambda: compiled(theta0, lr, c, d, steps)  # noqa: E731
-    return lambda: torch.autograd.grad(loss_fn(), [theta0, lr])
+    return lambda: torch.autograd.grad(loss_fn(), inputs)
 
 
 def bench_unroll(log2: int, steps: int, repeats: int, with_compile: bool) -> dict:

@@ -43,6 +43,14 @@ def test_step_variants_agree(optimizer, dtype):
     assert_all_close(results, **tol)
 
 
+def test_constant_lr_variants_give_the_other_gradients():
+    fused = w.step_problem("adam", 100, "fused")()
+    constant_lr = w.step_problem("adam", 100, w.NO_LR_GRAD)()
+    assert_all_close({"fused": fused[:-1], w.NO_LR_GRAD: constant_lr}, rtol=0, atol=0)
+    fused = w.unroll_problem(64, 2, "fused")()
+    assert_all_close({"fused": fused[:1], w.NO_LR_GRAD: w.unroll_problem(64, 2, w.NO_LR_GRAD)()}, rtol=0, atol=0)
+
+
 def test_unroll_variants_agree():
     results = {v: w.unroll_problem(256, 5, v)() for v in ("fused", "plain", "hand-written")}
     assert_all_close(results, rtol=1e-4, atol=1e-5)
