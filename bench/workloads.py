@@ -26,6 +26,7 @@ from torch.optim.rmsprop import rmsprop as torch_rmsprop
 from torch.optim.sgd import sgd as torch_sgd
 
 import unrollopt
+from unrollopt import _adam
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import FLOAT32, measure, peak_rss_bytes, rss_bytes  # noqa: E402
@@ -331,7 +332,9 @@ def bench_peak_memory(log2: int, steps: int) -> list[dict]:
 
 # --- 6. the non-differentiable Adam step ---------------------------------------------
 NONDIFF_FLOATS = 7  # reads p, g, mu, nu; writes p, mu, nu
-NONDIFF_VARIANTS = ("unrollopt", "torch fused", "torch foreach")
+# "unrollopt op": the operator that unrollopt.Adam.step() calls, without the
+# optimizer around it (separates the kernel's time from the Python layer's).
+NONDIFF_VARIANTS = ("unrollopt", "torch fused", "torch foreach", "unrollopt op")
 
 
 def nondiff_problem(total: int, tensors: int, variant: str):
@@ -340,6 +343,17 @@ def nondiff_problem(total: int, tensors: int, variant: str):
     params = [torch.randn(size, generator=gen).requires_grad_() for _ in range(tensors)]
     for p in params:
         p.grad = torch.randn(size, generator=gen)
+    if variant == "unrollopt op":
+        config = _adam.config(LR, (0.9, 0.999), 1e-8, 0.0, 0.0, False)
+        grads, moments = [p.grad for p in params], [torch.zeros_like(p) for p in params + params]
+        count = torch.tensor(1.0, dtype=torch.float64)  # always the first step
+
+        def run():
+            with torch.no_grad():
+                torch.ops.unrollopt.adam_(params, grads, moments, count, config.tensors, config.options, True)
+            return params
+
+        return run
     if variant == "unrollopt":
         opt = unrollopt.Adam(params, lr=LR, use_accelerated_op=True)
     else:
