@@ -62,8 +62,8 @@ def targets(results: dict) -> list[list]:
     for alloc, r in results.items():
         a = largest(r["steps"], "adam")
         n = 1 << a["log2"]
-        probe = r["bandwidth"]["region_ms"]
-        contention = f"contention probe {num(probe[0], 3)} → {num(probe[1], 3)} ms"
+        probes = [r[key]["region_ms"] for key in ("bandwidth", "bandwidth_end")]
+        contention = "contention probe " + ", ".join(f"{num(p[0], 3)} → {num(p[1], 3)} ms" for p in probes)
         if alloc == "jemalloc":
             v = ratio(a["floor_ms"], a["fused"])
             add(f"2. Adam step 2^{a['log2']}: floor / fused", alloc, v,
@@ -116,7 +116,8 @@ How to read the causes (each is measured in the tables below):
   as new tensors (Adam: 6 per step), so with the default allocator both fused and plain times are
   mostly page faults, and plain / fused is bounded by the ratio of their fresh tensors. jemalloc with
   decay disabled reuses freed pages (0 faults); what remains there is bandwidth and arithmetic.
-- *Contention probe*: on a quiet machine 2 threads run a small `torch.add` no slower than 1; when
+- *Contention probe* (1 → 2 threads, at the start and at the end of each allocator's run): on a
+  quiet machine 2 threads run a small `torch.add` no slower than 1; when
   other processes keep the CPUs busy every parallel region waits for a descheduled thread (a
   scheduler time slice), which inflates every time that is made of many small parallel ops
   (per-tensor dispatch, the plain paths, `torch.optim`'s per-tensor kernels) far more than one

@@ -1,13 +1,14 @@
 """unrollopt's benchmark suite (issue 6): measures only, never passes or fails.
 
-    python bench/run.py [--quick] [--allocator {default,jemalloc,both}] [--note TEXT]
+    python bench/run.py [--quick] [--allocator {default,jemalloc,both}] [--threads N] [--note TEXT]
 
 Runs every workload once per allocator, each allocator in its own process
 (jemalloc through LD_PRELOAD with MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1),
 with 2 torch threads; times are medians over repeats after a warm-up, and every
 reference is measured in the same run. Writes docs/benchmarks.md and
 docs/benchmarks.png (elsewhere with --output / --plot). --quick uses small sizes
-and few repeats (a smoke run of about a minute; it skips torch.compile).
+and few repeats (a smoke run: about a minute on a quiet machine; it skips torch.compile).
+--threads changes the torch thread count (default 2, the issue's setting).
 """
 
 from __future__ import annotations
