@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -127,7 +128,9 @@ def main() -> None:
     allocators = ("default", "jemalloc") if args.allocator == "both" else (args.allocator,)
     start, load_start = time.perf_counter(), os.getloadavg()[0]
     results = {a: run_allocator(a, mode, args.threads) for a in allocators}
-    command = "python bench/run.py" + " ".join([""] + sys.argv[1:])
+    # The note itself is printed in the report, not in the command line.
+    argv = ["TEXT" if prev == "--note" else a for prev, a in zip([""] + sys.argv[1:], sys.argv[1:])]
+    command = shlex.join(["python", "bench/run.py", *argv])
     machine = {
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
