@@ -37,6 +37,11 @@ def by_variant(rows, key="variant"):
     return {r[key]: r for r in rows}
 
 
+def each_row(ran: dict, key: str):
+    """(allocator, row) for every row of workload ``key``."""
+    return [(alloc, row) for alloc, r in ran.items() for row in r[key]]
+
+
 def against_plain(ran: dict, key: str, value: str):
     """(allocator, row, the plain variant's value) for every row of workload ``key``."""
     for alloc, r in ran.items():
@@ -198,14 +203,13 @@ def markdown(results: dict, machine: dict, plot_path: Path) -> str:
         "take a tensor lr, so its row computes no lr gradient).\n\n"
     )
     rows = []
-    for alloc, r in ran.items():
-        for s in r["steps"]:
-            rows.append([s["optimizer"], alloc, f"2^{s['log2']}", num(s["floor_ms"], 3), num(s["fused"], 3),
-                         num(s["plain"], 3), num(s["torch.optim"], 3), num(s[NO_LR_GRAD], 3),
-                         num(ratio(s["plain"], s["fused"])),
-                         num(ratio(s["torch.optim"], s["fused"])), num(ratio(s["floor_ms"], s["fused"])),
-                         f"{num(s['fused_faults'], 0)} / {num(s['plain_faults'], 0)} / "
-                         f"{num(s['torch.optim_faults'], 0)}"])  # fmt: skip
+    for alloc, s in each_row(ran, "steps"):
+        rows.append([s["optimizer"], alloc, f"2^{s['log2']}", num(s["floor_ms"], 3), num(s["fused"], 3),
+                     num(s["plain"], 3), num(s["torch.optim"], 3), num(s[NO_LR_GRAD], 3),
+                     num(ratio(s["plain"], s["fused"])),
+                     num(ratio(s["torch.optim"], s["fused"])), num(ratio(s["floor_ms"], s["fused"])),
+                     f"{num(s['fused_faults'], 0)} / {num(s['plain_faults'], 0)} / "
+                     f"{num(s['torch.optim_faults'], 0)}"])  # fmt: skip
     out.append(table(["optimizer", "allocator", "elements", "floor", "fused", "plain", "torch.optim", NO_LR_GRAD,
                       "plain / fused", "torch.optim / fused", "floor / fused",
                       "faults fused / plain / torch.optim"], rows))  # fmt: skip
@@ -247,12 +251,11 @@ def markdown(results: dict, machine: dict, plot_path: Path) -> str:
         "Python optimizer).\n\n"
     )
     rows = []
-    for alloc, r in ran.items():
-        for n in r["nondiff"]:
-            rows.append([alloc, n["tensors"], f"2^{n['elements'].bit_length() - 1}" if n["tensors"] == 1
-                         else n["elements"], num(n["floor_ms"], 3), num(n["unrollopt"], 3), num(n["torch fused"], 3),
-                         num(n["torch foreach"], 3), num(n["unrollopt op"], 3), num(ratio(n["unrollopt"], n["torch fused"])),
-                         num(ratio(n["floor_ms"], n["unrollopt"]))])  # fmt: skip
+    for alloc, n in each_row(ran, "nondiff"):
+        rows.append([alloc, n["tensors"], f"2^{n['elements'].bit_length() - 1}" if n["tensors"] == 1
+                     else n["elements"], num(n["floor_ms"], 3), num(n["unrollopt"], 3), num(n["torch fused"], 3),
+                     num(n["torch foreach"], 3), num(n["unrollopt op"], 3), num(ratio(n["unrollopt"], n["torch fused"])),
+                     num(ratio(n["floor_ms"], n["unrollopt"]))])  # fmt: skip
     out.append(table(["allocator", "tensors", "elements", "floor", "unrollopt", "torch fused", "torch foreach", "unrollopt op",
                       "unrollopt / torch fused", "floor / unrollopt"], rows))  # fmt: skip
 
