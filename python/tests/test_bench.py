@@ -1,0 +1,91 @@
+"""Smoke test of the benchmark suite (bench/): its workloads run at tiny sizes,
+and the variants it times against each other compute the same thing (never a
+check on time)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import report  # noqa: E402
+import workloads as w  # noqa: E402
+from run import run_workloads  # noqa: E402
+
+TOL = dict(rtol=1e-4, atol=1e-6)
+
+
+def assert_all_close(results: dict, rtol: float, atol: float) -> None:
+    """Every variant's tensors equal the first variant's."""
+    (first, expected), *others = results.items()
+    for name, actual in others:
+        assert len(actual) == len(expected)
+        for a, e in zip(actual, expected):
+            if a is None:  # torch.optim's RMSprop gives no lr gradient
+                continue
+            torch.testing.assert_close(a, e, rtol=rtol, atol=atol, msg=lambda m: f"{name} vs {first}: {m}")
+
+
+@pytest.mark.parametrize("optimizer", list(w.OPTIMIZERS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_step_variants_agree(optimizer, dtype):
+    """fused, plain and torch.optim give the same gradients with respect to the
+    gradient, the states and the lr (in float32 up to torch.optim's other order
+    of operations)."""
+    results = {v: w.step_problem(optimizer, 100, v, dtype)() for v in w.STEP_VARIANTS}
+    assert all(g.abs().sum() > 0 for g in results["fused"])
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-2, atol=1e-4)
+    assert_all_close(results, **tol)
+
+
+def test_constant_lr_variants_give_the_other_gradients():
+    fused = w.step_problem("adam", 100, "fused")()
+    constant_lr = w.step_problem("adam", 100, w.NO_LR_GRAD)()
+    assert_all_close({"fused": fused[:-1], w.NO_LR_GRAD: constant_lr}, rtol=0, atol=0)
+    fused = w.unroll_problem(64, 2, "fused")()
+    assert_all_close({"fused": fused[:1], w.NO_LR_GRAD: w.unroll_problem(64, 2, w.NO_LR_GRAD)()}, rtol=0, atol=0)
+
+
+def test_unroll_variants_agree():
+    results = {v: w.unroll_problem(256, 5, v)() for v in ("fused", "plain", "hand-written")}
+    assert_all_close(results, rtol=1e-4, atol=1e-5)
+
+
+def test_model_variants_agree():
+    results = {v: w.model_problem(3, 4, 5, v)() for v in ("fused", "plain", "torch.func")}
+    assert len(results["fused"]) == 6
+    assert_all_close(results, rtol=1e-3, atol=1e-6)
+
+
+def test_nondiff_variants_agree():
+    results = {v: [p.detach() for p in w.nondiff_problem(300, 3, v)()] for v in w.NONDIFF_VARIANTS}
+    assert_all_close(results, **TOL)
+
+
+@pytest.mark.parametrize("inner", ["sgd", "adam"])
+def test_maml_iteration_fused_matches_plain(inner):
+    results = {fused: w.maml_problem(inner, fused)[0]() for fused in (True, False)}
+    assert_all_close(results, rtol=1e-4, atol=1e-6)
+
+
+def test_suite_end_to_end(tmp_path):
+    """Every workload through run_workloads at tiny sizes, then the report."""
+    cfg = dict(
+        bandwidth=(12, 2), log2_sizes=[8], repeats_small=2, repeats_large=2, model=(2, 4, 4), model_repeats=2,
+        peak=(10, 3), nondiff=(1 << 10, 2), unroll=(8, 2), unroll_repeats=2, compile=False, maml_repeats=1,
+    )  # fmt: skip
+    result = run_workloads(cfg, log=lambda s: None)
+    assert result["bandwidth"]["bandwidth"] > 0
+    assert {s["optimizer"] for s in result["steps"]} == set(w.OPTIMIZERS)
+    assert all(p["unroll"] >= 0 for p in result["peak"])
+    machine = dict(cpu="cpu", cpus=2, date="today", command="python bench/run.py", mode="test", seconds=1.0, load=(0.0, 0.0),
+                   note="a note", jemalloc=None)  # fmt: skip
+    text = report.markdown({"default": result, "jemalloc": None}, machine, tmp_path / "b.png")
+    assert "## Targets of issue 6" in text and "a note" in text and "**not installed**" in text
+    report.plot({"default": result}, tmp_path / "b.png")
+    assert (tmp_path / "b.png").stat().st_size > 0
