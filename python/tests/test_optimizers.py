@@ -352,84 +352,55 @@ SGD = Case(
     required=dict(lr=0.1),
 )  # fmt: skip
 
-ADAM = Case(
-    name="adam", alias=unrollopt.adam, cls=unrollopt.Adam, torch_cls=torch.optim.Adam, meta_cls=unrollopt.MetaAdam,
-    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, eps_root=0.0, amsgrad=False,
-                  maximize=False),
-    ref_init=adam_family_init, ref_step=adam_family_step(ref_adam_step), state_type=unrollopt.ScaleByAdamState,
-    state_fields=("mu", "nu", "nu_max"),
-    oop_lr=0.02,
-    grid=adam_grid((0.5, 0.8)) + AMSGRAD_GRID,
-    loss_ratio=0.8, oop_keys=adam_keys, all_keys=ADAM_KEYS,
-    torch_same_keys=False, defaults_keys=("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
-    defaults_expected=dict(weight_decay=0.0),
-    groups=ADAM_GROUPS,
-    groups_lr=0.01, groups_lrs=[0.03, 0.01, 0.005], groups_extra=_wd_list([0.0, 0.2, 0.0]),
-    round_trip=dict(lr=0.02, betas=(0.8, 0.95), weight_decay=0.05),
-    interop=[
-        ("adam", dict(lr=0.02, betas=(0.85, 0.99), weight_decay=0.05, eps=1e-6)),
-        ("amsgrad", dict(lr=0.02, betas=(0.85, 0.99), weight_decay=0.05, eps=1e-6, amsgrad=True)),
-    ],
-    sd_superset=True,
-    meta_lr=0.05,
-    meta_configs=[
-        dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.0, maximize=False),
-        dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.05, maximize=False),
-        dict(betas=(0.8, 0.9), eps=1e-3, eps_root=1e-6, weight_decay=0.05, maximize=True),
-        dict(betas=(0.8, 0.9), eps=0.1, eps_root=0.0, weight_decay=0.2, maximize=False),
-        dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.05, amsgrad=True),
-    ],
-    tensor_configs=[
-        ("lr-betas-wd", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-6, weight_decay=L(0.1))),
-        ("amsgrad", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-6, weight_decay=L(0.1), amsgrad=True)),
-    ],
-    meta_class_configs=[
-        ("amsgrad", 0, dict(lr=0.05, amsgrad=True)),
-        ("lr", 0, dict(lr=0.05)),
-        ("all", 0, dict(lr=0.05, betas=(0.8, 0.9), eps=1e-4, weight_decay=0.1, maximize=True)),
-    ],
-    meta_optimizer_configs=[("wd", dict(lr=0.1, weight_decay=0.1)), ("amsgrad", dict(lr=0.1, amsgrad=True))],
-    bad=ADAM_BAD + [("eps_root", dict(eps_root=-1.0))] + WD_BAD,
-)  # fmt: skip
+def adam_family_case(name, alias, cls, torch_cls, meta_cls, ref, weight_decay):
+    """Adam's and AdamW's rows: the same grids (AMSGrad included); they differ
+    in where the weight decay enters (the reference) and its default."""
+    return Case(
+        name=name, alias=alias, cls=cls, torch_cls=torch_cls, meta_cls=meta_cls,
+        defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay, eps_root=0.0,
+                      amsgrad=False, maximize=False),
+        ref_init=adam_family_init, ref_step=adam_family_step(ref), state_type=unrollopt.ScaleByAdamState,
+        state_fields=("mu", "nu", "nu_max"),
+        oop_lr=0.02,
+        grid=adam_grid((0.5, 0.8)) + AMSGRAD_GRID,
+        loss_ratio=0.8, oop_keys=adam_keys, all_keys=ADAM_KEYS,
+        torch_same_keys=False, defaults_keys=("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
+        defaults_expected=dict(weight_decay=weight_decay),
+        groups=ADAM_GROUPS,
+        groups_lr=0.01, groups_lrs=[0.03, 0.01, 0.005],
+        groups_extra=_wd_list([weight_decay, 0.2, weight_decay]),
+        round_trip=dict(lr=0.02, betas=(0.8, 0.95), weight_decay=0.05),
+        interop=[
+            (name, dict(lr=0.02, betas=(0.85, 0.99), weight_decay=0.05, eps=1e-6)),
+            ("amsgrad", dict(lr=0.02, betas=(0.85, 0.99), weight_decay=0.05, eps=1e-6, amsgrad=True)),
+        ],
+        sd_superset=True,
+        meta_lr=0.05,
+        meta_configs=[
+            dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.0, maximize=False),
+            dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.05, maximize=False),
+            dict(betas=(0.8, 0.9), eps=1e-3, eps_root=1e-6, weight_decay=0.05, maximize=True),
+            dict(betas=(0.8, 0.9), eps=0.1, eps_root=0.0, weight_decay=0.2, maximize=False),
+            dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.05, amsgrad=True),
+        ],
+        tensor_configs=[
+            ("lr-betas-wd", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-6, weight_decay=L(0.1))),
+            ("amsgrad", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-6, weight_decay=L(0.1), amsgrad=True)),
+        ],
+        meta_class_configs=[
+            ("lr", 0, dict(lr=0.05)),
+            ("all", 0, dict(lr=0.05, betas=(0.8, 0.9), eps=1e-4, weight_decay=0.1, maximize=True)),
+            ("amsgrad", 0, dict(lr=0.05, amsgrad=True)),
+        ],
+        meta_optimizer_configs=[("wd", dict(lr=0.1, weight_decay=0.1)), ("amsgrad", dict(lr=0.1, amsgrad=True))],
+        bad=ADAM_BAD + [("eps_root", dict(eps_root=-1.0))] + WD_BAD,
+    )  # fmt: skip
 
-ADAMW = Case(
-    name="adamw", alias=unrollopt.adamw, cls=unrollopt.AdamW, torch_cls=torch.optim.AdamW, meta_cls=unrollopt.MetaAdamW,
-    defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, eps_root=0.0, amsgrad=False,
-                  maximize=False),
-    ref_init=adam_family_init, ref_step=adam_family_step(ref_adamw_step), state_type=unrollopt.ScaleByAdamState,
-    state_fields=("mu", "nu", "nu_max"),
-    oop_lr=0.02,
-    grid=adam_grid((0.5, 0.8)) + AMSGRAD_GRID,
-    loss_ratio=0.8, oop_keys=adam_keys, all_keys=ADAM_KEYS,
-    torch_same_keys=False, defaults_keys=("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
-    defaults_expected=dict(weight_decay=1e-2),
-    groups=ADAM_GROUPS,
-    groups_lr=0.01, groups_lrs=[0.03, 0.01, 0.005], groups_extra=_wd_list([1e-2, 0.2, 1e-2]),
-    round_trip=dict(lr=0.02, betas=(0.8, 0.95), weight_decay=0.05),
-    interop=[
-        ("adamw", dict(lr=0.02, betas=(0.85, 0.99), weight_decay=0.05, eps=1e-6)),
-        ("amsgrad", dict(lr=0.02, betas=(0.85, 0.99), weight_decay=0.05, eps=1e-6, amsgrad=True)),
-    ],
-    sd_superset=True,
-    meta_lr=0.05,
-    meta_configs=[
-        dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.0, maximize=False),
-        dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.05, maximize=False),
-        dict(betas=(0.8, 0.9), eps=1e-3, eps_root=1e-6, weight_decay=0.05, maximize=True),
-        dict(betas=(0.8, 0.9), eps=0.1, eps_root=0.0, weight_decay=0.2, maximize=False),
-        dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.05, amsgrad=True),
-    ],
-    tensor_configs=[
-        ("lr-betas-wd", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-6, weight_decay=L(0.1))),
-        ("amsgrad", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-6, weight_decay=L(0.1), amsgrad=True)),
-    ],
-    meta_class_configs=[
-        ("lr", 0, dict(lr=0.05)),
-        ("all", 0, dict(lr=0.05, betas=(0.8, 0.9), eps=1e-4, weight_decay=0.1, maximize=True)),
-    ],
-    meta_optimizer_configs=[("wd", dict(lr=0.1, weight_decay=0.1)), ("amsgrad", dict(lr=0.1, amsgrad=True))],
-    bad=ADAM_BAD + [("eps_root", dict(eps_root=-1.0))] + WD_BAD,
-)  # fmt: skip
+
+ADAM = adam_family_case("adam", unrollopt.adam, unrollopt.Adam, torch.optim.Adam, unrollopt.MetaAdam,
+                        ref_adam_step, 0.0)  # fmt: skip
+ADAMW = adam_family_case("adamw", unrollopt.adamw, unrollopt.AdamW, torch.optim.AdamW, unrollopt.MetaAdamW,
+                         ref_adamw_step, 1e-2)  # fmt: skip
 
 ADAMAX = Case(
     name="adamax", alias=unrollopt.adamax, cls=unrollopt.Adamax, torch_cls=torch.optim.Adamax,
