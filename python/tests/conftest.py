@@ -274,7 +274,64 @@ def unrolled_unrollopt(pb, opt, steps=3, use_params=False):
     return outer_loss(pb, *params), params, state
 
 
+
+# --- the problem the torch.optim-style classes are compared on ---------------------
+
+OOP_STEPS = 50
+
+
+def make_model(seed, dtype=F64):
+    g = gen(seed)
+    return dict(
+        x=randn(g, 16, 5, dtype=dtype),
+        y=randn(g, 16, 2, dtype=dtype),
+        params=[randn(g, 2, 5, dtype=dtype), randn(g, 2, dtype=dtype), randn(g, 5, dtype=dtype)],
+    )
+
+
+def loss_fn(m, params):
+    w, b, s = params
+    return ((m["x"] * (1 + 0.1 * s) @ w.T + b - m["y"]) ** 2).mean() + 0.01 * (w**4).sum()
+
+
+def train(opt_factory, m, steps=OOP_STEPS, groups=None, sign=1.0, closure=False):
+    """``steps`` optimizer steps on ``sign * loss`` (sign -1 with maximize, so
+    that the run converges either way), through ``step(closure)`` if asked;
+    returns (params, optimizer, losses)."""
+    params = [p.detach().clone().requires_grad_() for p in m["params"]]
+    if groups is None:
+        opt = opt_factory(params)
+    else:
+        opt = opt_factory([{**g, "params": [params[i] for i in g["params"]]} for g in groups])
+
+    def loss_and_grad():
+        opt.zero_grad()
+        loss = sign * loss_fn(m, params)
+        loss.backward()
+        return loss
+
+    losses = []
+    for _ in range(steps):
+        if closure:
+            losses.append(float(opt.step(loss_and_grad).detach()))
+        else:
+            losses.append(float(loss_and_grad().detach()))
+            opt.step()
+    return params, opt, losses
+
+
+def assert_params_rel(a, b, rtol=1e-10):
+    for i, (x, y) in enumerate(zip(a, b)):
+        assert is_finite(x), f"param {i} is not finite"
+        err = max_rel_err(x, y)
+        assert err <= rtol, f"param {i}: relative error {err:.3g}"
+
 __all__ = [
+    "OOP_STEPS",
+    "assert_params_rel",
+    "loss_fn",
+    "make_model",
+    "train",
     "make_problem",
     "inner_loss",
     "outer_loss",

@@ -6,55 +6,9 @@ import copy
 
 import pytest
 import torch
-from conftest import F64, gen, max_rel_err, randn, unrollopt
+from conftest import OOP_STEPS, F64, assert_params_rel, gen, loss_fn, make_model, max_rel_err, randn, train, unrollopt
 
-STEPS = 50
-
-
-def make_model(seed, dtype=F64):
-    g = gen(seed)
-    return dict(
-        x=randn(g, 16, 5, dtype=dtype),
-        y=randn(g, 16, 2, dtype=dtype),
-        params=[randn(g, 2, 5, dtype=dtype), randn(g, 2, dtype=dtype), randn(g, 5, dtype=dtype)],
-    )
-
-
-def loss_fn(m, params):
-    w, b, s = params
-    return ((m["x"] * (1 + 0.1 * s) @ w.T + b - m["y"]) ** 2).mean() + 0.01 * (w**4).sum()
-
-
-def train(opt_factory, m, steps=STEPS, groups=None, closure=False):
-    params = [p.detach().clone().requires_grad_() for p in m["params"]]
-    if groups is None:
-        opt = opt_factory(params)
-    else:
-        opt = opt_factory([{**g, "params": [params[i] for i in g["params"]]} for g in groups])
-    losses = []
-    for _ in range(steps):
-        if closure:
-
-            def c():
-                opt.zero_grad()
-                loss = loss_fn(m, params)
-                loss.backward()
-                return loss
-
-            losses.append(float(opt.step(c).detach()))
-        else:
-            opt.zero_grad()
-            loss = loss_fn(m, params)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-    return params, opt, losses
-
-
-def assert_params_rel(a, b, rtol=1e-10):
-    for i, (x, y) in enumerate(zip(a, b)):
-        err = max_rel_err(x, y)
-        assert err <= rtol, f"param {i}: relative error {err:.3g}"
+STEPS = OOP_STEPS
 
 
 OPTIONS = [

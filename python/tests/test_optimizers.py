@@ -29,6 +29,11 @@ from typing import Any, Callable
 import pytest
 import torch
 from conftest import (
+    OOP_STEPS,
+    assert_params_rel,
+    loss_fn,
+    make_model,
+    train,
     inner_loss,
     make_problem,
     outer_loss,
@@ -53,7 +58,7 @@ from conftest import (
 from torch import nn
 from torch.func import functional_call
 
-STEPS = 50
+STEPS = OOP_STEPS
 
 
 class L:
@@ -693,45 +698,6 @@ def by_case():
 
 
 # --- OOP classes against torch.optim -------------------------------------------------
-
-
-def make_model(seed, dtype=F64):
-    g = gen(seed)
-    return dict(
-        x=randn(g, 16, 5, dtype=dtype),
-        y=randn(g, 16, 2, dtype=dtype),
-        params=[randn(g, 2, 5, dtype=dtype), randn(g, 2, dtype=dtype), randn(g, 5, dtype=dtype)],
-    )
-
-
-def loss_fn(m, params):
-    w, b, s = params
-    return ((m["x"] * (1 + 0.1 * s) @ w.T + b - m["y"]) ** 2).mean() + 0.01 * (w**4).sum()
-
-
-def train(opt_factory, m, steps=STEPS, groups=None, sign=1.0):
-    """``steps`` optimizer steps on ``sign * loss`` (sign -1 with maximize, so
-    that the run converges either way); returns (params, optimizer, losses)."""
-    params = [p.detach().clone().requires_grad_() for p in m["params"]]
-    if groups is None:
-        opt = opt_factory(params)
-    else:
-        opt = opt_factory([{**g, "params": [params[i] for i in g["params"]]} for g in groups])
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = sign * loss_fn(m, params)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return params, opt, losses
-
-
-def assert_params_rel(a, b, rtol=1e-10):
-    for i, (x, y) in enumerate(zip(a, b)):
-        assert is_finite(x), f"param {i} is not finite"
-        err = max_rel_err(x, y)
-        assert err <= rtol, f"param {i}: relative error {err:.3g}"
 
 
 def _norm(v):
