@@ -281,13 +281,15 @@ struct Op {
       }
     } else {
       const Scalars s = scalars(step, hyper, options, params);
+      std::array<bool, NH> wanted{};
       bool need_hyper = false;
-      for (size_t i = 0; i < NH; ++i) need_hyper = need_hyper || mask[3 + i];
-      std::array<double, NC> coef_grad{};
+      for (size_t i = 0; i < NH; ++i) need_hyper = (wanted[i] = mask[3 + i]) || need_hyper;
+      cpu::CoefGrads<Rule> coef{};
+      if (need_hyper) coef.needed = rules::coef_needed<Rule>(wanted, s.hyper, s.step, s.options);
       cpu::kernels<Rule>().backward(gu, split(gs, n), in, grads_out, s,
-                                    need_hyper ? coef_grad.data() : nullptr);
+                                    need_hyper ? &coef : nullptr);
       if (need_hyper) {
-        const auto h = rules::chain_to_hyper<Rule>(coef_grad, s.hyper, s.step, s.options);
+        const auto h = rules::chain_to_hyper<Rule>(coef.sums, s.hyper, s.step, s.options);
         for (size_t i = 0; i < NH; ++i) {
           if (mask[3 + i]) grad_h[i].fill_(h[i]);
         }
@@ -314,7 +316,15 @@ struct Op {
     const auto dual_coef = Rule::template coef<DT>(h, DT(step.to(at::kDouble), {}),
                                                    Rule::Options::read(options));
     std::array<at::Tensor, NC> coef;
-    for (size_t j = 0; j < NC; ++j) coef[j] = dual_coef[j].value;
+    // Only the cotangents of coefficients that depend on a wanted hyperparameter
+    // are summed (an undefined derivative is 0).
+    std::array<bool, NC> needed{};
+    for (size_t j = 0; j < NC; ++j) {
+      coef[j] = dual_coef[j].value;
+      for (size_t i = 0; i < NH; ++i) {
+        needed[j] = needed[j] || (mask[3 + i] && dual_coef[j].grad[i].defined());
+      }
+    }
     const auto st = split(states, n);
     const TensorVector gu = as_vector(grad_updates), gs = as_vector(grad_states);
     BackwardResult out;
@@ -339,6 +349,7 @@ struct Op {
       for (size_t k = 0; k < NS && mask[1]; ++k) grad_s_lists[k].push_back(r.states[k].to(dtype));
       if (mask[2]) grad_p.push_back(r.p.to(dtype));
       for (size_t j = 0; j < NC; ++j) {
+        if (!needed[j]) continue;
         const at::Tensor term = r.coef[j].sum(at::kDouble);
         coef_sums[j] = coef_sums[j].defined() ? coef_sums[j] + term : term;
       }

@@ -47,7 +47,7 @@ void forward(const Lists<Rule>& in, at::TensorList update_out,
       }
       inputs[NS + 1] = in_ptr<scalar_t>(in.params, c);
       map_vectorized<scalar_t, NS + 2, NS + 1>(
-          inputs, outputs, c.end - c.begin, [&](const auto& x, int64_t) {
+          inputs, outputs, c.end - c.begin, [&](const auto& x, auto) {
             std::array<OpVec<scalar_t>, NS> state;
             for (size_t k = 0; k < NS; ++k) state[k] = x[1 + k];
             auto y = Rule::forward(x[0], state, x[NS + 1], coef);
@@ -62,13 +62,14 @@ template <class Rule>
 void backward(at::TensorList grad_update,
               const std::array<at::TensorList, Rule::states.size()>& grad_states,
               const Lists<Rule>& in, const Lists<Rule>& out, const Scalars<Rule>& s,
-              double* coef_grad) {
+              CoefGrads<Rule>* coef_grads) {
   constexpr size_t NS = Rule::states.size();
   constexpr size_t NC = Rule::num_coef;
   const auto chunks = make_chunks(in.grads);
   // Per-chunk sums of the coefficient cotangents, added in chunk order
   // afterwards so the result does not depend on the number of threads.
-  std::vector<std::array<double, NC>> partial(coef_grad ? chunks.size() : 0);
+  std::vector<std::array<double, NC>> partial(coef_grads ? chunks.size() : 0);
+  const std::array<bool, NC> needed = coef_grads ? coef_grads->needed : std::array<bool, NC>{};
   for_each_chunk(chunks, [&](const Chunk& c, int64_t index) {
     UNROLLOPT_DISPATCH_FLOATING(in.grads[c.tensor].scalar_type(), [&] {
       using Vec = OpVec<scalar_t>;
@@ -91,7 +92,7 @@ void backward(at::TensorList grad_update,
       // The coefficient terms are compiled out unless asked for.
       const auto run = [&](auto with_coef) {
         map_vectorized<scalar_t, 2 * NS + 3, NS + 2>(
-            inputs, outputs, c.end - c.begin, [&](const auto& x, int64_t k) {
+            inputs, outputs, c.end - c.begin, [&](const auto& x, auto lanes) {
               std::array<Vec, NS> g_state, state;
               for (size_t j = 0; j < NS; ++j) {
                 g_state[j] = x[1 + j];
@@ -99,8 +100,9 @@ void backward(at::TensorList grad_update,
               }
               const auto r = Rule::vjp(x[0], g_state, x[NS + 1], state, x[2 * NS + 2], coef);
               if constexpr (decltype(with_coef)::value) {
-                // Lanes past the tail hold zeros, whose terms need not vanish.
-                for (size_t j = 0; j < NC; ++j) sums[j] += Vec::set(Vec(0), r.coef[j], k);
+                for (size_t j = 0; j < NC; ++j) {
+                  if (needed[j]) sums[j] += valid_lanes(r.coef[j], lanes);
+                }
               }
               std::array<Vec, NS + 2> y;
               y[0] = r.g;
@@ -109,7 +111,7 @@ void backward(at::TensorList grad_update,
               return y;
             });
       };
-      if (coef_grad) {
+      if (coef_grads) {
         run(std::true_type{});
         for (size_t j = 0; j < NC; ++j) {
           at::opmath_type<scalar_t> lanes[Vec::size()];
@@ -123,10 +125,10 @@ void backward(at::TensorList grad_update,
       }
     });
   });
-  if (coef_grad) {
-    std::fill(coef_grad, coef_grad + NC, 0.0);
+  if (coef_grads) {
+    coef_grads->sums.fill(0.0);
     for (const auto& p : partial) {
-      for (size_t j = 0; j < NC; ++j) coef_grad[j] += p[j];
+      for (size_t j = 0; j < NC; ++j) coef_grads->sums[j] += p[j];
     }
   }
 }

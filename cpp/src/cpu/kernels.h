@@ -21,6 +21,14 @@ struct Scalars {
   typename Rule::Options options;
 };
 
+// The cotangents of a step's coefficients, summed over elements: only those
+// `needed` (the others stay 0).
+template <class Rule>
+struct CoefGrads {
+  std::array<bool, Rule::num_coef> needed;
+  std::array<double, Rule::num_coef> sums;
+};
+
 template <class Rule>
 struct Kernels {
   const char* capability;
@@ -31,12 +39,12 @@ struct Kernels {
                   const std::array<at::TensorList, Rule::states.size()>& states_out,
                   bool add_to_param, const Scalars<Rule>& s);
 
-  // The vector-Jacobian product of forward. With `coef_grad` non-null it also
-  // receives the cotangents of the step's coefficients, summed over elements.
+  // The vector-Jacobian product of forward; with `coef_grads` non-null, also
+  // the needed coefficient cotangents.
   void (*backward)(at::TensorList grad_update,
                    const std::array<at::TensorList, Rule::states.size()>& grad_states,
                    const Lists<Rule>& in, const Lists<Rule>& grads_out, const Scalars<Rule>& s,
-                   double* coef_grad);
+                   CoefGrads<Rule>* coef_grads);
 };
 
 namespace DEFAULT {

@@ -13,6 +13,8 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include "../math_ops.h"
+
 namespace unrollopt::cpu {
 
 struct Chunk {
@@ -44,63 +46,95 @@ void for_each_chunk(const std::vector<Chunk>& chunks, const F& f) {
 template <class scalar_t>
 using OpVec = at::vec::Vectorized<at::opmath_type<scalar_t>>;
 
-// Loads k <= size() elements (k < size() only at a tail) as opmath vectors;
-// a null pointer reads as zeros.
+// The lanes of a vector that hold elements: all of them (the main loop), or the
+// first k < size() (a tail, whose other lanes hold zeros).
+struct AllLanes {};
+
+template <class Vec>
+Vec valid_lanes(const Vec& x, AllLanes) {
+  return x;
+}
+// x in the first k lanes, 0 in the rest (terms of zeros need not vanish).
+template <class Vec>
+Vec valid_lanes(const Vec& x, int64_t k) {
+  return Vec::set(Vec(0), x, k);
+}
+
+// Loads and stores through a buffer of the math type: a tail, or a storage type
+// that differs from it (half and bfloat16).
 template <class scalar_t>
 OpVec<scalar_t> load(const scalar_t* p, int64_t k) {
-  using Vec = OpVec<scalar_t>;
   using opmath_t = at::opmath_type<scalar_t>;
-  if (p == nullptr) return Vec(opmath_t(0));
-  if constexpr (std::is_same_v<scalar_t, opmath_t>) {
-    return k == Vec::size() ? Vec::loadu(p) : Vec::loadu(p, k);
-  } else {
-    opmath_t buf[Vec::size()] = {};
-    for (int64_t j = 0; j < k; ++j) buf[j] = static_cast<opmath_t>(p[j]);
-    return Vec::loadu(buf);
-  }
+  opmath_t buf[OpVec<scalar_t>::size()] = {};
+  for (int64_t j = 0; j < k; ++j) buf[j] = static_cast<opmath_t>(p[j]);
+  return OpVec<scalar_t>::loadu(buf);
 }
 
 template <class scalar_t>
 void store(const OpVec<scalar_t>& x, scalar_t* p, int64_t k) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  if constexpr (std::is_same_v<scalar_t, opmath_t>) {
-    if (k == OpVec<scalar_t>::size()) {
-      x.store(p);
-    } else {
-      x.store(p, k);
-    }
+  at::opmath_type<scalar_t> buf[OpVec<scalar_t>::size()];
+  x.store(buf);
+  for (int64_t j = 0; j < k; ++j) p[j] = static_cast<scalar_t>(buf[j]);
+}
+
+template <class scalar_t>
+OpVec<scalar_t> load(const scalar_t* p, AllLanes) {
+  using Vec = OpVec<scalar_t>;
+  if constexpr (std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
+    return Vec::loadu(p);
   } else {
-    opmath_t buf[OpVec<scalar_t>::size()];
-    x.store(buf);
-    for (int64_t j = 0; j < k; ++j) p[j] = static_cast<scalar_t>(buf[j]);
+    return load(p, int64_t{Vec::size()});
+  }
+}
+template <class scalar_t>
+void store(const OpVec<scalar_t>& x, scalar_t* p, AllLanes) {
+  if constexpr (std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
+    x.store(p);
+  } else {
+    store(x, p, int64_t{OpVec<scalar_t>::size()});
+  }
+}
+template <class scalar_t, size_t NIn, size_t NOut, class F, class Lanes>
+UNROLLOPT_INLINE void map_at(const std::array<const scalar_t*, NIn>& in,
+                             const std::array<scalar_t*, NOut>& out, int64_t i, Lanes lanes,
+                             const F& f) {
+  std::array<OpVec<scalar_t>, NIn> x;
+  for (size_t a = 0; a < NIn; ++a) x[a] = load(in[a] + i, lanes);
+  const std::array<OpVec<scalar_t>, NOut> y = f(x, lanes);
+  for (size_t b = 0; b < NOut; ++b) {
+    if (out[b]) store(y[b], out[b] + i, lanes);
   }
 }
 
 // out[b][i] = f(in[0][i], ..., in[NIn-1][i])[b] for i in [0, n), a vector at a
-// time. f also gets the number of valid lanes (less than the width at the tail,
-// where the unused lanes hold zeros). Null outputs are not stored.
+// time: full vectors first (f gets AllLanes), then at most one tail (f gets the
+// number of valid lanes). Null outputs are not stored.
 template <class scalar_t, size_t NIn, size_t NOut, class F>
 void map_vectorized(const std::array<const scalar_t*, NIn>& in,
                     const std::array<scalar_t*, NOut>& out, int64_t n, const F& f) {
   constexpr int64_t W = OpVec<scalar_t>::size();
-  for (int64_t i = 0; i < n; i += W) {
-    const int64_t k = std::min(W, n - i);
-    std::array<OpVec<scalar_t>, NIn> x;
-    for (size_t a = 0; a < NIn; ++a) x[a] = load(in[a] ? in[a] + i : nullptr, k);
-    const std::array<OpVec<scalar_t>, NOut> y = f(x, k);
-    for (size_t b = 0; b < NOut; ++b) {
-      if (out[b]) store(y[b], out[b] + i, k);
-    }
-  }
+  const int64_t full = n - n % W;
+  for (int64_t i = 0; i < full; i += W) map_at(in, out, i, AllLanes{}, f);
+  if (full < n) map_at(in, out, full, n - full, f);
 }
 
-// Pointer to the start of a chunk of list[chunk.tensor], or null for an empty
-// list or an undefined tensor.
+// Zeros to read in place of a missing input (an empty list or an undefined
+// tensor): one chunk long.
+template <class scalar_t>
+const scalar_t* zeros() {
+  alignas(64) static const scalar_t buffer[kChunkSize] = {};
+  return buffer;
+}
+
+// Pointer to the start of a chunk of list[chunk.tensor], or to zeros for an
+// empty list or an undefined tensor.
 template <class scalar_t>
 const scalar_t* in_ptr(at::TensorList list, const Chunk& c) {
-  if (list.empty() || !list[c.tensor].defined()) return nullptr;
+  if (list.empty() || !list[c.tensor].defined()) return zeros<scalar_t>();
   return list[c.tensor].const_data_ptr<scalar_t>() + c.begin;
 }
+// Pointer to the start of a chunk of list[chunk.tensor], or null for an empty
+// list (nothing is stored).
 template <class scalar_t>
 scalar_t* out_ptr(at::TensorList list, const Chunk& c) {
   if (list.empty()) return nullptr;

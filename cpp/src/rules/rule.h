@@ -65,4 +65,22 @@ UNROLLOPT_HOST_DEVICE std::array<double, NH> chain_to_hyper(
   return out;
 }
 
+// Which coefficients' cotangents the gradients of the `wanted`
+// hyperparameters need: those whose derivative with respect to one of them is
+// not 0 here (the others would be multiplied by 0).
+template <class Rule, size_t NH = Rule::hyperparameters.size(), size_t NC = Rule::num_coef>
+std::array<bool, NC> coef_needed(const std::array<bool, NH>& wanted,
+                                 const std::array<double, NH>& hyper, double step,
+                                 const typename Rule::Options& options) {
+  using D = math::Dual<double, NH>;
+  std::array<D, NH> h;
+  for (size_t i = 0; i < NH; ++i) h[i] = D::variable(hyper[i], i);
+  const auto c = Rule::template coef<D>(h, D(step), options);
+  std::array<bool, NC> out{};
+  for (size_t j = 0; j < NC; ++j) {
+    for (size_t i = 0; i < NH; ++i) out[j] = out[j] || (wanted[i] && c[j].grad[i] != 0);
+  }
+  return out;
+}
+
 }  // namespace unrollopt::rules
