@@ -1,5 +1,13 @@
 #include "fused_op.h"
 
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace unrollopt {
 
 namespace math {
@@ -47,10 +55,45 @@ TensorVector as_vector(const OptionalTensors& list) {
 
 TensorVector contiguous(const OptionalTensors& list) { return contiguous(as_vector(list)); }
 
+namespace {
+
+// A fresh large output costs a page fault per 4 KiB page on its first write
+// (with glibc, every block above the mmap threshold is fresh). Where the system
+// leaves transparent huge pages to madvise (the usual default), asking for them
+// on the 2 MiB-aligned interior of the block makes that first write about 5x
+// cheaper (bench/: 64 MiB, 22 ms -> 4.4 ms). Memory already touched is
+// unaffected. UNROLLOPT_HUGE_PAGES=0 turns this off.
+bool huge_pages_enabled() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("UNROLLOPT_HUGE_PAGES");
+    return env == nullptr || std::string_view(env) != "0";
+  }();
+  return enabled;
+}
+
+void advise_huge_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{1} << 21;
+  if (!t.is_cpu() || t.nbytes() < 2 * kHuge || !huge_pages_enabled()) return;
+  const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t last = (begin + t.nbytes()) & ~(kHuge - 1);
+  // Advice only: where it is refused, the pages are ordinary ones.
+  if (first < last) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#else
+  (void)t;
+#endif
+}
+
+}  // namespace
+
 TensorVector empty_like_all(at::TensorList list) {
   TensorVector out;
   out.reserve(list.size());
-  for (const auto& t : list) out.push_back(at::empty_like(t, at::MemoryFormat::Contiguous));
+  for (const auto& t : list) {
+    out.push_back(at::empty_like(t, at::MemoryFormat::Contiguous));
+    advise_huge_pages(out.back());
+  }
   return out;
 }
 
