@@ -4,6 +4,9 @@ plain-PyTorch path, medians of repeats, both measured in this one run.
 
     python bench/optimizer_steps.py [--log2-size 20] [--repeats 15] [--threads 2]
 
+Also counted: the bytes per element that the step's autograd graph saves for
+its backward (see ``saved_bytes``).
+
 The step is the functional alias's ``update(..., inplace=False)`` on a state
 after a few steps (moments nonzero), with weight decay (so the parameters are
 read), followed by the gradient of the update and new states with respect to
@@ -47,7 +50,9 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def step_fn(make, n: int, fused: bool):
+def step_problem(make, n: int, fused: bool):
+    """The step's forward (a callable returning the update and the new state
+    tensors) and the tensors it is differentiated with respect to."""
     g = torch.Generator().manual_seed(0)
     opt = make(fused)
     param = torch.randn(n, generator=g)
@@ -61,13 +66,44 @@ def step_fn(make, n: int, fused: bool):
     param.requires_grad_()
     grad = torch.randn(n, generator=g, requires_grad=True)
 
-    def run():
+    def forward():
         (update,), new_state = opt.update([grad], state, params=[param], inplace=False)
-        outs = [update] + [t for t in torch.utils._pytree.tree_leaves(new_state)
+        return [update] + [t for t in torch.utils._pytree.tree_leaves(new_state)
                            if isinstance(t, torch.Tensor) and t.shape == (n,)]  # fmt: skip
-        torch.autograd.grad(outs, [grad, param, *tensors], [torch.ones_like(o) for o in outs])
+
+    return forward, [grad, param, *tensors]
+
+
+def step_fn(make, n: int, fused: bool):
+    forward, inputs = step_problem(make, n, fused)
+
+    def run():
+        outs = forward()
+        torch.autograd.grad(outs, inputs, [torch.ones_like(o) for o in outs])
 
     return run
+
+
+def saved_bytes(make, n: int, fused: bool) -> tuple[float, float]:
+    """Bytes per element that one step's autograd graph keeps for its
+    backward (distinct full-size storages, seen through saved-tensor hooks):
+    in all, and those that are not the step's own inputs (its intermediates,
+    memory that exists only because the step is differentiated)."""
+    forward, inputs = step_problem(make, n, fused)
+    input_storages = {t.untyped_storage().data_ptr() for t in inputs}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.numel() == n:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        outs = forward()
+    del outs
+    total = sum(saved.values()) / n
+    intermediates = sum(b for ptr, b in saved.items() if ptr not in input_storages) / n
+    return total, intermediates
 
 
 def main() -> None:
@@ -86,12 +122,15 @@ def main() -> None:
     for make in OPTIMIZERS.values():
         for fused in (True, False):
             step_fn(make, n, fused)()
-    print("| optimizer | fused (ms) | plain (ms) | plain / fused |")
-    print("|---|---|---|---|")
+    print("| optimizer | fused (ms) | plain (ms) | plain / fused "
+          "| saved for backward (bytes/element), fused: all / intermediates | plain: all / intermediates |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
     for name, make in OPTIMIZERS.items():
         fused = median_seconds(step_fn(make, n, True), args.repeats)
         plain = median_seconds(step_fn(make, n, False), args.repeats)
-        print(f"| {name} | {fused * 1e3:.2f} | {plain * 1e3:.2f} | {plain / fused:.2f}x |")
+        saved = [saved_bytes(make, n, f) for f in (True, False)]
+        saved_cells = " | ".join(f"{total:g} / {inter:g}" for total, inter in saved)
+        print(f"| {name} | {fused * 1e3:.2f} | {plain * 1e3:.2f} | {plain / fused:.2f}x | {saved_cells} |")
 
 
 if __name__ == "__main__":

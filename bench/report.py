@@ -73,14 +73,15 @@ def targets(results: dict) -> list[list]:
             v = ratio(a["floor_ms"], a["fused"])
             add(f"2. Adam step 2^{a['log2']}: floor / fused", alloc, v,
                 f"floor {num(a['floor_ms'])} ms, fused {num(a['fused'])} ms", "≥ 0.6", v >= 0.6,
-                f"fused with a constant lr {num(a[NO_LR_GRAD])} ms; fresh tensors per step: fused {fresh(a['fused_faults'], n)}; "
+                f"fused with a constant lr {num(a[NO_LR_GRAD])} ms; page faults per step: fused {num(a['fused_faults'], 0)}; "
                 f"copy {num(r['bandwidth']['bandwidth'] / 1e9, 1)} / {num(r['bandwidth_end']['bandwidth'] / 1e9, 1)} "
                 f"GB/s; {contention}")  # fmt: skip
         else:
             v = ratio(a["plain"], a["fused"])
             add(f"2. Adam step 2^{a['log2']}: plain / fused", alloc, v,
                 f"plain {num(a['plain'])} ms, fused {num(a['fused'])} ms", "≥ 5", v >= 5,
-                f"fresh tensors per step: fused {fresh(a['fused_faults'], n)}, plain {fresh(a['plain_faults'], n)}")  # fmt: skip
+                f"page faults per step: fused {num(a['fused_faults'], 0)} (its outputs on 2 MiB pages), plain "
+                f"{num(a['plain_faults'], 0)} ({fresh(a['plain_faults'], n)} fresh tensors on 4 KiB pages)")  # fmt: skip
         m = by_variant(r["model"])
         v = ratio(m["plain"]["ms"], m["fused"]["ms"])
         add("4. model, 5 MetaAdam steps: plain / fused", alloc, v,
@@ -105,22 +106,26 @@ def targets(results: dict) -> list[list]:
         add(f"anchor: 5-step unrolled Adam 2^{u['log2']}: torch.compile / fused", alloc, v,
             f"torch.compile {num(u['torch.compile'])} ms, fused {num(u['fused'])} ms", "> 1",
             v is not None and v > 1,
-            f"fused with a constant lr {num(u[NO_LR_GRAD])} ms; fresh tensors per call: fused {fresh(u.get('fused_faults'), n)}, "
-            f"torch.compile {fresh(u.get('torch.compile_faults'), n)}")  # fmt: skip
+            f"fused with a constant lr {num(u[NO_LR_GRAD])} ms; page faults per call: fused {num(u.get('fused_faults'), 0)}, "
+            f"torch.compile {num(u.get('torch.compile_faults'), 0)} ({fresh(u.get('torch.compile_faults'), n)} tensors); "
+            "see the anchor's section")  # fmt: skip
     return rows
 
 
 CAUSES = """
 How to read the causes (each is measured in the tables below):
 
-- *Fresh tensors per step* = minor page faults per call × 4 KiB ÷ the tensor's bytes. With glibc's
-  allocator a block above the mmap threshold (which adapts up to 32 MiB) is a fresh `mmap`, and every
-  4 KiB page faults and is zeroed by the kernel on its first write: workload 1's copy into a fresh
-  tensor runs at a fraction of the preallocated bandwidth. At 2^24 float32 (64 MiB) every output of
-  every op is fresh. A differentiable step must return its update, new states and input gradients
-  as new tensors (Adam: 6 per step), so with the default allocator both fused and plain times are
-  mostly page faults, and plain / fused is bounded by the ratio of their fresh tensors. jemalloc with
-  decay disabled reuses freed pages (0 faults); what remains there is bandwidth and arithmetic.
+- *Page faults* (minor faults per call, `getrusage`). With glibc's allocator a block above the mmap
+  threshold (which adapts up to 32 MiB) is a fresh `mmap`, and every 4 KiB page faults and is zeroed
+  by the kernel on its first write: workload 1's copy into a fresh tensor runs at a fraction of the
+  preallocated bandwidth. At 2^24 float32 (64 MiB) every output of every op is fresh; *fresh tensors*
+  = faults × 4 KiB ÷ the tensor's bytes. A differentiable step must return its update, new states and
+  input gradients as new tensors (Adam: 6 per step). unrollopt's operators ask for transparent huge
+  pages on their large outputs (`madvise(MADV_HUGEPAGE)` on the 2 MiB-aligned interior, where the
+  system leaves huge pages to madvise; `UNROLLOPT_HUGE_PAGES=0` turns it off): such a tensor faults
+  2 MiB at a time, about 5× cheaper than 4 KiB pages, so its faults count far fewer than its fresh
+  tensors. jemalloc with decay disabled reuses freed pages (0 faults); what remains there is
+  bandwidth and arithmetic.
 - *Contention probe* (1 → 2 threads, at the start and at the end of each allocator's run): on a
   quiet machine 2 threads run a small `torch.add` no slower than 1; when
   other processes keep the CPUs busy every parallel region waits for a descheduled thread (a
@@ -216,6 +221,22 @@ def markdown(results: dict, machine: dict, plot_path: Path) -> str:
     out.append(f"\n![time per step vs size]({plot_path.name})\n")
 
     layers, width, batch = any_r["config"]["model"]
+    out.append("## Memory one differentiable step keeps for its backward\n")
+    out.append(
+        "Bytes per element that the autograd graph of one step (the optimizers of "
+        "`bench/optimizer_steps.py`, with weight decay) holds for its backward: the distinct full-size "
+        "storages passed to saved-tensor hooks (`torch.autograd.graph.saved_tensors_hooks`), in all and "
+        "excluding the step's own inputs (gradient, parameter, states). The fused backward recomputes "
+        "the step from its inputs, so it keeps no intermediates; the plain path keeps what autograd needs "
+        "for each of its ops (a bool mask counts 1 byte per element). The inputs it keeps are held by the "
+        "unrolled computation anyway wherever the outer loss depends on them. Counted once, in the "
+        f"`{next(iter(ran))}` run (it does not depend on the allocator).\n\n"
+    )
+    rows = [[r["optimizer"], num(r["fused"], 1), num(r["fused_intermediates"], 1), num(r["plain"], 1),
+             num(r["plain_intermediates"], 1)] for r in any_r["saved"]]  # fmt: skip
+    out.append(table(["optimizer", "fused: all", "fused: intermediates", "plain: all", "plain: intermediates"],
+                     rows))  # fmt: skip
+
     out.append("## 4. A model with 100 parameter tensors: 5 unrolled MetaAdam steps + the outer backward\n")
     out.append(
         f"An MLP of {layers} `Linear({width}, {width})` layers with tanh ({2 * layers} parameter tensors, "

@@ -70,6 +70,7 @@ def run_workloads(cfg: dict, log=print, threads: int = THREADS) -> dict:
     for optimizer in w.OPTIMIZERS:
         stage("steps_" + optimizer, w.bench_steps, optimizer, cfg["log2_sizes"], repeats_for)
         out["steps"] += out.pop("steps_" + optimizer)
+    stage("saved", w.bench_saved_bytes)
     stage("model", w.bench_model, *cfg["model"], cfg["model_repeats"])
     stage("peak", w.bench_peak_memory, *cfg["peak"])
     stage("nondiff", w.bench_nondiff, *cfg["nondiff"])

@@ -169,6 +169,21 @@ def bench_steps(optimizer: str, log2_sizes, repeats_for) -> list[dict]:
     return rows
 
 
+def bench_saved_bytes(log2: int = 12) -> list[dict]:
+    """Per optimizer of bench/optimizer_steps.py: the bytes per element that one
+    differentiable step keeps for its backward, fused and plain (no timing)."""
+    from optimizer_steps import OPTIMIZERS as ALL_OPTIMIZERS
+    from optimizer_steps import saved_bytes
+
+    rows = []
+    for name, make in ALL_OPTIMIZERS.items():
+        row = {"optimizer": name}
+        for variant in ("fused", "plain"):
+            row[variant], row[variant + "_intermediates"] = saved_bytes(make, 1 << log2, variant == "fused")
+        rows.append(row)
+    return rows
+
+
 # --- 4. a model with 100 parameter tensors: 5 unrolled MetaAdam steps -------------------
 
 
