@@ -109,10 +109,16 @@ UNROLLOPT_INLINE void map_at(const std::array<const scalar_t*, NIn>& in,
 // out[b][i] = f(in[0][i], ..., in[NIn-1][i])[b] for i in [0, n), a vector at a
 // time: full vectors first (f gets AllLanes), then at most one tail (f gets the
 // number of valid lanes). Null outputs are not stored.
+// Inlined into the kernel, with local copies of the pointers: vector stores may
+// alias anything, so pointers and coefficients reached through references would
+// be reloaded from memory after every store.
 template <class scalar_t, size_t NIn, size_t NOut, class F>
-void map_vectorized(const std::array<const scalar_t*, NIn>& in,
-                    const std::array<scalar_t*, NOut>& out, int64_t n, const F& f) {
+UNROLLOPT_INLINE void map_vectorized(const std::array<const scalar_t*, NIn>& in_ptrs,
+                                     const std::array<scalar_t*, NOut>& out_ptrs, int64_t n,
+                                     const F& f) {
   constexpr int64_t W = OpVec<scalar_t>::size();
+  const std::array<const scalar_t*, NIn> in = in_ptrs;
+  const std::array<scalar_t*, NOut> out = out_ptrs;
   const int64_t full = n - n % W;
   for (int64_t i = 0; i < full; i += W) map_at(in, out, i, AllLanes{}, f);
   if (full < n) map_at(in, out, full, n - full, f);
