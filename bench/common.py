@@ -69,6 +69,25 @@ def measure(fn, repeats: int, warmup: int = 1) -> Timing:
     return Timing(statistics.median(times), statistics.median(faults), repeats)
 
 
+def measure_interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """``measure`` for several callables at once, one call of each in turn per
+    repeat, so that a change in the machine's load affects them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    gc.collect()
+    times: dict = {name: [] for name in fns}
+    faults: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            f0 = minor_faults()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+            faults[name].append(minor_faults() - f0)
+    return {name: Timing(statistics.median(times[name]), statistics.median(faults[name]), repeats) for name in fns}
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -32,8 +32,8 @@ THREADS = 2  # the issue's setting
 
 CONFIGS = {
     "full": dict(
-        bandwidth=(26, 11), log2_sizes=[16, 20, 24], repeats_small=9, repeats_large=3,
-        model=(50, 64, 32), model_repeats=5, peak=(22, 20), nondiff=(1 << 22, 11),
+        bandwidth=(26, 11), log2_sizes=[16, 20, 24], repeats_small=9, repeats_large=5,
+        model=(50, 64, 32), model_repeats=5, peak=(22, 20), nondiff=(1 << 22, 31),
         unroll=(24, 5), unroll_repeats=3, compile=True, maml_repeats=11,
     ),
     "quick": dict(

@@ -29,7 +29,7 @@ import unrollopt
 from unrollopt import _adam
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import FLOAT32, measure, peak_rss_bytes, rss_bytes  # noqa: E402
+from common import FLOAT32, measure, measure_interleaved, peak_rss_bytes, rss_bytes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LR = 1e-3
@@ -162,7 +162,9 @@ def bench_steps(optimizer: str, log2_sizes, repeats_for) -> list[dict]:
         row = {"optimizer": optimizer, "log2": log2, "floats": step_floats(optimizer)}
         row["bytes"] = step_floats(optimizer) * FLOAT32 * n
         for variant in STEP_VARIANTS + (NO_LR_GRAD,):
-            t = measure(step_problem(optimizer, n, variant), repeats_for(log2))
+            # 3 warm-up calls: on a virtual machine the first writes to memory
+            # the host has not yet backed cost far more than later ones.
+            t = measure(step_problem(optimizer, n, variant), repeats_for(log2), warmup=3)
             row[variant] = t.ms
             row[variant + "_faults"] = t.faults
         rows.append(row)
@@ -316,7 +318,7 @@ def bench_unroll(log2: int, steps: int, repeats: int, with_compile: bool) -> dic
             continue
         run = unroll_problem(n, steps, variant)
         try:
-            t = measure(run, repeats, warmup=2 if variant == "torch.compile" else 1)
+            t = measure(run, repeats, warmup=3)  # as in bench_steps (and torch.compile compiles in the first)
         except Exception as e:  # report, do not hide: torch.compile may be unusable here
             out[variant] = None
             out["compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
@@ -386,8 +388,9 @@ def bench_nondiff(total: int, repeats: int) -> list[dict]:
     for tensors in (1, 100):
         row = {"tensors": tensors, "elements": total // tensors * tensors}
         row["bytes"] = NONDIFF_FLOATS * FLOAT32 * row["elements"]
-        for variant in NONDIFF_VARIANTS:
-            t = measure(nondiff_problem(total, tensors, variant), repeats)
+        # Milliseconds per call: interleaved, the load's drift cancels out of the ratios.
+        timings = measure_interleaved({v: nondiff_problem(total, tensors, v) for v in NONDIFF_VARIANTS}, repeats, 3)
+        for variant, t in timings.items():
             row[variant] = t.ms
             row[variant + "_faults"] = t.faults
         rows.append(row)

@@ -44,11 +44,12 @@ class _Optimizer(torch.optim.Optimizer):
         """What, besides the step number, parameters stepped together must share."""
         return None
 
-    def _advance(self, group: dict[str, Any], state: dict[str, Any]) -> None:
-        """Records that a step was taken."""
-        if "step" not in state:
-            state["step"] = torch.tensor(0.0, dtype=torch.float32)
-        state["step"] += 1
+    def _advance(self, group: dict[str, Any], states: list[dict[str, Any]]) -> None:
+        """Records that the parameters with these states (stepped together) took a step."""
+        for state in states:
+            if "step" not in state:
+                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        torch._foreach_add_([state["step"] for state in states], 1.0)  # one call, not one per parameter
 
     def _initial_value(self, group: dict[str, Any], key: str) -> float:
         """The value a state (by its torch.optim key) starts with."""
@@ -73,21 +74,24 @@ class _Optimizer(torch.optim.Optimizer):
             keys = [self._state_keys[name] for name in config.state_names]
             # One fused call per step number (parameters of a group share it
             # unless some had no gradient in earlier steps).
-            by_step: dict[tuple[float, Any], list[torch.Tensor]] = defaultdict(list)
+            # (parameter, its state) pairs by step number.
+            by_step: dict[tuple[float, Any], list[tuple[torch.Tensor, dict]]] = defaultdict(list)
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError(f"unrollopt.{type(self).__name__} does not support sparse gradients")
-                by_step[self._next_step(self.state[p]), self._state_key(self.state[p])].append(p)
-            for (step, _), params in by_step.items():
+                state = self.state[p]
+                by_step[self._next_step(state), self._state_key(state)].append((p, state))
+            for (step, _), members in by_step.items():
+                params = [p for p, _ in members]
                 # New state starts at zero; it is stored only once the step succeeded.
                 states = [
                     [
-                        self.state[p][key]
-                        if key in self.state[p]
+                        state[key]
+                        if key in state
                         else torch.full_like(p, self._initial_value(group, key), memory_format=torch.preserve_format)
-                        for p in params
+                        for p, state in members
                     ]
                     for key in keys
                 ]
@@ -97,15 +101,15 @@ class _Optimizer(torch.optim.Optimizer):
                     states,
                     params,
                     torch.tensor(step, dtype=torch.float64),
-                    self._step_config(group, config, self.state[params[0]], step),
+                    self._step_config(group, config, members[0][1], step),
                     fused=bool(group["use_accelerated_op"]),
                     inplace=True,
                     update_params=True,
                 )
-                for i, p in enumerate(params):
+                for i, (_, state) in enumerate(members):
                     for key, values in zip(keys, states):
-                        self.state[p][key] = values[i]
-                    self._advance(group, self.state[p])
+                        state[key] = values[i]
+                self._advance(group, [state for _, state in members])
         return loss
 
 
@@ -378,7 +382,7 @@ class SGD(_Optimizer):
         # like torch.optim.SGD it keeps no step count.
         return 2.0 if "momentum_buffer" in state else 1.0
 
-    def _advance(self, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def _advance(self, group: dict[str, Any], states: list[dict[str, Any]]) -> None:
         pass
 
 
@@ -472,6 +476,7 @@ class NAdam(Adam):
     def _step_config(self, group: dict[str, Any], config: _fused.Config, state: dict[str, Any], step: float) -> _fused.Config:
         return config.replace(mu_product=float(self._product(group, state, step)))
 
-    def _advance(self, group: dict[str, Any], state: dict[str, Any]) -> None:
-        state["mu_product"] = self._product(group, state, self._next_step(state))
-        super()._advance(group, state)
+    def _advance(self, group: dict[str, Any], states: list[dict[str, Any]]) -> None:
+        for state in states:
+            state["mu_product"] = self._product(group, state, self._next_step(state))
+        super()._advance(group, states)
