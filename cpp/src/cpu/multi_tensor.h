@@ -34,10 +34,16 @@ inline std::vector<Chunk> make_chunks(at::TensorList tensors) {
   return chunks;
 }
 
-// Runs f(chunk, chunk_index) for every chunk, in parallel for large calls.
+// Runs f(chunk, chunk_index) for every chunk, in parallel for large calls: in
+// tasks of about kMinParallelSize elements (chunks of small tensors are small),
+// and on one thread below that, where waking the pool costs more than it saves.
 template <class F>
 void for_each_chunk(const std::vector<Chunk>& chunks, const F& f) {
-  at::parallel_for(0, static_cast<int64_t>(chunks.size()), kMinParallelSize / kChunkSize,
+  const auto n = static_cast<int64_t>(chunks.size());
+  int64_t elements = 0;
+  for (const Chunk& c : chunks) elements += c.end - c.begin;
+  const int64_t grain = std::max<int64_t>(1, kMinParallelSize * n / std::max<int64_t>(1, elements));
+  at::parallel_for(0, n, grain,
                    [&](int64_t begin, int64_t end) {
                      for (int64_t c = begin; c < end; ++c) f(chunks[c], c);
                    });
