@@ -255,13 +255,15 @@ def markdown(results: dict, machine: dict, plot_path: Path) -> str:
         f"The unrolled Adam meta-gradient of the anchor workload (below) at 2^{log2} elements "
         f"({2 ** log2 * 4 / 2**20:g} MiB per tensor), {steps} steps, each variant in a fresh process: the "
         "growth of the resident set's high-water mark (`VmHWM`) over the unroll and its backward, above "
-        "the process's resident set before it.\n\n"
+        "the process's resident set before it; the median of 3 processes per variant (*runs* lists all "
+        "three).\n\n"
     )
     rows = [[alloc, p["variant"], f"{p['unroll'] / 2**20:.0f}", f"{p['unroll'] / (2**log2 * 4):.1f}",
-             f"{plain / 2**20:.0f}", num(ratio(p["unroll"], plain))]
+             f"{plain / 2**20:.0f}", num(ratio(p["unroll"], plain)),
+             ", ".join(f"{r / 2**20:.0f}" for r in p.get("runs", [p["unroll"]]))]
             for alloc, p, plain in against_plain(ran, "peak", "unroll")]  # fmt: skip
     out.append(table(["allocator", "variant", "peak growth (MiB)", "in full-size tensors", "plain (MiB)",
-                      "variant / plain"], rows))  # fmt: skip
+                      "variant / plain", "runs (MiB)"], rows))  # fmt: skip
 
     out.append("## 6. Non-differentiable `Adam.step()`\n")
     out.append(

@@ -337,13 +337,20 @@ def peak_memory_child(variant: str, log2: int, steps: int) -> dict:
     return {"variant": variant, "before": before, "peak": peak_rss_bytes(), "unroll": peak_rss_bytes() - before}
 
 
-def bench_peak_memory(log2: int, steps: int) -> list[dict]:
+def bench_peak_memory(log2: int, steps: int, runs: int = 3) -> list[dict]:
+    """The median over ``runs`` fresh processes per variant: with glibc the
+    high-water mark varies by about 10-20% between identical runs."""
     rows = []
     for variant in ("fused", "plain"):
-        # A fresh process per variant (same allocator environment): VmHWM is per process.
+        # A fresh process per run (same allocator environment): VmHWM is per process.
         cmd = [sys.executable, __file__, "peak-memory", variant, str(log2), str(steps), str(torch.get_num_threads())]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        results = []
+        for _ in range(runs):
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        row = sorted(results, key=lambda r: r["unroll"])[len(results) // 2]
+        row["runs"] = [r["unroll"] for r in results]
+        rows.append(row)
     return rows
 
 
