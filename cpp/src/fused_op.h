@@ -20,6 +20,7 @@
 // kernels, and CUDA ones in a CUDA build, registered by UNROLLOPT_REGISTER_RULE
 // in the rule's own source file.
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -282,8 +283,8 @@ struct Op {
     } else {
       const Scalars s = scalars(step, hyper, options, params);
       std::array<bool, NH> wanted{};
-      bool need_hyper = false;
-      for (size_t i = 0; i < NH; ++i) need_hyper = (wanted[i] = mask[3 + i]) || need_hyper;
+      for (size_t i = 0; i < NH; ++i) wanted[i] = mask[3 + i];
+      const bool need_hyper = std::find(wanted.begin(), wanted.end(), true) != wanted.end();
       cpu::CoefGrads<Rule> coef{};
       if (need_hyper) coef.needed = rules::coef_needed<Rule>(wanted, s.hyper, s.step, s.options);
       cpu::kernels<Rule>().backward(gu, split(gs, n), in, grads_out, s,
