@@ -46,17 +46,24 @@ std::array<double, N> read_options(const char* op, c10::ArrayRef<double> values,
   return out;
 }
 
+// The step's coefficients with their derivatives with respect to the
+// hyperparameters (forward-mode differentiation), at the given values and step.
+template <class Rule, size_t NH = Rule::hyperparameters.size()>
+UNROLLOPT_HOST_DEVICE auto dual_coef(const std::array<double, NH>& hyper, double step,
+                                     const typename Rule::Options& options) {
+  using D = math::Dual<double, NH>;
+  std::array<D, NH> h;
+  for (size_t i = 0; i < NH; ++i) h[i] = D::variable(hyper[i], i);
+  return Rule::template coef<D>(h, D(step), options);
+}
+
 // The hyperparameters' cotangents from those of the step's coefficients
-// (summed over elements): d coef / d hyperparameters by forward-mode
-// differentiation, at the given hyperparameter values and step.
+// (summed over elements), through d coef / d hyperparameters.
 template <class Rule, size_t NH = Rule::hyperparameters.size(), size_t NC = Rule::num_coef>
 UNROLLOPT_HOST_DEVICE std::array<double, NH> chain_to_hyper(
     const std::array<double, NC>& coef_grad, const std::array<double, NH>& hyper, double step,
     const typename Rule::Options& options) {
-  using D = math::Dual<double, NH>;
-  std::array<D, NH> h;
-  for (size_t i = 0; i < NH; ++i) h[i] = D::variable(hyper[i], i);
-  const auto c = Rule::template coef<D>(h, D(step), options);
+  const auto c = dual_coef<Rule>(hyper, step, options);
   std::array<double, NH> out{};
   for (size_t j = 0; j < NC; ++j) {
     if (coef_grad[j] == 0) continue;  // 0, even where the derivative is not finite
@@ -72,10 +79,7 @@ template <class Rule, size_t NH = Rule::hyperparameters.size(), size_t NC = Rule
 std::array<bool, NC> coef_needed(const std::array<bool, NH>& wanted,
                                  const std::array<double, NH>& hyper, double step,
                                  const typename Rule::Options& options) {
-  using D = math::Dual<double, NH>;
-  std::array<D, NH> h;
-  for (size_t i = 0; i < NH; ++i) h[i] = D::variable(hyper[i], i);
-  const auto c = Rule::template coef<D>(h, D(step), options);
+  const auto c = dual_coef<Rule>(hyper, step, options);
   std::array<bool, NC> out{};
   for (size_t j = 0; j < NC; ++j) {
     for (size_t i = 0; i < NH; ++i) out[j] = out[j] || (wanted[i] && c[j].grad[i] != 0);
