@@ -56,17 +56,7 @@ class Timing:
 def measure(fn, repeats: int, warmup: int = 1) -> Timing:
     """Median wall time and minor page faults of ``fn()`` over ``repeats`` calls,
     after ``warmup`` untimed calls (first-call costs: dispatch caches, allocator pools)."""
-    for _ in range(warmup):
-        fn()
-    gc.collect()
-    times, faults = [], []
-    for _ in range(repeats):
-        f0 = minor_faults()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        faults.append(minor_faults() - f0)
-    return Timing(statistics.median(times), statistics.median(faults), repeats)
+    return measure_interleaved({"fn": fn}, repeats, warmup)["fn"]
 
 
 def measure_interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
