@@ -100,13 +100,19 @@ struct Op {
     }
   }
 
-  // Reads the hyperparameters' values (CPU kernels only).
-  static Scalars scalars(const at::Tensor& step, at::TensorList hyper,
-                         c10::ArrayRef<double> options, at::TensorList params) {
+  // The hyperparameters' values (CPU kernels only).
+  struct Values {
+    std::array<double, NH> hyper;
+    double step;
+    typename Rule::Options options;
+    Scalars kernel_scalars() const { return {Rule::template coef<double>(hyper, step, options)}; }
+  };
+  static Values values(const at::Tensor& step, at::TensorList hyper,
+                       c10::ArrayRef<double> options, at::TensorList params) {
     check_decay_params(hyper, params);
-    Scalars s{{}, step.item<double>(), Rule::Options::read(options)};
-    for (size_t i = 0; i < NH; ++i) s.hyper[i] = hyper[i].item<double>();
-    return s;
+    Values v{{}, step.item<double>(), Rule::Options::read(options)};
+    for (size_t i = 0; i < NH; ++i) v.hyper[i] = hyper[i].item<double>();
+    return v;
   }
 
   // The CUDA kernels leave the step and the hyperparameters where they are: on
@@ -162,7 +168,7 @@ struct Op {
                           hyper, Rule::Options::read(options));
     } else {
       cpu::kernels<Rule>().forward(in, update, split(new_states, g.size()),
-                                   /*add_to_param=*/false, scalars(step, hyper, options, params));
+                                   /*add_to_param=*/false, values(step, hyper, options, params).kernel_scalars());
     }
     return {std::move(update), std::move(new_states)};
   }
@@ -201,7 +207,7 @@ struct Op {
                           Rule::Options::read(options));
     } else {
       cpu::kernels<Rule>().forward(in, first_out, split(st, g.size()), update_params,
-                                   scalars(step, hyper, options, params));
+                                   values(step, hyper, options, params).kernel_scalars());
     }
     copy_back(update_params ? params : grads, first_out);
     copy_back(states, st);
@@ -281,13 +287,13 @@ struct Op {
         if (mask[3 + i] && !grad_h[i].is_same(grad_h_device[i])) grad_h[i].copy_(grad_h_device[i]);
       }
     } else {
-      const Scalars s = scalars(step, hyper, options, params);
+      const Values s = values(step, hyper, options, params);
       std::array<bool, NH> wanted{};
       for (size_t i = 0; i < NH; ++i) wanted[i] = mask[3 + i];
       const bool need_hyper = std::find(wanted.begin(), wanted.end(), true) != wanted.end();
       cpu::CoefGrads<Rule> coef{};
       if (need_hyper) coef.needed = rules::coef_needed<Rule>(wanted, s.hyper, s.step, s.options);
-      cpu::kernels<Rule>().backward(gu, split(gs, n), in, grads_out, s,
+      cpu::kernels<Rule>().backward(gu, split(gs, n), in, grads_out, s.kernel_scalars(),
                                     need_hyper ? &coef : nullptr);
       if (need_hyper) {
         const auto h = rules::chain_to_hyper<Rule>(coef.sums, s.hyper, s.step, s.options);

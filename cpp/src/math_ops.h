@@ -216,14 +216,24 @@ at::vec::Vectorized<T> where_ge(const at::vec::Vectorized<T>& a, const at::vec::
   using V = at::vec::Vectorized<T>;
   return V::blendv(V(static_cast<T>(0)), x, a >= b);
 }
-// a * b + c. In the vector kernels a fused multiply-add where the CPU has one:
-// a sum of two products written as fmadd(a, b, c * d) rounds the same way in
-// every instantiation of a kernel (the compiler's own contraction of a * b +
-// c * d may fuse either product, depending on what else the kernel computes).
+// a * b + c with one rounding (a fused multiply-add), in every kernel: the
+// AVX2 instruction, or std::fma lane by lane in the portable kernels, so that
+// both give the same bits (the kernels are compiled with -ffp-contract=off: no
+// other multiply-add is fused).
 template <class T>
 at::vec::Vectorized<T> fmadd(const at::vec::Vectorized<T>& a, const at::vec::Vectorized<T>& b,
                              const at::vec::Vectorized<T>& c) {
+#if defined(CPU_CAPABILITY_AVX2)
   return at::vec::fmadd(a, b, c);
+#else
+  using V = at::vec::Vectorized<T>;
+  T x[V::size()], y[V::size()], z[V::size()];
+  a.store(x);
+  b.store(y);
+  c.store(z);
+  for (int i = 0; i < V::size(); ++i) x[i] = std::fma(x[i], y[i], z[i]);
+  return V::loadu(x);
+#endif
 }
 // -1, 0 or 1 (0 at 0 and at NaN).
 template <class T>

@@ -9,8 +9,6 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
 
-#include "cpu/kernels.h"
-#include "rules/adam.h"
 #include "testing.h"
 #include "unrollopt/unrollopt.h"
 
@@ -330,30 +328,6 @@ TEST(Adam, NonFiniteGradientsPropagate) {
   EXPECT_TRUE(std::isnan(update[0][1].item<double>()));
   EXPECT_FALSE(std::isfinite(mu[0][2].item<double>()));
   EXPECT_TRUE(at::isfinite(update[0].narrow(0, 3, 3)).all().item<bool>());
-}
-
-// The portable and AVX2 kernels agree (up to fused multiply-add rounding).
-TEST(Adam, CpuCapabilitiesAgree) {
-  namespace cpu = unrollopt::cpu;
-  const Inputs in = random_inputs({1, 1025, 70000}, at::kDouble, 10);
-  using Rule = unrollopt::rules::Adam;
-  const cpu::Scalars<Rule> hp{{0.01, 0.9, 0.999, 0.1}, 4, {1e-8, 1e-7, false}};
-  const auto run = [&](const cpu::Kernels<Rule>& k) {
-    TensorVector u, m, v;
-    for (const auto& g : in.g) {
-      u.push_back(at::empty_like(g));
-      m.push_back(at::empty_like(g));
-      v.push_back(at::empty_like(g));
-    }
-    k.forward(cpu::Lists<Rule>{in.g, {in.m, in.v}, in.p}, u, {m, v}, false, hp);
-    return u;
-  };
-  const auto portable = run(cpu::DEFAULT::kernels<Rule>());
-  const auto reference = run(cpu::kernels<Rule>());
-  for (size_t i = 0; i < portable.size(); ++i) {
-    expect_close(portable[i], reference[i], 1e-14, 1e-16,
-                 "portable vs " + std::string(cpu::kernels<Rule>().capability));
-  }
 }
 
 TEST(Adam, ResultsDoNotDependOnThreadCount) {

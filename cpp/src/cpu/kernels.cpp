@@ -19,10 +19,9 @@ namespace {
 // The step's coefficients (computed in double) as vectors of the math type.
 template <class Rule, class scalar_t>
 auto vector_coef(const Scalars<Rule>& s) {
-  const auto c = Rule::template coef<double>(s.hyper, s.step, s.options);
-  std::array<OpVec<scalar_t>, c.size()> out;
-  for (size_t i = 0; i < c.size(); ++i) {
-    out[i] = OpVec<scalar_t>(static_cast<at::opmath_type<scalar_t>>(c[i]));
+  std::array<OpVec<scalar_t>, Rule::num_coef> out;
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i] = OpVec<scalar_t>(static_cast<at::opmath_type<scalar_t>>(s.coef[i]));
   }
   return out;
 }

@@ -14,11 +14,11 @@ namespace unrollopt::cpu {
 
 using unrollopt::Lists;  // shared with the CUDA kernels
 
+// The step's coefficients (Rule::coef), computed by the caller: the code
+// compiled per CPU capability holds no scalar math that others could link to.
 template <class Rule>
 struct Scalars {
-  std::array<double, Rule::hyperparameters.size()> hyper;
-  double step;  // counting from 1
-  typename Rule::Options options;
+  std::array<double, Rule::num_coef> coef;
 };
 
 // The cotangents of a step's coefficients, summed over elements: only those

@@ -15,7 +15,14 @@
 
 #include "../math_ops.h"
 
-namespace unrollopt::cpu {
+#ifndef CPU_CAPABILITY
+#error "multi_tensor.h is for the code compiled per CPU capability (cpu/kernels.cpp)"
+#endif
+
+// In the capability's own namespace: the same inline function compiled for AVX2
+// and for the portable kernels must not become one symbol (the linker would keep
+// either copy, possibly one with instructions the CPU lacks).
+namespace unrollopt::cpu::CPU_CAPABILITY {
 
 struct Chunk {
   int64_t tensor, begin, end;
@@ -153,4 +160,4 @@ scalar_t* out_ptr(at::TensorList list, const Chunk& c) {
   return list[c.tensor].mutable_data_ptr<scalar_t>() + c.begin;
 }
 
-}  // namespace unrollopt::cpu
+}  // namespace unrollopt::cpu::CPU_CAPABILITY
