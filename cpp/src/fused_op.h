@@ -18,7 +18,9 @@
 // (grads, states, params, each hyperparameter); unselected lists are empty and
 // unselected hyperparameter gradients are zeros. Each has CPU, Meta and Autograd
 // kernels, and CUDA ones in a CUDA build, registered by UNROLLOPT_REGISTER_RULE
-// in the rule's own source file.
+// in the rule's own source file; their vmap rules are Python's
+// (python/unrollopt/_vmap.py: torch.func is Python's, and the functorch C++
+// headers of the torch wheels do not compile outside torch's own build).
 
 #include <algorithm>
 #include <optional>
@@ -27,7 +29,7 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
 #include "../cuda/kernels.h"
@@ -51,6 +53,9 @@ TensorVector empty_like_all(at::TensorList list);
 void copy_back(at::TensorList targets, at::TensorList worked);
 bool any_requires_grad(std::initializer_list<at::TensorList> lists,
                        std::initializer_list<const OptionalTensors*> optional_lists);
+// Whether any has a forward-mode tangent (jvp, jacfwd).
+bool any_forward_grad(std::initializer_list<at::TensorList> lists,
+                      std::initializer_list<const OptionalTensors*> optional_lists);
 TensorVector as_vector(const OptionalTensors& list);
 
 template <class Rule>
@@ -376,62 +381,138 @@ struct Op {
     return out;
   }
 
+  // The backward of NAME_backward, for second order: the vector-Jacobian
+  // product of backward_composite, recomputed from the saved inputs only when
+  // the backward is itself differentiated. (Under torch.func's grad every
+  // backward runs with create_graph=True for the transforms outside it, which
+  // mostly never differentiate it: the fused backward runs, and this waits.)
+  struct DoubleBackward : public torch::autograd::Node {
+    // grad_updates, grad_states, grads, states, params, step, hyperparameters
+    std::vector<torch::autograd::SavedVariable> saved;
+    size_t n = 0, n_params = 0;
+    std::vector<double> options;
+    c10::List<bool> mask;
+
+    std::string name() const override { return qualified("_backwardBackward"); }
+    void release_variables() override {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto& v : saved) v.reset_data();
+    }
+
+    torch::autograd::variable_list apply(torch::autograd::variable_list&& grad_out) override {
+      const bool create_graph = at::GradMode::is_enabled();
+      torch::autograd::variable_list all;
+      all.reserve(saved.size());
+      for (const auto& v : saved) all.push_back(v.unpack());
+      const at::TensorList in(all);
+      const auto optional = [](at::TensorList list) {
+        OptionalTensors out;
+        for (const auto& t : list) out.push_back(t.defined() ? std::optional<at::Tensor>(t) : std::nullopt);
+        return out;
+      };
+      // Where each input list starts in `saved`.
+      const size_t grad_states0 = n, grads0 = (1 + NS) * n, states0 = grads0 + n,
+                   params0 = states0 + NS * n, step = params0 + n_params;
+      BackwardResult r;
+      {
+        at::AutoGradMode enable(true);
+        r = backward_composite(optional(in.slice(0, n)), optional(in.slice(grad_states0, NS * n)),
+                               in.slice(grads0, n), in.slice(states0, NS * n),
+                               in.slice(params0, n_params), in[step], in.slice(step + 1, NH),
+                               options, mask);
+      }
+      torch::autograd::variable_list outputs, cotangents, inputs;
+      std::vector<size_t> wanted;
+      size_t k = 0;
+      for (const TensorVector* list : {&std::get<0>(r), &std::get<1>(r), &std::get<2>(r), &std::get<3>(r)}) {
+        for (const auto& t : *list) {
+          if (grad_out[k].defined() && t.requires_grad()) {
+            outputs.push_back(t);
+            cotangents.push_back(grad_out[k]);
+          }
+          ++k;
+        }
+      }
+      for (size_t i = 0; i < all.size(); ++i) {
+        if (task_should_compute_output(i) && all[i].defined() && all[i].requires_grad()) {
+          wanted.push_back(i);
+          inputs.push_back(all[i]);
+        }
+      }
+      torch::autograd::variable_list result(all.size());
+      if (outputs.empty() || inputs.empty()) return result;
+      const auto grads = torch::autograd::grad(outputs, inputs, cotangents, /*retain_graph=*/create_graph,
+                                               create_graph, /*allow_unused=*/true);
+      for (size_t j = 0; j < wanted.size(); ++j) result[wanted[j]] = grads[j];
+      return result;
+    }
+  };
+
   static BackwardResult backward_autograd(const OptionalTensors& grad_updates,
                                           const OptionalTensors& grad_states,
                                           at::TensorList grads, at::TensorList states,
                                           at::TensorList params, const at::Tensor& step,
                                           at::TensorList hyper, c10::ArrayRef<double> options,
                                           const c10::List<bool>& mask) {
-    if (at::GradMode::is_enabled() &&
-        any_requires_grad({grads, states, params, hyper}, {&grad_updates, &grad_states})) {
+    if (any_forward_grad({grads, states, params, hyper}, {&grad_updates, &grad_states})) {
       return backward_composite(grad_updates, grad_states, grads, states, params, step, hyper,
                                 options, mask);
     }
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return backward_handle().call(grad_updates, grad_states, grads, states, params, step, hyper,
-                                  options, mask);
+    BackwardResult out = [&] {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      return backward_handle().call(grad_updates, grad_states, grads, states, params, step, hyper,
+                                    options, mask);
+    }();
+    if (!at::GradMode::is_enabled() ||
+        !any_requires_grad({grads, states, params, hyper}, {&grad_updates, &grad_states})) {
+      return out;
+    }
+    const TensorVector gu = as_vector(grad_updates), gs = as_vector(grad_states);
+    auto node = c10::make_intrusive<DoubleBackward>();
+    const at::TensorList lists[] = {gu, gs, grads, states, params, at::TensorList(step), hyper};
+    for (at::TensorList list : lists) {
+      for (const auto& t : list) node->saved.emplace_back(t, /*is_output=*/false);
+    }
+    node->set_next_edges(torch::autograd::collect_next_edges(gu, gs, grads, states, params, step, hyper));
+    node->n = grads.size();
+    node->n_params = params.size();
+    node->options = options.vec();
+    node->mask = mask.copy();
+    auto& [grad_g, grad_s, grad_p, grad_h] = out;
+    for (TensorVector* list : {&grad_g, &grad_s, &grad_p, &grad_h}) torch::autograd::set_history(*list, node);
+    return out;
   }
 
   // --- autograd of NAME ---------------------------------------------------------
+  //
+  // A plain autograd node, set on the outputs as aten's generated kernels do
+  // (not a torch::autograd::Function, which torch.func refuses): the fused
+  // kernel runs under grad, vjp, jacrev and vmap(grad(...)). Forward mode
+  // (jvp, jacfwd, hessian) runs the rule's math in tensor ops instead.
 
-  struct Function : public torch::autograd::Function<Function> {
-    static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
-                                                  at::TensorList grads, at::TensorList states,
-                                                  at::TensorList params,
-                                                  const at::Tensor& step, at::TensorList hyper,
-                                                  c10::ArrayRef<double> options) {
-      ctx->set_materialize_grads(false);
-      auto [update, new_states] = [&] {
-        at::AutoDispatchBelowADInplaceOrView guard;
-        return forward_handle().call(grads, states, params, step, hyper, options);
-      }();
-      // The backward recomputes the step from its inputs: it saves nothing the
-      // forward did not already hold.
-      torch::autograd::variable_list saved(grads.begin(), grads.end());
-      saved.insert(saved.end(), states.begin(), states.end());
-      saved.insert(saved.end(), params.begin(), params.end());
-      saved.push_back(step);
-      saved.insert(saved.end(), hyper.begin(), hyper.end());
-      ctx->save_for_backward(saved);
-      ctx->saved_data["n"] = static_cast<int64_t>(grads.size());
-      ctx->saved_data["n_params"] = static_cast<int64_t>(params.size());
-      ctx->saved_data["options"] = options.vec();
-      update.insert(update.end(), new_states.begin(), new_states.end());
-      return update;
+  struct Backward : public torch::autograd::Node {
+    // Inputs in order: grads, states, params, step, hyperparameters. The
+    // backward recomputes the step from them: it keeps nothing the forward did
+    // not already hold.
+    std::vector<torch::autograd::SavedVariable> saved;
+    size_t n = 0, n_params = 0;
+    std::vector<double> options;
+
+    std::string name() const override { return qualified("Backward"); }
+    void release_variables() override {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto& v : saved) v.reset_data();
     }
 
-    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                   torch::autograd::variable_list grad_out) {
-      const auto n = static_cast<size_t>(ctx->saved_data["n"].toInt());
-      const auto n_params = static_cast<size_t>(ctx->saved_data["n_params"].toInt());
-      const std::vector<double> options = ctx->saved_data["options"].toDoubleVector();
-      const torch::autograd::variable_list saved = ctx->get_saved_variables();
-      const at::TensorList all(saved);
+    torch::autograd::variable_list apply(torch::autograd::variable_list&& grad_out) override {
+      torch::autograd::variable_list all;
+      all.reserve(saved.size());
+      for (const auto& v : saved) all.push_back(v.unpack());
+      const at::TensorList in(all);
       const size_t h = (1 + NS) * n + n_params;  // index of step; hyperparameters follow
-      // Inputs in order: grads, states, params, step, hyperparameters.
       const auto needs = [&](size_t begin, size_t len) {
         for (size_t i = begin; i < begin + len; ++i) {
-          if (ctx->needs_input_grad(i)) return true;
+          if (task_should_compute_output(i)) return true;
         }
         return false;
       };
@@ -441,9 +522,10 @@ struct Op {
       for (size_t i = 0; i < n; ++i) grad_updates.push_back(grad_out[i]);
       for (size_t i = n; i < (1 + NS) * n; ++i) grad_states.push_back(grad_out[i]);
       auto [grad_g, grad_s, grad_p, grad_h] = backward_handle().call(
-          grad_updates, grad_states, all.slice(0, n), all.slice(n, NS * n),
-          all.slice((1 + NS) * n, n_params), all[h], all.slice(h + 1, NH), options, mask);
+          grad_updates, grad_states, in.slice(0, n), in.slice(n, NS * n),
+          in.slice((1 + NS) * n, n_params), in[h], in.slice(h + 1, NH), options, mask);
       torch::autograd::variable_list result;
+      result.reserve(all.size());
       const auto emit = [&](const TensorVector& list, size_t len) {
         for (size_t i = 0; i < len; ++i) result.push_back(list.empty() ? at::Tensor() : list[i]);
       };
@@ -452,7 +534,6 @@ struct Op {
       emit(grad_p, n_params);
       result.emplace_back();  // step
       for (size_t i = 0; i < NH; ++i) result.push_back(mask[3 + i] ? grad_h[i] : at::Tensor());
-      result.emplace_back();  // options
       return result;
     }
   };
@@ -460,9 +541,61 @@ struct Op {
   static ForwardResult forward_autograd(at::TensorList grads, at::TensorList states,
                                         at::TensorList params, const at::Tensor& step,
                                         at::TensorList hyper, c10::ArrayRef<double> options) {
-    const auto out = Function::apply(grads, states, params, step, hyper, options);
-    const at::TensorList all(out);
-    return {all.slice(0, grads.size()).vec(), all.slice(grads.size()).vec()};
+    if (any_forward_grad({grads, states, params, hyper}, {})) {
+      return forward_composite(grads, states, params, step, hyper, options);
+    }
+    auto out = [&] {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      return forward_handle().call(grads, states, params, step, hyper, options);
+    }();
+    if (!at::GradMode::is_enabled() || !any_requires_grad({grads, states, params, hyper}, {})) {
+      return out;
+    }
+    auto node = c10::make_intrusive<Backward>();
+    node->set_next_edges(torch::autograd::collect_next_edges(grads, states, params, step, hyper));
+    for (at::TensorList list : {grads, states, params, at::TensorList(step), hyper}) {
+      for (const auto& t : list) node->saved.emplace_back(t, /*is_output=*/false);
+    }
+    node->n = grads.size();
+    node->n_params = params.size();
+    node->options = options.vec();
+    auto& [update, new_states] = out;
+    torch::autograd::set_history(update, node);
+    torch::autograd::set_history(new_states, node);
+    return out;
+  }
+
+  // NAME in differentiable tensor ops (the rule's own forward, coefficients in
+  // float64 from the hyperparameters; half and bfloat16 computed in float32, as
+  // in the fused kernel): its derivatives in both modes come from aten.
+  static ForwardResult forward_composite(at::TensorList grads, at::TensorList states,
+                                         at::TensorList params, const at::Tensor& step,
+                                         at::TensorList hyper, c10::ArrayRef<double> options) {
+    check(Rule::name, grads, states, params, step, hyper);
+    check_decay_params(hyper, params);
+    std::array<at::Tensor, NH> h;
+    for (size_t i = 0; i < NH; ++i) h[i] = hyper[i].to(at::kDouble);
+    const auto coef =
+        Rule::template coef<at::Tensor>(h, step.to(at::kDouble), Rule::Options::read(options));
+    const size_t n = grads.size();
+    const auto st = split(states, n);
+    ForwardResult out;
+    auto& [update, new_states] = out;
+    std::array<TensorVector, NS> state_lists;
+    for (size_t i = 0; i < n; ++i) {
+      const at::ScalarType dtype = grads[i].scalar_type();
+      const at::ScalarType compute =
+          (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
+      std::array<at::Tensor, NS> state;
+      for (size_t k = 0; k < NS; ++k) state[k] = st[k][i].to(compute);
+      const at::Tensor p =
+          params.empty() ? at::zeros_like(grads[i], compute) : params[i].to(compute);
+      const auto r = Rule::forward(grads[i].to(compute), state, p, coef);
+      update.push_back(r[0].to(dtype));
+      for (size_t k = 0; k < NS; ++k) state_lists[k].push_back(r[1 + k].to(dtype));
+    }
+    for (const auto& list : state_lists) new_states.insert(new_states.end(), list.begin(), list.end());
+    return out;
   }
 
   static void inplace_autograd(at::TensorList params, at::TensorList grads,

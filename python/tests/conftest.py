@@ -228,6 +228,15 @@ def assert_unchanged(tree, snap):
         assert t._version == version, "a tensor was written to by a call that raised"
 
 
+def cuda_skip_reason() -> str:
+    """Why the CUDA tests cannot run here ("" where they can)."""
+    if not torch.cuda.is_available():
+        return "no CUDA GPU here (torch.cuda.is_available() is False)"
+    if not unrollopt.accelerated_op_available("cuda"):
+        return "this build of unrollopt has no CUDA kernels (built without CUDA)"
+    return ""
+
+
 @pytest.fixture(params=[False, True], ids=["plain", "fused"])
 def fused(request) -> bool:
     return request.param

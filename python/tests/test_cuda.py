@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import F64, assert_close, gen, randn, unrollopt
+from conftest import F64, assert_close, cuda_skip_reason, gen, randn, unrollopt
 from test_ops import CASES, OP_CASES, cases, make_inputs, split_outputs
 
 
@@ -25,15 +25,7 @@ def test_accelerated_op_available_never_raises():
             assert result is False
 
 
-def _skip_reason() -> str:
-    if not torch.cuda.is_available():
-        return "no CUDA GPU here (torch.cuda.is_available() is False)"
-    if not unrollopt.accelerated_op_available("cuda"):
-        return "this build of unrollopt has no CUDA kernels (built without CUDA)"
-    return ""
-
-
-needs_cuda = pytest.mark.skipif(bool(_skip_reason()), reason=_skip_reason() or "-")
+needs_cuda = pytest.mark.skipif(bool(cuda_skip_reason()), reason=cuda_skip_reason() or "-")
 
 # Sizes around the vector width (4), the block (512 threads x 4) and the chunk
 # (65536 elements), and an empty tensor, in one call.

@@ -31,6 +31,7 @@ import torch
 from conftest import (
     OOP_STEPS,
     assert_params_rel,
+    cuda_skip_reason,
     loss_fn,
     make_model,
     train,
@@ -852,7 +853,7 @@ def assert_state_matches(case, state, ref_states):
     for i, name in enumerate(case.state_fields):
         expected = [st[i] for st in ref_states]
         if expected[0] is None:
-            assert getattr(state, name) is None, name
+            assert getattr(state, name) == (), name  # an absent state holds no tensor
         else:
             assert_rel(getattr(state, name), expected, 1e-12, name)
 
@@ -986,6 +987,267 @@ def test_meta_optimizer_with_alias_equals_meta_class(fused, case, item):
     assert not torch.equal(p1[0], Net(3).fc1.weight.detach())  # the steps moved the parameters
 
 
+# --- torch.func transforms -------------------------------------------------------------
+# The unrolled problem written the torch.func way: inner gradients by
+# torch.func.grad, the meta-parameters (and learned hyperparameters) as
+# arguments, against the float64 reference through plain autograd.
+
+DATA = ("x", "y", "xv", "yv")
+
+
+def substitute(cfg, values):
+    """cfg with its L markers replaced, in order, by ``values``."""
+    it = iter(values)
+
+    def conv(v):
+        if isinstance(v, L):
+            return next(it)
+        return tuple(conv(x) for x in v) if isinstance(v, tuple) else v
+
+    return {k: conv(v) for k, v in cfg.items()}
+
+
+def markers(cfg):
+    """The values of cfg's L markers, in order."""
+    found = []
+
+    def walk(v):
+        if isinstance(v, L):
+            found.append(v.value)
+        elif isinstance(v, tuple):
+            for x in v:
+                walk(x)
+
+    for v in cfg.values():
+        walk(v)
+    return found
+
+
+def func_unrolled(case, cfg, fused, out="loss"):
+    """f(learned, meta_w, w0, b0, x, y, xv, yv): the outer loss (or with
+    out="params" the final parameters) after case.meta_steps steps of
+    case.alias(**cfg), cfg's L markers taken from the tuple ``learned``."""
+    decay = uses_params(cfg)
+
+    def f(learned, meta_w, w0, b0, x, y, xv, yv):
+        pb = dict(x=x, y=y, xv=xv, yv=yv, meta_w=meta_w)
+        opt = case.alias(**substitute(cfg, learned), use_accelerated_op=fused)
+        params = (w0, b0)
+        state = opt.init(params)
+        for _ in range(case.meta_steps):
+            grads = torch.func.grad(lambda p: inner_loss(pb, *p))(params)
+            updates, state = opt.update(grads, state, params=params if decay else None, inplace=False)
+            params = unrollopt.apply_updates(params, updates, inplace=False)
+        return outer_loss(pb, *params) if out == "loss" else params
+
+    return f
+
+
+def reference_run(case, cfg, pb, learned=()):
+    """The reference's (outer loss, final params) with cfg's L markers set to
+    0-d tensors of ``learned`` that require grad (returned too)."""
+    hp = substitute(cfg, [torch.tensor(float(v), dtype=F64, requires_grad=True) for v in learned])
+    tensors = markers_tensors(hp)
+    loss, params, _ = unrolled_reference(case, pb, hp, steps=case.meta_steps)
+    return loss, params, tensors
+
+
+def markers_tensors(hp):
+    out = []
+
+    def walk(v):
+        if isinstance(v, torch.Tensor):
+            out.append(v)
+        elif isinstance(v, tuple):
+            for x in v:
+                walk(x)
+
+    for v in hp.values():
+        walk(v)
+    return out
+
+
+def func_args(pb, device="cpu"):
+    return tuple(pb[k].detach().to(device) for k in ("meta_w", "w0", "b0", *DATA))
+
+
+def on_cpu(tree):
+    return torch.utils._pytree.tree_map(lambda t: t.cpu(), tree)
+
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(bool(cuda_skip_reason()), reason=cuda_skip_reason() or "-")),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case,cfg", table("meta_configs", options_id))
+def test_func_grad_vjp_jacrev_match_reference(fused, case, cfg, device):
+    """grad, grad_and_value, vjp and jacrev of the unrolled loop, with respect
+    to the data's weights and the initial parameters."""
+    cfg = dict(lr=case.meta_lr, **cfg)
+    pb = make_problem(0)
+    args = func_args(pb, device)
+    f = func_unrolled(case, cfg, fused)
+    ref_loss, ref_params, _ = reference_run(case, cfg, pb)
+    meta = (pb["meta_w"], pb["w0"], pb["b0"])
+    expected = torch.autograd.grad(ref_loss, meta, retain_graph=True)
+
+    got, loss = torch.func.grad_and_value(f, argnums=(1, 2, 3))((), *args)
+    assert abs(loss.item() - ref_loss.item()) <= 1e-12 * abs(ref_loss.item())
+    assert_rel(on_cpu(got), expected, 1e-10, "grad")
+
+    final = func_unrolled(case, cfg, fused, out="params")
+    cotangents = (randn(gen(5), 3, 4), randn(gen(6), 3))
+    params, pullback = torch.func.vjp(lambda mw: final((), mw, *args[1:]), args[0])
+    assert_rel(on_cpu(params), ref_params, 1e-12, "params")
+    (vjp_w,) = pullback(tuple(c.to(device) for c in cotangents))
+    (expected_vjp,) = torch.autograd.grad(ref_params, pb["meta_w"], cotangents, retain_graph=True)
+    assert_rel([vjp_w.cpu()], [expected_vjp], 1e-10, "vjp")
+
+    jac = torch.func.jacrev(lambda mw: final((), mw, *args[1:])[1], argnums=0)(args[0]).cpu()
+    rows = [torch.autograd.grad(ref_params[1][i], pb["meta_w"], retain_graph=True)[0] for i in range(3)]
+    assert_rel([jac], [torch.stack(rows)], 1e-10, "jacrev")
+    assert all(g.abs().max() > 0 for g in (*got, vjp_w, jac))
+
+
+def task_batch(n=3):
+    """Data of n tasks (the shared problem with other seeds), stacked at dim 0."""
+    problems = [make_problem(10 + k) for k in range(n)]
+    return problems, tuple(torch.stack([p[k] for p in problems]) for k in DATA)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case,cfg", table("meta_configs", options_id))
+def test_func_vmap_over_tasks_matches_reference(fused, case, cfg, device):
+    """vmap(grad(...)) over a meta-batch of tasks (x batched at dim 1, per-task
+    initial weights), and grad(vmap(...)) of their summed loss."""
+    cfg = dict(lr=case.meta_lr, **cfg)
+    pb = make_problem(0)
+    problems, data = task_batch()
+    w0s = torch.stack([p["w0"].detach() for p in problems])
+    x, y, xv, yv = (t.to(device) for t in data)
+    meta_w, b0 = pb["meta_w"].detach().to(device), pb["b0"].detach().to(device)
+    f = func_unrolled(case, cfg, fused)
+    dims = (None, None, 0, None, 1, 0, 0, 0)
+    got = torch.func.vmap(torch.func.grad(f, argnums=(1, 2, 3)), in_dims=dims)(
+        (), meta_w, w0s.to(device), b0, x.transpose(0, 1), y, xv, yv
+    )
+    summed = torch.func.grad(lambda mw, bb: torch.func.vmap(f, in_dims=dims)(
+        (), mw, w0s.to(device), bb, x.transpose(0, 1), y, xv, yv).sum(), argnums=(0, 1))(meta_w, b0)  # fmt: skip
+    totals = [torch.zeros_like(pb["meta_w"]), torch.zeros_like(pb["b0"])]
+    for k, task in enumerate(problems):
+        task = dict(task, meta_w=pb["meta_w"], b0=pb["b0"], w0=task["w0"].detach().requires_grad_())
+        ref_loss, _, _ = reference_run(case, cfg, task)
+        expected = torch.autograd.grad(ref_loss, (task["meta_w"], task["w0"], task["b0"]))
+        assert_rel([g[k].cpu() for g in got], expected, 1e-10, f"task {k}")
+        totals = [a + e for a, e in zip(totals, (expected[0], expected[2]))]
+    assert_rel(on_cpu(summed), totals, 1e-10, "grad of the summed loss")
+
+
+@pytest.mark.parametrize("case,item", table("tensor_configs", lambda it: it[0]))
+def test_func_vmap_batched_hyperparameters(fused, case, item):
+    """Per-task hyperparameters batched by vmap: each task steps with its own
+    values and gets its own exact hyperparameter gradients."""
+    _, seed, cfg = item
+    pb = make_problem(seed)
+    base = markers(cfg)
+    # (Close enough that RAdam still rectifies within its steps: beta2 is learned.)
+    tasks = [base, [0.95 * v + (0.05 if v == 0 else 0.0) for v in base]]
+    learned = tuple(torch.tensor([t[i] for t in tasks], dtype=F64) for i in range(len(base)))
+    f = func_unrolled(case, cfg, fused)
+    args = func_args(pb)
+    in_dims = (tuple(0 for _ in base),) + (None,) * len(args)
+    losses = torch.func.vmap(f, in_dims=in_dims)(learned, *args)
+    grads = torch.func.vmap(torch.func.grad(f, argnums=(0, 1)), in_dims=in_dims)(learned, *args)
+    for k, values in enumerate(tasks):
+        ref_loss, _, tensors = reference_run(case, cfg, pb, values)
+        expected = torch.autograd.grad(ref_loss, [*tensors, pb["meta_w"]])
+        assert abs(losses[k].item() - ref_loss.item()) <= 1e-12 * abs(ref_loss.item())
+        assert_rel([g[k] for g in grads[0]] + [grads[1][k]], expected, 1e-10, f"task {k}")
+    assert not torch.equal(losses[0], losses[1])
+
+
+HESSIAN_CASES = {"sgd": dict(momentum=0.9), "adam": dict(eps=1e-3), "rmsprop": dict(momentum=0.5, centered=True)}
+
+
+@pytest.mark.parametrize("name", list(HESSIAN_CASES))
+def test_func_hessian_jvp_functionalize(fused, name):
+    """Second order through the backward (hessian = jacfwd(jacrev)), forward
+    mode (jvp) and functionalize, against plain autograd on the reference."""
+    case = CASES[name]
+    cfg = dict(lr=case.meta_lr, **HESSIAN_CASES[name])
+    pb = make_problem(0)
+    args = func_args(pb)
+    f = func_unrolled(case, cfg, fused)
+    ref_f = lambda mw: reference_run(case, cfg, dict(pb, meta_w=mw))[0]  # noqa: E731
+    hess = torch.func.hessian(lambda mw: f((), mw, *args[1:]))(args[0])
+    expected = torch.autograd.functional.hessian(ref_f, pb["meta_w"].detach())
+    assert_rel([hess], [expected], 1e-10, "hessian")
+    assert expected.abs().max() > 0
+
+    tangent = randn(gen(9), 8)
+    value, jvp = torch.func.jvp(lambda mw: f((), mw, *args[1:]), (args[0],), (tangent,))
+    ref_loss = ref_f(pb["meta_w"])
+    (grad,) = torch.autograd.grad(ref_loss, pb["meta_w"])
+    assert abs(value.item() - ref_loss.item()) <= 1e-12 * abs(ref_loss.item())
+    assert abs(jvp.item() - (grad * tangent).sum().item()) <= 1e-10 * (grad.abs() * tangent.abs()).sum().item()
+    assert torch.equal(torch.func.functionalize(f)((), *args), f((), *args))
+
+
+@pytest.mark.parametrize("case,cfg", table("meta_configs", options_id))
+def test_vmap_init_and_update(fused, case, cfg):
+    """vmap(opt.init) over stacked parameters (states hold only tensors), then
+    vmap(opt.update) over the stacked states: per-sample init and update."""
+    opt = case.alias(lr=case.meta_lr, **cfg, use_accelerated_op=fused)
+    g = gen(4)
+    params = {"w": randn(g, 3, 4, 2), "b": randn(g, 3, 2)}
+    grads = {"w": randn(g, 3, 4, 2), "b": randn(g, 3, 2)}
+    states = torch.func.vmap(opt.init)(params)
+    decay = params if uses_params(cfg) else None
+    step = lambda gr, st, p: opt.update(gr, st, params=p, inplace=False)  # noqa: E731
+    updates, new_states = torch.func.vmap(step, in_dims=(0, 0, None if decay is None else 0))(grads, states, decay)
+    for k in range(3):
+        sample = lambda tree: torch.utils._pytree.tree_map(lambda t: t[k], tree)  # noqa: E731
+        one = opt.init(sample(params))
+        u, s = opt.update(sample(grads), one, params=None if decay is None else sample(decay), inplace=False)
+        for a, b in zip(torch.utils._pytree.tree_leaves(sample(states)), torch.utils._pytree.tree_leaves(one)):
+            assert torch.equal(a, b)
+        for a, b in zip(torch.utils._pytree.tree_leaves((sample(updates), sample(new_states))),
+                        torch.utils._pytree.tree_leaves((u, s))):  # fmt: skip
+            torch.testing.assert_close(a, b, rtol=1e-14, atol=0)
+    assert torch.utils._pytree.tree_structure(states) == torch.utils._pytree.tree_structure(opt.init(params))
+
+
+@pytest.mark.parametrize("case", by_case())
+def test_vmap_inplace_update(fused, case):
+    """update(..., inplace=True) under vmap writes every sample's step into the
+    batched gradients and states; writing into an unbatched tensor while the
+    others are batched is a clear error."""
+    opt = case.alias(**{"lr": case.meta_lr, **case.required}, use_accelerated_op=fused)
+    g = gen(8)
+    params = randn(g, 3, 5)
+    grads = randn(g, 3, 5)
+    expected = [opt.update(grads[k], opt.init(params[k]), params=params[k], inplace=False) for k in range(3)]
+    states = torch.func.vmap(opt.init)(params)
+    written = grads.clone()
+    with torch.no_grad():
+        updates, new_states = torch.func.vmap(lambda gr, st, p: opt.update(gr, st, params=p, inplace=True))(
+            written, states, params
+        )
+    assert torch.equal(updates, written)  # written in place
+    for k, (u, s) in enumerate(expected):
+        # The same element-wise arithmetic per sample.
+        torch.testing.assert_close(written[k], u, rtol=1e-14, atol=0)
+        for a, b in zip(torch.utils._pytree.tree_leaves(s), torch.utils._pytree.tree_leaves(new_states)):
+            torch.testing.assert_close(b[k], a, rtol=1e-14, atol=0)
+    one = opt.init(params[0])
+    if fused and torch.utils._pytree.tree_leaves(one)[:-1]:  # a state to write
+        with pytest.raises(ValueError, match="not batched"):
+            torch.func.vmap(lambda gr, p: opt.update(gr, one, params=p, inplace=True))(grads.clone(), params)
+
+
 # --- hyperparameter validation -------------------------------------------------------
 
 
@@ -1073,7 +1335,7 @@ def test_sgd_state():
     momentum) and the step count."""
     params = {"w": torch.ones(2, 3, dtype=F64), "b": torch.ones(3, dtype=F64)}
     plain = unrollopt.sgd(lr=0.1).init(params)
-    assert isinstance(plain, unrollopt.SgdState) and plain.momentum_buffer is None
+    assert isinstance(plain, unrollopt.SgdState) and plain.momentum_buffer == ()
     assert plain.count.dtype == torch.int64 and int(plain.count) == 0
     opt = unrollopt.sgd(lr=0.1, momentum=0.9, moment_requires_grad=True)
     state = opt.init(params)
@@ -1236,7 +1498,7 @@ def test_rmsprop_initial_scale_initializes_square_avg(fused):
     opt = unrollopt.rmsprop(lr=0.1, alpha=0.5, initial_scale=1.0, use_accelerated_op=fused)
     state = opt.init(params)
     assert torch.equal(state.square_avg["w"], torch.ones(3, dtype=F64))
-    assert state.grad_avg is None and state.momentum_buffer is None
+    assert state.grad_avg == () and state.momentum_buffer == ()
     grads = {"w": randn(gen(3), 3)}
     u, state = opt.update(grads, state, inplace=False)
     sq = 0.5 + 0.5 * grads["w"] ** 2

@@ -21,6 +21,9 @@ if _torch.__version__ != _BUILT_WITH_TORCH:
     )
 
 from unrollopt import _C  # noqa: E402  (loads the operators)
+from unrollopt import _vmap  # noqa: E402
+
+_vmap.register()
 from unrollopt.accelerated import accelerated_op_available  # noqa: E402
 from unrollopt.alias import (  # noqa: E402
     AdadeltaState,

@@ -23,7 +23,8 @@ def check(
 ) -> Hyperparameter:
     """Returns ``value`` if it lies in [low, high] (or [low, high)); else raises
     ValueError (or TypeError for a value that is not a number or a 0-d float tensor).
-    A tensor on a GPU is returned unchecked: reading it would synchronise."""
+    A tensor on a GPU is returned unchecked (reading it would synchronise), and
+    so is one batched by ``torch.vmap`` (its values cannot be read there)."""
     if isinstance(value, torch.Tensor):
         if value.dim() != 0:
             raise ValueError(
@@ -31,7 +32,7 @@ def check(
             )
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
-        if value.device.type != "cpu":
+        if value.device.type != "cpu" or is_batched(value):
             return value
         number = float(value.detach().item())
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
@@ -44,6 +45,18 @@ def check(
         upper = "" if high == math.inf else f" {'<' if high_open else '<='} {high:g}"
         raise ValueError(f"Invalid {name}: {number} (expected {low:g} <= {name}{upper})")
     return value
+
+
+def is_batched(t: torch.Tensor) -> bool:
+    """Whether ``t`` is batched by ``torch.vmap`` (at any level of nested transforms)."""
+    if torch.compiler.is_compiling():  # dynamo traces vmap itself; it cannot call these
+        return False
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(t):
+        if functorch.is_batchedtensor(t):
+            return True
+        t = functorch.get_unwrapped(t)
+    return False
 
 
 def check_betas(betas: object) -> tuple[Hyperparameter, Hyperparameter]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from unrollopt import _fused, _hyperparameters
 
 
@@ -27,7 +29,9 @@ def config(lr, momentum, dampening, weight_decay, nesterov, maximize) -> _fused.
 
 def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
     maximize, nesterov = c.options
-    first = int(count) == 1
+    # The first step starts the buffer at g; a step count batched by vmap is a
+    # tensor choice.
+    first = count == 1 if _hyperparameters.is_batched(count) else int(count) == 1
     updates, buffers = [], []
     for i, g in enumerate(grads):
         g = -g if maximize else g
@@ -36,7 +40,10 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
         d = g
         if states:  # with momentum
             momentum, buf = c["momentum"], states[0][i]
-            if first:
+            if isinstance(first, torch.Tensor):
+                buf = torch.where(first, g, momentum * buf + (1 - c["dampening"]) * g)
+                buf = states[0][i].copy_(buf) if inplace else buf
+            elif first:
                 buf = buf.copy_(g) if inplace else g.clone()
             elif inplace:
                 buf = buf.mul_(momentum).add_((1 - c["dampening"]) * g)

@@ -47,12 +47,12 @@ class ScaleByAdamState(NamedTuple):
     """The state of Adam, AdamW, Adamax and RAdam: the moment estimates (pytrees like
     the parameters; for Adamax ``nu`` is the infinity norm), the number of
     steps taken (a 0-d int64 tensor) and, with AMSGrad, the running maximum of
-    ``nu`` (else None)."""
+    ``nu`` (else an empty tuple)."""
 
     mu: Params
     nu: Params
     count: torch.Tensor
-    nu_max: Optional[Params] = None
+    nu_max: Params = ()
 
 
 class NAdamState(NamedTuple):
@@ -68,10 +68,10 @@ class NAdamState(NamedTuple):
 
 
 class SgdState(NamedTuple):
-    """SGD's state: the momentum buffers (a pytree like the parameters, or None
-    without momentum) and the number of steps taken (a 0-d int64 tensor)."""
+    """SGD's state: the momentum buffers (a pytree like the parameters, or an
+    empty tuple without momentum) and the number of steps taken (a 0-d int64 tensor)."""
 
-    momentum_buffer: Optional[Params]
+    momentum_buffer: Params
     count: torch.Tensor
 
 
@@ -95,13 +95,13 @@ class AdagradState(NamedTuple):
 
 class RMSPropState(NamedTuple):
     """RMSprop's state: the running average of the squared gradient, of the
-    gradient (centered only, else None), the momentum buffer (with momentum
-    only, else None), all pytrees like the parameters, and the number of steps
+    gradient (centered only, else an empty tuple), the momentum buffer (with
+    momentum only, else an empty tuple), all pytrees like the parameters, and the number of steps
     taken (a 0-d int64 tensor)."""
 
     square_avg: Params
-    grad_avg: Optional[Params]
-    momentum_buffer: Optional[Params]
+    grad_avg: Params
+    momentum_buffer: Params
     count: torch.Tensor
 
 
@@ -151,7 +151,8 @@ def _transformation(
 ) -> GradientTransformation:
     """The ``(init, update)`` pair of one optimizer: pytrees in, lists to
     :func:`_fused.step`, pytrees out. The state holds one pytree per state of
-    the optimizer (fields named after them; others None) and ``count``; each
+    the optimizer (fields named after them; the others are empty tuples, so
+    that a state holds only tensors, as ``torch.func.vmap`` needs) and ``count``; each
     starts at its value in ``initial`` (default 0).
 
     ``lr_schedule(count)`` replaces lr at each step; ``lr_tree`` (rates per
@@ -178,7 +179,7 @@ def _transformation(
         trees = {name: _pytree.unflatten([filled(p, values[name]) for p in leaves], spec) for name in names}
         count = torch.zeros((), dtype=torch.int64)
         extra = scalars(config, None, count)[1] if scalars else {}
-        return state_type(**{f: trees.get(f) for f in tree_fields}, **extra, count=count)
+        return state_type(**{f: trees.get(f, ()) for f in tree_fields}, **extra, count=count)
 
     def update(
         updates: Updates,
@@ -245,7 +246,7 @@ def _transformation(
             for j in range(len(names)):
                 out_s[j][i] = new_s[j][k]
         trees = {name: _pytree.unflatten(out_s[j], spec) for j, name in enumerate(names)}
-        new_state = state_type(**{f: trees.get(f) for f in tree_fields}, **extra, count=count)
+        new_state = state_type(**{f: trees.get(f, ()) for f in tree_fields}, **extra, count=count)
         return _pytree.unflatten(out_u, spec), new_state
 
     return GradientTransformation(init, update)
