@@ -291,14 +291,18 @@ def markdown(results: dict, machine: dict, plot_path: Path) -> str:
     out.append("## 7. One outer iteration of `examples/maml_sinusoid.py`\n")
     out.append(
         "The example's default configuration (MLP 1-40-40-1, meta-batch 4, 10 shots, 5 inner steps, "
-        "outer Adam step), run with its own functions and its default thread count, for the inner "
-        "optimizer `MetaSGD` and `MetaAdam`.\n\n"
+        "outer Adam step) written every way `bench/maml.py` knows, timed interleaved; each row's "
+        "ratios are against the hand-written `torch.func` + `vmap` loop of the same run. TorchOpt "
+        "and higher appear where installed (TorchOpt's compiled op does not load on this torch: its "
+        "Python fallback runs).\n\n"
     )
     rows = []
     for alloc, r in ran.items():
         for m in r["maml"]:
-            rows.append([alloc, m["inner"], m["threads"], num(m["fused"]), num(m["plain"]), num(ratio(m["plain"], m["fused"]))])
-    out.append(table(["allocator", "inner", "threads", "fused (ms)", "plain (ms)", "plain / fused"], rows))
+            reference = m.get("hand-written, torch.func + vmap")
+            for name, ms in sorted(((k, v) for k, v in m.items() if k not in ("inner", "threads")), key=lambda kv: kv[1]):
+                rows.append([alloc, m["inner"], m["threads"], name, num(ms), num(ratio(ms, reference))])
+    out.append(table(["allocator", "inner", "threads", "variant", "ms", "/ hand-written torch.func + vmap"], rows))
 
     u0 = any_r["unroll"]
     out.append(f"## Anchor: {u0['steps']}-step unrolled Adam meta-gradient at 2^{u0['log2']} vs `torch.compile`\n")

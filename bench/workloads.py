@@ -405,57 +405,13 @@ def bench_nondiff(total: int, repeats: int) -> list[dict]:
 
 
 # --- 7. one outer iteration of examples/maml_sinusoid.py -------------------------------
-
-
-def load_maml_example():
-    spec = importlib.util.spec_from_file_location("maml_sinusoid", ROOT / "examples" / "maml_sinusoid.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def maml_problem(inner: str, fused: bool):
-    """One outer iteration (meta-batch of tasks, inner steps, outer Adam step)
-    with the example's own functions and default configuration."""
-    ex = load_maml_example()
-    args = ex.parse_args(["--inner-optimizer", inner] + (["--use-accelerated-op"] if fused else []))
-    net = ex.make_net(args.seed)
-    inner_opt = ex.make_inner_optimizer(net, args)
-    meta_opt = torch.optim.Adam(net.parameters(), lr=args.outer_lr)
-    gen = torch.Generator().manual_seed(args.seed)
-    net_state = unrollopt.extract_state_dict(net, by="reference")
-    inner_state = unrollopt.extract_state_dict(inner_opt, by="reference")
-
-    def run():
-        tasks = ex.sample_tasks(args.meta_batch, args.k_shot, args.k_shot, gen)
-        meta_opt.zero_grad()
-        for t in range(args.meta_batch):
-            unrollopt.recover_state_dict(net, net_state)
-            unrollopt.recover_state_dict(inner_opt, inner_state)
-            ex.adapt(net, inner_opt, tasks.x_support[t], tasks.y_support[t], args.inner_steps)
-            (ex.mse(net(tasks.x_query[t]), tasks.y_query[t]) / args.meta_batch).backward()
-        unrollopt.recover_state_dict(net, net_state)
-        unrollopt.recover_state_dict(inner_opt, inner_state)
-        meta_opt.step()
-        return [p.grad for p in net.parameters()]
-
-    return run, args
+# Every way of writing it (unrollopt's, hand-written, the peer libraries): bench/maml.py.
 
 
 def bench_maml(repeats: int) -> list[dict]:
-    rows = []
-    threads = torch.get_num_threads()
-    for inner in ("sgd", "adam"):
-        row = {"inner": inner}
-        for variant in ("fused", "plain"):
-            run, args = maml_problem(inner, variant == "fused")
-            torch.set_num_threads(args.num_threads)  # the example's setting (tiny tensors)
-            t = measure(run, repeats, warmup=3)
-            torch.set_num_threads(threads)
-            row[variant] = t.ms
-            row["threads"] = args.num_threads
-        rows.append(row)
-    return rows
+    import maml
+
+    return maml.bench((1, 2), repeats)
 
 
 if __name__ == "__main__":
