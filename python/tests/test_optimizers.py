@@ -1007,13 +1007,13 @@ def substitute(cfg, values):
     return {k: conv(v) for k, v in cfg.items()}
 
 
-def markers(cfg):
-    """The values of cfg's L markers, in order."""
+def leaves_of(cfg, kind):
+    """cfg's values of type ``kind``, in order (looking into tuples such as betas)."""
     found = []
 
     def walk(v):
-        if isinstance(v, L):
-            found.append(v.value)
+        if isinstance(v, kind):
+            found.append(v)
         elif isinstance(v, tuple):
             for x in v:
                 walk(x)
@@ -1047,24 +1047,9 @@ def reference_run(case, cfg, pb, learned=()):
     """The reference's (outer loss, final params) with cfg's L markers set to
     0-d tensors of ``learned`` that require grad (returned too)."""
     hp = substitute(cfg, [torch.tensor(float(v), dtype=F64, requires_grad=True) for v in learned])
-    tensors = markers_tensors(hp)
+    tensors = leaves_of(hp, torch.Tensor)
     loss, params, _ = unrolled_reference(case, pb, hp, steps=case.meta_steps)
     return loss, params, tensors
-
-
-def markers_tensors(hp):
-    out = []
-
-    def walk(v):
-        if isinstance(v, torch.Tensor):
-            out.append(v)
-        elif isinstance(v, tuple):
-            for x in v:
-                walk(x)
-
-    for v in hp.values():
-        walk(v)
-    return out
 
 
 def func_args(pb, device="cpu"):
@@ -1152,7 +1137,7 @@ def test_func_vmap_batched_hyperparameters(fused, case, item):
     values and gets its own exact hyperparameter gradients."""
     _, seed, cfg = item
     pb = make_problem(seed)
-    base = markers(cfg)
+    base = [m.value for m in leaves_of(cfg, L)]
     # (Close enough that RAdam still rectifies within its steps: beta2 is learned.)
     tasks = [base, [0.95 * v + (0.05 if v == 0 else 0.0) for v in base]]
     learned = tuple(torch.tensor([t[i] for t in tasks], dtype=F64) for i in range(len(base)))
