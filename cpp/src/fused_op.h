@@ -58,6 +58,30 @@ bool any_forward_grad(std::initializer_list<at::TensorList> lists,
                       std::initializer_list<const OptionalTensors*> optional_lists);
 TensorVector as_vector(const OptionalTensors& list);
 
+// An autograd node of these operators: it saves their inputs (the lists and
+// sizes to find them again) and recomputes from them.
+struct SavedInputs : public torch::autograd::Node {
+  std::vector<torch::autograd::SavedVariable> saved;
+  size_t n = 0, n_params = 0;
+  std::vector<double> options;
+
+  void save(std::initializer_list<at::TensorList> lists) {
+    for (at::TensorList list : lists) {
+      for (const auto& t : list) saved.emplace_back(t, /*is_output=*/false);
+    }
+  }
+  torch::autograd::variable_list unpack() const {
+    torch::autograd::variable_list all;
+    all.reserve(saved.size());
+    for (const auto& v : saved) all.push_back(v.unpack());
+    return all;
+  }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& v : saved) v.reset_data();
+  }
+};
+
 template <class Rule>
 struct Op {
   static constexpr size_t NS = Rule::states.size();
@@ -386,24 +410,15 @@ struct Op {
   // the backward is itself differentiated. (Under torch.func's grad every
   // backward runs with create_graph=True for the transforms outside it, which
   // mostly never differentiate it: the fused backward runs, and this waits.)
-  struct DoubleBackward : public torch::autograd::Node {
-    // grad_updates, grad_states, grads, states, params, step, hyperparameters
-    std::vector<torch::autograd::SavedVariable> saved;
-    size_t n = 0, n_params = 0;
-    std::vector<double> options;
+  struct DoubleBackward : public SavedInputs {
+    // Saved: grad_updates, grad_states, grads, states, params, step, hyperparameters.
     c10::List<bool> mask;
 
     std::string name() const override { return qualified("_backwardBackward"); }
-    void release_variables() override {
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (auto& v : saved) v.reset_data();
-    }
 
     torch::autograd::variable_list apply(torch::autograd::variable_list&& grad_out) override {
       const bool create_graph = at::GradMode::is_enabled();
-      torch::autograd::variable_list all;
-      all.reserve(saved.size());
-      for (const auto& v : saved) all.push_back(v.unpack());
+      const torch::autograd::variable_list all = unpack();
       const at::TensorList in(all);
       const auto optional = [](at::TensorList list) {
         OptionalTensors out;
@@ -469,10 +484,7 @@ struct Op {
     }
     const TensorVector gu = as_vector(grad_updates), gs = as_vector(grad_states);
     auto node = c10::make_intrusive<DoubleBackward>();
-    const at::TensorList lists[] = {gu, gs, grads, states, params, at::TensorList(step), hyper};
-    for (at::TensorList list : lists) {
-      for (const auto& t : list) node->saved.emplace_back(t, /*is_output=*/false);
-    }
+    node->save({gu, gs, grads, states, params, at::TensorList(step), hyper});
     node->set_next_edges(torch::autograd::collect_next_edges(gu, gs, grads, states, params, step, hyper));
     node->n = grads.size();
     node->n_params = params.size();
@@ -490,24 +502,14 @@ struct Op {
   // kernel runs under grad, vjp, jacrev and vmap(grad(...)). Forward mode
   // (jvp, jacfwd, hessian) runs the rule's math in tensor ops instead.
 
-  struct Backward : public torch::autograd::Node {
-    // Inputs in order: grads, states, params, step, hyperparameters. The
-    // backward recomputes the step from them: it keeps nothing the forward did
-    // not already hold.
-    std::vector<torch::autograd::SavedVariable> saved;
-    size_t n = 0, n_params = 0;
-    std::vector<double> options;
-
+  struct Backward : public SavedInputs {
+    // Saved: grads, states, params, step, hyperparameters. The backward
+    // recomputes the step from them: it keeps nothing the forward did not
+    // already hold.
     std::string name() const override { return qualified("Backward"); }
-    void release_variables() override {
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (auto& v : saved) v.reset_data();
-    }
 
     torch::autograd::variable_list apply(torch::autograd::variable_list&& grad_out) override {
-      torch::autograd::variable_list all;
-      all.reserve(saved.size());
-      for (const auto& v : saved) all.push_back(v.unpack());
+      const torch::autograd::variable_list all = unpack();
       const at::TensorList in(all);
       const size_t h = (1 + NS) * n + n_params;  // index of step; hyperparameters follow
       const auto needs = [&](size_t begin, size_t len) {
@@ -553,9 +555,7 @@ struct Op {
     }
     auto node = c10::make_intrusive<Backward>();
     node->set_next_edges(torch::autograd::collect_next_edges(grads, states, params, step, hyper));
-    for (at::TensorList list : {grads, states, params, at::TensorList(step), hyper}) {
-      for (const auto& t : list) node->saved.emplace_back(t, /*is_output=*/false);
-    }
+    node->save({grads, states, params, at::TensorList(step), hyper});
     node->n = grads.size();
     node->n_params = params.size();
     node->options = options.vec();

@@ -92,6 +92,8 @@ struct ForwardCase {
   double rtol, atol;
   Hyper hyper;
 };
+// ctest shows a parameter by this (GoogleTest would print its bytes, heap pointers included).
+void PrintTo(const ForwardCase& c, std::ostream* os) { *os << c.name; }
 
 class Forward : public ::testing::TestWithParam<ForwardCase> {};
 

@@ -17,6 +17,8 @@ struct Case {
   double step;
   bool momentum, nesterov, maximize;
 };
+// ctest shows a parameter by this (GoogleTest would print its bytes, heap pointers included).
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class Sgd : public ::testing::TestWithParam<Case> {};
 
