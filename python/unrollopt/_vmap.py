@@ -72,6 +72,10 @@ def _lift(items: Sequence[Any], dims: Dims, batched: list[bool], size: int) -> l
     return [_at_front(t, d, size) if batched[j % n] else t for j, (t, d) in enumerate(zip(items, dims))]
 
 
+def _lift_all(lists: Sequence[tuple[Sequence[Any], Dims]], batched: list[bool], size: int) -> list[list]:
+    return [_lift(items, dims, batched, size) for items, dims in lists]
+
+
 def _out_dims(items: Sequence[Any], batched: list[bool]) -> list[Optional[int]]:
     n = len(batched)
     return [0 if batched[j % n] else None for j in range(len(items))]
@@ -101,15 +105,9 @@ def _forward_rule(op):
         if scalars is None:
             return _per_sample(op, size, (grads, states, params, step, hyper, options), in_dims, 2)
         step, hyper = scalars
-        batched = _batched_indices(len(grads), [(grads, g_d), (states, s_d), (params, p_d)])
-        updates, new_states = op(
-            _lift(grads, g_d, batched, size),
-            _lift(states, s_d, batched, size),
-            _lift(params, p_d, batched, size),
-            step,
-            hyper,
-            options,
-        )
+        lists = [(grads, g_d), (states, s_d), (params, p_d)]
+        batched = _batched_indices(len(grads), lists)
+        updates, new_states = op(*_lift_all(lists, batched, size), step, hyper, options)
         return (updates, new_states), (_out_dims(updates, batched), _out_dims(new_states, batched))
 
     return rule
@@ -124,20 +122,9 @@ def _backward_rule(op):
             args = (grad_updates, grad_states, grads, states, params, step, hyper, options, mask)
             return _per_sample(op, size, args, in_dims, 4)
         step, hyper = scalars
-        batched = _batched_indices(
-            len(grads), [(grad_updates, gu_d), (grad_states, gs_d), (grads, g_d), (states, s_d), (params, p_d)]
-        )
-        out = op(
-            _lift(grad_updates, gu_d, batched, size),
-            _lift(grad_states, gs_d, batched, size),
-            _lift(grads, g_d, batched, size),
-            _lift(states, s_d, batched, size),
-            _lift(params, p_d, batched, size),
-            step,
-            hyper,
-            options,
-            mask,
-        )
+        lists = [(grad_updates, gu_d), (grad_states, gs_d), (grads, g_d), (states, s_d), (params, p_d)]
+        batched = _batched_indices(len(grads), lists)
+        out = op(*_lift_all(lists, batched, size), step, hyper, options, mask)
         grad_g, grad_s, grad_p, grad_h = out
         dims = (_out_dims(grad_g, batched), _out_dims(grad_s, batched), _out_dims(grad_p, batched), [None] * len(grad_h))
         return out, dims
@@ -149,7 +136,8 @@ def _inplace_rule(op):
     def rule(size, in_dims, params, grads, states, step, hyper, options, update_params):
         p_d, g_d, s_d, step_d, h_d, _, _ = in_dims
         written = [(params if update_params else grads, p_d if update_params else g_d), (states, s_d)]
-        batched = _batched_indices(len(grads), [(params, p_d), (grads, g_d), (states, s_d)])
+        lists = [(params, p_d), (grads, g_d), (states, s_d)]
+        batched = _batched_indices(len(grads), lists)
         for items, dims in written:
             for j, d in enumerate(dims):
                 if batched[j % len(grads)] and d is None:
@@ -159,26 +147,12 @@ def _inplace_rule(op):
                         "into one tensor); batch it too, or use the out-of-place update(..., inplace=False)"
                     )
         scalars = _unbatch_scalars(step, step_d, hyper, h_d)
-        if scalars is None:
-            for b in range(size):
-                op(
-                    *([_sample(t, d, b) for t, d in zip(ts, ds)] for ts, ds in ((params, p_d), (grads, g_d), (states, s_d))),
-                    _sample(step, step_d, b),
-                    [_sample(h, d, b) for h, d in zip(hyper, h_d)],
-                    options,
-                    update_params,
-                )
+        if scalars is None:  # each sample written in place through its slices
+            args = (params, grads, states, step, hyper, options, update_params)
+            _per_sample(op, size, args, in_dims, 0)
         else:
             step, hyper = scalars
-            op(
-                _lift(params, p_d, batched, size),
-                _lift(grads, g_d, batched, size),
-                _lift(states, s_d, batched, size),
-                step,
-                hyper,
-                options,
-                update_params,
-            )
+            op(*_lift_all(lists, batched, size), step, hyper, options, update_params)
         return None, None
 
     return rule
