@@ -220,6 +220,18 @@ def test_stop_gradient_detaches_in_place_keeping_requires_grad():
     assert tree["a"][0].grad_fn is None and tree["a"][0].requires_grad
 
 
+def test_extract_state_dict_takes_torchopt_spellings():
+    net = Net()
+    for ours, theirs in (("reference", "ref"), ("copy", "clone"), ("deepcopy", "deepclone")):
+        a = unrollopt.extract_state_dict(net, by=ours).params
+        b = unrollopt.extract_state_dict(net, by=theirs).params
+        for name in a:
+            assert torch.equal(a[name], b[name]) and (a[name] is b[name]) == (ours == "reference")
+            assert (a[name].grad_fn is None) == (b[name].grad_fn is None)
+    with pytest.raises(ValueError, match="'deepclone'"):
+        unrollopt.extract_state_dict(net, by="shallow")
+
+
 def test_module_clone():
     net = Net()
     for by in ("reference", "copy", "deepcopy"):
@@ -229,6 +241,31 @@ def test_module_clone():
         torch.testing.assert_close(clone(x), net(x))
         same = clone.fc1.weight is net.fc1.weight
         assert same == (by == "reference")
+
+
+def _devices_to_copy_to():
+    cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here (torch.cuda.is_available() is False)")
+    return ["meta", pytest.param("cuda", marks=cuda)]
+
+
+@pytest.mark.parametrize("device", _devices_to_copy_to())
+def test_deepcopy_to_a_device_gives_detached_leaves(device):
+    net = Net()
+    net.register_buffer("scale", torch.rand(3))
+    net.fc1.weight.requires_grad_(False)
+    state = unrollopt.extract_state_dict(net, by="deepcopy", device=device)
+    for name, p in state.params.items():
+        original = dict(net.named_parameters())[name]
+        assert type(p) is nn.Parameter and p.is_leaf and p.grad_fn is None, name
+        assert p.device.type == device and p.requires_grad == original.requires_grad, name
+    assert state.buffers["scale"].is_leaf and state.buffers["scale"].device.type == device
+    clone = unrollopt.module_clone(net, by="deepcopy", device=device)
+    assert all(type(p) is nn.Parameter and p.is_leaf and p.device.type == device for p in clone.parameters())
+    # What the bug broke: a torch.optim optimizer over the clone's parameters.
+    torch.optim.SGD(clone.parameters(), lr=0.1)
+    # "copy" stays in the graph; "reference" moves the tensors themselves.
+    copied = unrollopt.extract_state_dict(net, by="copy", device=device)
+    assert copied.params["fc2.weight"].grad_fn is not None
 
 
 def test_optimizer_state_round_trip():

@@ -14,7 +14,7 @@ from unrollopt.meta import MetaOptimizer
 
 __all__ = ["ModuleState", "extract_state_dict", "recover_state_dict", "stop_gradient", "module_clone"]
 
-By = Literal["reference", "copy", "deepcopy"]
+By = Literal["reference", "copy", "deepcopy", "ref", "clone", "deepclone"]
 Device = Union[torch.device, str, None]
 
 
@@ -25,31 +25,36 @@ class ModuleState(NamedTuple):
     buffers: dict[str, torch.Tensor]
 
 
+#: TorchOpt's spellings of ``by``.
+_TORCHOPT_BY = {"ref": "reference", "clone": "copy", "deepclone": "deepcopy"}
+
+
 def _mapper(by: str, device: Device):
+    by = _TORCHOPT_BY.get(by, by)
     if by not in ("reference", "copy", "deepcopy"):
-        raise ValueError(f"by must be 'reference', 'copy' or 'deepcopy', got {by!r}")
+        raise ValueError(
+            f"by must be 'reference', 'copy' or 'deepcopy' (or TorchOpt's 'ref', 'clone', 'deepclone'), got {by!r}"
+        )
 
     def convert(t: Any) -> Any:
         if not isinstance(t, torch.Tensor):
             return t
         if by == "reference":
-            out = t
-        elif by == "copy":
-            out = t.clone()  # stays in the autograd graph
-        else:
-            out = t.detach().clone()
-            if isinstance(t, nn.Parameter):
-                out = nn.Parameter(out, requires_grad=t.requires_grad)
-            else:
-                out.requires_grad_(t.requires_grad)
-        return out if device is None else out.to(device)
+            return t if device is None else t.to(device)
+        if by == "copy":  # stays in the autograd graph
+            return t.clone() if device is None else t.to(device, copy=True)
+        # A detached leaf made on the target device (a copy then a move would
+        # be a non-leaf), a Parameter for a Parameter.
+        out = t.detach().clone() if device is None else t.detach().to(device, copy=True)
+        if isinstance(t, nn.Parameter):
+            return nn.Parameter(out, requires_grad=t.requires_grad)
+        return out.requires_grad_(t.requires_grad)
 
     return convert
 
 
 def _detached(t: torch.Tensor, device: Device) -> torch.Tensor:
-    out = t.detach().clone()
-    return out if device is None else out.to(device)
+    return t.detach().clone() if device is None else t.detach().to(device, copy=True)
 
 
 def extract_state_dict(
@@ -65,7 +70,10 @@ def extract_state_dict(
     ``by='reference'`` returns the tensors themselves (so gradients accumulate
     into them, as multi-task MAML needs); ``'copy'`` returns ``clone()``s, which
     stay in the autograd graph; ``'deepcopy'`` returns detached clones
-    (``nn.Parameter``s stay parameters, ``requires_grad`` is kept).
+    (``nn.Parameter``s stay parameters, ``requires_grad`` is kept). TorchOpt's
+    ``'ref'``, ``'clone'`` and ``'deepclone'`` mean the same three. With
+    ``device`` the tensors are moved there (a deepcopy is made there: detached
+    leaves).
     ``detach_buffers=True`` gives detached buffer copies whatever ``by`` is.
     For a module the result is a :class:`ModuleState`; for an optimizer, its
     state dict with tensors converted the same way.
