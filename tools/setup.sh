@@ -12,22 +12,32 @@ torch_spec=${UNROLLOPT_TORCH:-torch==2.13.0}
 with_tests=OFF
 [[ "${1:-}" == "--with-tests" ]] && with_tests=ON
 
+say() { echo "[setup $(date +%H:%M:%S)] $*"; }
+start=$SECONDS
+
 if [[ $with_tests == ON ]] && ! dpkg -s libgtest-dev >/dev/null 2>&1; then
+  say "installing GoogleTest (apt: libgtest-dev)"
   sudo_cmd=""
   [[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   $sudo_cmd apt-get install -y -qq libgtest-dev >/dev/null
 fi
 
-[[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
-packages=("$torch_spec" nanobind scikit-build-core ninja numpy matplotlib tqdm)
+if [[ ! -x "$venv/bin/python" ]]; then
+  say "creating the virtual environment $venv"
+  python3 -m venv "$venv" || { echo "python3 -m venv failed: install python3-venv (Debian, Ubuntu)" >&2; exit 1; }
+fi
+# CMake >= 3.24 and ninja from pip: distributions often ship an older CMake.
+packages=("$torch_spec" nanobind scikit-build-core ninja "cmake>=3.24" numpy matplotlib tqdm)
 [[ $with_tests == ON ]] && packages+=(pytest)
+say "installing ${packages[*]} (pip; torch is a large download the first time)"
 "$venv/bin/pip" install -q --disable-pip-version-check "${packages[@]}"
 
 # No build isolation: the extension must be built against the torch installed
 # above, never one resolved from the registry. One build folder per venv.
+say "building unrollopt (tests: $with_tests): about 8 minutes on 2 cores from scratch, less when rebuilding"
 PATH="$venv/bin:$PATH" "$venv/bin/pip" install -q --disable-pip-version-check \
   --no-build-isolation --no-deps --force-reinstall "$root" \
   -Cbuild-dir="$root/build/$(basename "$venv")" \
   -Ccmake.define.UNROLLOPT_BUILD_TESTS=$with_tests
-echo "unrollopt installed into $venv"
+say "unrollopt installed into $venv ($((SECONDS - start)) s in all)"

@@ -22,3 +22,14 @@ def test_mismatched_torch_raises_import_error_saying_how_to_rebuild():
     assert "ImportError" in result.stderr
     assert "built against torch" in result.stderr and "0.0.1+other" in result.stderr
     assert "--no-build-isolation" in result.stderr
+
+
+def test_installed_metadata_pins_the_torch_built_against():
+    """The wheel's Requires-Dist is torch==<the version built against>
+    (tools/torch_pin.py), so installing it never brings another torch."""
+    from importlib.metadata import requires
+
+    from unrollopt import _build_info
+
+    pins = [r for r in requires("unrollopt") or [] if r.replace(" ", "").startswith("torch")]
+    assert pins == [f"torch=={_build_info.TORCH_VERSION.split('+')[0]}"], requires("unrollopt")

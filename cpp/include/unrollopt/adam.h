@@ -10,7 +10,7 @@
 //     params = unrollopt::apply_updates(params, updates);
 //   }
 //
-// The update equations are in adam_math.h's header comment and in the Python
+// The update equations are in cpp/src/rules/adam.h (the rule every kernel runs) and in the Python
 // docstring of unrollopt.adam.
 
 #include <utility>
