@@ -25,6 +25,17 @@ void check_like(const char* op, const char* name, size_t i, const at::Tensor& t,
 // shares memory with another (as in an expanded tensor).
 void check_writable(const char* op, const char* name, at::TensorList list);
 
+// No tensor of a `written` list shares memory with another tensor of any list
+// (written or `read`): an in-place step's result would then depend on the order
+// of its writes. The error names both tensors.
+void check_no_aliasing(const char* op, c10::ArrayRef<NamedTensorList> written,
+                       c10::ArrayRef<NamedTensorList> read);
+
+// The step number, where it can be read without a synchronisation (a CPU
+// tensor): at least 1 (steps count from 1, and step 0 divides by a zero bias
+// correction).
+void check_step(const char* op, const at::Tensor& step);
+
 // A hyperparameter: a 0-d floating-point tensor (or integral, for `step`).
 void check_hyperparameter(const char* op, const char* name, const at::Tensor& t);
 

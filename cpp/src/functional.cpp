@@ -3,7 +3,10 @@
 #include <ATen/ops/add.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros_like.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/util/Exception.h>
+
+#include <algorithm>
 
 #include "checks.h"
 #include "unrollopt/update.h"
@@ -46,10 +49,28 @@ std::vector<std::vector<at::Tensor>> zero_states(size_t num_states, at::TensorLi
   return states;
 }
 
+namespace {
+bool any_requires_grad(at::TensorList list) {
+  return std::any_of(list.begin(), list.end(), [](const at::Tensor& t) { return t.requires_grad(); });
+}
+}  // namespace
+
+void warn_if_first_order(std::string_view op, at::TensorList grads, at::TensorList params) {
+  if (params.empty() || !at::GradMode::is_enabled() || any_requires_grad(grads) ||
+      !any_requires_grad(params)) {
+    return;
+  }
+  TORCH_WARN_ONCE("unrollopt ", op,
+                  " update: the grads do not require grad but the params do, so the step is "
+                  "first-order (its gradient does not flow through the grads). In an unrolled "
+                  "inner loop compute them with torch::autograd::grad(..., /*create_graph=*/true).");
+}
+
 Step fused_update(std::string_view op, at::TensorList grads,
                   const std::vector<std::vector<at::Tensor>>& states, at::TensorList params,
                   const at::Tensor& count, const std::vector<Hyperparameter>& hyper,
                   const std::vector<double>& options) {
+  warn_if_first_order(op, grads, params);
   std::vector<at::Tensor> flat, hyper_tensors;
   for (const auto& state : states) flat.insert(flat.end(), state.begin(), state.end());
   for (const auto& h : hyper) hyper_tensors.push_back(h.tensor());

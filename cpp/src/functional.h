@@ -25,7 +25,12 @@ struct Step {
   at::Tensor count;
 };
 
-// One out-of-place step of the operator unrollopt::<op>.
+// A warning (once) where a differentiable step gets grads that do not require
+// grad for params that do: the forgotten create_graph=true, which silently
+// makes a meta-gradient first-order.
+void warn_if_first_order(std::string_view op, at::TensorList grads, at::TensorList params);
+
+// One out-of-place step of the operator unrollopt::<op> (warns as above).
 Step fused_update(std::string_view op, at::TensorList grads,
                   const std::vector<std::vector<at::Tensor>>& states, at::TensorList params,
                   const at::Tensor& count, const std::vector<Hyperparameter>& hyper,

@@ -113,6 +113,7 @@ struct Op {
     for (size_t k = 0; k < NS; ++k) named[k] = {Rule::states[k], lists[k]};
     check_parameter_lists(op, grads, named, params);
     check_hyperparameter(op, "step", step);
+    check_step(op, step);
     TORCH_CHECK_VALUE(hyper.size() == NH, "unrollopt.", op, ": expected ", NH,
                       " hyperparameters (", c10::Join(", ", Rule::hyperparameters), "), got ",
                       hyper.size());
@@ -214,6 +215,11 @@ struct Op {
                       ": update_params=True needs params (got an empty list)");
     check_writable(op.c_str(), update_params ? "params" : "grads", update_params ? params : grads);
     check_writable(op.c_str(), "states", states);
+    const auto lists = split(states, grads.size());
+    std::vector<NamedTensorList> written{{update_params ? "params" : "grads", update_params ? params : grads}};
+    for (size_t k = 0; k < NS; ++k) written.emplace_back(Rule::states[k], lists[k]);
+    const NamedTensorList read{update_params ? "grads" : "params", update_params ? grads : params};
+    check_no_aliasing(op.c_str(), written, {read});
   }
 
   static void inplace_meta(at::TensorList params, at::TensorList grads, at::TensorList states,
@@ -602,8 +608,17 @@ struct Op {
                                at::TensorList states, const at::Tensor& step,
                                at::TensorList hyper, c10::ArrayRef<double> options,
                                bool update_params) {
+    // Refused where autograd would need what the step overwrites or reads: grads,
+    // states or hyperparameters that require grad, params that it writes or that
+    // are results of a differentiable step. Leaf params only read (a weight decay
+    // in a plain training step, nn.Parameters under grad mode) are fine.
+    const auto non_leaf = [](at::TensorList list) {
+      return std::any_of(list.begin(), list.end(),
+                         [](const at::Tensor& t) { return t.requires_grad() && !t.is_leaf(); });
+    };
     TORCH_CHECK(!at::GradMode::is_enabled() ||
-                    !any_requires_grad({params, grads, states, hyper}, {}),
+                    !(any_requires_grad({grads, states, hyper}, {}) ||
+                      (update_params ? any_requires_grad({params}, {}) : non_leaf(params))),
                 "unrollopt.", Rule::name,
                 "_ updates tensors in place and is not differentiable, but an input requires "
                 "grad. For a differentiable step use the out-of-place unrollopt.",

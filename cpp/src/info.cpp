@@ -16,6 +16,8 @@ bool accelerated_op_available(c10::Device device) noexcept {
       const auto gpus = at::detail::getCUDAHooks().getNumGPUs();
       if (gpus == 0 || (device.has_index() && device.index() >= gpus)) return false;
       key = c10::DispatchKey::CUDA;
+    } else if (device.is_meta()) {  // shapes only, as torch.compile traces them
+      key = c10::DispatchKey::Meta;
     } else {
       return false;
     }

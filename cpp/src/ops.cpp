@@ -3,16 +3,36 @@
 
 #include "unrollopt/ops.h"
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/util/StringUtil.h>
 
 namespace unrollopt::ops {
 namespace {
+// The optimizer names that have operators, sorted and comma-separated.
+std::string known_optimizers() {
+  constexpr std::string_view prefix = "unrollopt::", backward = "_backward";
+  std::vector<std::string> names;
+  for (const c10::OperatorName& op : c10::Dispatcher::singleton().getAllOpNames()) {
+    const std::string_view name = op.name;
+    if (name.substr(0, prefix.size()) != prefix || name.back() == '_') continue;
+    if (name.size() > backward.size() && name.substr(name.size() - backward.size()) == backward) continue;
+    names.emplace_back(name.substr(prefix.size()));
+  }
+  std::sort(names.begin(), names.end());
+  return c10::Join(", ", names);
+}
+
 template <class Signature>
 c10::TypedOperatorHandle<Signature> op(std::string_view optimizer, const char* suffix) {
   const std::string name = "unrollopt::" + std::string(optimizer) + suffix;
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name.c_str(), "").typed<Signature>();
+  const auto handle = c10::Dispatcher::singleton().findSchema({name, ""});
+  TORCH_CHECK_VALUE(handle.has_value(), "unrollopt::ops: no optimizer named \"", optimizer,
+                    "\"; the operators are: ", known_optimizers());
+  return handle->typed<Signature>();
 }
 }  // namespace
 

@@ -322,6 +322,94 @@ TEST(Adam, BadInputRaisesBeforeAnythingChanges) {
   EXPECT_THROW(unrollopt::Adam({.weight_decay = -0.1}), c10::ValueError);
 }
 
+TEST(Adam, StepBelowOneIsRefused) {
+  const Inputs in = random_inputs({3}, at::kFloat, 11);
+  for (const int64_t step : {0, -2}) {
+    EXPECT_THROW(adam_op(in.g, in.m, in.v, in.p, at::scalar_tensor(step, at::kLong), scalar(0.1),
+                         scalar(0.9), scalar(0.999), scalar(0.0), 1e-8, 0.0, false),
+                 c10::ValueError)
+        << "step " << step;
+    EXPECT_THROW(adam_inplace_op(in.p, in.g, in.m, in.v, at::scalar_tensor(step, at::kLong),
+                                 scalar(0.1), scalar(0.9), scalar(0.999), scalar(0.0), 1e-8, 0.0,
+                                 false, true),
+                 c10::ValueError)
+        << "step " << step;
+  }
+}
+
+TEST(Ops, UnknownOptimizerNameListsTheOperators) {
+  std::string message;
+  try {
+    unrollopt::ops::fused_step("adamm", {}, {}, {}, at::scalar_tensor(1, at::kLong), {}, {});
+  } catch (const c10::ValueError& e) {
+    message = e.what_without_backtrace();
+  }
+  EXPECT_NE(message.find("no optimizer named \"adamm\""), std::string::npos) << message;
+  EXPECT_NE(message.find("adadelta, adagrad, adam, adam_amsgrad, adamax"), std::string::npos) << message;
+  EXPECT_NE(message.find("sgd_momentum"), std::string::npos) << message;
+  EXPECT_EQ(message.find("backward"), std::string::npos) << message;
+}
+
+TEST(Adam, InPlaceArgumentsThatShareMemoryAreRefused) {
+  const Inputs in = random_inputs({4, 6}, at::kFloat, 12);
+  const Tensor buffer = at::randn({10});
+  const auto inplace = [](const Inputs& x) {
+    adam_inplace_op(x.p, x.g, x.m, x.v, at::scalar_tensor(1, at::kLong), scalar(0.1), scalar(0.9),
+                    scalar(0.999), scalar(0.0), 1e-8, 0.0, false, true);
+  };
+  const auto message = [&](const Inputs& x) -> std::string {
+    try {
+      inplace(x);
+    } catch (const c10::ValueError& e) {
+      return e.what_without_backtrace();
+    }
+    return "";
+  };
+  Inputs same = in;  // one tensor as both moments
+  same.v[1] = same.m[1];
+  EXPECT_NE(message(same).find("mu[1] and nu[1] share memory"), std::string::npos) << message(same);
+  Inputs views = in;  // overlapping views of one buffer
+  views.m[0] = buffer.narrow(0, 0, 4);
+  views.v[1] = buffer.narrow(0, 2, 6);
+  EXPECT_NE(message(views).find("share memory"), std::string::npos);
+  Inputs read = in;  // a gradient that is a written moment
+  read.g[0] = read.m[0];
+  EXPECT_NE(message(read).find("share memory"), std::string::npos);
+  // Disjoint views of one buffer, and interleaved ones, are fine.
+  Inputs disjoint = in;
+  disjoint.m[0] = buffer.narrow(0, 0, 4);
+  disjoint.v[0] = buffer.narrow(0, 4, 4);
+  EXPECT_NO_THROW(inplace(disjoint));
+  const Tensor pairs = at::randn({6, 2});
+  Inputs interleaved = in;
+  interleaved.m[1] = pairs.select(1, 0);
+  interleaved.v[1] = pairs.select(1, 1).abs();
+  EXPECT_NO_THROW(inplace(interleaved));
+}
+
+TEST(Adam, WarnsOnceWhenGradsDoNotRequireGradButParamsDo) {
+  const Tensor p = at::randn({5}).requires_grad_(true);
+  const unrollopt::Adam adam({.lr = 0.1});
+  const auto state = adam.init({p});
+  const auto warnings_of = [&](const Tensor& g) {
+    struct Collect : c10::WarningHandler {
+      std::vector<std::string> messages;
+      void process(const c10::Warning& w) override { messages.push_back(w.msg()); }
+    } collect;
+    const c10::WarningUtils::WarningHandlerGuard guard(&collect);
+    adam.update({g}, state, {p});
+    return collect.messages;
+  };
+  const Tensor loss = (p * p).sum();
+  const Tensor with_graph = torch::autograd::grad({loss}, {p}, {}, true, /*create_graph=*/true)[0];
+  EXPECT_TRUE(warnings_of(with_graph).empty());
+  const Tensor without = torch::autograd::grad({loss}, {p})[0];
+  const auto first = warnings_of(without);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_NE(first[0].find("create_graph"), std::string::npos) << first[0];
+  EXPECT_TRUE(warnings_of(without).empty()) << "warned twice";
+}
+
 TEST(Adam, NonFiniteGradientsPropagate) {
   Inputs in = random_inputs({6}, at::kDouble, 9);
   in.g[0][1] = std::numeric_limits<double>::quiet_NaN();
@@ -353,7 +441,8 @@ TEST(Adam, ResultsDoNotDependOnThreadCount) {
 
 TEST(Info, AcceleratedOpAvailable) {
   EXPECT_TRUE(unrollopt::accelerated_op_available(c10::Device("cpu")));
-  EXPECT_FALSE(unrollopt::accelerated_op_available(c10::Device("meta")));
+  EXPECT_TRUE(unrollopt::accelerated_op_available(c10::Device("meta")));  // shapes only
+  EXPECT_FALSE(unrollopt::accelerated_op_available(c10::Device("mps")));
   EXPECT_STREQ(unrollopt::version(), UNROLLOPT_TEST_VERSION);
 }
 

@@ -84,6 +84,18 @@ NB_MODULE(_C, m) {
       },
       nb::arg("op"), nb::arg("name"), nb::arg("tensors"),
       "Raises ValueError if a tensor cannot be written in place (overlapping memory).");
+  m.def(
+      "check_no_aliasing",
+      [](const std::string& op, const std::vector<std::pair<std::string, TensorVector>>& written,
+         const std::vector<std::pair<std::string, TensorVector>>& read) {
+        std::vector<unrollopt::NamedTensorList> w, r;
+        for (const auto& [name, list] : written) w.emplace_back(name.c_str(), list);
+        for (const auto& [name, list] : read) r.emplace_back(name.c_str(), list);
+        unrollopt::check_no_aliasing(op.c_str(), w, r);
+      },
+      nb::arg("op"), nb::arg("written"), nb::arg("read"),
+      "Raises ValueError, naming both, if a tensor an in-place step writes shares memory with "
+      "another of its arguments. Both are lists of (name, tensors) pairs.");
 
   // The C++ API's unrollopt::Adam, state as (mu, nu, count).
   nb::class_<unrollopt::Adam>(m, "CppAdam")

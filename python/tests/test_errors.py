@@ -258,9 +258,14 @@ def test_inplace_op_refuses_inputs_that_require_grad(op):
         if culprit == "states" and not states:
             continue
         snap = snapshot((grads, states, params))
-        for update_params in (False, True):
+        # Leaf params that are only read (update_params=False) are a plain
+        # training step's nn.Parameters: allowed (below); written, refused.
+        for update_params in (False, True) if culprit != "params" else (True,):
             with pytest.raises(RuntimeError, match="inplace=False"):
                 inplace(params, grads, states, torch.tensor(1), hyper, options, update_params)
+        if culprit == "params":  # params that are results of a differentiable step: refused
+            with pytest.raises(RuntimeError, match="inplace=False"):
+                inplace([p * 1 for p in params], grads, states, torch.tensor(1), hyper, options, False)
         assert_unchanged((grads, states, params), snap)
         # Under no_grad the same call is allowed (and writes).
         with torch.no_grad():
@@ -375,3 +380,109 @@ def test_inplace_update_with_expanded_gradient(fused):
     updates, new_state = opt.update((g,), state, inplace=False)
     expected, _ = opt.update((g.clone(),), opt.init((x,)), inplace=False)
     assert torch.equal(updates[0], expected[0]) and int(new_state.count) == 1
+
+
+# --- the mistakes users make --------------------------------------------------------
+
+
+def _inner_grads(params, create_graph):
+    loss = sum((p * p).sum() for p in params)
+    return torch.autograd.grad(loss, params, create_graph=create_graph)
+
+
+def test_forgotten_create_graph_warns(fused):
+    """Inner gradients taken without create_graph=True make the meta-gradient
+    silently first-order: the differentiable update warns, saying what to do."""
+    opt = unrollopt.sgd(lr=0.1, use_accelerated_op=fused)
+    params = (randn(gen(30), 4, requires_grad=True), randn(gen(31), 3, requires_grad=True))
+    state = opt.init(params)
+    with pytest.warns(UserWarning, match=r"create_graph=True"):
+        opt.update(_inner_grads(params, create_graph=False), state, params=params, inplace=False)
+
+
+def test_no_first_order_warning_in_the_correct_cases(fused):
+    """None where nothing is wrong: gradients with a graph; parameters that do
+    not require grad; an in-place step; MetaOptimizer(first_order=True)."""
+    opt = unrollopt.sgd(lr=0.1, use_accelerated_op=fused)
+    params = (randn(gen(32), 4, requires_grad=True), randn(gen(33), 3, requires_grad=True))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.update(_inner_grads(params, create_graph=True), opt.init(params), params=params, inplace=False)
+        plain = [p.detach() for p in params]
+        opt.update([torch.ones_like(p) for p in plain], opt.init(plain), params=plain, inplace=False)
+        with torch.no_grad():
+            opt.update([torch.ones_like(p) for p in plain], opt.init(plain), params=plain, inplace=True)
+        net = torch.nn.Linear(3, 1)
+        meta = unrollopt.MetaSGD(net, lr=0.1, first_order=True, use_accelerated_op=fused)
+        meta.step(net(torch.ones(2, 3)).pow(2).mean())
+
+
+def test_tuple_grads_for_dict_params_say_what_to_do(fused):
+    params = {"w": randn(gen(34), 4), "b": randn(gen(35), 1)}
+    opt = unrollopt.adam(lr=0.1, use_accelerated_op=fused)
+    state = opt.init(params)
+    grads = tuple(torch.ones_like(p) for p in params.values())
+    with pytest.raises(ValueError, match=re.escape("dict(zip(params, grads))")) as error:
+        opt.update(grads, state, params=params)
+    assert "tuple" in str(error.value) and "dict" in str(error.value)
+
+
+def test_meta_optimizer_step_under_no_grad_says_grad_mode_is_off(fused):
+    net = torch.nn.Linear(3, 1)
+    meta = unrollopt.MetaAdam(net, lr=0.1, use_accelerated_op=fused)
+    x = torch.ones(2, 3)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="grad mode is off"):
+        meta.step(net(x).pow(2).mean())
+    loss = net(x).pow(2).mean()  # computed with grad, stepped without
+    with torch.no_grad(), pytest.raises(RuntimeError, match="grad mode is off"):
+        meta.step(loss)
+    meta.step(loss)  # and with grad mode on it works
+
+
+def test_inplace_update_refuses_aliased_state(fused):
+    """One tensor as two states (or a state that is a gradient): refused by
+    both paths before anything is written, naming both."""
+    opt, params, state = setup_state(fused)
+    grads = [randn(gen(36), 4), randn(gen(37), 3)]
+    for bad, names in ((state._replace(nu=[state.mu[0], state.nu[1]]), ("mu[0]", "nu[0]")),
+                       (state._replace(mu=[state.mu[0], grads[1]]), ("mu[1]", "grads[1]"))):  # fmt: skip
+        snap = snapshot((params, bad, grads))
+        with torch.no_grad(), pytest.raises(ValueError, match="share memory") as error:
+            opt.update(grads, bad, params=params, inplace=True)
+        assert all(name in str(error.value) for name in names), str(error.value)
+        assert_unchanged((params, bad, grads), snap)
+
+
+def test_inplace_update_in_a_plain_training_loop_reads_leaf_params(fused):
+    """TorchOpt's functional training step: nn.Parameters (leaves requiring
+    grad), gradients from .backward(), weight decay reading the params, an
+    in-place update under grad mode: allowed, with torch.optim's numbers."""
+    torch.manual_seed(0)
+    net, ref = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)
+    ref.load_state_dict(net.state_dict())
+    params = tuple(net.parameters())
+    opt = unrollopt.adamw(lr=0.1, weight_decay=0.1, use_accelerated_op=fused)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=0.1, weight_decay=0.1)
+    state = opt.init(params)
+    x = torch.randn(8, 4)
+    for _ in range(3):
+        net.zero_grad()
+        net(x).pow(2).mean().backward()
+        updates, state = opt.update(tuple(p.grad for p in params), state, params=params, inplace=True)
+        unrollopt.apply_updates(params, updates, inplace=True)
+        ref_opt.zero_grad()
+        ref(x).pow(2).mean().backward()
+        ref_opt.step()
+    for p, q in zip(net.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    # The same chain of transforms, with a weight decay reading the params.
+    chained = unrollopt.chain(unrollopt.add_decayed_weights(0.1), unrollopt.scale(-0.1))
+    grads = tuple(torch.ones_like(p) for p in params)
+    updates, _ = chained.update(grads, chained.init(params), params=params, inplace=True)
+    assert all(not u.requires_grad for u in updates)
+    # Still refused where it would lose a meta-gradient: a learned step size.
+    lr = torch.tensor(0.1, requires_grad=True)
+    with pytest.raises(RuntimeError, match="inplace=False"):
+        unrollopt.scale(lr).update(tuple(torch.ones_like(p) for p in params), (), inplace=True)

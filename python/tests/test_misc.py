@@ -17,17 +17,19 @@ from conftest import F64, gen, max_rel_err, rand_pos, randn, unrollopt
 
 
 @pytest.mark.parametrize(
-    "devices", [None, "cpu", torch.device("cpu"), ["cpu"], ("cpu", torch.device("cpu")), iter(["cpu"])],
-    ids=["None", "str", "device", "list", "tuple", "iterator"],
+    "devices", [None, "cpu", torch.device("cpu"), ["cpu"], ("cpu", torch.device("cpu")), iter(["cpu"]), "meta",
+                ["cpu", "meta"]],
+    ids=["None", "str", "device", "list", "tuple", "iterator", "meta", "cpu+meta"],
 )
 def test_accelerated_op_available_on_cpu(devices):
+    """The CPU (what None means) and meta (the shape kernels torch.compile traces with)."""
     assert unrollopt.accelerated_op_available(devices) is True
 
 
 @pytest.mark.parametrize(
     "devices",
-    ["not-a-device", [], True, False, object(), 1.5, "meta", b"cpu", ["cpu", "not-a-device"], -1],
-    ids=["garbage", "empty", "True", "False", "object", "float", "meta", "bytes", "cpu+garbage", "int-1"],
+    ["not-a-device", [], True, False, object(), 1.5, "mps", b"cpu", ["cpu", "not-a-device"], -1],
+    ids=["garbage", "empty", "True", "False", "object", "float", "mps", "bytes", "cpu+garbage", "int-1"],
 )
 def test_accelerated_op_not_available(devices):
     assert unrollopt.accelerated_op_available(devices) is False
@@ -306,3 +308,31 @@ def test_thread_count_does_not_change_results(op):
     for a, b in zip(hg1, hg2):
         assert a.abs() > 0
         assert abs(float(a) - float(b)) <= 1e-12 * abs(float(a))
+
+
+# --- unrollopt.pytree ----------------------------------------------------------------
+
+
+def test_pytree_arithmetic_matches_leafwise_torch():
+    from unrollopt import pytree
+
+    g = torch.Generator().manual_seed(5)
+    x = {"w": torch.randn(3, 2, generator=g, dtype=torch.float64), "b": (torch.randn(2, generator=g, dtype=torch.float64), None)}
+    y = {"w": torch.rand(3, 2, generator=g, dtype=torch.float64) + 0.5, "b": (torch.rand(2, generator=g, dtype=torch.float64) + 0.5, None)}
+    leaves = lambda t: [t["w"], t["b"][0]]  # noqa: E731
+    for got, want in (
+        (pytree.tree_add(x, y, x), [a + b + a for a, b in zip(leaves(x), leaves(y))]),
+        (pytree.tree_sub(x, y), [a - b for a, b in zip(leaves(x), leaves(y))]),
+        (pytree.tree_mul(x, y), [a * b for a, b in zip(leaves(x), leaves(y))]),
+        (pytree.tree_scalar_mul(-0.5, x), [-0.5 * a for a in leaves(x)]),
+        (pytree.tree_truediv(x, y), [a / b for a, b in zip(leaves(x), leaves(y))]),
+        (pytree.tree_neg(x), [-a for a in leaves(x)]),
+        (pytree.tree_pos(x), leaves(x)),
+    ):
+        assert got["b"][1] is None
+        for a, b in zip(leaves(got), want):
+            assert torch.equal(a, b)
+    vdot = pytree.tree_vdot_real(x, y)
+    assert torch.allclose(vdot, sum((a * b).sum() for a, b in zip(leaves(x), leaves(y))), rtol=1e-15, atol=0)
+    with pytest.raises(ValueError, match="structure"):
+        pytree.tree_vdot_real(x, [x["w"]])

@@ -390,6 +390,64 @@ def test_inplace_op_matches_out_of_place(case, update_params):
         assert_close(p2, params, rtol=0, atol=0)
 
 
+@cases(OP_CASES)
+@pytest.mark.parametrize("step", [0, -1])
+def test_step_below_one_is_refused(case, step):
+    """Steps count from 1 (step 0 would divide by a zero bias correction):
+    every operator refuses a smaller step number, before writing anything."""
+    grads, states, params, hyper = make_inputs(case, 21)
+    t = torch.tensor(step)
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        case.forward(grads, states, params, t, hyper, case.options)
+    copies = [[x.clone() for x in ts] for ts in (grads, states, params)]
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        case.inplace(params, grads, states, t, hyper, case.options, True)
+    for ts, before in zip((grads, states, params), copies):
+        assert all(torch.equal(a, b) for a, b in zip(ts, before))
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        case.backward(grads, [None] * len(states), grads, states, params, t, hyper, case.options, case.mask())
+
+
+@cases(OP_CASES)
+@pytest.mark.parametrize("update_params", [False, True])
+def test_inplace_op_refuses_arguments_that_share_memory(case, update_params):
+    """An in-place step whose arguments alias each other would give a result
+    that depends on the order of its writes: refused, naming both, before
+    anything is written."""
+    grads, states, params, hyper = make_inputs(case, 22, shapes=[(4,), (4,)])
+    step = torch.tensor(case.step)
+    written, read = ("params", "grads") if update_params else ("grads", "params")
+
+    def call(p, g, st):
+        case.inplace(p, g, st, step, hyper, case.options, update_params)
+
+    def refused(p, g, st, *names):
+        before = [t.clone() for t in (*p, *g, *st)]
+        with pytest.raises(ValueError, match="share memory") as error:
+            call(p, g, st)
+        assert all(name in str(error.value) for name in names), str(error.value)
+        assert all(torch.equal(a, b) for a, b in zip((*p, *g, *st), before))
+
+    def fresh():
+        return [[t.clone() for t in ts] for ts in (params, grads, states)]
+
+    lists = dict(zip(("params", "grads", "states"), fresh()))
+    lists[read][1] = lists[written][0]  # a tensor read that the step writes
+    refused(lists["params"], lists["grads"], lists["states"], f"{written}[0]", f"{read}[1]")
+    buffer = torch.randn(8, dtype=F64)
+    lists = dict(zip(("params", "grads", "states"), fresh()))
+    lists[written][0], lists[written][1] = buffer[:4], buffer[2:6]  # overlapping views
+    refused(lists["params"], lists["grads"], lists["states"], f"{written}[0]", f"{written}[1]")
+    if states:
+        lists = dict(zip(("params", "grads", "states"), fresh()))
+        lists["states"][0] = lists[read][0]  # a written state that is a read tensor
+        refused(lists["params"], lists["grads"], lists["states"], f"{STATE_NAMES[case.op][0]}[0]", f"{read}[0]")
+    # Disjoint views of one buffer are fine.
+    lists = dict(zip(("params", "grads", "states"), fresh()))
+    lists[written][0], lists[written][1] = buffer[:4], buffer[4:]
+    call(lists["params"], lists["grads"], lists["states"])
+
+
 SIZES = [0, 1, 3, 1025, 2049, 65537]
 
 

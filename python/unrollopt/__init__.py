@@ -89,6 +89,7 @@ from unrollopt.transform import (  # noqa: E402
     scale_by_stddev,
     trace,
 )
+from unrollopt import pytree  # noqa: E402
 from unrollopt.update import apply_updates  # noqa: E402
 from unrollopt.utils import (  # noqa: E402
     ModuleState,
@@ -103,6 +104,7 @@ from unrollopt.utils import (  # noqa: E402
 cmake_prefix_path = _os.path.join(_os.path.dirname(_C.__file__), "share", "cmake")
 
 __all__ = [
+    "pytree",
     "accelerated_op_available",
     "AdaDelta",
     "Adadelta",

@@ -4,6 +4,8 @@ behind the same checks and the same in-place semantics."""
 
 from __future__ import annotations
 
+import contextvars
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -57,18 +59,54 @@ def check_tensors(what: str, **lists: Tensors) -> None:
                 raise TypeError(f"unrollopt.{what}: {name}[{i}] must be a tensor, got {type(t).__name__}")
 
 
-def check_inplace_allowed(what: str, *lists: Tensors, config: Optional[Config] = None) -> None:
+#: Set while a caller takes a first-order step on purpose (MetaOptimizer(first_order=True)).
+first_order_on_purpose: contextvars.ContextVar[bool] = contextvars.ContextVar("first_order_on_purpose", default=False)
+
+
+def warn_if_first_order(grads: Tensors, params: Tensors) -> None:
+    """A UserWarning when a differentiable step gets gradients that do not
+    require grad while its parameters do: the usual cause is an inner
+    ``torch.autograd.grad`` without ``create_graph=True``, which silently makes
+    the meta-gradient first-order. (Cheap where nothing is wrong: the first
+    gradient requires grad.)"""
+    if not params or any(g.requires_grad for g in grads) or not torch.is_grad_enabled():
+        return
+    if not any(p.requires_grad for p in params) or first_order_on_purpose.get():
+        return
+    if torch._C._functorch.is_functorch_wrapped_tensor(params[0]):  # torch.func tracks its own levels
+        return
+    warnings.warn(
+        "unrollopt: a differentiable update (inplace=False) got gradients that do not require grad, "
+        "for parameters that do: the step is first-order (its gradient does not flow through the "
+        "gradients). In an unrolled inner loop compute them with torch.autograd.grad(..., "
+        "create_graph=True); for a first-order step on purpose, detach the gradients' inputs or use "
+        "MetaOptimizer(..., first_order=True), which does not warn.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def check_inplace_allowed(
+    what: str, written: Tensors, params: Tensors = (), hyper: Sequence[object] = (), config: Optional[Config] = None
+) -> None:
     """An in-place step cannot carry gradients: refuse it (before touching
-    anything) when autograd would need them."""
+    anything) where autograd would need them: a tensor it overwrites
+    (``written``: gradients, states) or a tensor hyperparameter requires grad,
+    or a parameter it reads is the result of a differentiable step (not a
+    leaf). Leaf parameters that require grad (``nn.Parameter``s read by a
+    weight decay) are what a plain training step has: allowed."""
     if not torch.is_grad_enabled():
         return
-    tensors = [t for ts in lists for t in ts]
-    if config is not None:
-        tensors += list(config.tensors)
-    if any(t.requires_grad for t in tensors):
+    hyper = [*hyper, *(config.tensors if config is not None else ())]
+    if (
+        any(t.requires_grad for t in written)
+        or any(isinstance(h, torch.Tensor) and h.requires_grad for h in hyper)
+        or any(p.requires_grad and p.grad_fn is not None for p in params)
+    ):
         raise RuntimeError(
-            f"{what}(..., inplace=True) would overwrite tensors that autograd needs (an input "
-            "requires grad). Inside a differentiable inner loop pass inplace=False; for a plain "
+            f"{what}(..., inplace=True) would overwrite tensors that autograd needs (a gradient, a "
+            "state or a tensor hyperparameter requires grad, or a parameter is the result of a "
+            "differentiable step). Inside a differentiable inner loop pass inplace=False; for a plain "
             "optimizer step run under torch.no_grad()."
         )
 
@@ -84,43 +122,66 @@ def step(
     fused: bool,
     inplace: bool,
     update_params: bool = False,
+    what: Optional[str] = None,
 ) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
     """One step; ``count`` is the step number after incrementing, ``states`` one
     list per state of the optimizer, ``params`` may be empty when the step does
-    not read them.
+    not read them; ``what`` names the caller in errors (default: the operator).
 
     Out of place it returns new ``(updates, states)``. In place it overwrites
     the states, and writes the updates into ``grads`` or, with
     ``update_params``, adds them to ``params``; it returns the overwritten lists.
     """
-    check_tensors(config.op, grads=grads, params=params, **dict(zip(config.state_names, states)))
-    if fused:  # the operator checks the rest
-        if grads and grads[0].device.type not in ("cpu", "meta"):
-            if not _C.accelerated_op_available(str(grads[0].device)):
-                raise RuntimeError(
-                    f"use_accelerated_op=True: the fused operators have no kernel for device "
-                    f"{grads[0].device} in this build (unrollopt.accelerated_op_available is False); "
-                    "use use_accelerated_op=False there"
-                )
+    what = what or config.op
+    if fused:
+        # The operator checks everything before it computes or writes anything;
+        # where it refuses, the Python checks find the clearer message.
         flat = [t for ts in states for t in ts]
-        if inplace:
-            op = getattr(torch.ops.unrollopt, config.op + "_")
-            op(params, grads, flat, count, config.tensors, config.options, update_params)
-            return list(params if update_params else grads), [list(ts) for ts in states]
-        updates, flat = getattr(torch.ops.unrollopt, config.op)(
-            grads, flat, params, count, config.tensors, config.options
-        )
+        try:
+            if inplace:
+                getattr(torch.ops.unrollopt, config.op + "_")(
+                    params, grads, flat, count, config.tensors, config.options, update_params
+                )
+                return list(params if update_params else grads), [list(ts) for ts in states]
+            updates, flat = getattr(torch.ops.unrollopt, config.op)(
+                grads, flat, params, count, config.tensors, config.options
+            )
+        except (TypeError, RuntimeError):
+            clearer = _diagnosis(what, config, grads, states, params)
+            if clearer is None:
+                raise
+            raise clearer from None
         n = len(grads)
         return updates, [flat[k * n : (k + 1) * n] for k in range(len(states))]
 
+    check_tensors(what, grads=grads, params=params, **dict(zip(config.state_names, states)))
     # The operator's own checks, for the plain path.
     named = [(name, list(ts)) for name, ts in zip(config.state_names, states)]
     _C.check_parameter_lists(config.op, list(grads), named, list(params))
     if inplace:
-        _C.check_writable(config.op, "params" if update_params else "grads", list(params if update_params else grads))
-        for name, ts in named:
+        target = ("params", list(params)) if update_params else ("grads", list(grads))
+        other = ("grads", list(grads)) if update_params else ("params", list(params))
+        for name, ts in [target, *named]:
             _C.check_writable(config.op, name, ts)
+        _C.check_no_aliasing(config.op, [target, *named], [other])
+        with torch.no_grad():  # not differentiable (the caller refused what would need it)
+            return plain(grads, states, params, count, config, inplace, update_params)
     return plain(grads, states, params, count, config, inplace, update_params)
+
+
+def _diagnosis(what: str, config: Config, grads: Tensors, states: States, params: Tensors) -> Optional[Exception]:
+    """The clear error for a fused call that the operator refused, if there is one."""
+    try:
+        check_tensors(what, grads=grads, params=params, **dict(zip(config.state_names, states)))
+    except TypeError as e:
+        return e
+    device = grads[0].device if grads else None
+    if device is not None and device.type not in ("cpu", "meta") and not _C.accelerated_op_available(str(device)):
+        return RuntimeError(
+            f"use_accelerated_op=True: the fused operators have no kernel for device {device} in this "
+            "build (unrollopt.accelerated_op_available is False); use use_accelerated_op=False there"
+        )
+    return None
 
 
 def finish(

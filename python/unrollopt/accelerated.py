@@ -17,9 +17,13 @@ def accelerated_op_available(devices: Optional[Union[Device, Iterable[Device]]] 
     """Whether ``use_accelerated_op=True`` can run on every device given.
 
     ``devices`` is a ``torch.device``, a string (``"cpu"``, ``"cuda:0"``), an
-    int (a CUDA device index), or an iterable of these; ``None`` means the CPU.
-    Returns False, never raises, for anything it cannot use (an unknown device
-    string, a GPU that is absent, an empty iterable).
+    int (a CUDA device index), or an iterable of these; ``None`` means the CPU
+    (whose kernels every build has; TorchOpt's ``accelerated_op_available()``
+    checks CUDA as well: ask for ``"cuda"`` for that). ``"meta"`` is True: the
+    shape-only kernels ``torch.compile`` traces with. CUDA is True where this
+    build has CUDA kernels and that GPU is present. Returns False, never
+    raises, for anything it cannot use (an unknown device string, a GPU that is
+    absent, an empty iterable).
     """
     try:
         if devices is None:

@@ -105,6 +105,8 @@ class RMSPropState(NamedTuple):
     count: torch.Tensor
 
 
+_ONE = torch.ones((), dtype=torch.int64)  # count.add(_ONE) costs half of count + 1
+
 #: A learning rate: a number or 0-d tensor, a schedule (a function of the
 #: step count, see :mod:`unrollopt.schedule`), or a pytree like the parameters
 #: of numbers or tensors broadcastable to them (per-parameter rates, as in
@@ -181,6 +183,24 @@ def _transformation(
         extra = scalars(config, None, count)[1] if scalars else {}
         return state_type(**{f: trees.get(f, ()) for f in tree_fields}, **extra, count=count)
 
+    labels = tuple(f"state.{name}" for name in names)
+    # Where each field of a new state comes from: a state's tree, a scalar, the count, or ().
+    sources = tuple(
+        ("tree", names.index(f)) if f in names else (("scalar", f) if f in scalar_fields else (f, None))
+        for f in state_type._fields
+    )
+
+    def new_state(trees: list, extra: dict, count: torch.Tensor) -> OptState:
+        fields = []
+        for kind, key in sources:
+            if kind == "tree":
+                fields.append(trees[key])
+            elif kind == "scalar":
+                fields.append(extra[key])
+            else:
+                fields.append(count if kind == "count" else ())
+        return state_type._make(fields)
+
     def update(
         updates: Updates,
         state: OptState,
@@ -191,7 +211,7 @@ def _transformation(
         if not isinstance(state, state_type):
             raise TypeError(f"state must be a {state_type.__name__}, got {type(state).__name__}")
         grads, spec = _pytree.flatten(updates)
-        states = [_pytree.flatten_like(getattr(state, name), spec, f"state.{name}") for name in names]
+        states = [_pytree.flatten_like(getattr(state, name), spec, label) for name, label in zip(names, labels)]
         if params is None:
             if config.uses_params:
                 raise ValueError("weight_decay is not 0: pass the parameters as update(..., params=params)")
@@ -199,55 +219,70 @@ def _transformation(
         else:
             ps = _pytree.flatten_like(params, spec, "params")
         rates = _pytree.flatten_like(lr_tree, spec, "lr") if lr_tree is not None else None
-        live = _pytree.present(grads)
-        for i in live:
-            if any(s[i] is None for s in states) or (ps is not None and ps[i] is None):
-                raise ValueError(f"updates has a tensor at leaf {i} where the state or params has None")
-            if rates is not None and rates[i] is None:
-                raise ValueError(f"updates has a tensor at leaf {i} where lr has None")
-        decayed = _mask_leaves(decay_mask, params, spec)
-        g = [grads[i] for i in live]
-        s = [[leaves[i] for i in live] for leaves in states]
-        p = [ps[i] for i in live] if ps is not None else []
-        _fused.check_tensors("update", grads=g, params=p, **dict(zip(names, s)))
+        # Leaves without a gradient are passed over (most trees have none).
+        live = None
+        if any(leaf is None for leaf in grads):
+            live = _pytree.present(grads)
+            for i in live:
+                if any(s[i] is None for s in states) or (ps is not None and ps[i] is None):
+                    raise ValueError(f"updates has a tensor at leaf {i} where the state or params has None")
+                if rates is not None and rates[i] is None:
+                    raise ValueError(f"updates has a tensor at leaf {i} where lr has None")
+            g = [grads[i] for i in live]
+            s = [[leaves[i] for i in live] for leaves in states]
+            p = [ps[i] for i in live] if ps is not None else []
+        else:
+            g, s, p = grads, states, ps if ps is not None else []
+            for leaves in (*s, p):
+                if any(leaf is None for leaf in leaves):
+                    i = next(i for i, leaf in enumerate(leaves) if leaf is None)
+                    raise ValueError(f"updates has a tensor at leaf {i} where the state or params has None")
         step_config = config
         if lr_schedule is not None:
             step_config = step_config.replace(lr=lr_schedule(state.count))
         extra = {}
         if scalars is not None:
-            step_config, extra = scalars(step_config, state, state.count + 1)
+            step_config, extra = scalars(step_config, state, state.count.add(_ONE))
         if inplace:
-            _fused.check_inplace_allowed("update", g, p, *s, config=step_config)
-        count = state.count + 1
-        # One call, or two where a mask keeps the weight decay off some leaves.
-        groups = [(list(range(len(live))), step_config)]
-        if decayed is not None:
-            on = [k for k, i in enumerate(live) if decayed[i]]
-            off = [k for k, i in enumerate(live) if not decayed[i]]
-            groups = [(on, step_config), (off, step_config.replace(weight_decay=0.0))]
-        new_g, new_s = [None] * len(live), [[None] * len(live) for _ in names]
-        for ks, cfg in groups:
-            if not ks:
-                continue
-            gk = [g[k] for k in ks]
-            sk = [[leaves[k] for k in ks] for leaves in s]
-            pk = [p[k] for k in ks] if p else []
-            out_g, out_s = _fused.step(plain, gk, sk, pk, count, cfg, fused=fused, inplace=inplace)
-            for j, k in enumerate(ks):
-                new_g[k] = out_g[j]
-                for n in range(len(names)):
-                    new_s[n][k] = out_s[n][j]
+            _fused.check_tensors("update", grads=g, params=p, **dict(zip(names, s)))
+            written = [*g, *(t for leaves in s for t in leaves)]
+            _fused.check_inplace_allowed("update", written, p, rates or (), config=step_config)
+        else:
+            _fused.warn_if_first_order(g, p)
+        count = state.count.add(_ONE)
+        if decay_mask is None:
+            p = p if step_config.uses_params else []  # the operator reads them only for a weight decay
+            new_g, new_s = _fused.step(plain, g, s, p, count, step_config, fused=fused, inplace=inplace, what="update")
+        else:  # two calls: the weight decay is off where the mask is False
+            decayed = _mask_leaves(decay_mask, params, spec)
+            ks = range(len(g)) if live is None else live
+            groups = [
+                ([k for k, i in enumerate(ks) if decayed[i]], step_config),
+                ([k for k, i in enumerate(ks) if not decayed[i]], step_config.replace(weight_decay=0.0)),
+            ]
+            new_g, new_s = [None] * len(g), [[None] * len(g) for _ in names]
+            for group, cfg in groups:
+                if not group:
+                    continue
+                pk = [p[k] for k in group] if p and cfg.uses_params else []
+                out_g, out_s = _fused.step(plain, [g[k] for k in group], [[leaves[k] for k in group] for leaves in s],
+                                           pk, count, cfg, fused=fused, inplace=inplace, what="update")  # fmt: skip
+                for j, k in enumerate(group):
+                    new_g[k] = out_g[j]
+                    for n in range(len(names)):
+                        new_s[n][k] = out_s[n][j]
         if rates is not None:
+            ks = range(len(g)) if live is None else live
+            new_g = [u.mul_(rates[i]) if inplace else u * rates[i] for u, i in zip(new_g, ks)]
+        if live is not None:  # back to every leaf
+            out_u, out_s = list(grads), [list(leaves) for leaves in states]
             for k, i in enumerate(live):
-                new_g[k] = new_g[k].mul_(rates[i]) if inplace else new_g[k] * rates[i]
-        out_u, out_s = list(grads), [list(leaves) for leaves in states]
-        for k, i in enumerate(live):
-            out_u[i] = new_g[k]
-            for j in range(len(names)):
-                out_s[j][i] = new_s[j][k]
-        trees = {name: _pytree.unflatten(out_s[j], spec) for j, name in enumerate(names)}
-        new_state = state_type(**{f: trees.get(f, ()) for f in tree_fields}, **extra, count=count)
-        return _pytree.unflatten(out_u, spec), new_state
+                out_u[i] = new_g[k]
+                for j in range(len(names)):
+                    out_s[j][i] = new_s[j][k]
+            new_g, new_s = out_u, out_s
+        trees = [_pytree.unflatten(leaves, spec) for leaves in new_s]
+        return _pytree.unflatten(new_g, spec), new_state(trees, extra, count)
 
     return GradientTransformation(init, update)
 

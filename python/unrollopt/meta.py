@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from unrollopt import alias
+from unrollopt import _fused, alias
 from unrollopt._hyperparameters import Hyperparameter
 from unrollopt.base import GradientTransformation, OptState
 from unrollopt.update import apply_updates
@@ -86,8 +86,9 @@ class MetaOptimizer:
         slots = _parameter_slots(module)
         if not slots:
             raise ValueError(f"{type(module).__name__} has no parameters to optimize")
-        self.param_groups.append(slots)
         self.state_groups.append(self.impl.init(tuple(s.get() for s in slots)))
+        self.param_groups.append(slots)
+        self._slots = [slot for group in self.param_groups for slot in group]
 
     def step(self, loss: torch.Tensor) -> None:
         """Takes one differentiable step down ``loss``."""
@@ -95,32 +96,43 @@ class MetaOptimizer:
             raise TypeError(f"loss must be a tensor, got {type(loss).__name__}")
         if loss.numel() != 1:
             raise ValueError(f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
-        params = [s.get() for group in self.param_groups for s in group]
-        if not loss.requires_grad or not any(p.requires_grad for p in params):
+        if not torch.is_grad_enabled():
+            raise RuntimeError(
+                f"{type(self).__name__}.step: grad mode is off (inside torch.no_grad() or "
+                "torch.inference_mode()), so the step could not be differentiated; take the inner "
+                "steps with grad enabled (for a plain, non-differentiable step use a torch.optim "
+                "optimizer)"
+            )
+        params = [slot.get() for slot in self._slots]
+        wanted = [p for p in params if p.requires_grad]
+        if not loss.requires_grad or not wanted:
             raise ValueError("loss does not depend on the parameters being optimized")
-        grads = torch.autograd.grad(
-            loss,
-            [p for p in params if p.requires_grad],
-            create_graph=not self.first_order,
-            allow_unused=True,
-        )
-        grads_iter = iter(grads)
-        all_grads = [next(grads_iter) if p.requires_grad else None for p in params]
-        if all(g is None for g in all_grads):
+        grads = torch.autograd.grad(loss, wanted, create_graph=not self.first_order, allow_unused=True)
+        if len(wanted) < len(params):
+            it = iter(grads)
+            grads = [next(it) if p.requires_grad else None for p in params]
+        if all(g is None for g in grads):
             raise ValueError("loss does not depend on the parameters being optimized")
+        new_states, new_params = [], []
         start = 0
-        new_states = []
-        new_params: list[torch.Tensor] = []
-        for slots, state in zip(self.param_groups, self.state_groups):
-            group_params = tuple(params[start : start + len(slots)])
-            group_grads = tuple(all_grads[start : start + len(slots)])
-            start += len(slots)
-            updates, state = self.impl.update(group_grads, state, params=group_params, inplace=False)
-            new_params += apply_updates(group_params, updates, inplace=False)
-            new_states.append(state)
+        quiet = _fused.first_order_on_purpose.set(True) if self.first_order else None
+        try:
+            for slots, state in zip(self.param_groups, self.state_groups):
+                group_params = tuple(params[start : start + len(slots)])
+                group_grads = tuple(grads[start : start + len(slots)])
+                start += len(slots)
+                updates, state = self.impl.update(group_grads, state, params=group_params, inplace=False)
+                if type(updates) is tuple and len(updates) == len(slots) and all(u is not None for u in updates):
+                    new_params += torch._foreach_add(group_params, updates)  # one autograd node for the group
+                else:
+                    new_params += apply_updates(group_params, updates, inplace=False)
+                new_states.append(state)
+        finally:
+            if quiet is not None:
+                _fused.first_order_on_purpose.reset(quiet)
         # Only now, with every group computed, is anything replaced.
         self.state_groups = new_states
-        for slot, p in zip((s for group in self.param_groups for s in group), new_params):
+        for slot, p in zip(self._slots, new_params):
             slot.set(p)
 
     def state_dict(self) -> tuple[OptState, ...]:

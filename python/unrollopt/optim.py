@@ -17,6 +17,15 @@ __all__ = [
 ]  # fmt: skip
 
 
+def _identity(value: Any) -> Any:
+    """A setting's value as a comparable key, tensors by identity."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", id(value))
+    if isinstance(value, (tuple, list)):
+        return tuple(_identity(v) for v in value)
+    return value
+
+
 class _Optimizer(torch.optim.Optimizer):
     """A ``torch.optim`` optimizer whose step is :func:`_fused.step` in place.
 
@@ -30,6 +39,17 @@ class _Optimizer(torch.optim.Optimizer):
 
     def _config(self, group: dict[str, Any]) -> _fused.Config:
         raise NotImplementedError
+
+    def _cached_config(self, group: dict[str, Any]) -> _fused.Config:
+        """The group's config, made (and checked) again only when a setting
+        changed: a value, or which tensor a tensor setting is (a tensor changed
+        in place is read by the operator where it is)."""
+        key = tuple((k, _identity(v)) for k, v in group.items() if k != "params")
+        cache = self.__dict__.setdefault("_configs", {})
+        hit = cache.get(id(group))
+        if hit is None or hit[0] != key:
+            hit = cache[id(group)] = (key, self._config(group))
+        return hit[1]
 
     def _next_step(self, state: dict[str, Any]) -> float:
         """The step number (counting from 1) the parameter's next step takes:
@@ -69,7 +89,7 @@ class _Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         # Every group is checked before any is stepped.
-        configs = [self._config(group) for group in self.param_groups]
+        configs = [self._cached_config(group) for group in self.param_groups]
         for group, config in zip(self.param_groups, configs):
             keys = [self._state_keys[name] for name in config.state_names]
             # One fused call per step number (parameters of a group share it

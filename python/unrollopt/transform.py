@@ -53,11 +53,17 @@ class ScaleByScheduleState(NamedTuple):
 
 
 def _stateless(
-    name: str, fn: Callable[[list[torch.Tensor], list[torch.Tensor]], list[torch.Tensor]], *, needs_params: bool = False
+    name: str,
+    fn: Callable[[list[torch.Tensor], list[torch.Tensor]], list[torch.Tensor]],
+    *,
+    needs_params: bool = False,
+    hyper: tuple = (),
 ) -> GradientTransformation:
     """A transformation without state: ``fn(updates, params)`` maps the present
     (not None) update leaves, and their parameters when ``needs_params``, to
-    the new updates."""
+    the new updates; ``hyper`` holds the hyperparameters ``fn`` reads (an
+    in-place step refuses tensors among them that require grad, and is
+    computed without a graph: it is a plain training step)."""
 
     def init(params: Params) -> EmptyState:
         return EmptyState()
@@ -74,10 +80,12 @@ def _stateless(
             all_ps = _pytree.flatten_like(params, spec, "params")
             ps = [all_ps[i] for i in live]
             _fused.check_tensors(name, params=ps)
-        new = fn(us, ps)
         if inplace:
-            _fused.check_inplace_allowed(f"{name}.update", us, new)
-            new = [u if v is u else u.copy_(v) for u, v in zip(us, new)]
+            _fused.check_inplace_allowed(f"{name}.update", us, ps, hyper)
+            with torch.no_grad():
+                new = [u if v is u else u.copy_(v) for u, v in zip(us, fn(us, ps))]
+        else:
+            new = fn(us, ps)
         out = list(leaves)
         for k, i in enumerate(live):
             out[i] = new[k]
@@ -99,7 +107,7 @@ def scale(step_size: Hyperparameter) -> GradientTransformation:
             raise ValueError("step_size must be a number or a 0-d floating-point tensor")
     elif not isinstance(step_size, numbers.Real) or isinstance(step_size, bool):
         raise TypeError(f"step_size must be a number or a 0-d tensor, got {type(step_size).__name__}")
-    return _stateless("scale", lambda us, ps: [u * step_size for u in us])
+    return _stateless("scale", lambda us, ps: [u * step_size for u in us], hyper=(step_size,))
 
 
 def scale_by_schedule(step_size_fn: Callable[[torch.Tensor], Hyperparameter]) -> GradientTransformation:
@@ -129,7 +137,7 @@ def add_decayed_weights(weight_decay: Hyperparameter = 0.0, mask: Any = None) ->
     weight_decay = _hyperparameters.check("weight_decay", weight_decay)
     if mask is None:
         return _stateless("add_decayed_weights", lambda us, ps: [u + weight_decay * p for u, p in zip(us, ps)],
-                          needs_params=True)  # fmt: skip
+                          needs_params=True, hyper=(weight_decay,))  # fmt: skip
     return masked(add_decayed_weights(weight_decay), mask)
 
 

@@ -20,7 +20,7 @@ def apply_updates(params: Params, updates: Updates, *, inplace: bool = True) -> 
     parameter is itself the result of a differentiable step.
     """
     leaves, spec = _pytree.flatten(params)
-    ups = _pytree.flatten_like(updates, spec, "updates")
+    ups = _pytree.flatten_like(updates, spec, "updates", "the params")
     pairs = [(p, u) for p, u in zip(leaves, ups) if u is not None and p is not None]
     for p, u in pairs:
         if not isinstance(p, torch.Tensor) or not isinstance(u, torch.Tensor):

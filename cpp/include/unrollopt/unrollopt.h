@@ -14,8 +14,9 @@ namespace unrollopt {
 // The library's version, e.g. "0.1.0".
 const char* version();
 
-// Whether the fused operators have a kernel for `device` (and, for CUDA, a GPU
-// is present). Never throws.
+// Whether the fused operators have a kernel for `device`: the CPU always, meta
+// (shapes only) always, CUDA where built with it and that GPU is present. Never
+// throws.
 bool accelerated_op_available(c10::Device device) noexcept;
 
 }  // namespace unrollopt
