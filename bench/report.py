@@ -337,6 +337,15 @@ def markdown(results: dict, machine: dict, plot_path: Path) -> str:
     errors = {a: r["unroll"].get("compile_error") for a, r in ran.items() if r["unroll"].get("compile_error")}
     for alloc, error in errors.items():
         out.append(f"\ntorch.compile ({alloc}): {error}\n")
+
+    small = [(alloc, u) for alloc, r in ran.items() for u in r.get("unroll_small", [])]
+    if small:
+        out.append("\n### The same at 2^16, with 1 thread and more\n")
+        rows = [[alloc, u["threads"], num(u["fused"]), num(u["plain"]), num(u["hand-written"]), num(u["torch.compile"]),
+                 num(ratio(u["fused"], u["hand-written"])), num(ratio(u["fused"], u["torch.compile"]))]
+                for alloc, u in small]  # fmt: skip
+        out.append(table(["allocator", "threads", "fused", "plain", "hand-written", "torch.compile",
+                          "fused / hand-written", "fused / torch.compile"], rows))  # fmt: skip
     return "\n".join(out)
 
 

@@ -76,6 +76,14 @@ def run_workloads(cfg: dict, log=print, threads: int = THREADS) -> dict:
     stage("nondiff", w.bench_nondiff, *cfg["nondiff"])
     stage("maml", w.bench_maml, cfg["maml_repeats"])
     stage("unroll", w.bench_unroll, *cfg["unroll"], cfg["unroll_repeats"], cfg["compile"])
+    # The same at 2^16, with 1 thread and with the run's: where a second thread
+    # starts to pay for waking it.
+    out["unroll_small"] = []
+    for k in sorted({1, threads}):
+        torch.set_num_threads(k)
+        stage("unroll_small_one", w.bench_unroll, 16, cfg["unroll"][1], 3 * cfg["unroll_repeats"], cfg["compile"])
+        out["unroll_small"].append({**out.pop("unroll_small_one"), "threads": k})
+    torch.set_num_threads(threads)
     # Measured again at the end: other processes' memory traffic changes it.
     # The floors use the higher of the two (the lower floor).
     stage("bandwidth_end", w.bench_bandwidth, *cfg["bandwidth"])
@@ -145,8 +153,13 @@ def main() -> None:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report.markdown(results, machine, args.plot))
-    report.plot(results, args.plot)
-    print(f"wrote {args.output} and {args.plot} ({machine['seconds']:.0f} s)")
+    try:
+        report.plot(results, args.plot)
+        wrote = f"{args.output} and {args.plot}"
+    except ImportError as e:  # the tables do not need matplotlib
+        print(f"no plot: {e} (pip install matplotlib)", file=sys.stderr)
+        wrote = str(args.output)
+    print(f"wrote {wrote} ({machine['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":
