@@ -91,6 +91,7 @@ from unrollopt.transform import (  # noqa: E402
 )
 from unrollopt import pytree  # noqa: E402
 from unrollopt.update import apply_updates  # noqa: E402
+from unrollopt.wrappers import FuncOptimizer, Optimizer  # noqa: E402
 from unrollopt.utils import (  # noqa: E402
     ModuleState,
     extract_state_dict,
@@ -105,6 +106,8 @@ cmake_prefix_path = _os.path.join(_os.path.dirname(_C.__file__), "share", "cmake
 
 __all__ = [
     "pytree",
+    "FuncOptimizer",
+    "Optimizer",
     "accelerated_op_available",
     "AdaDelta",
     "Adadelta",
