@@ -377,3 +377,70 @@ def test_adamw_mask_limits_the_weight_decay(fused):
     )
     u, _ = fn_mask.update(grads, fn_mask.init(params), params=params, inplace=False)
     assert torch.equal(u["w"], out["decayed"]["w"]) and torch.equal(u["b"], out["plain"]["b"])
+
+
+# --- TorchOpt's keyword arguments ------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm_type", [1.0, 2.0, 3.0, float("inf")])
+def test_clip_grad_norm_of_any_order_matches_torch(norm_type):
+    g = torch.Generator().manual_seed(11)
+    grads = [torch.randn(5, 3, generator=g, dtype=torch.float64) * 4, torch.randn(7, generator=g, dtype=torch.float64)]
+    expected = [t.clone() for t in grads]
+    params = [torch.zeros_like(t, requires_grad=True) for t in expected]
+    for p, e in zip(params, expected):
+        p.grad = e
+    torch.nn.utils.clip_grad_norm_(params, 1.5, norm_type=norm_type)
+    clip = unrollopt.clip_grad_norm(1.5, norm_type=norm_type)
+    out, _ = clip.update(grads, clip.init(grads), inplace=False)
+    for a, b in zip(out, expected):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
+
+
+def test_clip_grad_norm_error_if_nonfinite():
+    grads = [torch.tensor([1.0, float("nan")], dtype=torch.float64)]
+    clip = unrollopt.clip_grad_norm(1.0, error_if_nonfinite=True)
+    with pytest.raises(RuntimeError, match="non-finite"):
+        clip.update(grads, clip.init(grads), inplace=False)
+    out, _ = unrollopt.clip_grad_norm(1.0).update(grads, (), inplace=False)  # without: NaN propagates
+    assert torch.isnan(out[0]).all()
+    with pytest.raises(ValueError, match="norm_type"):
+        unrollopt.clip_grad_norm(1.0, norm_type=0.0)
+
+
+def test_trace_with_dampening_and_torchopt_spellings_matches_torch_sgd():
+    """trace(momentum=, dampening=) with scale(-lr) is torch.optim.SGD's momentum step."""
+    g = torch.Generator().manual_seed(12)
+    p = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True)
+    ref = p.detach().clone().requires_grad_()
+    opt = unrollopt.chain(unrollopt.trace(momentum=0.8, dampening=0.3), unrollopt.scale(-0.1))
+    torch_opt = torch.optim.SGD([ref], lr=0.1, momentum=0.8, dampening=0.3)
+    state = opt.init((p,))
+    for _ in range(4):
+        grad = torch.randn(6, generator=g, dtype=torch.float64)
+        updates, state = opt.update((grad.clone(),), state, inplace=False)
+        with torch.no_grad():
+            p += updates[0]
+        ref.grad = grad
+        torch_opt.step()
+    torch.testing.assert_close(p, ref, rtol=1e-14, atol=1e-15)
+    positional, keyword = unrollopt.trace(0.8, True), unrollopt.trace(momentum=0.8, nesterov=True)
+    x = (torch.randn(3, generator=g, dtype=torch.float64),)
+    for _ in range(2):  # past the first step, where the buffer starts at the gradient
+        (a,), s1 = positional.update(x, positional.init(x) if _ == 0 else s1, inplace=False)
+        (b,), s2 = keyword.update(x, keyword.init(x) if _ == 0 else s2, inplace=False)
+        assert torch.equal(a, b)
+    with pytest.raises(TypeError, match="not both"):
+        unrollopt.trace(0.9, momentum=0.9)
+
+
+@pytest.mark.parametrize("name", ["scale_by_rms", "scale_by_stddev"])
+def test_scale_by_rms_takes_alpha(name):
+    g = [torch.randn(4, generator=torch.Generator().manual_seed(13), dtype=torch.float64)]
+    by_decay = getattr(unrollopt, name)(0.7)
+    by_alpha = getattr(unrollopt, name)(alpha=0.7)
+    a, _ = by_decay.update(g, by_decay.init(g), inplace=False)
+    b, _ = by_alpha.update(g, by_alpha.init(g), inplace=False)
+    assert torch.equal(a[0], b[0])
+    with pytest.raises(TypeError, match="not both"):
+        getattr(unrollopt, name)(0.7, alpha=0.7)

@@ -14,6 +14,7 @@ Like the aliases, every ``update`` takes ``params=`` and ``inplace=``:
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -141,18 +142,29 @@ def add_decayed_weights(weight_decay: Hyperparameter = 0.0, mask: Any = None) ->
     return masked(add_decayed_weights(weight_decay), mask)
 
 
-def clip_grad_norm(max_norm: float) -> GradientTransformation:
-    r"""Scales the updates so that their global 2-norm is at most ``max_norm``,
-    as ``torch.nn.utils.clip_grad_norm_`` does:
-    :math:`u \min(1, \text{max\_norm} / (\lVert u \rVert_2 + 10^{-6}))`.
-    The coefficient stays a tensor (no host synchronisation) and is
-    differentiated through."""
+def clip_grad_norm(max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> GradientTransformation:
+    r"""Scales the updates so that their global ``norm_type``-norm is at most
+    ``max_norm``, as ``torch.nn.utils.clip_grad_norm_`` does:
+    :math:`u \min(1, \text{max\_norm} / (\lVert u \rVert_p + 10^{-6}))`
+    (``norm_type`` may be ``inf``). The coefficient stays a tensor (no host
+    synchronisation) and is differentiated through; ``error_if_nonfinite=True``
+    raises a RuntimeError where the norm is NaN or infinite (reading it, as
+    torch's does)."""
     max_norm = float(_hyperparameters.check("max_norm", max_norm))
+    norm_type = float(_hyperparameters.check("norm_type", norm_type, 0.0, math.inf))
+    if norm_type == 0.0:
+        raise ValueError("Invalid norm_type: 0.0 (expected a p-norm, p > 0, or inf)")
 
     def clip(us: list[torch.Tensor], ps: list) -> list[torch.Tensor]:
         if not us:
             return us
-        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(u).to(torch.float64) for u in us]))
+        norms = torch.stack([torch.linalg.vector_norm(u, norm_type).to(torch.float64) for u in us])
+        total = torch.linalg.vector_norm(norms, norm_type)
+        if error_if_nonfinite and not bool(torch.isfinite(total)):
+            raise RuntimeError(
+                f"clip_grad_norm: the total norm of order {norm_type:g} of the updates is non-finite "
+                "(error_if_nonfinite=True)"
+            )
         coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
         return [u * coef.to(u.dtype) for u in us]
 
@@ -238,47 +250,63 @@ def scale_by_adam(
                            moment_requires_grad=moment_requires_grad)  # fmt: skip
 
 
+def _decay(name: str, decay: Optional[Hyperparameter], alpha: Optional[Hyperparameter]) -> Hyperparameter:
+    """``decay``, or ``alpha`` (TorchOpt's name for it); 0.9 when neither is given."""
+    if decay is not None and alpha is not None:
+        raise TypeError(f"{name}: pass decay or alpha (the same thing), not both")
+    return 0.9 if decay is None and alpha is None else (decay if decay is not None else alpha)
+
+
 def scale_by_rms(
-    decay: Hyperparameter = 0.9,
+    decay: Optional[Hyperparameter] = None,
     eps: float = 1e-8,
     initial_scale: float = 0.0,
     *,
+    alpha: Optional[Hyperparameter] = None,
     use_accelerated_op: bool = False,
 ) -> GradientTransformation:
     r"""Divides by the root of the running mean of squares,
     :math:`g / (\sqrt{v_t} + \epsilon)` with :math:`v_t = d\, v_{t-1} + (1 - d)\, g^2`
     (:func:`unrollopt.rmsprop` with lr = -1). Unlike optax, ``eps`` is added
     outside the square root, as in ``torch.optim.RMSprop``."""
-    config = _rmsprop.config(1.0, decay, eps, 0.0, 0.0, False, False).replace(lr=-1.0)
+    config = _rmsprop.config(1.0, _decay("scale_by_rms", decay, alpha), eps, 0.0, 0.0, False, False).replace(lr=-1.0)
     initial = {"square_avg": float(_hyperparameters.check("initial_scale", initial_scale))}
     return _transformation(config, _rmsprop.plain, RMSPropState, fused=bool(use_accelerated_op), initial=initial)
 
 
 def scale_by_stddev(
-    decay: Hyperparameter = 0.9,
+    decay: Optional[Hyperparameter] = None,
     eps: float = 1e-8,
     initial_scale: float = 0.0,
     *,
+    alpha: Optional[Hyperparameter] = None,
     use_accelerated_op: bool = False,
 ) -> GradientTransformation:
     r"""Divides by the running standard deviation,
     :math:`g / (\sqrt{v_t - \bar g_t^2} + \epsilon)` (centered
     :func:`unrollopt.rmsprop` with lr = -1; ``eps`` outside the square root)."""
-    config = _rmsprop.config(1.0, decay, eps, 0.0, 0.0, True, False).replace(lr=-1.0)
+    config = _rmsprop.config(1.0, _decay("scale_by_stddev", decay, alpha), eps, 0.0, 0.0, True, False).replace(lr=-1.0)
     initial = {"square_avg": float(_hyperparameters.check("initial_scale", initial_scale))}
     return _transformation(config, _rmsprop.plain, RMSPropState, fused=bool(use_accelerated_op), initial=initial)
 
 
 def trace(
-    decay: Hyperparameter,
+    decay: Optional[Hyperparameter] = None,
     nesterov: bool = False,
     *,
+    momentum: Optional[Hyperparameter] = None,
+    dampening: Hyperparameter = 0.0,
     moment_requires_grad: bool = False,
     use_accelerated_op: bool = False,
 ) -> GradientTransformation:
-    r"""Momentum: :math:`b_t = d\, b_{t-1} + g`, the update :math:`b_t` (or
-    :math:`g + d\, b_t` with ``nesterov``); :func:`unrollopt.sgd` with lr = -1
-    and no dampening. ``decay`` may be a 0-d tensor that requires grad."""
-    config = _sgd.config(1.0, decay, 0.0, 0.0, nesterov, False).replace(lr=-1.0)
+    r"""Momentum: :math:`b_t = d\, b_{t-1} + (1 - \tau)\, g` (:math:`b_1 = g`),
+    the update :math:`b_t` (or :math:`g + d\, b_t` with ``nesterov``);
+    :func:`unrollopt.sgd` with lr = -1. ``decay`` (``momentum=`` in TorchOpt's
+    spelling; default 0.9) and ``dampening`` :math:`\tau` may be 0-d tensors
+    that require grad."""
+    if decay is not None and momentum is not None:
+        raise TypeError("trace: pass decay or momentum (the same thing), not both")
+    decay = 0.9 if decay is None and momentum is None else (decay if decay is not None else momentum)
+    config = _sgd.config(1.0, decay, dampening, 0.0, nesterov, False).replace(lr=-1.0)
     return _transformation(config, _sgd.plain, SgdState, fused=bool(use_accelerated_op),
                            moment_requires_grad=moment_requires_grad)  # fmt: skip
