@@ -27,7 +27,7 @@ from torch.func import functional_call, grad
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_model, measure_interleaved  # noqa: E402
-from maml import HAND_WRITTEN, peers  # noqa: E402
+from maml import HAND_WRITTEN, outer_iteration, peers  # noqa: E402
 
 import unrollopt  # noqa: E402
 
@@ -71,18 +71,7 @@ def variants(inner: str, channels: int = 64, inner_steps: int = INNER_STEPS) -> 
     out = {}
 
     def outer(net, meta_batch):
-        meta_opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        gen = torch.Generator().manual_seed(0)
-
-        def run():
-            tasks = sample_tasks(META_BATCH, gen)
-            meta_opt.zero_grad()
-            meta_batch(tasks)
-            grads = [p.grad.clone() for p in net.parameters()]
-            meta_opt.step()
-            return grads
-
-        return run
+        return outer_iteration(net, meta_batch, lambda gen: sample_tasks(META_BATCH, gen), lr=1e-3)
 
     for fused in (True, False):
         net = make_net(channels)

@@ -76,26 +76,32 @@ def adam_step(params, grads, state, lr, t):
 HAND_WRITTEN = {"sgd": (lambda params: None, sgd_step), "adam": (adam_init, adam_step)}
 
 
+def outer_iteration(net, meta_batch, sample, lr: float = 3e-3):
+    """One outer iteration as a callable: ``sample(generator)`` draws a
+    meta-batch, ``meta_batch(tasks)`` writes its meta-gradient into ``net``'s
+    ``.grad``, then an outer Adam step; returns the meta-gradient (every
+    variant's first call sees the same tasks and initial parameters)."""
+    meta_opt = torch.optim.Adam(net.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(0)
+
+    def run():
+        tasks = sample(gen)
+        meta_opt.zero_grad()
+        meta_batch(tasks)
+        grads = [p.grad.clone() for p in net.parameters()]
+        meta_opt.step()
+        return grads
+
+    return run
+
+
 def variants(ex, inner: str) -> dict:
     """name -> one outer iteration (sample a meta-batch, meta-gradient, outer
     Adam step) for every way of writing it that is available here."""
     out = {}
 
     def outer(net, meta_batch):
-        """One outer iteration; returns the meta-gradient (every variant's
-        first call sees the same tasks and initial parameters)."""
-        meta_opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-        gen = torch.Generator().manual_seed(0)
-
-        def run():
-            tasks = ex.sample_tasks(4, 10, 10, gen)
-            meta_opt.zero_grad()
-            meta_batch(tasks)
-            grads = [p.grad.clone() for p in net.parameters()]
-            meta_opt.step()
-            return grads
-
-        return run
+        return outer_iteration(net, meta_batch, lambda gen: ex.sample_tasks(4, 10, 10, gen))
 
     for fused in (True, False):
         args = ex.parse_args(["--inner-optimizer", inner] + ([] if fused else ["--no-use-accelerated-op"]))
