@@ -444,3 +444,20 @@ def test_scale_by_rms_takes_alpha(name):
     assert torch.equal(a[0], b[0])
     with pytest.raises(TypeError, match="not both"):
         getattr(unrollopt, name)(0.7, alpha=0.7)
+
+
+def test_register_hook_replaces_the_gradient_through_the_updates():
+    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    cotangent = torch.tensor([1.0, float("nan"), float("inf")], dtype=torch.float64)
+    for hook, expected in ((unrollopt.zero_nan_hook, [2.0, 0.0, float("inf")]),
+                           (unrollopt.nan_to_num_hook(0.0, posinf=5.0), [2.0, 0.0, 5.0])):  # fmt: skip
+        t = unrollopt.chain(unrollopt.register_hook(hook), unrollopt.scale(2.0))
+        (u,), _ = t.update((x * 1.0,), t.init((x,)), inplace=False)
+        (grad,) = torch.autograd.grad((u * cotangent).sum(), x)
+        assert torch.equal(grad, torch.tensor(expected, dtype=torch.float64))
+    # Updates that do not require grad pass through (no hook to register).
+    plain = unrollopt.register_hook(unrollopt.zero_nan_hook)
+    (v,), _ = plain.update((torch.ones(2),), plain.init((torch.ones(2),)))
+    assert torch.equal(v, torch.ones(2))
+    with pytest.raises(TypeError, match="callable"):
+        unrollopt.register_hook(3)

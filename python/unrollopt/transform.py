@@ -34,6 +34,9 @@ __all__ = [
     "identity",
     "masked",
     "nan_to_num",
+    "nan_to_num_hook",
+    "register_hook",
+    "zero_nan_hook",
     "scale",
     "scale_by_adam",
     "scale_by_rms",
@@ -176,6 +179,36 @@ def nan_to_num(nan: float = 0.0, posinf: Optional[float] = None, neginf: Optiona
     ``posinf``/``neginf`` or the dtype's largest finite values), as
     :func:`torch.nan_to_num`."""
     return _stateless("nan_to_num", lambda us, ps: [torch.nan_to_num(u, nan, posinf, neginf) for u in us])
+
+
+def register_hook(hook: Callable[[torch.Tensor], Optional[torch.Tensor]]) -> GradientTransformation:
+    """Leaves the updates as they are and registers ``hook`` on each update
+    that requires grad (``Tensor.register_hook``): it sees, and may replace,
+    the gradient that flows back through the update, as in TorchOpt, e.g.
+    ``chain(register_hook(zero_nan_hook), adam(...))``."""
+    if not callable(hook):
+        raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+
+    def hooked(us: list[torch.Tensor], ps: list) -> list[torch.Tensor]:
+        for u in us:
+            if u.requires_grad:
+                u.register_hook(hook)
+        return us
+
+    return _stateless("register_hook", hooked)
+
+
+def zero_nan_hook(grad: torch.Tensor) -> torch.Tensor:
+    """A hook for :func:`register_hook`: NaN gradients become 0."""
+    return torch.where(torch.isnan(grad), torch.zeros_like(grad), grad)
+
+
+def nan_to_num_hook(
+    nan: float = 0.0, posinf: Optional[float] = None, neginf: Optional[float] = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A hook for :func:`register_hook` that replaces NaN and infinite
+    gradients, as :func:`torch.nan_to_num`."""
+    return lambda grad: torch.nan_to_num(grad, nan, posinf, neginf)
 
 
 def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
