@@ -279,3 +279,20 @@ def test_optimizer_state_round_trip():
     unrollopt.recover_state_dict(opt, saved)
     steps = [float(s["step"]) for s in opt.state_dict()["state"].values()]
     assert steps and all(math.isclose(s, 1.0) for s in steps)
+
+
+def test_meta_adamw_mask_keeps_the_decay_off_masked_parameters(fused):
+    """A mask (a function of the parameters, in the module's order): in one
+    step the masked-off parameters move as with weight_decay=0, the others
+    as with the decay (after one step the losses differ, so one step)."""
+    x, y, meta = data()
+    results = {}
+    for name, kwargs in (("masked", dict(mask=lambda params: tuple(p.dim() > 1 for p in params))),
+                         ("decayed", {}), ("none", dict(weight_decay=0.0))):  # fmt: skip
+        net = Net()
+        kwargs = {"weight_decay": 0.5, **kwargs}
+        opt = unrollopt.MetaAdamW(net, lr=0.1, use_accelerated_op=fused, **kwargs)
+        opt.step(inner_loss(net(x), y, meta.detach()))
+        results[name] = [p.detach() for p in net.parameters()]
+    for masked, decayed, none, p in zip(results["masked"], results["decayed"], results["none"], Net().parameters()):
+        torch.testing.assert_close(masked, decayed if p.dim() > 1 else none, rtol=0, atol=0)

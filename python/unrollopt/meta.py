@@ -3,7 +3,7 @@ takes an inner step whose result stays in the autograd graph."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -220,7 +220,9 @@ class MetaAdam(MetaOptimizer):
 
 
 class MetaAdamW(MetaOptimizer):
-    """:class:`MetaOptimizer` with :func:`unrollopt.adamw` (same arguments)."""
+    """:class:`MetaOptimizer` with :func:`unrollopt.adamw` (same arguments; ``mask``,
+    a function of the parameters or a tuple of bools in the module's parameter
+    order, limits the weight decay)."""
 
     def __init__(
         self,
@@ -232,14 +234,15 @@ class MetaAdamW(MetaOptimizer):
         *,
         eps_root: float = 0.0,
         amsgrad: bool = False,
+        mask: Any = None,
         moment_requires_grad: bool = False,
         maximize: bool = False,
         use_accelerated_op: bool = False,
         first_order: bool = False,
     ) -> None:
         impl = alias.adamw(
-            lr, betas, eps, weight_decay, eps_root=eps_root, amsgrad=amsgrad, moment_requires_grad=moment_requires_grad,
-            maximize=maximize, use_accelerated_op=use_accelerated_op,
+            lr, betas, eps, weight_decay, eps_root=eps_root, amsgrad=amsgrad, mask=mask,
+            moment_requires_grad=moment_requires_grad, maximize=maximize, use_accelerated_op=use_accelerated_op,
         )  # fmt: skip
         super().__init__(module, impl, first_order=first_order)
 
