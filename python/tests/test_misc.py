@@ -336,3 +336,24 @@ def test_pytree_arithmetic_matches_leafwise_torch():
     assert torch.allclose(vdot, sum((a * b).sum() for a, b in zip(leaves(x), leaves(y))), rtol=1e-15, atol=0)
     with pytest.raises(ValueError, match="structure"):
         pytree.tree_vdot_real(x, [x["w"]])
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_rmsprop_class_initial_scale_matches_the_alias(centered):
+    """unrollopt.RMSprop(initial_scale=) steps as unrollopt.rmsprop(initial_scale=)."""
+    g = torch.Generator().manual_seed(21)
+    p = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)
+    q = p.detach().clone()
+    opt = unrollopt.RMSprop([p], lr=0.01, centered=centered, initial_scale=0.5)
+    alias = unrollopt.rmsprop(0.01, centered=centered, initial_scale=0.5)
+    state = alias.init((q,))
+    for _ in range(3):
+        grad = torch.randn(5, generator=g, dtype=torch.float64)
+        p.grad = grad.clone()
+        opt.step()
+        (u,), state = alias.update((grad.clone(),), state, inplace=False)
+        q = q + u
+    torch.testing.assert_close(p.detach(), q, rtol=1e-14, atol=1e-16)
+    assert unrollopt.RMSprop([p]).defaults["initial_scale"] == 0.0  # torch.optim.RMSprop starts at 0
+    with pytest.raises(ValueError, match="initial_scale"):
+        unrollopt.RMSprop([p], initial_scale=-1.0)

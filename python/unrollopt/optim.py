@@ -246,7 +246,7 @@ AdaMax = Adamax
 
 class RMSprop(_Optimizer):
     """RMSprop, behaving as ``torch.optim.RMSprop`` (alpha, eps, weight decay,
-    momentum, centered, maximize, and optax's ``nesterov``; state keys ``step``, ``square_avg``,
+    momentum, centered, maximize, and optax's ``nesterov`` and ``initial_scale``; state keys ``step``, ``square_avg``,
     ``grad_avg`` when centered, ``momentum_buffer`` with momentum, so state
     dicts move between the two). The update is the one documented in
     :func:`unrollopt.rmsprop`.
@@ -265,16 +265,22 @@ class RMSprop(_Optimizer):
         momentum: Hyperparameter = 0.0,
         centered: bool = False,
         *,
+        initial_scale: float = 0.0,
         nesterov: bool = False,
         maximize: bool = False,
         use_accelerated_op: bool = False,
     ) -> None:
         _rmsprop.config(lr, alpha, eps, weight_decay, momentum, centered, maximize, nesterov)
+        initial_scale = float(_hyperparameters.check("initial_scale", initial_scale))
         defaults = dict(
             lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
-            nesterov=nesterov, maximize=maximize, use_accelerated_op=use_accelerated_op,
+            initial_scale=initial_scale, nesterov=nesterov, maximize=maximize, use_accelerated_op=use_accelerated_op,
         )  # fmt: skip
         super().__init__(params, defaults)
+
+    def _initial_value(self, group: dict[str, Any], key: str) -> float:
+        # The running average of squares starts at initial_scale (optax's and TorchOpt's option; 0 as torch).
+        return group["initial_scale"] if key == "square_avg" else 0.0
 
     def _config(self, group: dict[str, Any]) -> _fused.Config:
         return _rmsprop.config(
