@@ -20,7 +20,7 @@ flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-fr
 start=$SECONDS
 say() { echo "[sanitize $(date +%H:%M:%S)] $*"; }
 
-say "configuring and building in $build (about 10 minutes on 2 cores)"
+say "configuring and building in $build (about 20 minutes on 2 cores; the run about 26 in all)"
 PATH="$venv/bin:$PATH" cmake -S "$root" -B "$build" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
   -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" \
