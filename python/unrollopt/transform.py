@@ -283,11 +283,12 @@ def scale_by_adam(
                            moment_requires_grad=moment_requires_grad)  # fmt: skip
 
 
-def _decay(name: str, decay: Optional[Hyperparameter], alpha: Optional[Hyperparameter]) -> Hyperparameter:
-    """``decay``, or ``alpha`` (TorchOpt's name for it); 0.9 when neither is given."""
-    if decay is not None and alpha is not None:
-        raise TypeError(f"{name}: pass decay or alpha (the same thing), not both")
-    return 0.9 if decay is None and alpha is None else (decay if decay is not None else alpha)
+def _decay(name: str, decay: Optional[Hyperparameter], **other: Optional[Hyperparameter]) -> Hyperparameter:
+    """``decay``, or the one keyword TorchOpt calls it by (``alpha=``, ``momentum=``); 0.9 when neither is given."""
+    ((other_name, value),) = other.items()
+    if decay is not None and value is not None:
+        raise TypeError(f"{name}: pass decay or {other_name} (the same thing), not both")
+    return 0.9 if decay is None and value is None else (decay if decay is not None else value)
 
 
 def scale_by_rms(
@@ -302,7 +303,7 @@ def scale_by_rms(
     :math:`g / (\sqrt{v_t} + \epsilon)` with :math:`v_t = d\, v_{t-1} + (1 - d)\, g^2`
     (:func:`unrollopt.rmsprop` with lr = -1). Unlike optax, ``eps`` is added
     outside the square root, as in ``torch.optim.RMSprop``."""
-    config = _rmsprop.config(1.0, _decay("scale_by_rms", decay, alpha), eps, 0.0, 0.0, False, False).replace(lr=-1.0)
+    config = _rmsprop.config(1.0, _decay("scale_by_rms", decay, alpha=alpha), eps, 0.0, 0.0, False, False).replace(lr=-1.0)
     initial = {"square_avg": float(_hyperparameters.check("initial_scale", initial_scale))}
     return _transformation(config, _rmsprop.plain, RMSPropState, fused=bool(use_accelerated_op), initial=initial)
 
@@ -318,7 +319,7 @@ def scale_by_stddev(
     r"""Divides by the running standard deviation,
     :math:`g / (\sqrt{v_t - \bar g_t^2} + \epsilon)` (centered
     :func:`unrollopt.rmsprop` with lr = -1; ``eps`` outside the square root)."""
-    config = _rmsprop.config(1.0, _decay("scale_by_stddev", decay, alpha), eps, 0.0, 0.0, True, False).replace(lr=-1.0)
+    config = _rmsprop.config(1.0, _decay("scale_by_stddev", decay, alpha=alpha), eps, 0.0, 0.0, True, False).replace(lr=-1.0)
     initial = {"square_avg": float(_hyperparameters.check("initial_scale", initial_scale))}
     return _transformation(config, _rmsprop.plain, RMSPropState, fused=bool(use_accelerated_op), initial=initial)
 
@@ -337,9 +338,6 @@ def trace(
     :func:`unrollopt.sgd` with lr = -1. ``decay`` (``momentum=`` in TorchOpt's
     spelling; default 0.9) and ``dampening`` :math:`\tau` may be 0-d tensors
     that require grad."""
-    if decay is not None and momentum is not None:
-        raise TypeError("trace: pass decay or momentum (the same thing), not both")
-    decay = 0.9 if decay is None and momentum is None else (decay if decay is not None else momentum)
-    config = _sgd.config(1.0, decay, dampening, 0.0, nesterov, False).replace(lr=-1.0)
+    config = _sgd.config(1.0, _decay("trace", decay, momentum=momentum), dampening, 0.0, nesterov, False).replace(lr=-1.0)
     return _transformation(config, _sgd.plain, SgdState, fused=bool(use_accelerated_op),
                            moment_requires_grad=moment_requires_grad)  # fmt: skip

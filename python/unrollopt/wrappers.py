@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Optional
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from unrollopt import _pytree
 from unrollopt.base import GradientTransformation, OptState, Params
 from unrollopt.update import apply_updates
 
@@ -113,14 +113,14 @@ class FuncOptimizer:
         inplace = self.inplace if inplace is None else bool(inplace)
         if self.optim_state is None:
             self.optim_state = self.impl.init(params)
-        leaves, spec = tree_flatten(params)
+        leaves, spec = _pytree.flatten(params)
         wanted = [p for p in leaves if isinstance(p, torch.Tensor) and p.requires_grad]
         if not wanted:
             raise ValueError("none of params requires grad")
         found = iter(torch.autograd.grad(loss, wanted, create_graph=not inplace, allow_unused=True))
         grads = [next(found) if isinstance(p, torch.Tensor) and p.requires_grad else None for p in leaves]
         updates, self.optim_state = self.impl.update(
-            tree_unflatten(grads, spec), self.optim_state, params=params, inplace=inplace
+            _pytree.unflatten(grads, spec), self.optim_state, params=params, inplace=inplace
         )
         if inplace:
             with torch.no_grad():
