@@ -424,7 +424,18 @@ struct Op {
 
     torch::autograd::variable_list apply(torch::autograd::variable_list&& grad_out) override {
       const bool create_graph = at::GradMode::is_enabled();
-      const torch::autograd::variable_list all = unpack();
+      // Differentiated through fresh aliases of the saved inputs, not the inputs:
+      // one input may be computed from another (the gradient from the
+      // parameters), and a VJP with respect to the inputs themselves would take
+      // the total derivative along that path (the engine differentiates it
+      // separately) through graph the outer backward may already have freed.
+      torch::autograd::variable_list all = unpack();
+      {
+        at::AutoGradMode enable(true);
+        for (auto& t : all) {
+          if (t.defined()) t = t.view_as(t);
+        }
+      }
       const at::TensorList in(all);
       const auto optional = [](at::TensorList list) {
         OptionalTensors out;

@@ -363,6 +363,33 @@ def test_op_matches_reference(case, step_dtype):
 
 
 @cases(OP_CASES)
+def test_higher_order_through_inputs_computed_from_one_another(case):
+    """As in an unrolled loop, the gradient and the states are computed from the
+    parameters: the derivatives of the op's backward (third and fourth order
+    of the outer loss) are the reference's, partial derivatives along each path
+    once (a regression: the backward's backward took total derivatives, through
+    graph the outer backward had freed)."""
+    grads0, states0, params0, hyper = make_inputs(case, 21, shapes=[(4,), (2, 3)])
+    step = torch.tensor(case.step)
+    weights = [randn(gen(22), *t.shape) for t in states0]
+
+    def derivatives(step_fn):
+        x = [p.clone().requires_grad_() for p in params0]
+        gs = [g * (1 + 0.3 * p.sin()) for g, p in zip(grads0, x)]
+        st = [s * (1 + 0.1 * p.cos()) for s, p in zip(states0, x * case.ns)]
+        u, new = step_fn(gs, st, x)
+        loss = sum(((p + v) ** 2).sum() for p, v in zip(x, u)) + sum((w * t).sum() for w, t in zip(weights, new))
+        meta = torch.autograd.grad(loss, x, create_graph=True)
+        third = torch.autograd.grad(sum((m**2).sum() for m in meta), x, create_graph=True)
+        fourth = torch.autograd.grad(sum((t**2).sum() for t in third), x)
+        return [*meta, *third, *fourth]
+
+    fused = derivatives(lambda gs, st, ps: case.forward(gs, st, ps, step, hyper, case.options))
+    reference = derivatives(lambda gs, st, ps: case.reference(gs, st, ps, case.step, [h.detach() for h in hyper]))
+    assert_close(fused, reference, rtol=1e-10, atol=1e-12)
+
+
+@cases(OP_CASES)
 def test_op_without_params_matches_reference(case):
     grads, states, _, hyper = make_inputs(case, 30, wd=0.0)
     u, s = case.forward(grads, states, [], torch.tensor(case.step), hyper, case.options)
