@@ -97,11 +97,11 @@ def test_alias_equals_its_chain(fused, name):
 def test_chain_state_and_errors():
     t = unrollopt.chain(unrollopt.scale_by_adam(), unrollopt.scale(-0.1), unrollopt.identity())
     state = t.init([torch.ones(2)])
-    assert isinstance(state, tuple) and len(state) == 3
+    assert isinstance(state, tuple) and len(state) == 2  # the identity is left out, as in TorchOpt
     assert isinstance(state[0], unrollopt.ScaleByAdamState) and state[1] == unrollopt.EmptyState()
     with pytest.raises(TypeError, match=r"transforms\[1\] must be a GradientTransformation"):
         unrollopt.chain(unrollopt.identity(), lambda u: u)
-    with pytest.raises(TypeError, match="tuple of 3 states"):
+    with pytest.raises(TypeError, match="tuple of 2 states"):
         t.update([torch.ones(2)], state[0])
 
 

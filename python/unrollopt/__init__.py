@@ -45,9 +45,12 @@ from unrollopt.alias import (  # noqa: E402
 )
 from unrollopt.base import GradientTransformation  # noqa: E402
 from unrollopt.meta import (  # noqa: E402
+    MetaAdaDelta,
     MetaAdadelta,
+    MetaAdaGrad,
     MetaAdagrad,
     MetaAdam,
+    MetaAdaMax,
     MetaAdamax,
     MetaAdamW,
     MetaNAdam,
@@ -86,8 +89,13 @@ from unrollopt.transform import (  # noqa: E402
     register_hook,
     zero_nan_hook,
     scale,
+    scale_by_accelerated_adam,
+    scale_by_adadelta,
     scale_by_adam,
+    scale_by_adamax,
+    scale_by_radam,
     scale_by_rms,
+    scale_by_rss,
     scale_by_schedule,
     scale_by_stddev,
     trace,
@@ -99,6 +107,7 @@ from unrollopt.utils import (  # noqa: E402
     ModuleState,
     extract_state_dict,
     module_clone,
+    module_detach_,
     recover_state_dict,
     stop_gradient,
 )
@@ -108,6 +117,15 @@ from unrollopt.utils import (  # noqa: E402
 cmake_prefix_path = _os.path.join(_os.path.dirname(_C.__file__), "share", "cmake")
 
 __all__ = [
+    "module_detach_",
+    "MetaAdaMax",
+    "MetaAdaGrad",
+    "MetaAdaDelta",
+    "scale_by_rss",
+    "scale_by_radam",
+    "scale_by_adamax",
+    "scale_by_adadelta",
+    "scale_by_accelerated_adam",
     "pytree",
     "FuncOptimizer",
     "Optimizer",

@@ -21,6 +21,7 @@ from unrollopt import (
     _sgd,
 )
 from unrollopt._hyperparameters import Hyperparameter
+from unrollopt._recorded import recorded
 from unrollopt.base import GradientTransformation, OptState, Params, Updates
 
 __all__ = [
@@ -309,6 +310,7 @@ def _mask_leaves(mask: Any, params: Optional[Params], spec: Any) -> Optional[lis
     return leaves
 
 
+@recorded
 def adadelta(
     lr: LearningRate = 1.0,
     rho: Hyperparameter = 0.9,
@@ -355,6 +357,7 @@ def adadelta(
     )
 
 
+@recorded
 def adagrad(
     lr: LearningRate = 1e-2,
     lr_decay: Hyperparameter = 0.0,
@@ -405,6 +408,7 @@ def adagrad(
     )
 
 
+@recorded
 def adam(
     lr: LearningRate = 1e-3,
     betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
@@ -473,6 +477,7 @@ def adam(
     )
 
 
+@recorded
 def adamw(
     lr: LearningRate = 1e-3,
     betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
@@ -532,6 +537,7 @@ def adamw(
     )
 
 
+@recorded
 def adamax(
     lr: LearningRate = 2e-3,
     betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
@@ -584,6 +590,7 @@ def adamax(
     )
 
 
+@recorded
 def rmsprop(
     lr: LearningRate = 1e-2,
     alpha: Hyperparameter = 0.99,
@@ -651,6 +658,7 @@ def rmsprop(
     )
 
 
+@recorded
 def sgd(
     lr: LearningRate,
     momentum: Hyperparameter = 0.0,
@@ -701,6 +709,7 @@ def sgd(
     )
 
 
+@recorded
 def radam(
     lr: LearningRate = 1e-3,
     betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
@@ -757,6 +766,7 @@ def radam(
     )
 
 
+@recorded
 def nadam(
     lr: LearningRate = 2e-3,
     betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),

@@ -37,7 +37,16 @@ class GradientTransformation(NamedTuple):
     ``create_graph=True``. ``inplace=True`` reuses the gradient and state buffers
     (a plain, faster optimizer step) and raises if a tensor it would overwrite
     is needed for a gradient.
+
+    The constructors' transformations compare equal when made by equal calls
+    and pickle as the call that made them.
     """
 
     init: Callable[[Params], OptState]
     update: UpdateFn
+
+    def chain(self, next: GradientTransformation) -> GradientTransformation:  # noqa: A002 (TorchOpt's name)
+        """``unrollopt.chain(self, next)``, TorchOpt's method."""
+        from unrollopt.transform import chain
+
+        return chain(self, next)

@@ -15,8 +15,11 @@ from unrollopt.update import apply_updates
 
 __all__ = [
     "MetaOptimizer",
+    "MetaAdaDelta",
     "MetaAdadelta",
+    "MetaAdaGrad",
     "MetaAdagrad",
+    "MetaAdaMax",
     "MetaAdam",
     "MetaAdamW",
     "MetaAdamax",
@@ -153,7 +156,7 @@ class MetaAdadelta(MetaOptimizer):
     def __init__(
         self,
         module: nn.Module,
-        lr: Hyperparameter = 1.0,
+        lr: alias.LearningRate = 1.0,
         rho: Hyperparameter = 0.9,
         eps: float = 1e-6,
         weight_decay: Hyperparameter = 0.0,
@@ -176,7 +179,7 @@ class MetaAdagrad(MetaOptimizer):
     def __init__(
         self,
         module: nn.Module,
-        lr: Hyperparameter = 1e-2,
+        lr: alias.LearningRate = 1e-2,
         lr_decay: Hyperparameter = 0.0,
         weight_decay: Hyperparameter = 0.0,
         initial_accumulator_value: float = 0.0,
@@ -200,7 +203,7 @@ class MetaAdam(MetaOptimizer):
     def __init__(
         self,
         module: nn.Module,
-        lr: Hyperparameter = 1e-3,
+        lr: alias.LearningRate = 1e-3,
         betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: Hyperparameter = 0.0,
@@ -227,7 +230,7 @@ class MetaAdamW(MetaOptimizer):
     def __init__(
         self,
         module: nn.Module,
-        lr: Hyperparameter = 1e-3,
+        lr: alias.LearningRate = 1e-3,
         betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: Hyperparameter = 1e-2,
@@ -253,7 +256,7 @@ class MetaAdamax(MetaOptimizer):
     def __init__(
         self,
         module: nn.Module,
-        lr: Hyperparameter = 2e-3,
+        lr: alias.LearningRate = 2e-3,
         betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: Hyperparameter = 0.0,
@@ -276,7 +279,7 @@ class MetaRMSProp(MetaOptimizer):
     def __init__(
         self,
         module: nn.Module,
-        lr: Hyperparameter = 1e-2,
+        lr: alias.LearningRate = 1e-2,
         alpha: Hyperparameter = 0.99,
         eps: float = 1e-8,
         weight_decay: Hyperparameter = 0.0,
@@ -307,7 +310,7 @@ class MetaRAdam(MetaOptimizer):
     def __init__(
         self,
         module: nn.Module,
-        lr: Hyperparameter = 1e-3,
+        lr: alias.LearningRate = 1e-3,
         betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: Hyperparameter = 0.0,
@@ -331,7 +334,7 @@ class MetaNAdam(MetaOptimizer):
     def __init__(
         self,
         module: nn.Module,
-        lr: Hyperparameter = 2e-3,
+        lr: alias.LearningRate = 2e-3,
         betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: Hyperparameter = 0.0,
@@ -356,7 +359,7 @@ class MetaSGD(MetaOptimizer):
     def __init__(
         self,
         module: nn.Module,
-        lr: Hyperparameter,
+        lr: alias.LearningRate,
         momentum: Hyperparameter = 0.0,
         dampening: Hyperparameter = 0.0,
         weight_decay: Hyperparameter = 0.0,
@@ -372,3 +375,9 @@ class MetaSGD(MetaOptimizer):
             maximize=maximize, use_accelerated_op=use_accelerated_op,
         )  # fmt: skip
         super().__init__(module, impl, first_order=first_order)
+
+
+#: TorchOpt's spellings.
+MetaAdaDelta = MetaAdadelta
+MetaAdaGrad = MetaAdagrad
+MetaAdaMax = MetaAdamax

@@ -1,15 +1,23 @@
-"""``torch.optim``-style optimizers over the same math as the functional ones."""
+"""``torch.optim``-style optimizers over the same math as the functional ones.
+
+Besides a number or a 0-d tensor, ``lr`` may be a schedule (a function of the
+step count, see :mod:`unrollopt.schedule`), as in TorchOpt: each step calls it
+with the number of steps the parameter has taken before.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
 
 from unrollopt import _adadelta, _adagrad, _adam, _adamax, _fused, _nadam, _radam, _rmsprop, _sgd
 from unrollopt import _hyperparameters
 from unrollopt._hyperparameters import Hyperparameter
+
+#: A learning rate: a number, a 0-d tensor, or a schedule (step count -> rate).
+RateOrSchedule = Union[Hyperparameter, Callable[[torch.Tensor], Hyperparameter]]
 
 __all__ = [
     "Adadelta", "AdaDelta", "Adagrad", "AdaGrad", "Adam", "AdamW", "Adamax", "AdaMax", "NAdam", "RAdam",
@@ -40,6 +48,16 @@ class _Optimizer(torch.optim.Optimizer):
     def _config(self, group: dict[str, Any]) -> _fused.Config:
         raise NotImplementedError
 
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
+        self._checked_config(defaults)  # bad settings raise before anything is made
+        super().__init__(params, defaults)
+
+    def _checked_config(self, group: dict[str, Any]) -> _fused.Config:
+        """``_config`` of the group, with a schedule as lr standing for its values (checked at each step)."""
+        if callable(group["lr"]):
+            group = {**group, "lr": 1.0}
+        return self._config(group)
+
     def _cached_config(self, group: dict[str, Any]) -> _fused.Config:
         """The group's config, made (and checked) again only when a setting
         changed: a value, or which tensor a tensor setting is (a tensor changed
@@ -48,8 +66,30 @@ class _Optimizer(torch.optim.Optimizer):
         cache = self.__dict__.setdefault("_configs", {})
         hit = cache.get(id(group))
         if hit is None or hit[0] != key:
-            hit = cache[id(group)] = (key, self._config(group))
+            hit = cache[id(group)] = (key, self._checked_config(group))
         return hit[1]
+
+    def _count(self, state: dict[str, Any]) -> float:
+        """The number of steps the parameter has taken (what a schedule as lr is given)."""
+        return float(state["step"]) if "step" in state else 0.0
+
+    @staticmethod
+    def _decay_mask(group: dict[str, Any]) -> Optional[list[bool]]:
+        """The group's ``mask`` as one bool per parameter (None: decay everywhere)."""
+        mask = group.get("mask")
+        if mask is None:
+            return None
+        if callable(mask):
+            mask = mask(tuple(group["params"]))
+        if isinstance(mask, (str, bytes)) or not isinstance(mask, Iterable):
+            raise TypeError(f"mask must be a sequence of bools (one per parameter) or a function giving one, got {type(mask).__name__}")
+        mask = list(mask)
+        if len(mask) != len(group["params"]):
+            raise ValueError(f"mask has {len(mask)} entries for a group of {len(group['params'])} parameters")
+        for i, m in enumerate(mask):
+            if not isinstance(m, bool):
+                raise TypeError(f"mask[{i}] must be a bool, got {type(m).__name__}")
+        return mask
 
     def _next_step(self, state: dict[str, Any]) -> float:
         """The step number (counting from 1) the parameter's next step takes:
@@ -90,20 +130,29 @@ class _Optimizer(torch.optim.Optimizer):
                 loss = closure()
         # Every group is checked before any is stepped.
         configs = [self._cached_config(group) for group in self.param_groups]
-        for group, config in zip(self.param_groups, configs):
+        masks = [self._decay_mask(group) for group in self.param_groups]
+        for group, config, mask in zip(self.param_groups, configs, masks):
             keys = [self._state_keys[name] for name in config.state_names]
+            schedule = group["lr"] if callable(group["lr"]) else None
             # One fused call per step number (parameters of a group share it
-            # unless some had no gradient in earlier steps).
-            # (parameter, its state) pairs by step number.
-            by_step: dict[tuple[float, Any], list[tuple[torch.Tensor, dict]]] = defaultdict(list)
-            for p in group["params"]:
+            # unless some had no gradient in earlier steps), step count for a
+            # schedule and whether the weight decay applies.
+            by_step: dict[tuple, list[tuple[torch.Tensor, dict]]] = defaultdict(list)
+            for i, p in enumerate(group["params"]):
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError(f"unrollopt.{type(self).__name__} does not support sparse gradients")
                 state = self.state[p]
-                by_step[self._next_step(state), self._state_key(state)].append((p, state))
-            for (step, _), members in by_step.items():
+                count = self._count(state) if schedule is not None else None
+                decayed = mask is None or mask[i]
+                by_step[self._next_step(state), self._state_key(state), count, decayed].append((p, state))
+            for (step, _, count, decayed), members in by_step.items():
+                step_config = self._step_config(group, config, members[0][1], step)
+                if schedule is not None:
+                    step_config = step_config.replace(lr=schedule(torch.tensor(int(count))))
+                if not decayed:
+                    step_config = step_config.replace(weight_decay=0.0)
                 params = [p for p, _ in members]
                 # New state starts at zero; it is stored only once the step succeeded.
                 states = [
@@ -121,7 +170,7 @@ class _Optimizer(torch.optim.Optimizer):
                     states,
                     params,
                     torch.tensor(step, dtype=torch.float64),
-                    self._step_config(group, config, members[0][1], step),
+                    step_config,
                     fused=bool(group["use_accelerated_op"]),
                     inplace=True,
                     update_params=True,
@@ -151,7 +200,7 @@ class Adam(_Optimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Hyperparameter = 1e-3,
+        lr: RateOrSchedule = 1e-3,
         betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: Hyperparameter = 0.0,
@@ -161,7 +210,6 @@ class Adam(_Optimizer):
         maximize: bool = False,
         use_accelerated_op: bool = False,
     ) -> None:
-        _adam.config(lr, betas, eps, weight_decay, eps_root, maximize)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, eps_root=eps_root,
             maximize=maximize, use_accelerated_op=use_accelerated_op,
@@ -179,26 +227,29 @@ class AdamW(Adam):
     """AdamW, behaving as ``torch.optim.AdamW`` (decoupled weight decay; state
     keys ``step``, ``exp_avg``, ``exp_avg_sq``, so state dicts move between the
     two). The update is the one documented in :func:`unrollopt.adamw`;
-    ``eps_root`` is the one addition.
+    ``eps_root`` and ``mask`` are the additions: ``mask`` (a group setting, as
+    in TorchOpt's ``AdamW``) limits the weight decay to the parameters where it
+    is True, a sequence of bools with one per parameter of the group or a
+    function of the tuple of the group's parameters giving one.
     """
 
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Hyperparameter = 1e-3,
+        lr: RateOrSchedule = 1e-3,
         betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: Hyperparameter = 1e-2,
         amsgrad: bool = False,
         *,
         eps_root: float = 0.0,
+        mask: Any = None,
         maximize: bool = False,
         use_accelerated_op: bool = False,
     ) -> None:
-        _adam.config(lr, betas, eps, weight_decay, eps_root, maximize, decoupled=True)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, eps_root=eps_root,
-            maximize=maximize, use_accelerated_op=use_accelerated_op,
+            mask=mask, maximize=maximize, use_accelerated_op=use_accelerated_op,
         )  # fmt: skip
         _Optimizer.__init__(self, params, defaults)
 
@@ -221,7 +272,7 @@ class Adamax(Adam):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Hyperparameter = 2e-3,
+        lr: RateOrSchedule = 2e-3,
         betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: Hyperparameter = 0.0,
@@ -229,7 +280,6 @@ class Adamax(Adam):
         maximize: bool = False,
         use_accelerated_op: bool = False,
     ) -> None:
-        _adamax.config(lr, betas, eps, weight_decay, maximize)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
             use_accelerated_op=use_accelerated_op,
@@ -258,7 +308,7 @@ class RMSprop(_Optimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Hyperparameter = 1e-2,
+        lr: RateOrSchedule = 1e-2,
         alpha: Hyperparameter = 0.99,
         eps: float = 1e-8,
         weight_decay: Hyperparameter = 0.0,
@@ -270,7 +320,6 @@ class RMSprop(_Optimizer):
         maximize: bool = False,
         use_accelerated_op: bool = False,
     ) -> None:
-        _rmsprop.config(lr, alpha, eps, weight_decay, momentum, centered, maximize, nesterov)
         initial_scale = float(_hyperparameters.check("initial_scale", initial_scale))
         defaults = dict(
             lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
@@ -311,7 +360,7 @@ class Adagrad(_Optimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Hyperparameter = 1e-2,
+        lr: RateOrSchedule = 1e-2,
         lr_decay: Hyperparameter = 0.0,
         weight_decay: Hyperparameter = 0.0,
         initial_accumulator_value: float = 0.0,
@@ -320,7 +369,6 @@ class Adagrad(_Optimizer):
         maximize: bool = False,
         use_accelerated_op: bool = False,
     ) -> None:
-        _adagrad.config(lr, lr_decay, weight_decay, eps, maximize)
         _hyperparameters.check("initial_accumulator_value", initial_accumulator_value)
         defaults = dict(
             lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value,
@@ -348,7 +396,7 @@ class Adadelta(_Optimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Hyperparameter = 1.0,
+        lr: RateOrSchedule = 1.0,
         rho: Hyperparameter = 0.9,
         eps: float = 1e-6,
         weight_decay: Hyperparameter = 0.0,
@@ -356,7 +404,6 @@ class Adadelta(_Optimizer):
         maximize: bool = False,
         use_accelerated_op: bool = False,
     ) -> None:
-        _adadelta.config(lr, rho, eps, weight_decay, maximize)
         defaults = dict(
             lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
             use_accelerated_op=use_accelerated_op,
@@ -381,7 +428,7 @@ class SGD(_Optimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Hyperparameter = 1e-3,
+        lr: RateOrSchedule = 1e-3,
         momentum: Hyperparameter = 0.0,
         dampening: Hyperparameter = 0.0,
         weight_decay: Hyperparameter = 0.0,
@@ -390,7 +437,6 @@ class SGD(_Optimizer):
         maximize: bool = False,
         use_accelerated_op: bool = False,
     ) -> None:
-        _sgd.config(lr, momentum, dampening, weight_decay, nesterov, maximize)
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
             maximize=maximize, use_accelerated_op=use_accelerated_op,
@@ -409,7 +455,8 @@ class SGD(_Optimizer):
         return 2.0 if "momentum_buffer" in state else 1.0
 
     def _advance(self, group: dict[str, Any], states: list[dict[str, Any]]) -> None:
-        pass
+        if callable(group["lr"]):  # a schedule needs the count
+            super()._advance(group, states)
 
 
 #: The spelling of torchopt.
@@ -429,7 +476,7 @@ class RAdam(Adam):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Hyperparameter = 1e-3,
+        lr: RateOrSchedule = 1e-3,
         betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: Hyperparameter = 0.0,
@@ -438,7 +485,6 @@ class RAdam(Adam):
         maximize: bool = False,
         use_accelerated_op: bool = False,
     ) -> None:
-        _radam.config(lr, betas, eps, weight_decay, decoupled_weight_decay, maximize)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize, use_accelerated_op=use_accelerated_op,
@@ -466,7 +512,7 @@ class NAdam(Adam):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: Hyperparameter = 2e-3,
+        lr: RateOrSchedule = 2e-3,
         betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: Hyperparameter = 0.0,
@@ -476,7 +522,6 @@ class NAdam(Adam):
         maximize: bool = False,
         use_accelerated_op: bool = False,
     ) -> None:
-        _nadam.config(lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
             decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, use_accelerated_op=use_accelerated_op,

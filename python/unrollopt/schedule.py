@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import torch
 
 from unrollopt._hyperparameters import Hyperparameter
+from unrollopt._recorded import recorded
 
 __all__ = ["Schedule", "exponential_decay", "linear_schedule", "polynomial_schedule"]
 
@@ -49,6 +50,7 @@ def _steps(count: torch.Tensor, begin: int) -> torch.Tensor:
     return (torch.as_tensor(count).to(torch.float64) - begin).clamp(min=0)
 
 
+@recorded
 def polynomial_schedule(
     init_value: Hyperparameter,
     end_value: Hyperparameter,
@@ -78,6 +80,7 @@ def polynomial_schedule(
     return schedule
 
 
+@recorded
 def linear_schedule(
     init_value: Hyperparameter,
     end_value: Hyperparameter,
@@ -90,10 +93,11 @@ def linear_schedule(
     return polynomial_schedule(init_value, end_value, 1.0, transition_steps, transition_begin)
 
 
+@recorded
 def exponential_decay(
     init_value: Hyperparameter,
-    transition_steps: int,
-    decay_rate: float,
+    transition_steps: int = 1,
+    decay_rate: Optional[float] = None,
     transition_begin: int = 0,
     staircase: bool = False,
     end_value: Optional[Hyperparameter] = None,
@@ -104,9 +108,21 @@ def exponential_decay(
     from above when ``decay_rate > 1``):
 
     .. math:: v(t) = v_0\, r^{(t - t_0) / T}
+
+    The positional order is optax's, ``(init_value, transition_steps,
+    decay_rate)``; TorchOpt's is ``(init_value, decay_rate, transition_begin,
+    transition_steps)``, so pass its arguments by keyword (``transition_steps``
+    defaults to 1 in both). ``decay_rate`` is required.
     """
     init_value = _check_value("init_value", init_value)
+    if isinstance(transition_steps, numbers.Real) and not isinstance(transition_steps, numbers.Integral):
+        raise TypeError(
+            f"transition_steps must be an int, got {transition_steps!r}: the positional order is "
+            "(init_value, transition_steps, decay_rate), optax's; pass TorchOpt's decay_rate= by keyword"
+        )
     transition_steps = _check_steps("transition_steps", transition_steps, 1)
+    if decay_rate is None:
+        raise TypeError("exponential_decay() missing required argument: 'decay_rate'")
     decay_rate = float(_check_value("decay_rate", decay_rate))
     if decay_rate <= 0:
         raise ValueError(f"Invalid decay_rate: {decay_rate} (expected 0 < decay_rate)")

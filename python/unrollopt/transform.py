@@ -20,9 +20,18 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 
-from unrollopt import _adam, _fused, _hyperparameters, _pytree, _rmsprop, _sgd
+from unrollopt import _adadelta, _adagrad, _adam, _adamax, _fused, _hyperparameters, _pytree, _radam, _rmsprop, _sgd
 from unrollopt._hyperparameters import Hyperparameter
-from unrollopt.alias import RMSPropState, ScaleByAdamState, SgdState, _mask_leaves, _transformation
+from unrollopt._recorded import Call, Transformation, record, recorded
+from unrollopt.alias import (
+    AdadeltaState,
+    AdagradState,
+    RMSPropState,
+    ScaleByAdamState,
+    SgdState,
+    _mask_leaves,
+    _transformation,
+)
 from unrollopt.base import GradientTransformation, OptState, Params, Updates
 
 __all__ = [
@@ -38,7 +47,12 @@ __all__ = [
     "register_hook",
     "zero_nan_hook",
     "scale",
+    "scale_by_accelerated_adam",
+    "scale_by_adadelta",
     "scale_by_adam",
+    "scale_by_adamax",
+    "scale_by_radam",
+    "scale_by_rss",
     "scale_by_rms",
     "scale_by_schedule",
     "scale_by_stddev",
@@ -98,11 +112,13 @@ def _stateless(
     return GradientTransformation(init, update)
 
 
+@recorded
 def identity() -> GradientTransformation:
     """Leaves the updates as they are."""
     return _stateless("identity", lambda us, ps: us)
 
 
+@recorded
 def scale(step_size: Hyperparameter) -> GradientTransformation:
     """Multiplies the updates by ``step_size`` (a number, or a 0-d tensor that
     may require grad; any sign: ``scale(-lr)`` turns a direction into a step)."""
@@ -114,6 +130,7 @@ def scale(step_size: Hyperparameter) -> GradientTransformation:
     return _stateless("scale", lambda us, ps: [u * step_size for u in us], hyper=(step_size,))
 
 
+@recorded
 def scale_by_schedule(step_size_fn: Callable[[torch.Tensor], Hyperparameter]) -> GradientTransformation:
     """Multiplies the updates by ``step_size_fn(count)``, ``count`` the number of
     steps taken before this one (a 0-d int64 tensor; see :mod:`unrollopt.schedule`)."""
@@ -127,12 +144,14 @@ def scale_by_schedule(step_size_fn: Callable[[torch.Tensor], Hyperparameter]) ->
         if not isinstance(state, ScaleByScheduleState):
             raise TypeError(f"state must be a ScaleByScheduleState, got {type(state).__name__}")
         factor = step_size_fn(state.count)
-        updates, _ = scale(factor).update(updates, EmptyState(), inplace=inplace)
+        # (scale unrecorded: one is made at every step)
+        updates, _ = scale.__wrapped__(factor).update(updates, EmptyState(), inplace=inplace)
         return updates, ScaleByScheduleState(count=state.count + 1)
 
     return GradientTransformation(init, update)
 
 
+@recorded
 def add_decayed_weights(weight_decay: Hyperparameter = 0.0, mask: Any = None) -> GradientTransformation:
     """Adds ``weight_decay * params`` to the updates (an L2 penalty's gradient),
     where ``mask`` (a pytree of bools like the parameters, or a function of the
@@ -145,6 +164,7 @@ def add_decayed_weights(weight_decay: Hyperparameter = 0.0, mask: Any = None) ->
     return masked(add_decayed_weights(weight_decay), mask)
 
 
+@recorded
 def clip_grad_norm(max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> GradientTransformation:
     r"""Scales the updates so that their global ``norm_type``-norm is at most
     ``max_norm``, as ``torch.nn.utils.clip_grad_norm_`` does:
@@ -174,6 +194,7 @@ def clip_grad_norm(max_norm: float, norm_type: float = 2.0, error_if_nonfinite: 
     return _stateless("clip_grad_norm", clip)
 
 
+@recorded
 def nan_to_num(nan: float = 0.0, posinf: Optional[float] = None, neginf: Optional[float] = None) -> GradientTransformation:
     """Replaces NaN, +inf and -inf in the updates (by ``nan``, and by
     ``posinf``/``neginf`` or the dtype's largest finite values), as
@@ -181,6 +202,7 @@ def nan_to_num(nan: float = 0.0, posinf: Optional[float] = None, neginf: Optiona
     return _stateless("nan_to_num", lambda us, ps: [torch.nan_to_num(u, nan, posinf, neginf) for u in us])
 
 
+@recorded
 def register_hook(hook: Callable[[torch.Tensor], Optional[torch.Tensor]]) -> GradientTransformation:
     """Leaves the updates as they are and registers ``hook`` on each update
     that requires grad (``Tensor.register_hook``): it sees, and may replace,
@@ -203,6 +225,7 @@ def zero_nan_hook(grad: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isnan(grad), torch.zeros_like(grad), grad)
 
 
+@recorded
 def nan_to_num_hook(
     nan: float = 0.0, posinf: Optional[float] = None, neginf: Optional[float] = None
 ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -211,12 +234,16 @@ def nan_to_num_hook(
     return lambda grad: torch.nan_to_num(grad, nan, posinf, neginf)
 
 
-def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
+@recorded
+def masked(inner: GradientTransformation, mask: Any = None) -> GradientTransformation:
     """Applies ``inner`` to the leaves where ``mask`` is True (a pytree of bools
     like the parameters, or a function of the parameters giving one) and leaves
     the other updates as they are; ``inner``'s state covers the masked leaves
-    only."""
+    only. Without a mask (TorchOpt's default argument) every leaf is masked in:
+    ``masked(inner)`` computes what ``inner`` does."""
     _check_transformation("inner", inner)
+    if mask is None:
+        return GradientTransformation(inner.init, inner.update)
 
     def select(tree: Any, keep: list[bool], spec: Any, name: str) -> Any:
         leaves = _pytree.flatten_like(tree, spec, name)
@@ -240,23 +267,34 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Applies the transformations one after another; the state is the tuple of
-    their states."""
+    their states. As in TorchOpt, chains inside are spliced in and identities
+    left out (so ``chain()`` is :func:`identity`, and the state has one entry
+    per remaining transformation)."""
+    flat: list[GradientTransformation] = []
     for i, t in enumerate(transforms):
         _check_transformation(f"transforms[{i}]", t)
+        made_by = t.call.fn if isinstance(t, Transformation) else None
+        if made_by is chain:
+            flat.extend(t.call.args)
+        elif made_by is not identity:
+            flat.append(t)
+    if not flat:
+        return identity()
+    flat_transforms = tuple(flat)
 
     def init(params: Params) -> tuple:
-        return tuple(t.init(params) for t in transforms)
+        return tuple(t.init(params) for t in flat_transforms)
 
     def update(updates: Updates, state: OptState, *, params: Optional[Params] = None, inplace: bool = True):
-        if type(state) is not tuple or len(state) != len(transforms):  # (a NamedTuple state is not one)
-            raise TypeError(f"state must be a tuple of {len(transforms)} states (chain's init)")
+        if type(state) is not tuple or len(state) != len(flat_transforms):  # (a NamedTuple state is not one)
+            raise TypeError(f"state must be a tuple of {len(flat_transforms)} states (chain's init)")
         new_state = []
-        for t, s in zip(transforms, state):
+        for t, s in zip(flat_transforms, state):
             updates, s = t.update(updates, s, params=params, inplace=inplace)
             new_state.append(s)
         return updates, tuple(new_state)
 
-    return GradientTransformation(init, update)
+    return record(GradientTransformation(init, update), Call(chain, flat_transforms, {}))
 
 
 def _check_transformation(name: str, t: object) -> None:
@@ -267,6 +305,12 @@ def _check_transformation(name: str, t: object) -> None:
 # --- the optimizers' statistics, as transformations (their fused operators with lr = -1)
 
 
+def _direction(config: _fused.Config, plain: _fused.PlainStep, state_type: Any, use_accelerated_op: bool, **kwargs: Any):
+    """The transformation of an optimizer's update with lr = -1: its direction."""
+    return _transformation(config.replace(lr=-1.0), plain, state_type, fused=bool(use_accelerated_op), **kwargs)
+
+
+@recorded
 def scale_by_adam(
     b1: Hyperparameter = 0.9,
     b2: Hyperparameter = 0.999,
@@ -278,9 +322,75 @@ def scale_by_adam(
 ) -> GradientTransformation:
     r"""Adam's direction :math:`\hat\mu_t / (\sqrt{\hat\nu_t + \epsilon_{root}} + \epsilon)`
     with bias-corrected moments (:func:`unrollopt.adam` with lr = -1)."""
-    config = _adam.config(1.0, (b1, b2), eps, 0.0, eps_root, False).replace(lr=-1.0)
-    return _transformation(config, _adam.plain, ScaleByAdamState, fused=bool(use_accelerated_op),
-                           moment_requires_grad=moment_requires_grad)  # fmt: skip
+    config = _adam.config(1.0, (b1, b2), eps, 0.0, eps_root, False)
+    return _direction(config, _adam.plain, ScaleByAdamState, use_accelerated_op, moment_requires_grad=moment_requires_grad)
+
+
+@recorded
+def scale_by_accelerated_adam(
+    b1: Hyperparameter = 0.9,
+    b2: Hyperparameter = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    *,
+    moment_requires_grad: bool = False,
+) -> GradientTransformation:
+    """:func:`scale_by_adam` with the fused operator (TorchOpt's name for it)."""
+    return scale_by_adam(b1, b2, eps, eps_root, moment_requires_grad=moment_requires_grad, use_accelerated_op=True)
+
+
+@recorded
+def scale_by_adamax(
+    b1: Hyperparameter = 0.9,
+    b2: Hyperparameter = 0.999,
+    eps: float = 1e-8,
+    *,
+    moment_requires_grad: bool = False,
+    use_accelerated_op: bool = False,
+) -> GradientTransformation:
+    """Adamax's direction, the bias-corrected first moment over the infinity
+    norm (:func:`unrollopt.adamax` with lr = -1; ``eps`` torch.optim's 1e-8)."""
+    config = _adamax.config(1.0, (b1, b2), eps, 0.0, False)
+    return _direction(config, _adamax.plain, ScaleByAdamState, use_accelerated_op, moment_requires_grad=moment_requires_grad)
+
+
+@recorded
+def scale_by_radam(
+    b1: Hyperparameter = 0.9,
+    b2: Hyperparameter = 0.999,
+    eps: float = 1e-8,
+    *,
+    moment_requires_grad: bool = False,
+    use_accelerated_op: bool = False,
+) -> GradientTransformation:
+    """RAdam's rectified direction (:func:`unrollopt.radam` with lr = -1; ``eps`` torch.optim's 1e-8)."""
+    config = _radam.config(1.0, (b1, b2), eps, 0.0, False, False)
+    return _direction(config, _radam.plain, ScaleByAdamState, use_accelerated_op, moment_requires_grad=moment_requires_grad)
+
+
+@recorded
+def scale_by_adadelta(
+    rho: Hyperparameter = 0.9,
+    eps: float = 1e-6,
+    *,
+    moment_requires_grad: bool = False,
+    use_accelerated_op: bool = False,
+) -> GradientTransformation:
+    r"""Adadelta's step :math:`\sqrt{a_{t-1} + \epsilon} / \sqrt{v_t + \epsilon}\, g`
+    (:func:`unrollopt.adadelta` with lr = -1)."""
+    config = _adadelta.config(1.0, rho, eps, 0.0, False)
+    return _direction(config, _adadelta.plain, AdadeltaState, use_accelerated_op, moment_requires_grad=moment_requires_grad)
+
+
+@recorded
+def scale_by_rss(
+    initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, use_accelerated_op: bool = False
+) -> GradientTransformation:
+    r"""Divides by the root of the sum of squares, :math:`g / (\sqrt{S_t} + \epsilon)`
+    with :math:`S_t = S_{t-1} + g^2` (:func:`unrollopt.adagrad` with lr = -1)."""
+    config = _adagrad.config(1.0, 0.0, 0.0, eps, False)
+    initial = {"sum": float(_hyperparameters.check("initial_accumulator_value", initial_accumulator_value))}
+    return _direction(config, _adagrad.plain, AdagradState, use_accelerated_op, initial=initial)
 
 
 def _decay(name: str, decay: Optional[Hyperparameter], **other: Optional[Hyperparameter]) -> Hyperparameter:
@@ -291,6 +401,7 @@ def _decay(name: str, decay: Optional[Hyperparameter], **other: Optional[Hyperpa
     return 0.9 if decay is None and value is None else (decay if decay is not None else value)
 
 
+@recorded
 def scale_by_rms(
     decay: Optional[Hyperparameter] = None,
     eps: float = 1e-8,
@@ -303,11 +414,12 @@ def scale_by_rms(
     :math:`g / (\sqrt{v_t} + \epsilon)` with :math:`v_t = d\, v_{t-1} + (1 - d)\, g^2`
     (:func:`unrollopt.rmsprop` with lr = -1). Unlike optax, ``eps`` is added
     outside the square root, as in ``torch.optim.RMSprop``."""
-    config = _rmsprop.config(1.0, _decay("scale_by_rms", decay, alpha=alpha), eps, 0.0, 0.0, False, False).replace(lr=-1.0)
+    config = _rmsprop.config(1.0, _decay("scale_by_rms", decay, alpha=alpha), eps, 0.0, 0.0, False, False)
     initial = {"square_avg": float(_hyperparameters.check("initial_scale", initial_scale))}
-    return _transformation(config, _rmsprop.plain, RMSPropState, fused=bool(use_accelerated_op), initial=initial)
+    return _direction(config, _rmsprop.plain, RMSPropState, use_accelerated_op, initial=initial)
 
 
+@recorded
 def scale_by_stddev(
     decay: Optional[Hyperparameter] = None,
     eps: float = 1e-8,
@@ -319,11 +431,12 @@ def scale_by_stddev(
     r"""Divides by the running standard deviation,
     :math:`g / (\sqrt{v_t - \bar g_t^2} + \epsilon)` (centered
     :func:`unrollopt.rmsprop` with lr = -1; ``eps`` outside the square root)."""
-    config = _rmsprop.config(1.0, _decay("scale_by_stddev", decay, alpha=alpha), eps, 0.0, 0.0, True, False).replace(lr=-1.0)
+    config = _rmsprop.config(1.0, _decay("scale_by_stddev", decay, alpha=alpha), eps, 0.0, 0.0, True, False)
     initial = {"square_avg": float(_hyperparameters.check("initial_scale", initial_scale))}
-    return _transformation(config, _rmsprop.plain, RMSPropState, fused=bool(use_accelerated_op), initial=initial)
+    return _direction(config, _rmsprop.plain, RMSPropState, use_accelerated_op, initial=initial)
 
 
+@recorded
 def trace(
     decay: Optional[Hyperparameter] = None,
     nesterov: bool = False,
@@ -338,6 +451,10 @@ def trace(
     :func:`unrollopt.sgd` with lr = -1. ``decay`` (``momentum=`` in TorchOpt's
     spelling; default 0.9) and ``dampening`` :math:`\tau` may be 0-d tensors
     that require grad."""
-    config = _sgd.config(1.0, _decay("trace", decay, momentum=momentum), dampening, 0.0, nesterov, False).replace(lr=-1.0)
-    return _transformation(config, _sgd.plain, SgdState, fused=bool(use_accelerated_op),
-                           moment_requires_grad=moment_requires_grad)  # fmt: skip
+    if not isinstance(nesterov, bool):  # TorchOpt's second positional argument is dampening
+        raise TypeError(
+            f"trace: nesterov must be a bool, got {nesterov!r} (the order is (decay, nesterov); "
+            "pass TorchOpt's dampening= by keyword)"
+        )
+    config = _sgd.config(1.0, _decay("trace", decay, momentum=momentum), dampening, 0.0, nesterov, False)
+    return _direction(config, _sgd.plain, SgdState, use_accelerated_op, moment_requires_grad=moment_requires_grad)

@@ -12,7 +12,7 @@ from torch.utils._pytree import tree_map
 
 from unrollopt.meta import MetaOptimizer
 
-__all__ = ["ModuleState", "extract_state_dict", "recover_state_dict", "stop_gradient", "module_clone"]
+__all__ = ["ModuleState", "extract_state_dict", "recover_state_dict", "stop_gradient", "module_clone", "module_detach_"]
 
 By = Literal["reference", "copy", "deepcopy", "ref", "clone", "deepclone"]
 Device = Union[torch.device, str, None]
@@ -103,11 +103,66 @@ def _owner(module: nn.Module, qualified: str) -> tuple[nn.Module, str]:
     return owner, name
 
 
+def _from_torchopt(module: nn.Module, state: Any) -> ModuleState:
+    """A module state in TorchOpt's layout, as a :class:`ModuleState`.
+
+    TorchOpt's ``params`` (and ``buffers``) is a tuple with one dict per
+    submodule that has any, in ``module.modules()`` order, keyed by the
+    submodule's own names: ``params[k][name]`` is the ``k``-th such
+    submodule's ``name``. Here the same tensor is ``params[f"{prefix}.{name}"]``,
+    the qualified name ``named_parameters()`` gives."""
+    params, buffers = state[0], state[1]
+    detach = bool(getattr(state, "detach_buffers", False))
+    flat: list[dict[str, torch.Tensor]] = []
+    for kind, dicts, attr in (("parameters", params, "_parameters"), ("buffers", buffers, "_buffers")):
+        owners = [m for m in module.modules() if len(getattr(m, attr)) > 0]
+        if kind == "buffers" and not dicts:  # extracted with_buffers=False
+            flat.append({})
+            continue
+        if len(dicts) != len(owners):
+            raise ValueError(
+                f"the TorchOpt-layout state has {len(dicts)} dicts of {kind}, the module "
+                f"{len(owners)} submodules with {kind}"
+            )
+        by_module = {id(m): d for m, d in zip(owners, dicts)}
+        for m, d in zip(owners, dicts):
+            extra = set(d) - {name for name, t in getattr(m, attr).items() if t is not None}
+            if extra:
+                raise ValueError(f"the TorchOpt-layout state has {kind} {sorted(extra)} that {type(m).__name__} lacks")
+        out = {}
+        for prefix, m in module.named_modules(remove_duplicate=False):
+            for name, t in getattr(m, attr).items():
+                if t is None:
+                    continue
+                d = by_module[id(m)]
+                if name not in d:
+                    raise ValueError(f"the TorchOpt-layout state lacks {kind[:-1]} {name!r} of submodule {prefix or 'the module'!r}")
+                value = d[name]
+                if kind == "buffers" and detach:
+                    value = _detached(value, None).requires_grad_(value.requires_grad)
+                out[f"{prefix}.{name}" if prefix else name] = value
+        flat.append(out)
+    return ModuleState(params=flat[0], buffers=flat[1])
+
+
+def _is_torchopt_layout(state: Any) -> bool:
+    return (
+        isinstance(state, tuple)
+        and len(state) >= 2
+        and all(isinstance(part, tuple) and all(isinstance(d, dict) for d in part) for part in state[:2])
+    )
+
+
 def recover_state_dict(target: Union[nn.Module, MetaOptimizer, torch.optim.Optimizer], state: Any) -> None:
     """Puts a state from :func:`extract_state_dict` back: into a module (the
     tensors themselves, by reference) or an optimizer (its state dict). A state
-    that does not fit the module raises before anything is changed."""
+    that does not fit the module raises before anything is changed.
+
+    For a module, a state in TorchOpt's layout (its ``ModuleState``: a tuple of
+    per-submodule dicts, see the migration guide) is accepted too."""
     if isinstance(target, nn.Module):
+        if not isinstance(state, ModuleState) and _is_torchopt_layout(state):
+            state = _from_torchopt(target, state)
         if not isinstance(state, ModuleState):
             raise TypeError(f"expected a ModuleState for a module, got {type(state).__name__}")
         current = extract_state_dict(target, with_buffers=bool(state.buffers))
@@ -158,22 +213,41 @@ def stop_gradient(target: Any) -> None:
         tree_map(detach_, target)
 
 
+def module_detach_(target: Any) -> Any:
+    """:func:`stop_gradient` that returns ``target`` (TorchOpt's name)."""
+    stop_gradient(target)
+    return target
+
+
 def module_clone(
-    target: nn.Module,
+    target: Any,
     *,
     by: By = "reference",
     detach_buffers: bool = False,
     device: Device = None,
-) -> nn.Module:
-    """A copy of a module whose tensors are taken ``by`` reference, copy or deepcopy
-    (see :func:`extract_state_dict`); the rest of the module is deep-copied."""
-    if not isinstance(target, nn.Module):
-        raise TypeError(f"expected an nn.Module, got {type(target).__name__}")
-    state = extract_state_dict(target, by=by, device=device, detach_buffers=detach_buffers)
-    # deepcopy would copy (or refuse, for non-leaf tensors) the tensors: hand it
-    # the originals, then put the extracted ones in.
-    memo = {id(t): t for t in list(target.parameters()) + list(target.buffers())}
-    clone = copy.deepcopy(target, memo)
-    recover_state_dict(clone, state)
-    return clone
+) -> Any:
+    """A copy of a module, a :class:`MetaOptimizer`, a tensor or a pytree of
+    tensors, whose tensors are taken ``by`` reference, copy or deepcopy (see
+    :func:`extract_state_dict`) and moved to ``device`` if given.
 
+    For a module the rest of it is deep-copied. A meta-optimizer's copy has its
+    own state, taken ``by``, over the same modules' parameters (it steps them,
+    as the original does; it does not own them: clone the module too for an
+    independent pair). Anything else in a pytree is kept as it is.
+    """
+    if isinstance(target, nn.Module):
+        state = extract_state_dict(target, by=by, device=device, detach_buffers=detach_buffers)
+        # deepcopy would copy (or refuse, for non-leaf tensors) the tensors: hand it
+        # the originals, then put the extracted ones in.
+        memo = {id(t): t for t in list(target.parameters()) + list(target.buffers())}
+        clone = copy.deepcopy(target, memo)
+        recover_state_dict(clone, state)
+        return clone
+    if isinstance(target, MetaOptimizer):
+        clone = copy.copy(target)
+        clone.param_groups = [list(group) for group in target.param_groups]
+        clone.load_state_dict(extract_state_dict(target, by=by, device=device))
+        return clone
+    if isinstance(target, torch.optim.Optimizer):
+        raise TypeError("module_clone does not copy a torch.optim optimizer: use extract_state_dict(optimizer) and load_state_dict")
+    return tree_map(_mapper(by, device), target)
