@@ -1,16 +1,16 @@
 #include "functional.h"
 
+#include <ATen/core/grad_mode.h>
 #include <ATen/ops/add.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros_like.h>
-#include <ATen/core/grad_mode.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
 
 #include "checks.h"
-#include "unrollopt/update.h"
 #include "unrollopt/ops.h"
+#include "unrollopt/update.h"
 
 namespace unrollopt {
 
@@ -23,8 +23,8 @@ Hyperparameter::Hyperparameter(at::Tensor value) : tensor_(std::move(value)) {
 double Hyperparameter::value() const { return tensor_.item<double>(); }
 
 std::vector<at::Tensor> apply_updates(at::TensorList params, at::TensorList updates) {
-  TORCH_CHECK_VALUE(params.size() == updates.size(), "unrollopt.apply_updates: ",
-                    params.size(), " params but ", updates.size(), " updates");
+  TORCH_CHECK_VALUE(params.size() == updates.size(), "unrollopt.apply_updates: ", params.size(),
+                    " params but ", updates.size(), " updates");
   std::vector<at::Tensor> out;
   out.reserve(params.size());
   for (size_t i = 0; i < params.size(); ++i) out.push_back(at::add(params[i], updates[i]));
@@ -36,8 +36,8 @@ namespace detail {
 void check_range(const char* optimizer, const char* name, double value, double low, double high,
                  bool high_open) {
   TORCH_CHECK_VALUE(value >= low && (high_open ? value < high : value <= high), "unrollopt.",
-                    optimizer, ": invalid ", name, " ", value, "; expected a value in [", low,
-                    ", ", high, high_open ? ")" : "]");
+                    optimizer, ": invalid ", name, " ", value, "; expected a value in [", low, ", ",
+                    high, high_open ? ")" : "]");
 }
 
 std::vector<std::vector<at::Tensor>> zero_states(size_t num_states, at::TensorList params,
@@ -51,7 +51,8 @@ std::vector<std::vector<at::Tensor>> zero_states(size_t num_states, at::TensorLi
 
 namespace {
 bool any_requires_grad(at::TensorList list) {
-  return std::any_of(list.begin(), list.end(), [](const at::Tensor& t) { return t.requires_grad(); });
+  return std::any_of(list.begin(), list.end(),
+                     [](const at::Tensor& t) { return t.requires_grad(); });
 }
 }  // namespace
 
@@ -60,17 +61,17 @@ void warn_if_first_order(std::string_view op, at::TensorList grads, at::TensorLi
       !any_requires_grad(params)) {
     return;
   }
-  TORCH_WARN_ONCE("unrollopt ", op,
-                  " update: the grads do not require grad but the params do, so the step is "
-                  "first-order (its gradient does not flow through the grads). In an unrolled "
-                  "inner loop compute them with torch::autograd::grad(..., /*create_graph=*/true).");
+  TORCH_WARN_ONCE(
+      "unrollopt ", op,
+      " update: the grads do not require grad but the params do, so the step is "
+      "first-order (its gradient does not flow through the grads). In an unrolled "
+      "inner loop compute them with torch::autograd::grad(..., /*create_graph=*/true).");
 }
 
 Step fused_update(std::string_view op, at::TensorList grads,
                   const std::vector<std::vector<at::Tensor>>& states, at::TensorList params,
                   const at::Tensor& count, const std::vector<Hyperparameter>& hyper,
                   const std::vector<double>& options) {
-  warn_if_first_order(op, grads, params);
   std::vector<at::Tensor> flat, hyper_tensors;
   for (const auto& state : states) flat.insert(flat.end(), state.begin(), state.end());
   for (const auto& h : hyper) hyper_tensors.push_back(h.tensor());

@@ -1,5 +1,5 @@
 #pragma once
-// What the C++ functional optimizers (unrollopt::Adam, unrollopt::Sgd) share.
+// What the C++ functional optimizers (unrollopt/optimizers.h) use.
 
 #include <limits>
 #include <string_view>
@@ -30,7 +30,7 @@ struct Step {
 // makes a meta-gradient first-order.
 void warn_if_first_order(std::string_view op, at::TensorList grads, at::TensorList params);
 
-// One out-of-place step of the operator unrollopt::<op> (warns as above).
+// One out-of-place step of the operator unrollopt::<op>.
 Step fused_update(std::string_view op, at::TensorList grads,
                   const std::vector<std::vector<at::Tensor>>& states, at::TensorList params,
                   const at::Tensor& count, const std::vector<Hyperparameter>& hyper,

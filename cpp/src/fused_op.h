@@ -2,13 +2,15 @@
 // The three operators of an optimizer rule (rules/rule.h), for any rule:
 //
 //   unrollopt::NAME(Tensor[] grads, Tensor[] states, Tensor[] params, Tensor step,
-//                   Tensor[] hyperparameters, float[] options) -> (Tensor[] updates, Tensor[] states)
+//                   Tensor[] hyperparameters, float[] options)
+//       -> (Tensor[] updates, Tensor[] states)
 //   unrollopt::NAME_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] states, Tensor step,
 //                    Tensor[] hyperparameters, float[] options, bool update_params) -> ()
 //   unrollopt::NAME_backward(Tensor?[] grad_updates, Tensor?[] grad_states, Tensor[] grads,
 //                    Tensor[] states, Tensor[] params, Tensor step, Tensor[] hyperparameters,
 //                    float[] options, bool[] output_mask)
-//       -> (Tensor[] grad_grads, Tensor[] grad_states, Tensor[] grad_params, Tensor[] grad_hyperparameters)
+//       -> (Tensor[] grad_grads, Tensor[] grad_states, Tensor[] grad_params,
+//           Tensor[] grad_hyperparameters)
 //
 // `states` holds the rule's state lists one after another (all first states,
 // then all second states, ...). NAME is out of place and differentiable (its
@@ -37,6 +39,7 @@
 #include "cpu/kernels.h"
 #include "math_ops.h"
 #include "rules/rule.h"
+#include "unrollopt/ops.h"
 
 namespace unrollopt::fused {
 
@@ -114,9 +117,8 @@ struct Op {
     check_parameter_lists(op, grads, named, params);
     check_hyperparameter(op, "step", step);
     check_step(op, step);
-    TORCH_CHECK_VALUE(hyper.size() == NH, "unrollopt.", op, ": expected ", NH,
-                      " hyperparameters (", c10::Join(", ", Rule::hyperparameters), "), got ",
-                      hyper.size());
+    TORCH_CHECK_VALUE(hyper.size() == NH, "unrollopt.", op, ": expected ", NH, " hyperparameters (",
+                      c10::Join(", ", Rule::hyperparameters), "), got ", hyper.size());
     for (size_t i = 0; i < NH; ++i) check_hyperparameter(op, Rule::hyperparameters[i], hyper[i]);
   }
 
@@ -137,8 +139,8 @@ struct Op {
     typename Rule::Options options;
     Scalars kernel_scalars() const { return {Rule::template coef<double>(hyper, step, options)}; }
   };
-  static Values values(const at::Tensor& step, at::TensorList hyper,
-                       c10::ArrayRef<double> options, at::TensorList params) {
+  static Values values(const at::Tensor& step, at::TensorList hyper, c10::ArrayRef<double> options,
+                       at::TensorList params) {
     check_decay_params(hyper, params);
     Values v{{}, step.item<double>(), Rule::Options::read(options)};
     for (size_t i = 0; i < NH; ++i) v.hyper[i] = hyper[i].item<double>();
@@ -198,7 +200,8 @@ struct Op {
                           hyper, Rule::Options::read(options));
     } else {
       cpu::kernels<Rule>().forward(in, update, split(new_states, g.size()),
-                                   /*add_to_param=*/false, values(step, hyper, options, params).kernel_scalars());
+                                   /*add_to_param=*/false,
+                                   values(step, hyper, options, params).kernel_scalars());
     }
     return {std::move(update), std::move(new_states)};
   }
@@ -216,7 +219,8 @@ struct Op {
     check_writable(op.c_str(), update_params ? "params" : "grads", update_params ? params : grads);
     check_writable(op.c_str(), "states", states);
     const auto lists = split(states, grads.size());
-    std::vector<NamedTensorList> written{{update_params ? "params" : "grads", update_params ? params : grads}};
+    std::vector<NamedTensorList> written{
+        {update_params ? "params" : "grads", update_params ? params : grads}};
     for (size_t k = 0; k < NS; ++k) written.emplace_back(Rule::states[k], lists[k]);
     const NamedTensorList read{update_params ? "grads" : "params", update_params ? grads : params};
     check_no_aliasing(op.c_str(), written, {read});
@@ -250,8 +254,7 @@ struct Op {
 
   // --- NAME_backward -------------------------------------------------------------
 
-  static void check_cotangents(const char* name, const OptionalTensors& list,
-                               at::TensorList like) {
+  static void check_cotangents(const char* name, const OptionalTensors& list, at::TensorList like) {
     const std::string op = std::string(Rule::name) + "_backward";
     TORCH_CHECK_VALUE(list.size() == like.size(), "unrollopt.", op, ": ", name, " has ",
                       list.size(), " entries; expected ", like.size());
@@ -266,16 +269,15 @@ struct Op {
                                       const OptionalTensors& grad_states, at::TensorList grads,
                                       at::TensorList states, at::TensorList params,
                                       const at::Tensor& step, at::TensorList hyper,
-                                      c10::ArrayRef<double> options,
-                                      const c10::List<bool>& mask) {
+                                      c10::ArrayRef<double> options, const c10::List<bool>& mask) {
     const std::string op = std::string(Rule::name) + "_backward";
     check(op.c_str(), grads, states, params, step, hyper);
     Rule::Options::read(options);
     check_cotangents("grad_updates", grad_updates, grads);
     check_cotangents("grad_states", grad_states, states);
-    TORCH_CHECK_VALUE(mask.size() == 3 + NH, "unrollopt.", op, ": output_mask must hold ",
-                      3 + NH, " values (grads, states, params, ",
-                      c10::Join(", ", Rule::hyperparameters), ")");
+    TORCH_CHECK_VALUE(mask.size() == 3 + NH, "unrollopt.", op, ": output_mask must hold ", 3 + NH,
+                      " values (grads, states, params, ", c10::Join(", ", Rule::hyperparameters),
+                      ")");
     TORCH_CHECK_VALUE(!mask[2] || !params.empty(), "unrollopt.", op,
                       ": the gradient of params needs params");
     BackwardResult out;
@@ -294,8 +296,8 @@ struct Op {
                                         const at::Tensor& step, at::TensorList hyper,
                                         c10::ArrayRef<double> options,
                                         const c10::List<bool>& mask) {
-    BackwardResult out = backward_meta(grad_updates, grad_states, grads, states, params, step,
-                                       hyper, options, mask);
+    BackwardResult out =
+        backward_meta(grad_updates, grad_states, grads, states, params, step, hyper, options, mask);
     auto& [grad_g, grad_s, grad_p, grad_h] = out;
     std::optional<at::Device> device;
     if constexpr (Cuda) {
@@ -344,10 +346,10 @@ struct Op {
   // coefficients in float64; half and bfloat16 computed in float32, as in the
   // fused kernel), for when the backward must itself be differentiated.
   static BackwardResult backward_composite(const OptionalTensors& grad_updates,
-                                           const OptionalTensors& grad_states,
-                                           at::TensorList grads, at::TensorList states,
-                                           at::TensorList params, const at::Tensor& step,
-                                           at::TensorList hyper, c10::ArrayRef<double> options,
+                                           const OptionalTensors& grad_states, at::TensorList grads,
+                                           at::TensorList states, at::TensorList params,
+                                           const at::Tensor& step, at::TensorList hyper,
+                                           c10::ArrayRef<double> options,
                                            const c10::List<bool>& mask) {
     const size_t n = grads.size();
     // The coefficients and their derivatives with respect to the
@@ -355,8 +357,8 @@ struct Op {
     using DT = math::Dual<at::Tensor, NH>;
     std::array<DT, NH> h;
     for (size_t i = 0; i < NH; ++i) h[i] = DT::variable(hyper[i].to(at::kDouble), i);
-    const auto dual_coef = Rule::template coef<DT>(h, DT(step.to(at::kDouble), {}),
-                                                   Rule::Options::read(options));
+    const auto dual_coef =
+        Rule::template coef<DT>(h, DT(step.to(at::kDouble), {}), Rule::Options::read(options));
     std::array<at::Tensor, NC> coef;
     // Only the cotangents of coefficients that depend on a wanted hyperparameter
     // are summed (an undefined derivative is 0).
@@ -439,7 +441,8 @@ struct Op {
       const at::TensorList in(all);
       const auto optional = [](at::TensorList list) {
         OptionalTensors out;
-        for (const auto& t : list) out.push_back(t.defined() ? std::optional<at::Tensor>(t) : std::nullopt);
+        for (const auto& t : list)
+          out.push_back(t.defined() ? std::optional<at::Tensor>(t) : std::nullopt);
         return out;
       };
       // Where each input list starts in `saved`.
@@ -456,7 +459,8 @@ struct Op {
       torch::autograd::variable_list outputs, cotangents, inputs;
       std::vector<size_t> wanted;
       size_t k = 0;
-      for (const TensorVector* list : {&std::get<0>(r), &std::get<1>(r), &std::get<2>(r), &std::get<3>(r)}) {
+      for (const TensorVector* list :
+           {&std::get<0>(r), &std::get<1>(r), &std::get<2>(r), &std::get<3>(r)}) {
         for (const auto& t : *list) {
           if (grad_out[k].defined() && t.requires_grad()) {
             outputs.push_back(t);
@@ -473,18 +477,19 @@ struct Op {
       }
       torch::autograd::variable_list result(all.size());
       if (outputs.empty() || inputs.empty()) return result;
-      const auto grads = torch::autograd::grad(outputs, inputs, cotangents, /*retain_graph=*/create_graph,
-                                               create_graph, /*allow_unused=*/true);
+      const auto grads =
+          torch::autograd::grad(outputs, inputs, cotangents, /*retain_graph=*/create_graph,
+                                create_graph, /*allow_unused=*/true);
       for (size_t j = 0; j < wanted.size(); ++j) result[wanted[j]] = grads[j];
       return result;
     }
   };
 
   static BackwardResult backward_autograd(const OptionalTensors& grad_updates,
-                                          const OptionalTensors& grad_states,
-                                          at::TensorList grads, at::TensorList states,
-                                          at::TensorList params, const at::Tensor& step,
-                                          at::TensorList hyper, c10::ArrayRef<double> options,
+                                          const OptionalTensors& grad_states, at::TensorList grads,
+                                          at::TensorList states, at::TensorList params,
+                                          const at::Tensor& step, at::TensorList hyper,
+                                          c10::ArrayRef<double> options,
                                           const c10::List<bool>& mask) {
     if (any_forward_grad({grads, states, params, hyper}, {&grad_updates, &grad_states})) {
       return backward_composite(grad_updates, grad_states, grads, states, params, step, hyper,
@@ -502,13 +507,15 @@ struct Op {
     const TensorVector gu = as_vector(grad_updates), gs = as_vector(grad_states);
     auto node = c10::make_intrusive<DoubleBackward>();
     node->save({gu, gs, grads, states, params, at::TensorList(step), hyper});
-    node->set_next_edges(torch::autograd::collect_next_edges(gu, gs, grads, states, params, step, hyper));
+    node->set_next_edges(
+        torch::autograd::collect_next_edges(gu, gs, grads, states, params, step, hyper));
     node->n = grads.size();
     node->n_params = params.size();
     node->options = options.vec();
     node->mask = mask.copy();
     auto& [grad_g, grad_s, grad_p, grad_h] = out;
-    for (TensorVector* list : {&grad_g, &grad_s, &grad_p, &grad_h}) torch::autograd::set_history(*list, node);
+    for (TensorVector* list : {&grad_g, &grad_s, &grad_p, &grad_h})
+      torch::autograd::set_history(*list, node);
     return out;
   }
 
@@ -611,14 +618,14 @@ struct Op {
       update.push_back(r[0].to(dtype));
       for (size_t k = 0; k < NS; ++k) state_lists[k].push_back(r[1 + k].to(dtype));
     }
-    for (const auto& list : state_lists) new_states.insert(new_states.end(), list.begin(), list.end());
+    for (const auto& list : state_lists)
+      new_states.insert(new_states.end(), list.begin(), list.end());
     return out;
   }
 
-  static void inplace_autograd(at::TensorList params, at::TensorList grads,
-                               at::TensorList states, const at::Tensor& step,
-                               at::TensorList hyper, c10::ArrayRef<double> options,
-                               bool update_params) {
+  static void inplace_autograd(at::TensorList params, at::TensorList grads, at::TensorList states,
+                               const at::Tensor& step, at::TensorList hyper,
+                               c10::ArrayRef<double> options, bool update_params) {
     // Refused where autograd would need what the step overwrites or reads: grads,
     // states or hyperparameters that require grad, params that it writes or that
     // are results of a differentiable step. Leaf params only read (a weight decay
@@ -633,7 +640,8 @@ struct Op {
                 "unrollopt.", Rule::name,
                 "_ updates tensors in place and is not differentiable, but an input requires "
                 "grad. For a differentiable step use the out-of-place unrollopt.",
-                Rule::name, " (update(..., inplace=False)); for a plain optimizer step run "
+                Rule::name,
+                " (update(..., inplace=False)); for a plain optimizer step run "
                 "under torch.no_grad().");
     {
       at::AutoDispatchBelowADInplaceOrView guard;
@@ -666,6 +674,10 @@ struct Op {
   }
 
   static void define(torch::Library& m) {
+    ops::describe_operator(Rule::name,
+                           {{Rule::states.begin(), Rule::states.end()},
+                            {Rule::hyperparameters.begin(), Rule::hyperparameters.end()},
+                            {Rule::Options::names.begin(), Rule::Options::names.end()}});
     const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
     const std::string name = Rule::name;
     const std::string schemas[] = {
@@ -705,12 +717,10 @@ struct Op {
 }  // namespace unrollopt::fused
 
 // Registers the operators of a rule; used once, in the rule's source file.
-#define UNROLLOPT_REGISTER_RULE(Rule)                                                      \
-  TORCH_LIBRARY_FRAGMENT(unrollopt, m) { unrollopt::fused::Op<Rule>::define(m); }         \
-  TORCH_LIBRARY_IMPL(unrollopt, CPU, m) {                                                 \
-    unrollopt::fused::Op<Rule>::impl_device<false>(m);                                    \
-  }                                                                                       \
-  TORCH_LIBRARY_IMPL(unrollopt, Meta, m) { unrollopt::fused::Op<Rule>::impl_meta(m); }    \
+#define UNROLLOPT_REGISTER_RULE(Rule)                                                          \
+  TORCH_LIBRARY_FRAGMENT(unrollopt, m) { unrollopt::fused::Op<Rule>::define(m); }              \
+  TORCH_LIBRARY_IMPL(unrollopt, CPU, m) { unrollopt::fused::Op<Rule>::impl_device<false>(m); } \
+  TORCH_LIBRARY_IMPL(unrollopt, Meta, m) { unrollopt::fused::Op<Rule>::impl_meta(m); }         \
   TORCH_LIBRARY_IMPL(unrollopt, Autograd, m) { unrollopt::fused::Op<Rule>::impl_autograd(m); } \
   UNROLLOPT_REGISTER_CUDA(Rule)
 

@@ -4,6 +4,7 @@
 #include "unrollopt/ops.h"
 
 #include <algorithm>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -12,20 +13,32 @@
 
 namespace unrollopt::ops {
 namespace {
-// The optimizer names that have operators, sorted and comma-separated.
-std::string known_optimizers() {
-  constexpr std::string_view prefix = "unrollopt::", backward = "_backward";
-  std::vector<std::string> names;
-  for (const c10::OperatorName& op : c10::Dispatcher::singleton().getAllOpNames()) {
-    const std::string_view name = op.name;
-    if (name.substr(0, prefix.size()) != prefix || name.back() == '_') continue;
-    if (name.size() > backward.size() && name.substr(name.size() - backward.size()) == backward) continue;
-    names.emplace_back(name.substr(prefix.size()));
-  }
-  std::sort(names.begin(), names.end());
-  return c10::Join(", ", names);
+std::map<std::string, OperatorDescription, std::less<>>& descriptions() {
+  static std::map<std::string, OperatorDescription, std::less<>> all;
+  return all;
 }
 
+std::string known_optimizers() { return c10::Join(", ", operator_names()); }
+}  // namespace
+
+void describe_operator(std::string name, OperatorDescription description) {
+  descriptions().insert_or_assign(std::move(name), std::move(description));
+}
+
+std::vector<std::string> operator_names() {
+  std::vector<std::string> names;
+  for (const auto& [name, _] : descriptions()) names.push_back(name);
+  return names;  // sorted: the map's order
+}
+
+const OperatorDescription& describe(std::string_view optimizer) {
+  const auto it = descriptions().find(optimizer);
+  TORCH_CHECK_VALUE(it != descriptions().end(), "unrollopt::ops: no optimizer named \"", optimizer,
+                    "\"; the operators are: ", known_optimizers());
+  return it->second;
+}
+
+namespace {
 template <class Signature>
 c10::TypedOperatorHandle<Signature> op(std::string_view optimizer, const char* suffix) {
   const std::string name = "unrollopt::" + std::string(optimizer) + suffix;
@@ -36,22 +49,20 @@ c10::TypedOperatorHandle<Signature> op(std::string_view optimizer, const char* s
 }
 }  // namespace
 
-std::tuple<TensorVector, TensorVector> fused_step(std::string_view optimizer,
-                                                  at::TensorList grads, at::TensorList states,
-                                                  at::TensorList params, const at::Tensor& step,
+std::tuple<TensorVector, TensorVector> fused_step(std::string_view optimizer, at::TensorList grads,
+                                                  at::TensorList states, at::TensorList params,
+                                                  const at::Tensor& step,
                                                   at::TensorList hyperparameters,
                                                   c10::ArrayRef<double> options) {
-  return op<std::tuple<TensorVector, TensorVector>(at::TensorList, at::TensorList,
-                                                   at::TensorList, const at::Tensor&,
-                                                   at::TensorList, c10::ArrayRef<double>)>(
-             optimizer, "")
+  return op<std::tuple<TensorVector, TensorVector>(at::TensorList, at::TensorList, at::TensorList,
+                                                   const at::Tensor&, at::TensorList,
+                                                   c10::ArrayRef<double>)>(optimizer, "")
       .call(grads, states, params, step, hyperparameters, options);
 }
 
 void fused_step_(std::string_view optimizer, at::TensorList params, at::TensorList grads,
-                 at::TensorList states, const at::Tensor& step,
-                 at::TensorList hyperparameters, c10::ArrayRef<double> options,
-                 bool update_params) {
+                 at::TensorList states, const at::Tensor& step, at::TensorList hyperparameters,
+                 c10::ArrayRef<double> options, bool update_params) {
   op<void(at::TensorList, at::TensorList, at::TensorList, const at::Tensor&, at::TensorList,
           c10::ArrayRef<double>, bool)>(optimizer, "_")
       .call(params, grads, states, step, hyperparameters, options, update_params);

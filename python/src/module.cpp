@@ -59,6 +59,16 @@ NB_MODULE(_C, m) {
   });
   m.def("version", &unrollopt::version, "The C++ library's version.");
   m.def(
+      "describe",
+      [](const std::string& op) {
+        const auto& d = unrollopt::ops::describe(op);
+        return std::make_tuple(d.states, d.hyperparameters, d.options);
+      },
+      nb::arg("op"),
+      "(states, hyperparameters, options): the names of the operator's arguments, in its order "
+      "(its rule's own lists). ValueError for an unknown name.");
+  m.def("operator_names", &unrollopt::ops::operator_names, "Every operator's name, sorted.");
+  m.def(
       "accelerated_op_available",
       [](const std::string& device) {
         return unrollopt::accelerated_op_available(c10::Device(device));
@@ -101,15 +111,19 @@ NB_MODULE(_C, m) {
   nb::class_<unrollopt::Adam>(m, "CppAdam")
       .def(
           "__init__",
-          [](unrollopt::Adam* self, nb::handle lr, nb::handle beta1, nb::handle beta2,
-             double eps, double eps_root, nb::handle weight_decay, bool maximize,
-             bool moment_requires_grad) {
-            new (self) unrollopt::Adam({hyper(lr), hyper(beta1), hyper(beta2), eps, eps_root,
-                                        hyper(weight_decay), maximize, moment_requires_grad});
+          [](unrollopt::Adam* self, nb::handle lr, nb::handle beta1, nb::handle beta2, double eps,
+             double eps_root, nb::handle weight_decay, bool maximize, bool moment_requires_grad) {
+            new (self) unrollopt::Adam({.lr = hyper(lr),
+                                        .beta1 = hyper(beta1),
+                                        .beta2 = hyper(beta2),
+                                        .eps = eps,
+                                        .eps_root = eps_root,
+                                        .weight_decay = hyper(weight_decay),
+                                        .maximize = maximize,
+                                        .moment_requires_grad = moment_requires_grad});
           },
-          nb::arg("lr"), nb::arg("beta1"), nb::arg("beta2"), nb::arg("eps"),
-          nb::arg("eps_root"), nb::arg("weight_decay"), nb::arg("maximize"),
-          nb::arg("moment_requires_grad"))
+          nb::arg("lr"), nb::arg("beta1"), nb::arg("beta2"), nb::arg("eps"), nb::arg("eps_root"),
+          nb::arg("weight_decay"), nb::arg("maximize"), nb::arg("moment_requires_grad"))
       .def("init",
            [](const unrollopt::Adam& self, const TensorVector& params) {
              auto s = self.init(params);

@@ -35,15 +35,17 @@
 //                          weight_decay
 //                        sgd: lr, weight_decay
 //                        sgd_momentum: lr, momentum, dampening, weight_decay
-//   options            adam, adamw, adam*_amsgrad: eps, eps_root, maximize; adamax, adagrad, adadelta:
-//                      eps, maximize; rmsprop*: eps, nesterov, maximize;
+//   options            adam, adamw, adam*_amsgrad: eps, eps_root, maximize;
+//                      adamax, adagrad, adadelta: eps, maximize; rmsprop*: eps, nesterov, maximize;
 //                      radam: eps, decoupled_weight_decay, maximize;
 //                      nadam: eps, momentum_decay, decoupled_weight_decay, maximize;
 //                      sgd, sgd_momentum: maximize, nesterov
 //                      (booleans as 0 or 1)
 // Hyperparameters are tensors so that they can require grad and change between
-// calls without recompiling a traced graph.
+// calls without recompiling a traced graph. describe() gives these names at run
+// time, from the rules themselves.
 
+#include <string>
 #include <string_view>
 #include <tuple>
 #include <vector>
@@ -55,19 +57,34 @@ namespace unrollopt::ops {
 
 using TensorVector = std::vector<at::Tensor>;
 
+// The names of an operator's arguments, in its order: each state list, each
+// hyperparameter, each option (the rule's own lists, cpp/src/rules/).
+struct OperatorDescription {
+  std::vector<std::string> states, hyperparameters, options;
+};
+
+// The description of unrollopt::NAME; c10::ValueError, listing the operators,
+// for an unknown name.
+const OperatorDescription& describe(std::string_view optimizer);
+
+// The names of every operator, sorted.
+std::vector<std::string> operator_names();
+
+// Records an operator's description (called where each rule is registered).
+void describe_operator(std::string name, OperatorDescription description);
+
 // unrollopt::NAME: (updates, new states).
-std::tuple<TensorVector, TensorVector> fused_step(std::string_view optimizer,
-                                                  at::TensorList grads, at::TensorList states,
-                                                  at::TensorList params, const at::Tensor& step,
+std::tuple<TensorVector, TensorVector> fused_step(std::string_view optimizer, at::TensorList grads,
+                                                  at::TensorList states, at::TensorList params,
+                                                  const at::Tensor& step,
                                                   at::TensorList hyperparameters,
                                                   c10::ArrayRef<double> options);
 
 // unrollopt::NAME_: with `update_params` the parameters receive p + update (an
 // optimizer step); otherwise the grads are overwritten by the updates.
 void fused_step_(std::string_view optimizer, at::TensorList params, at::TensorList grads,
-                 at::TensorList states, const at::Tensor& step,
-                 at::TensorList hyperparameters, c10::ArrayRef<double> options,
-                 bool update_params);
+                 at::TensorList states, const at::Tensor& step, at::TensorList hyperparameters,
+                 c10::ArrayRef<double> options, bool update_params);
 
 // unrollopt::NAME_backward: (grad of grads, of states, of params, of each
 // hyperparameter). Undefined cotangents count as zeros. `output_mask` selects

@@ -4,10 +4,9 @@
 
 #include <c10/core/Device.h>
 
-#include "unrollopt/adam.h"
 #include "unrollopt/hyperparameter.h"
 #include "unrollopt/ops.h"
-#include "unrollopt/sgd.h"
+#include "unrollopt/optimizers.h"
 
 namespace unrollopt {
 

@@ -1,0 +1,240 @@
+#pragma once
+// Differentiable functional optimizers for libtorch programs: the (init, update)
+// pairs of unrollopt.adam, unrollopt.rmsprop, ... in Python, with the same
+// options and defaults, running the fused operators.
+//
+//   unrollopt::RMSprop rmsprop({.lr = 1e-2, .momentum = 0.9, .centered = true});
+//   auto state = rmsprop.init(params);
+//   for (...) {
+//     auto grads = torch::autograd::grad({loss}, params, {}, true, /*create_graph=*/true);
+//     auto [updates, next] = rmsprop.update(grads, state, params);
+//     params = unrollopt::apply_updates(params, updates);
+//     state = std::move(next);
+//   }
+//
+// update() is out of place and differentiable with respect to the grads, the
+// state, the params (through a weight decay) and every Hyperparameter given as a
+// tensor that requires grad. The update equations are in cpp/src/rules/ (the
+// rules every kernel runs) and in the docstrings of the Python aliases.
+//
+// Each optimizer is an Options struct and a State struct; the class is the one
+// template Optimizer<Options>, whose behaviour cpp/src/optimizers.cpp derives
+// from the options' names (they select the operator and order its arguments).
+
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "unrollopt/hyperparameter.h"
+#include "unrollopt/update.h"
+
+namespace unrollopt {
+
+// Adam (decoupled = false) and AdamW (true): unrollopt.adam / unrollopt.adamw.
+template <bool Decoupled>
+struct AdamFamilyOptions {
+  Hyperparameter lr = 1e-3;
+  Hyperparameter beta1 = 0.9;
+  Hyperparameter beta2 = 0.999;
+  double eps = 1e-8;
+  double eps_root = 0.0;
+  Hyperparameter weight_decay = Decoupled ? 1e-2 : 0.0;
+  bool amsgrad = false;
+  bool maximize = false;
+  // Whether init() makes the moments require grad (to differentiate with
+  // respect to the initial state).
+  bool moment_requires_grad = false;
+};
+using AdamOptions = AdamFamilyOptions<false>;
+using AdamWOptions = AdamFamilyOptions<true>;
+
+// Adam, AdamW, Adamax and RAdam's state.
+struct AdamState {
+  std::vector<at::Tensor> mu, nu;  // first and second moments (Adamax: the infinity norm)
+  at::Tensor count;                // 0-d int64: the number of steps taken
+  std::vector<at::Tensor> nu_max;  // AMSGrad's running maximum of nu; empty without
+};
+
+// unrollopt.adamax (torch.optim.Adamax's defaults).
+struct AdamaxOptions {
+  Hyperparameter lr = 2e-3;
+  Hyperparameter beta1 = 0.9;
+  Hyperparameter beta2 = 0.999;
+  double eps = 1e-8;
+  Hyperparameter weight_decay = 0.0;
+  bool maximize = false;
+  bool moment_requires_grad = false;
+};
+
+// unrollopt.radam.
+struct RAdamOptions {
+  Hyperparameter lr = 1e-3;
+  Hyperparameter beta1 = 0.9;
+  Hyperparameter beta2 = 0.999;
+  double eps = 1e-8;
+  Hyperparameter weight_decay = 0.0;
+  bool decoupled_weight_decay = false;
+  bool maximize = false;
+  bool moment_requires_grad = false;
+};
+
+// unrollopt.nadam.
+struct NAdamOptions {
+  Hyperparameter lr = 2e-3;
+  Hyperparameter beta1 = 0.9;
+  Hyperparameter beta2 = 0.999;
+  double eps = 1e-8;
+  Hyperparameter weight_decay = 0.0;
+  double momentum_decay = 4e-3;
+  bool decoupled_weight_decay = false;
+  bool maximize = false;
+  bool moment_requires_grad = false;
+};
+
+struct NAdamState {
+  std::vector<at::Tensor> mu, nu;
+  at::Tensor mu_product;  // 0-d float64: the product of the momentum coefficients so far
+  at::Tensor count;
+};
+
+// unrollopt.rmsprop (torch.optim.RMSprop's, with optax's nesterov and initial_scale).
+struct RMSpropOptions {
+  Hyperparameter lr = 1e-2;
+  Hyperparameter alpha = 0.99;
+  double eps = 1e-8;
+  Hyperparameter weight_decay = 0.0;
+  // A momentum that is 0 and does not require grad means no momentum buffer.
+  Hyperparameter momentum = 0.0;
+  bool centered = false;
+  double initial_scale = 0.0;  // the running average of squares starts here
+  bool nesterov = false;
+  bool maximize = false;
+  bool moment_requires_grad = false;
+};
+
+struct RMSpropState {
+  std::vector<at::Tensor> square_avg;
+  std::vector<at::Tensor> grad_avg;         // centered only; else empty
+  std::vector<at::Tensor> momentum_buffer;  // with momentum only; else empty
+  at::Tensor count;
+};
+
+// unrollopt.adagrad.
+struct AdagradOptions {
+  Hyperparameter lr = 1e-2;
+  Hyperparameter lr_decay = 0.0;
+  Hyperparameter weight_decay = 0.0;
+  double initial_accumulator_value = 0.0;
+  double eps = 1e-10;
+  bool maximize = false;
+  bool moment_requires_grad = false;
+};
+
+struct AdagradState {
+  std::vector<at::Tensor> sum;  // the sums of squared gradients
+  at::Tensor count;
+};
+
+// unrollopt.adadelta (torch.optim.Adadelta's defaults).
+struct AdadeltaOptions {
+  Hyperparameter lr = 1.0;
+  Hyperparameter rho = 0.9;
+  double eps = 1e-6;
+  Hyperparameter weight_decay = 0.0;
+  bool maximize = false;
+  bool moment_requires_grad = false;
+};
+
+struct AdadeltaState {
+  std::vector<at::Tensor> square_avg, acc_delta;
+  at::Tensor count;
+};
+
+// unrollopt.sgd (torch.optim.SGD's momentum, dampening, Nesterov, weight decay).
+struct SgdOptions {
+  Hyperparameter lr = 1e-3;
+  // A momentum that is 0 and does not require grad means plain SGD (no buffer).
+  Hyperparameter momentum = 0.0;
+  Hyperparameter dampening = 0.0;
+  Hyperparameter weight_decay = 0.0;
+  bool nesterov = false;
+  bool maximize = false;
+  bool moment_requires_grad = false;
+};
+
+struct SgdState {
+  std::vector<at::Tensor> momentum_buffer;  // one per parameter; empty without momentum
+  at::Tensor count;                         // 0-d int64: the number of steps taken
+};
+
+// The state type of each optimizer's options.
+template <class Options>
+struct StateOf;
+template <bool D>
+struct StateOf<AdamFamilyOptions<D>> {
+  using type = AdamState;
+};
+template <>
+struct StateOf<AdamaxOptions> {
+  using type = AdamState;
+};
+template <>
+struct StateOf<RAdamOptions> {
+  using type = AdamState;
+};
+template <>
+struct StateOf<NAdamOptions> {
+  using type = NAdamState;
+};
+template <>
+struct StateOf<RMSpropOptions> {
+  using type = RMSpropState;
+};
+template <>
+struct StateOf<AdagradOptions> {
+  using type = AdagradState;
+};
+template <>
+struct StateOf<AdadeltaOptions> {
+  using type = AdadeltaState;
+};
+template <>
+struct StateOf<SgdOptions> {
+  using type = SgdState;
+};
+
+template <class OptionsT>
+class Optimizer {
+ public:
+  using Options = OptionsT;
+  using State = typename StateOf<Options>::type;
+
+  // Raises c10::ValueError, naming it, for a setting out of range.
+  explicit Optimizer(Options options = {});
+
+  // The initial state for these parameters.
+  State init(at::TensorList params) const;
+
+  // One step, out of place: the updates (to add to the parameters) and the new
+  // state. `params` may be empty when the weight decay is 0.
+  std::pair<std::vector<at::Tensor>, State> update(at::TensorList grads, const State& state,
+                                                   at::TensorList params = {}) const;
+
+  const Options& options() const { return options_; }
+
+ private:
+  Options options_;
+};
+
+using Adam = Optimizer<AdamOptions>;
+using AdamW = Optimizer<AdamWOptions>;
+using Adamax = Optimizer<AdamaxOptions>;
+using RAdam = Optimizer<RAdamOptions>;
+using NAdam = Optimizer<NAdamOptions>;
+using RMSprop = Optimizer<RMSpropOptions>;
+using Adagrad = Optimizer<AdagradOptions>;
+using Adadelta = Optimizer<AdadeltaOptions>;
+using Sgd = Optimizer<SgdOptions>;
+
+}  // namespace unrollopt

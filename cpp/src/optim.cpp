@@ -1,0 +1,246 @@
+// The torch::optim optimizers of unrollopt/optim.h, from one template over the
+// Specs (optimizer_spec.h): the step is the operator NAME_ with update_params.
+
+#include "unrollopt/optim.h"
+
+#include <cmath>
+#include <map>
+#include <tuple>
+
+#include <ATen/ops/full_like.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <torch/optim/serialize.h>
+#include <torch/serialize/archive.h>
+
+#include "optimizer_spec.h"
+#include "unrollopt/ops.h"
+
+namespace unrollopt::optim {
+namespace {
+
+const std::string kStep = "step", kMuProduct = "mu_product";
+
+}  // namespace
+
+template <class Options>
+double GroupOptions<Options>::get_lr() const {
+  return value.lr.value();
+}
+
+template <class Options>
+void GroupOptions<Options>::set_lr(double lr) {
+  value.lr = lr;
+}
+
+template <class Options>
+void GroupOptions<Options>::serialize(torch::serialize::OutputArchive& archive) const {
+  for (const auto& f : detail::Spec<Options>::fields(value)) {
+    std::visit(
+        [&](const auto* v) {
+          using T = std::decay_t<decltype(*v)>;
+          if constexpr (std::is_same_v<T, Hyperparameter>) {
+            archive.write(f.name, v->tensor().detach());
+          } else {
+            archive.write(f.name, c10::IValue(*v));
+          }
+        },
+        f.value);
+  }
+}
+
+template <class Options>
+void GroupOptions<Options>::serialize(torch::serialize::InputArchive& archive) {
+  for (const auto& f : detail::Spec<Options>::fields(value)) {
+    std::visit(
+        [&](auto* v) {
+          using T = std::decay_t<decltype(*v)>;
+          if constexpr (std::is_same_v<T, Hyperparameter>) {
+            at::Tensor t;
+            archive.read(f.name, t);
+            *v = t;
+          } else {
+            c10::IValue iv;
+            archive.read(f.name, iv);
+            if constexpr (std::is_same_v<T, bool>) {
+              *v = iv.toBool();
+            } else {
+              *v = iv.toDouble();
+            }
+          }
+        },
+        f.value);
+  }
+}
+
+at::Tensor ParamState::get(const std::string& name) const {
+  for (const auto& [n, t] : tensors) {
+    if (n == name) return t;
+  }
+  return {};
+}
+
+void ParamState::serialize(torch::serialize::OutputArchive& archive) const {
+  archive.write(kStep, c10::IValue(step));
+  if (mu_product.defined()) archive.write(kMuProduct, mu_product);
+  for (const auto& [name, t] : tensors) archive.write(name, t);
+}
+
+void ParamState::serialize(torch::serialize::InputArchive& archive) {
+  tensors.clear();
+  for (const auto& key : archive.keys()) {
+    if (key == kStep) {
+      c10::IValue iv;
+      archive.read(key, iv);
+      step = iv.toInt();
+    } else {
+      at::Tensor t;
+      archive.read(key, t);
+      if (key == kMuProduct) {
+        mu_product = t;
+      } else {
+        tensors.emplace_back(key, t);
+      }
+    }
+  }
+}
+
+template <class Options>
+Optimizer<Options>::Optimizer(const std::vector<torch::optim::OptimizerParamGroup>& param_groups,
+                              Options defaults)
+    : torch::optim::Optimizer(param_groups,
+                              std::make_unique<GroupOptions<Options>>(std::move(defaults))) {
+  // The base class's constructor kept the defaults for groups with options.
+  for (size_t i = 0; i < param_groups.size(); ++i) keep_options(i, param_groups[i]);
+}
+
+template <class Options>
+void Optimizer<Options>::add_param_group(const torch::optim::OptimizerParamGroup& param_group) {
+  torch::optim::Optimizer::add_param_group(param_group);
+  keep_options(param_groups_.size() - 1, param_group);
+}
+
+template <class Options>
+void Optimizer<Options>::keep_options(size_t index,
+                                      const torch::optim::OptimizerParamGroup& given) {
+  if (given.has_options()) {
+    const auto* options = dynamic_cast<const GroupOptions<Options>*>(&given.options());
+    TORCH_CHECK_TYPE(options, "unrollopt.optim.", detail::Spec<Options>::name,
+                     ": a parameter group's options must be GroupOptions of its options type");
+    unrollopt::Optimizer<Options> checked(options->value);  // raises for a setting out of range
+    param_groups_[index].set_options(given.options().clone());
+  } else {
+    const auto& options = static_cast<const GroupOptions<Options>&>(*defaults_);
+    unrollopt::Optimizer<Options> checked(options.value);
+  }
+}
+
+template <class Options>
+at::Tensor Optimizer<Options>::step(LossClosure closure) {
+  using S = detail::Spec<Options>;
+  at::Tensor loss;
+  if (closure) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  at::NoGradGuard no_grad;
+  for (auto& group : param_groups_) {
+    const Options& o = static_cast<const GroupOptions<Options>&>(group.options()).value;
+    const unrollopt::Optimizer<Options> checked(o);  // a scheduler may have changed lr
+    const std::string op = S::op(o);
+    const auto& description = ops::describe(op);
+    const auto fields = S::fields(o);
+    std::vector<at::Tensor> hyper;
+    std::vector<double> flags;
+    size_t mu_product_index = 0;
+    for (const auto& name : description.hyperparameters) {
+      if (name == kMuProduct) {  // NAdam's: per bucket, below
+        mu_product_index = hyper.size();
+        hyper.emplace_back();
+        continue;
+      }
+      const auto& field = detail::find_field(fields, name, S::name, op);
+      hyper.push_back(std::get<const Hyperparameter*>(field.value)->tensor());
+    }
+    for (const auto& name : description.options) {
+      flags.push_back(detail::option_value(fields, name, S::name, op));
+    }
+    // The parameters with a gradient, by the step they take (and NAdam's product).
+    std::map<std::pair<int64_t, double>, std::vector<std::pair<at::Tensor, ParamState*>>> buckets;
+    for (const auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      TORCH_CHECK(!p.grad().is_sparse(), "unrollopt.optim.", S::name,
+                  " does not support sparse gradients");
+      auto& slot = state_[p.unsafeGetTensorImpl()];
+      if (!slot) {
+        auto fresh = std::make_unique<ParamState>();
+        for (const auto& name : description.states) {
+          double initial = 0.0;
+          if constexpr (detail::HasInitial<S, Options>) initial = S::initial(o, name);
+          fresh->tensors.emplace_back(name, at::full_like(p, initial, at::MemoryFormat::Preserve));
+        }
+        if constexpr (detail::is_nadam<Options>) fresh->mu_product = at::ones({}, at::kDouble);
+        slot = std::move(fresh);
+      }
+      auto* state = static_cast<ParamState*>(slot.get());
+      const double product = state->mu_product.defined() ? state->mu_product.item<double>() : 0.0;
+      buckets[{state->step, product}].emplace_back(p, state);
+    }
+    for (auto& [key, members] : buckets) {
+      const int64_t t = key.first + 1;
+      std::vector<at::Tensor> params, grads, states;
+      for (const auto& [p, state] : members) {
+        params.push_back(p);
+        grads.push_back(p.grad());
+      }
+      for (const auto& name : description.states) {
+        for (const auto& [p, state] : members) {
+          at::Tensor s = state->get(name);
+          TORCH_CHECK_VALUE(s.defined(), "unrollopt.optim.", S::name,
+                            ": a parameter's state lacks ", name,
+                            " (a state saved with other options?)");
+          states.push_back(s);
+        }
+      }
+      at::Tensor product;
+      if constexpr (detail::is_nadam<Options>) {  // this bucket's product
+        product = detail::nadam_product(o, members.front().second->mu_product, t);
+        hyper[mu_product_index] = product;
+      }
+      ops::fused_step_(op, params, grads, states, at::scalar_tensor(t, at::kLong), hyper, flags,
+                       /*update_params=*/true);
+      for (auto& [p, state] : members) {
+        state->step = t;
+        if (product.defined()) state->mu_product = product;
+      }
+    }
+  }
+  return loss;
+}
+
+template <class Options>
+void Optimizer<Options>::save(torch::serialize::OutputArchive& archive) const {
+  torch::optim::serialize<ParamState, GroupOptions<Options>>(archive, *this);
+}
+
+template <class Options>
+void Optimizer<Options>::load(torch::serialize::InputArchive& archive) {
+  torch::optim::serialize<ParamState, GroupOptions<Options>>(archive, *this);
+}
+
+#define UNROLLOPT_OPTIM(Options)         \
+  template struct GroupOptions<Options>; \
+  template class Optimizer<Options>;
+UNROLLOPT_OPTIM(AdamOptions)
+UNROLLOPT_OPTIM(AdamWOptions)
+UNROLLOPT_OPTIM(AdamaxOptions)
+UNROLLOPT_OPTIM(RAdamOptions)
+UNROLLOPT_OPTIM(NAdamOptions)
+UNROLLOPT_OPTIM(RMSpropOptions)
+UNROLLOPT_OPTIM(AdagradOptions)
+UNROLLOPT_OPTIM(AdadeltaOptions)
+UNROLLOPT_OPTIM(SgdOptions)
+#undef UNROLLOPT_OPTIM
+
+}  // namespace unrollopt::optim

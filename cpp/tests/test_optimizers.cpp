@@ -1,0 +1,286 @@
+// The functional C++ optimizers (unrollopt/optimizers.h): trajectories against
+// libtorch's torch::optim where it has the optimizer (Adam, AdamW, SGD,
+// RMSprop, Adagrad) and against the float64 textbook equations where it has not
+// (Adamax, RAdam, NAdam, Adadelta); meta-gradients with respect to a tensor
+// learning rate against central differences; the checks of their settings.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/optim.h>
+
+#include "testing.h"
+#include "unrollopt/unrollopt.h"
+
+namespace {
+
+using namespace unrollopt::testing;
+
+constexpr int kSteps = 8;  // RAdam rectifies from step 6 on (beta2 = 0.999)
+
+// Random float64 parameters of three shapes and a gradient sequence for them.
+Problem problem(uint64_t seed) { return unrollopt::testing::problem(seed, {1, 7, 33}, kSteps); }
+
+template <class Opt>
+TensorVector run(const Opt& opt, const Problem& pr) {
+  TensorVector params = pr.params;
+  auto state = opt.init(params);
+  for (const auto& g : pr.grads) {
+    auto [updates, next] = opt.update(g, state, params);
+    params = unrollopt::apply_updates(params, updates);
+    state = std::move(next);
+  }
+  return params;
+}
+
+template <class TorchOptimizer, class TorchOptions>
+TensorVector run_torch(const TorchOptions& options, const Problem& pr) {
+  TensorVector params;
+  for (const auto& p : pr.params) params.push_back(p.clone().set_requires_grad(true));
+  TorchOptimizer opt(params, options);
+  for (const auto& g : pr.grads) {
+    for (size_t i = 0; i < params.size(); ++i) params[i].mutable_grad() = g[i].clone();
+    opt.step();
+  }
+  TensorVector out;
+  for (const auto& p : params) out.push_back(p.detach());
+  return out;
+}
+
+void expect_all_close(const TensorVector& a, const TensorVector& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    expect_close(a[i], b[i], 1e-12, 1e-14, what + " [" + std::to_string(i) + "]");
+  }
+}
+
+TEST(Optimizers, MatchTorchOptim) {
+  namespace to = torch::optim;
+  const Problem pr = problem(1);
+  using Betas = std::tuple<double, double>;
+  expect_all_close(
+      run(unrollopt::Adam({.lr = 0.1, .beta1 = 0.8, .weight_decay = 0.01}), pr),
+      run_torch<to::Adam>(to::AdamOptions(0.1).betas(Betas{0.8, 0.999}).weight_decay(0.01), pr),
+      "Adam");
+  expect_all_close(run(unrollopt::Adam({.lr = 0.1, .amsgrad = true}), pr),
+                   run_torch<to::Adam>(to::AdamOptions(0.1).amsgrad(true), pr), "Adam amsgrad");
+  expect_all_close(run(unrollopt::AdamW({.lr = 0.1, .weight_decay = 0.1}), pr),
+                   run_torch<to::AdamW>(to::AdamWOptions(0.1).weight_decay(0.1), pr), "AdamW");
+  expect_all_close(run(unrollopt::AdamW({.lr = 0.1, .amsgrad = true}), pr),
+                   run_torch<to::AdamW>(to::AdamWOptions(0.1).amsgrad(true), pr), "AdamW amsgrad");
+  expect_all_close(run(unrollopt::Sgd({.lr = 0.1}), pr),
+                   run_torch<to::SGD>(to::SGDOptions(0.1), pr), "Sgd");
+  expect_all_close(
+      run(unrollopt::Sgd({.lr = 0.1, .momentum = 0.9, .dampening = 0.2, .weight_decay = 0.01}), pr),
+      run_torch<to::SGD>(to::SGDOptions(0.1).momentum(0.9).dampening(0.2).weight_decay(0.01), pr),
+      "Sgd momentum");
+  expect_all_close(run(unrollopt::Sgd({.lr = 0.1, .momentum = 0.9, .nesterov = true}), pr),
+                   run_torch<to::SGD>(to::SGDOptions(0.1).momentum(0.9).nesterov(true), pr),
+                   "Sgd nesterov");
+  expect_all_close(run(unrollopt::RMSprop({.lr = 0.01, .weight_decay = 0.01}), pr),
+                   run_torch<to::RMSprop>(to::RMSpropOptions(0.01).weight_decay(0.01), pr),
+                   "RMSprop");
+  expect_all_close(
+      run(unrollopt::RMSprop({.lr = 0.01, .alpha = 0.9, .momentum = 0.5, .centered = true}), pr),
+      run_torch<to::RMSprop>(to::RMSpropOptions(0.01).alpha(0.9).momentum(0.5).centered(true), pr),
+      "RMSprop centered momentum");
+  expect_all_close(
+      run(unrollopt::Adagrad({.lr = 0.1,
+                              .lr_decay = 0.01,
+                              .weight_decay = 0.01,
+                              .initial_accumulator_value = 0.1}),
+          pr),
+      run_torch<to::Adagrad>(
+          to::AdagradOptions(0.1).lr_decay(0.01).weight_decay(0.01).initial_accumulator_value(0.1),
+          pr),
+      "Adagrad");
+}
+
+// The textbook equations (torch.optim's documentation) for those libtorch lacks.
+using Reference = std::function<void(Tensor& p, const Tensor& g, std::vector<Tensor>& s, int t)>;
+
+TensorVector run_reference(const Reference& step, size_t num_states, const Problem& pr) {
+  TensorVector params = pr.params;
+  std::vector<std::vector<Tensor>> states(params.size(), std::vector<Tensor>(num_states));
+  for (size_t i = 0; i < params.size(); ++i) {
+    for (auto& s : states[i]) s = at::zeros_like(params[i]);
+  }
+  for (int t = 1; t <= kSteps; ++t) {
+    for (size_t i = 0; i < params.size(); ++i) step(params[i], pr.grads[t - 1][i], states[i], t);
+  }
+  return params;
+}
+
+TEST(Optimizers, MatchTextbookEquations) {
+  const Problem pr = problem(2);
+  const double lr = 0.05, b1 = 0.8, b2 = 0.999, eps = 1e-8, wd = 0.01;
+  expect_all_close(run(unrollopt::Adamax({.lr = lr, .beta1 = b1, .weight_decay = wd}), pr),
+                   run_reference(
+                       [&](Tensor& p, const Tensor& g0, std::vector<Tensor>& s, int t) {
+                         const Tensor g = g0 + wd * p;
+                         s[0] = b1 * s[0] + (1 - b1) * g;
+                         s[1] = at::maximum(b2 * s[1], g.abs() + eps);
+                         p = p - lr / (1 - std::pow(b1, t)) * s[0] / s[1];
+                       },
+                       2, pr),
+                   "Adamax");
+  const double rho_inf = 2 / (1 - b2) - 1;
+  expect_all_close(run(unrollopt::RAdam({.lr = lr, .beta1 = b1, .weight_decay = wd}), pr),
+                   run_reference(
+                       [&](Tensor& p, const Tensor& g0, std::vector<Tensor>& s, int t) {
+                         const Tensor g = g0 + wd * p;
+                         s[0] = b1 * s[0] + (1 - b1) * g;
+                         s[1] = b2 * s[1] + (1 - b2) * g * g;
+                         const Tensor m_hat = s[0] / (1 - std::pow(b1, t));
+                         const double bt = std::pow(b2, t), rho_t = rho_inf - 2 * t * bt / (1 - bt);
+                         if (rho_t > 5) {
+                           const double r = std::sqrt((rho_t - 4) * (rho_t - 2) * rho_inf /
+                                                      ((rho_inf - 4) * (rho_inf - 2) * rho_t));
+                           p = p - lr * m_hat * r * std::sqrt(1 - bt) / (s[1].sqrt() + eps);
+                         } else {
+                           p = p - lr * m_hat;
+                         }
+                       },
+                       2, pr),
+                   "RAdam");
+  const double psi = 4e-3;
+  double product = 1;
+  int last_t = 0;
+  expect_all_close(run(unrollopt::NAdam({.lr = lr, .beta1 = b1, .weight_decay = wd}), pr),
+                   run_reference(
+                       [&](Tensor& p, const Tensor& g0, std::vector<Tensor>& s, int t) {
+                         const auto mu = [&](int k) {
+                           return b1 * (1 - 0.5 * std::pow(0.96, k * psi));
+                         };
+                         if (t != last_t)
+                           product *= mu(t), last_t = t;  // once per step, not per tensor
+                         const Tensor g = g0 + wd * p;
+                         s[0] = b1 * s[0] + (1 - b1) * g;
+                         s[1] = b2 * s[1] + (1 - b2) * g * g;
+                         const Tensor denom = (s[1] / (1 - std::pow(b2, t))).sqrt() + eps;
+                         p = p - lr * (1 - mu(t)) / (1 - product) * g / denom -
+                             lr * mu(t + 1) / (1 - product * mu(t + 1)) * s[0] / denom;
+                       },
+                       2, pr),
+                   "NAdam");
+  const double rho = 0.9, eps_d = 1e-6;
+  expect_all_close(run(unrollopt::Adadelta({.lr = 0.5, .rho = rho, .weight_decay = wd}), pr),
+                   run_reference(
+                       [&](Tensor& p, const Tensor& g0, std::vector<Tensor>& s, int) {
+                         const Tensor g = g0 + wd * p;
+                         s[0] = rho * s[0] + (1 - rho) * g * g;
+                         const Tensor delta = (s[1] + eps_d).sqrt() / (s[0] + eps_d).sqrt() * g;
+                         s[1] = rho * s[1] + (1 - rho) * delta * delta;
+                         p = p - 0.5 * delta;
+                       },
+                       2, pr),
+                   "Adadelta");
+}
+
+// d/d lr of a loss after three differentiable steps on a quadratic, against a
+// central difference (float64: the truncation error is O(h^2) ~ 1e-10).
+template <class Opt, class Options>
+void expect_lr_gradient(Options options, const std::string& what) {
+  const Problem pr = problem(3);
+  const double lr0 = 0.05, h = 1e-5;
+  const auto outer = [&](const Tensor& lr) -> Tensor {
+    options.lr = lr;
+    const Opt opt(options);
+    TensorVector params;
+    for (const auto& p : pr.params) params.push_back(p.clone().set_requires_grad(true));
+    TensorVector x = params;
+    auto state = opt.init(x);
+    for (int k = 0; k < 3; ++k) {
+      Tensor inner = at::zeros({}, kF64);
+      for (size_t i = 0; i < x.size(); ++i) inner = inner + ((x[i] - pr.grads[k][i]).pow(2)).sum();
+      const auto g = torch::autograd::grad({inner}, x, {}, true, /*create_graph=*/true);
+      auto [updates, next] = opt.update(g, state, x);
+      x = unrollopt::apply_updates(x, updates);
+      state = std::move(next);
+    }
+    Tensor loss = at::zeros({}, kF64);
+    for (const auto& xi : x) loss = loss + xi.pow(2).sum();
+    return loss;
+  };
+  const Tensor lr = scalar(lr0, true);
+  const Tensor grad = torch::autograd::grad({outer(lr)}, {lr})[0];
+  const Tensor up = outer(scalar(lr0 + h)), down = outer(scalar(lr0 - h));
+  const double fd = (up.item<double>() - down.item<double>()) / (2 * h);
+  EXPECT_NEAR(grad.item<double>(), fd, 1e-6 * std::max(1.0, std::abs(fd))) << what;
+  EXPECT_NE(fd, 0) << what;
+}
+
+TEST(Optimizers, LearningRateGradientsMatchFiniteDifferences) {
+  expect_lr_gradient<unrollopt::Adam>(unrollopt::AdamOptions{.weight_decay = 0.01, .amsgrad = true},
+                                      "Adam");
+  expect_lr_gradient<unrollopt::AdamW>(unrollopt::AdamWOptions{}, "AdamW");
+  expect_lr_gradient<unrollopt::Adamax>(unrollopt::AdamaxOptions{}, "Adamax");
+  expect_lr_gradient<unrollopt::RAdam>(unrollopt::RAdamOptions{.decoupled_weight_decay = true},
+                                       "RAdam");
+  expect_lr_gradient<unrollopt::NAdam>(unrollopt::NAdamOptions{.weight_decay = 0.01}, "NAdam");
+  expect_lr_gradient<unrollopt::RMSprop>(
+      unrollopt::RMSpropOptions{.momentum = 0.5, .centered = true, .initial_scale = 0.1},
+      "RMSprop");
+  expect_lr_gradient<unrollopt::Adagrad>(unrollopt::AdagradOptions{.lr_decay = 0.1}, "Adagrad");
+  expect_lr_gradient<unrollopt::Adadelta>(unrollopt::AdadeltaOptions{}, "Adadelta");
+  expect_lr_gradient<unrollopt::Sgd>(unrollopt::SgdOptions{.momentum = 0.9, .nesterov = true},
+                                     "Sgd");
+}
+
+// The message of what `make` throws (empty if nothing).
+std::string thrown(const std::function<void()>& make) {
+  try {
+    make();
+  } catch (const c10::ValueError& e) {
+    return e.what_without_backtrace();
+  }
+  return "";
+}
+
+TEST(Optimizers, SettingsOutOfRangeAreRefusedByName) {
+  EXPECT_NE(thrown([] { unrollopt::Adamax({.beta1 = 1.0}); }).find("Adamax: invalid beta1"),
+            std::string::npos);
+  EXPECT_NE(thrown([] { unrollopt::RMSprop({.alpha = 1.5}); }).find("RMSprop: invalid alpha"),
+            std::string::npos);
+  EXPECT_NE(thrown([] { unrollopt::Adadelta({.rho = -0.1}); }).find("Adadelta: invalid rho"),
+            std::string::npos);
+  EXPECT_NE(thrown([] {
+              unrollopt::NAdam({.momentum_decay = -1});
+            }).find("NAdam: invalid momentum_decay"),
+            std::string::npos);
+  EXPECT_NE(thrown([] {
+              unrollopt::Adagrad({.initial_accumulator_value = -1});
+            }).find("Adagrad: invalid initial_accumulator_value"),
+            std::string::npos);
+  EXPECT_NE(thrown([] { unrollopt::RMSprop({.nesterov = true}); }).find("needs a momentum"),
+            std::string::npos);
+  EXPECT_NE(thrown([] { unrollopt::AdamW({.lr = -1}); }).find("AdamW: invalid lr"),
+            std::string::npos);
+  const unrollopt::AdamW adamw;  // weight_decay 1e-2 by default: the params are needed
+  const TensorVector p{at::ones({2}, kF64)};
+  EXPECT_NE(thrown([&] { adamw.update(p, adamw.init(p)); }).find("params are needed"),
+            std::string::npos);
+}
+
+TEST(Optimizers, StateHoldsWhatTheOptionsSelect) {
+  const TensorVector p{at::ones({2}, kF64), at::ones({3}, kF64)};
+  const auto rms =
+      unrollopt::RMSprop({.momentum = 0.9, .centered = true, .initial_scale = 0.5}).init(p);
+  EXPECT_EQ(rms.square_avg.size(), 2u);
+  EXPECT_EQ(rms.grad_avg.size(), 2u);
+  EXPECT_EQ(rms.momentum_buffer.size(), 2u);
+  EXPECT_EQ(rms.square_avg[1].sum().item<double>(), 1.5);  // starts at initial_scale
+  EXPECT_TRUE(unrollopt::RMSprop().init(p).momentum_buffer.empty());
+  EXPECT_EQ(unrollopt::Adam({.amsgrad = true}).init(p).nu_max.size(), 2u);
+  EXPECT_TRUE(unrollopt::Adam().init(p).nu_max.empty());
+  const unrollopt::NAdam nadam;
+  auto [updates, next] = nadam.update(p, nadam.init(p));
+  EXPECT_NEAR(next.mu_product.item<double>(), 0.9 * (1 - 0.5 * std::pow(0.96, 4e-3)), 1e-15);
+  EXPECT_EQ(next.count.item<int64_t>(), 1);
+  EXPECT_EQ(updates.size(), 2u);
+}
+
+}  // namespace
