@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import (
-    inner_loss,
-    make_problem,
-    outer_loss,
-    unrolled_unrollopt,
+from references import (
     F64,
     assert_close,
     gen,
+    inner_loss,
     is_finite,
+    make_problem,
     max_rel_err,
+    outer_loss,
     rand_pos,
     randn,
     ref_adam_step,
+    unrolled_unrollopt,
     unrollopt,
 )
 
@@ -231,7 +231,9 @@ def test_fused_equals_plain_sizes(size, inplace):
     grads_seq = [[randn(g, size)] for _ in range(3)]
     kw = dict(lr=0.01, betas=(0.8, 0.95), eps=1e-8, weight_decay=0.01, eps_root=1e-9)
     a, sa = run_steps(unrollopt.adam(**kw), grads_seq, params, inplace=inplace, use_params=True)
-    b, sb = run_steps(unrollopt.adam(**kw, use_accelerated_op=True), grads_seq, params, inplace=inplace, use_params=True)
+    b, sb = run_steps(
+        unrollopt.adam(**kw, use_accelerated_op=True), grads_seq, params, inplace=inplace, use_params=True
+    )
     # (atol: mu' = b1 mu + (1 - b1) g' cancels at a few elements, where the
     # order of the floating-point operations shows in the relative error)
     assert_close(b, a, rtol=1e-13, atol=1e-15)
@@ -301,7 +303,8 @@ def test_strided_views(fused):
     big_m = randn(g, 80, 60)
     big_v = rand_pos(g, 80, 60)
     state = unrollopt.ScaleByAdamState(
-        mu=[big_m[::2, ::6], big_m[1::2, 1::4].T[:, :40][:15]], nu=[big_v[::2, ::6], big_v[1::2, 1::4].T[:, :40][:15]],
+        mu=[big_m[::2, ::6], big_m[1::2, 1::4].T[:, :40][:15]],
+        nu=[big_v[::2, ::6], big_v[1::2, 1::4].T[:, :40][:15]],
         count=torch.tensor(1),
     )
     assert [t.shape for t in state.mu] == [t.shape for t in params]

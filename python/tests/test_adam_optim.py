@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import OOP_STEPS, F64, assert_params_rel, gen, loss_fn, make_model, max_rel_err, randn, train, unrollopt
+from references import F64, OOP_STEPS, assert_params_rel, gen, loss_fn, make_model, max_rel_err, randn, train, unrollopt
 
 STEPS = OOP_STEPS
 

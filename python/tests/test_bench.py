@@ -28,7 +28,7 @@ def assert_all_close(results: dict, rtol: float, atol: float) -> None:
         for a, e in zip(actual, expected):
             if a is None:  # torch.optim's RMSprop gives no lr gradient
                 continue
-            torch.testing.assert_close(a, e, rtol=rtol, atol=atol, msg=lambda m: f"{name} vs {first}: {m}")
+            torch.testing.assert_close(a, e, rtol=rtol, atol=atol, msg=lambda m, name=name: f"{name} vs {first}: {m}")
 
 
 @pytest.mark.parametrize("optimizer", list(w.OPTIMIZERS))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import F64, gen, max_rel_err, randn, unrollopt
+from references import F64, gen, max_rel_err, randn, unrollopt
 from torch._dynamo.testing import CompileCounterWithBackend
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import F64, assert_close, cuda_skip_reason, gen, randn, unrollopt
-from test_ops import CASES, OP_CASES, cases, make_inputs, split_outputs
+from op_cases import CASES, OP_CASES, cases, make_inputs, split_outputs
+from references import F64, assert_close, cuda_skip_reason, gen, randn, unrollopt
 
 
 def test_accelerated_op_available_never_raises():
@@ -94,9 +94,7 @@ def test_forward_matches_cpu(case, where):
 @cases(CASES)
 def test_backward_matches_cpu(case):
     (grads, states, params, hyper, gu, gs), step, forward, backward = on_cpu(case, 41, ODD_SHAPES)
-    actual = run_backward(
-        case, cuda(gu), cuda(gs), cuda(grads), cuda(states), cuda(params), step.cuda(), cuda(hyper)
-    )
+    actual = run_backward(case, cuda(gu), cuda(gs), cuda(grads), cuda(states), cuda(params), step.cuda(), cuda(hyper))
     assert_matches_cpu([], actual, [], backward)
 
 
@@ -206,8 +204,14 @@ def test_half_types_match_float32(case, dtype):
     assert_close([t.float() for t in s], rs, rtol=ulp, atol=1e-6)
     gu, gs = cotangents(low[0], 53, dtype), cotangents(low[1], 54, dtype)
     back = run_backward(case, cuda(gu), cuda(gs), *low, step, hyper)
-    rback = run_backward(case, [t.float().cuda() if t is not None else None for t in gu],
-                         [t.float().cuda() if t is not None else None for t in gs], *ref, step, hyper)
+    rback = run_backward(
+        case,
+        [t.float().cuda() if t is not None else None for t in gu],
+        [t.float().cuda() if t is not None else None for t in gs],
+        *ref,
+        step,
+        hyper,
+    )
     for a, e in zip(back[:3], rback[:3]):
         assert_close([t.float() for t in a], e, rtol=ulp, atol=1e-5)
     # Sums over elements, accumulated in float32 per thread either way.
@@ -311,8 +315,7 @@ def test_tensors_on_a_non_current_device(case):
     with torch.cuda.device(0):
         step1 = step.to("cuda:1")
         actual_forward = run_forward(case, on1(grads), on1(states), on1(params), step1, on1(hyper))
-        actual_backward = run_backward(case, on1(gu), on1(gs), on1(grads), on1(states), on1(params), step1,
-                                       on1(hyper))
+        actual_backward = run_backward(case, on1(gu), on1(gs), on1(grads), on1(states), on1(params), step1, on1(hyper))
         torch.cuda.synchronize(1)
     assert all(t.device == torch.device("cuda", 1) for t in (*actual_forward[0], *actual_backward[3]))
     assert_matches_cpu(actual_forward, actual_backward, forward, backward)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from conftest import F64, assert_unchanged, gen, is_finite, rand_pos, randn, snapshot, unrollopt
+from references import F64, assert_unchanged, gen, is_finite, rand_pos, randn, snapshot, unrollopt
 
 OPS = torch.ops.unrollopt
 
@@ -26,7 +26,9 @@ BAD_HYPERPARAMETERS = [
 ]
 
 
-@pytest.mark.parametrize("name,kwargs", BAD_HYPERPARAMETERS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BAD_HYPERPARAMETERS)])
+@pytest.mark.parametrize(
+    "name,kwargs", BAD_HYPERPARAMETERS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BAD_HYPERPARAMETERS)]
+)
 @pytest.mark.parametrize("api", ["adam", "Adam"])
 def test_bad_hyperparameter_value(api, name, kwargs):
     with pytest.raises(ValueError, match=re.escape(name)):
@@ -38,8 +40,10 @@ def test_bad_hyperparameter_value(api, name, kwargs):
 
 @pytest.mark.parametrize("api", ["adam", "Adam"])
 def test_bad_hyperparameter_type(api):
-    make = (lambda **kw: unrollopt.adam(**kw)) if api == "adam" else (
-        lambda **kw: unrollopt.Adam([torch.zeros(2, requires_grad=True)], **kw)
+    make = (
+        (lambda **kw: unrollopt.adam(**kw))
+        if api == "adam"
+        else (lambda **kw: unrollopt.Adam([torch.zeros(2, requires_grad=True)], **kw))
     )
     with pytest.raises(TypeError, match="lr"):
         make(lr=torch.tensor(1))  # integer tensor
@@ -64,8 +68,24 @@ def test_boundary_hyperparameters_are_accepted():
 
 
 def test_cpp_api_bad_hyperparameters():
-    base = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, eps_root=0.0, weight_decay=0.0, maximize=False, moment_requires_grad=False)
-    for name, bad in [("lr", -1.0), ("beta1", 1.0), ("beta2", -0.5), ("eps", -1.0), ("eps_root", -1.0), ("weight_decay", -1.0)]:
+    base = dict(
+        lr=1e-3,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        eps_root=0.0,
+        weight_decay=0.0,
+        maximize=False,
+        moment_requires_grad=False,
+    )
+    for name, bad in [
+        ("lr", -1.0),
+        ("beta1", 1.0),
+        ("beta2", -0.5),
+        ("eps", -1.0),
+        ("eps_root", -1.0),
+        ("weight_decay", -1.0),
+    ]:
         with pytest.raises(ValueError, match=name):
             unrollopt._C.CppAdam(**{**base, name: bad})
 
@@ -240,7 +260,12 @@ def test_apply_updates_inplace_in_differentiable_context():
 OP_SETUPS = {
     "adam": (("mu", "nu"), ("lr", "beta1", "beta2", "weight_decay"), (0.1, 0.9, 0.999, 0.0), [1e-8, 0.0, 0.0]),
     "sgd": ((), ("lr", "weight_decay"), (0.1, 0.0), [0.0, 0.0]),
-    "sgd_momentum": (("momentum_buffer",), ("lr", "momentum", "dampening", "weight_decay"), (0.1, 0.9, 0.0, 0.0), [0.0, 1.0]),
+    "sgd_momentum": (
+        ("momentum_buffer",),
+        ("lr", "momentum", "dampening", "weight_decay"),
+        (0.1, 0.9, 0.0, 0.0),
+        [0.0, 1.0],
+    ),
 }
 
 

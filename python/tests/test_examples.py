@@ -26,9 +26,7 @@ def run_script(args: list[str], cwd: Path, timeout: float) -> subprocess.Complet
     # One intra-op thread: the tensors are tiny, and on a machine whose cores are
     # busy with something else torch's thread pool slows small ops down badly.
     env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
-    proc = subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, (
         f"{' '.join(args)} exited with {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr[-5000:]}"
     )

@@ -70,7 +70,9 @@ def test_meta_adam_meta_gradient_matches_reference(fused, eps, weight_decay):
     net = Net()
     expected, expected_params = reference_adam_meta_grad(net, 3, 0.05, (0.9, 0.99), eps, weight_decay)
     x, y, meta = data()
-    opt = unrollopt.MetaAdam(net, lr=0.05, betas=(0.9, 0.99), eps=eps, weight_decay=weight_decay, use_accelerated_op=fused)
+    opt = unrollopt.MetaAdam(
+        net, lr=0.05, betas=(0.9, 0.99), eps=eps, weight_decay=weight_decay, use_accelerated_op=fused
+    )
     for _ in range(3):
         opt.step(inner_loss(net(x), y, meta))
     net(x).pow(2).sum().backward()
@@ -244,7 +246,9 @@ def test_module_clone():
 
 
 def _devices_to_copy_to():
-    cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here (torch.cuda.is_available() is False)")
+    cuda = pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="no CUDA GPU here (torch.cuda.is_available() is False)"
+    )
     return ["meta", pytest.param("cuda", marks=cuda)]
 
 

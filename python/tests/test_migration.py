@@ -21,7 +21,9 @@ F64 = torch.float64
 
 
 def torchopt_or_skip():
-    return pytest.importorskip("torchopt", reason="TorchOpt is not installed (pip install --no-deps torchopt==0.7.3 optree)")
+    return pytest.importorskip(
+        "torchopt", reason="TorchOpt is not installed (pip install --no-deps torchopt==0.7.3 optree)"
+    )
 
 
 def run_example(library) -> list[torch.Tensor]:
@@ -55,12 +57,14 @@ def test_example_gives_torchopts_numbers():
 
 def test_transformations_compare_and_pickle():
     opt = unrollopt.chain(unrollopt.clip_grad_norm(1.0), unrollopt.adam(lr=unrollopt.linear_schedule(0.1, 0.0, 5)))
-    again = unrollopt.chain(unrollopt.clip_grad_norm(max_norm=1.0), unrollopt.adam(unrollopt.linear_schedule(0.1, 0.0, 5)))
+    again = unrollopt.chain(
+        unrollopt.clip_grad_norm(max_norm=1.0), unrollopt.adam(unrollopt.linear_schedule(0.1, 0.0, 5))
+    )
     assert opt == again and hash(opt) == hash(again)
     assert opt != unrollopt.chain(unrollopt.clip_grad_norm(2.0), unrollopt.adam())
-    assert unrollopt.chain(unrollopt.chain(unrollopt.scale(2.0)), unrollopt.identity(), unrollopt.adam()) == unrollopt.chain(
-        unrollopt.scale(2.0), unrollopt.adam()
-    )
+    assert unrollopt.chain(
+        unrollopt.chain(unrollopt.scale(2.0)), unrollopt.identity(), unrollopt.adam()
+    ) == unrollopt.chain(unrollopt.scale(2.0), unrollopt.adam())
     assert unrollopt.adam(lr=torch.tensor(0.1)) == unrollopt.adam(lr=torch.tensor(0.1))
     assert unrollopt.adam(lr=torch.tensor(0.1)) != unrollopt.adam(lr=torch.tensor(0.2))
     restored = pickle.loads(pickle.dumps(opt))
@@ -72,7 +76,9 @@ def test_transformations_compare_and_pickle():
     u2, _ = restored.update((g,), restored.init((p,)), inplace=False)
     assert torch.equal(u1[0], u2[0])
     assert repr(unrollopt.adam(1e-2, amsgrad=True)) == "unrollopt.adam(lr=0.01, amsgrad=True)"
-    assert unrollopt.clip_grad_norm(1.0).chain(unrollopt.adam()) == unrollopt.chain(unrollopt.clip_grad_norm(1.0), unrollopt.adam())
+    assert unrollopt.clip_grad_norm(1.0).chain(unrollopt.adam()) == unrollopt.chain(
+        unrollopt.clip_grad_norm(1.0), unrollopt.adam()
+    )
 
 
 def test_torch_optim_style_class_with_a_schedule_pickles():

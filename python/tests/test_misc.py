@@ -11,14 +11,14 @@ import textwrap
 
 import pytest
 import torch
-from conftest import F64, gen, max_rel_err, rand_pos, randn, unrollopt
+from references import F64, gen, max_rel_err, rand_pos, randn, unrollopt
 
 # --- accelerated_op_available -------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "devices", [None, "cpu", torch.device("cpu"), ["cpu"], ("cpu", torch.device("cpu")), iter(["cpu"]), "meta",
-                ["cpu", "meta"]],
+    "devices",
+    [None, "cpu", torch.device("cpu"), ["cpu"], ("cpu", torch.device("cpu")), iter(["cpu"]), "meta", ["cpu", "meta"]],
     ids=["None", "str", "device", "list", "tuple", "iterator", "meta", "cpu+meta"],
 )
 def test_accelerated_op_available_on_cpu(devices):
@@ -35,8 +35,11 @@ def test_accelerated_op_not_available(devices):
     assert unrollopt.accelerated_op_available(devices) is False
 
 
-@pytest.mark.parametrize("devices", ["cuda", "cuda:0", 0, 3, ["cpu", "cuda"], torch.device("cuda", 1)],
-                         ids=["cuda", "cuda:0", "int0", "int3", "cpu+cuda", "device-cuda1"])
+@pytest.mark.parametrize(
+    "devices",
+    ["cuda", "cuda:0", 0, 3, ["cpu", "cuda"], torch.device("cuda", 1)],
+    ids=["cuda", "cuda:0", "int0", "int3", "cpu+cuda", "device-cuda1"],
+)
 def test_accelerated_op_not_available_without_cuda(devices):
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA")
@@ -112,7 +115,16 @@ def test_cpp_api_moment_requires_grad():
     unrollopt::Adam::init passes requires_grad inside the TensorOptions of
     at::zeros_like, which ATen refuses.)"""
     w0 = torch.tensor([0.5, -1.5, 2.0], dtype=F64, requires_grad=True)
-    opt = unrollopt._C.CppAdam(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-3, eps_root=0.0, weight_decay=0.0, maximize=False, moment_requires_grad=True)
+    opt = unrollopt._C.CppAdam(
+        lr=0.1,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-3,
+        eps_root=0.0,
+        weight_decay=0.0,
+        maximize=False,
+        moment_requires_grad=True,
+    )
     mu, nu, count = opt.init([w0])
     assert mu[0].requires_grad and nu[0].requires_grad and count.dtype == torch.int64
     grads = list(torch.autograd.grad((w0**3).sum(), [w0], create_graph=True))
@@ -128,7 +140,16 @@ def test_cpp_api_moment_requires_grad():
 
 
 def test_cpp_api_errors():
-    opt = unrollopt._C.CppAdam(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, eps_root=0.0, weight_decay=0.1, maximize=False, moment_requires_grad=False)
+    opt = unrollopt._C.CppAdam(
+        lr=0.1,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        eps_root=0.0,
+        weight_decay=0.1,
+        maximize=False,
+        moment_requires_grad=False,
+    )
     mu, nu, count = opt.init([torch.ones(2, dtype=F64)])
     with pytest.raises(ValueError, match="params"):
         opt.update([torch.ones(2, dtype=F64)], (mu, nu, count))  # weight decay needs params
@@ -257,8 +278,12 @@ def test_default_cpu_kernel_matches_avx2(tmp_path):
     torch.testing.assert_close(here["sgd", "torch.float64"][2], -0.01 * (-g + 0.05 * p), rtol=1e-14, atol=1e-17)
     buf = 0.9 * m + 0.9 * gp  # dampening 0.1
     u = -0.01 * (gp + 0.9 * buf)
-    torch.testing.assert_close(here["sgd_momentum", "torch.float64"][2], u, rtol=1e-13, atol=1e-15 * float(u.abs().max()))
-    torch.testing.assert_close(here["sgd_momentum", "torch.float64"][6], buf, rtol=1e-14, atol=1e-15 * float(buf.abs().max()))
+    torch.testing.assert_close(
+        here["sgd_momentum", "torch.float64"][2], u, rtol=1e-13, atol=1e-15 * float(u.abs().max())
+    )
+    torch.testing.assert_close(
+        here["sgd_momentum", "torch.float64"][6], buf, rtol=1e-14, atol=1e-15 * float(buf.abs().max())
+    )
 
 
 def test_same_kernel_in_subprocess_is_bitwise_identical(tmp_path):
@@ -277,7 +302,11 @@ def test_thread_count_does_not_change_results(op):
     g = gen(12)
     state_keys, values, options = KERNEL_OPS[op]
     grads = [randn(g, n), randn(g, 1000)]
-    states = [t for k in state_keys for t in ([rand_pos(g, n), rand_pos(g, 1000)] if k == "v" else [randn(g, n), randn(g, 1000)])]
+    states = [
+        t
+        for k in state_keys
+        for t in ([rand_pos(g, n), rand_pos(g, 1000)] if k == "v" else [randn(g, n), randn(g, 1000)])
+    ]
     params = [randn(g, n), randn(g, 1000)]
     cot = [randn(g, n), randn(g, 1000)]
 
@@ -317,8 +346,14 @@ def test_pytree_arithmetic_matches_leafwise_torch():
     from unrollopt import pytree
 
     g = torch.Generator().manual_seed(5)
-    x = {"w": torch.randn(3, 2, generator=g, dtype=torch.float64), "b": (torch.randn(2, generator=g, dtype=torch.float64), None)}
-    y = {"w": torch.rand(3, 2, generator=g, dtype=torch.float64) + 0.5, "b": (torch.rand(2, generator=g, dtype=torch.float64) + 0.5, None)}
+    x = {
+        "w": torch.randn(3, 2, generator=g, dtype=torch.float64),
+        "b": (torch.randn(2, generator=g, dtype=torch.float64), None),
+    }
+    y = {
+        "w": torch.rand(3, 2, generator=g, dtype=torch.float64) + 0.5,
+        "b": (torch.rand(2, generator=g, dtype=torch.float64) + 0.5, None),
+    }
     leaves = lambda t: [t["w"], t["b"][0]]  # noqa: E731
     for got, want in (
         (pytree.tree_add(x, y, x), [a + b + a for a, b in zip(leaves(x), leaves(y))]),

@@ -17,286 +17,25 @@ with ``states`` all first states, then all second states, ...
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
-from conftest import (
+from op_cases import (
+    CASES,
+    OP_CASES,
+    OPCHECK_CASES,
+    OPS,
+    OPTION_NAMES,
+    STATE_NAMES,
+    cases,
+    make_inputs,
+    split_outputs,
+)
+from references import (
     F64,
     assert_close,
     gen,
-    rand_pos,
     randn,
-    ref_adadelta_step,
-    ref_adagrad_step,
-    ref_adam_step,
-    ref_adamax_step,
-    ref_adamw_step,
-    ref_nadam_step,
-    ref_radam_step,
-    ref_rmsprop_step,
-    ref_sgd_step,
 )
-
-OPS = torch.ops.unrollopt
-SHAPES = [(3,), (2, 2)]
-
-STATE_NAMES = {
-    "adam": ("mu", "nu"),
-    "adamw": ("mu", "nu"),
-    "adam_amsgrad": ("mu", "nu", "nu_max"),
-    "adamw_amsgrad": ("mu", "nu", "nu_max"),
-    "adamax": ("mu", "nu"),
-    "radam": ("mu", "nu"),
-    "nadam": ("mu", "nu"),
-    "adagrad": ("sum",),
-    "adadelta": ("square_avg", "acc_delta"),
-    "rmsprop": ("square_avg",),
-    "rmsprop_centered": ("square_avg", "grad_avg"),
-    "rmsprop_momentum": ("square_avg", "momentum_buffer"),
-    "rmsprop_centered_momentum": ("square_avg", "grad_avg", "momentum_buffer"),
-    "sgd": (),
-    "sgd_momentum": ("momentum_buffer",),
-}
-HYPER_NAMES = {
-    "adam": ("lr", "beta1", "beta2", "weight_decay"),
-    "adamw": ("lr", "beta1", "beta2", "weight_decay"),
-    "adam_amsgrad": ("lr", "beta1", "beta2", "weight_decay"),
-    "adamw_amsgrad": ("lr", "beta1", "beta2", "weight_decay"),
-    "adamax": ("lr", "beta1", "beta2", "weight_decay"),
-    "radam": ("lr", "beta1", "beta2", "weight_decay"),
-    "nadam": ("lr", "beta1", "beta2", "mu_product", "weight_decay"),
-    "adagrad": ("lr", "lr_decay", "weight_decay"),
-    "adadelta": ("lr", "rho", "weight_decay"),
-    "rmsprop": ("lr", "alpha", "weight_decay"),
-    "rmsprop_centered": ("lr", "alpha", "weight_decay"),
-    "rmsprop_momentum": ("lr", "alpha", "momentum", "weight_decay"),
-    "rmsprop_centered_momentum": ("lr", "alpha", "momentum", "weight_decay"),
-    "sgd": ("lr", "weight_decay"),
-    "sgd_momentum": ("lr", "momentum", "dampening", "weight_decay"),
-}
-OPTION_NAMES = {"adam": ("eps", "eps_root", "maximize"), "sgd": ("maximize", "nesterov")}
-OPTION_NAMES["sgd_momentum"] = OPTION_NAMES["sgd"]
-OPTION_NAMES["adamw"] = OPTION_NAMES["adam_amsgrad"] = OPTION_NAMES["adamw_amsgrad"] = OPTION_NAMES["adam"]
-OPTION_NAMES["adamax"] = OPTION_NAMES["adagrad"] = OPTION_NAMES["adadelta"] = ("eps", "maximize")
-OPTION_NAMES["radam"] = ("eps", "decoupled_weight_decay", "maximize")
-OPTION_NAMES["nadam"] = ("eps", "momentum_decay", "decoupled_weight_decay", "maximize")
-for _op in ("rmsprop", "rmsprop_centered", "rmsprop_momentum", "rmsprop_centered_momentum"):
-    OPTION_NAMES[_op] = ("eps", "nesterov", "maximize")
-
-
-@dataclass(frozen=True)
-class Case:
-    """One optimizer rule with its hyperparameter values, options and step number."""
-
-    id: str
-    op: str
-    hyper: tuple[float, ...]  # in HYPER_NAMES[op] order; weight_decay last
-    options: tuple[float, ...]
-    step: int
-
-    @property
-    def ns(self) -> int:
-        return len(STATE_NAMES[self.op])
-
-    @property
-    def nh(self) -> int:
-        return len(HYPER_NAMES[self.op])
-
-    @property
-    def forward(self):
-        return getattr(OPS, self.op)
-
-    @property
-    def inplace(self):
-        return getattr(OPS, self.op + "_")
-
-    @property
-    def backward(self):
-        return getattr(OPS, self.op + "_backward")
-
-    def mask(self, value=True) -> list[bool]:
-        return [value] * (3 + self.nh)
-
-    def reference(self, grads, states, params, t, hyper):
-        """The step by the conftest references: (updates, flat new states).
-        ``hyper`` may hold numbers or tensors; ``params`` may be empty."""
-        n = len(grads)
-        lists = [states[k * n : (k + 1) * n] for k in range(self.ns)]
-        opt = dict(zip(OPTION_NAMES[self.op], self.options))
-        h = dict(zip(HYPER_NAMES[self.op], hyper))
-        updates, new_states = [], [[] for _ in range(self.ns)]
-        for i, g in enumerate(grads):
-            p = params[i] if params else None
-            if self.op.startswith("adam") and not self.op.startswith("adamax"):
-                step_fn = ref_adamw_step if self.op.startswith("adamw") else ref_adam_step
-                u, *new = step_fn(
-                    g, lists[0][i], lists[1][i], p, t, lr=h["lr"], b1=h["beta1"], b2=h["beta2"],
-                    eps=opt["eps"], eps_root=opt["eps_root"], wd=h["weight_decay"], maximize=bool(opt["maximize"]),
-                    v_max=lists[2][i] if self.ns == 3 else None,
-                )  # fmt: skip
-            elif self.op == "adamax":
-                u, m, v = ref_adamax_step(
-                    g, lists[0][i], lists[1][i], p, t, lr=h["lr"], b1=h["beta1"], b2=h["beta2"], eps=opt["eps"],
-                    wd=h["weight_decay"], maximize=bool(opt["maximize"]),
-                )  # fmt: skip
-                new = [m, v]
-            elif self.op == "radam":
-                u, m, v = ref_radam_step(
-                    g, lists[0][i], lists[1][i], p, t, lr=h["lr"], b1=h["beta1"], b2=h["beta2"], eps=opt["eps"],
-                    wd=h["weight_decay"], decoupled=bool(opt["decoupled_weight_decay"]), maximize=bool(opt["maximize"]),
-                )  # fmt: skip
-                new = [m, v]
-            elif self.op == "nadam":
-                # The op takes the product with this step's coefficient; the
-                # reference multiplies it in: pass the previous product.
-                mu_t = h["beta1"] * (1 - 0.5 * 0.96 ** (t * opt["momentum_decay"]))
-                u, m, v, _ = ref_nadam_step(
-                    g, lists[0][i], lists[1][i], h["mu_product"] / mu_t, p, t, lr=h["lr"], b1=h["beta1"],
-                    b2=h["beta2"], eps=opt["eps"], psi=opt["momentum_decay"], wd=h["weight_decay"],
-                    decoupled=bool(opt["decoupled_weight_decay"]), maximize=bool(opt["maximize"]),
-                )  # fmt: skip
-                new = [m, v]
-            elif self.op == "adadelta":
-                u, sq, acc = ref_adadelta_step(
-                    g, lists[0][i], lists[1][i], p, lr=h["lr"], rho=h["rho"], eps=opt["eps"], wd=h["weight_decay"],
-                    maximize=bool(opt["maximize"]),
-                )  # fmt: skip
-                new = [sq, acc]
-            elif self.op == "adagrad":
-                u, sm = ref_adagrad_step(
-                    g, lists[0][i], p, t, lr=h["lr"], lr_decay=h["lr_decay"], eps=opt["eps"], wd=h["weight_decay"],
-                    maximize=bool(opt["maximize"]),
-                )  # fmt: skip
-                new = [sm]
-            elif self.op.startswith("rmsprop"):
-                names = STATE_NAMES[self.op]
-                st = {name: lists[k][i] for k, name in enumerate(names)}
-                u, sq, ga, buf = ref_rmsprop_step(
-                    g, st["square_avg"], st.get("grad_avg"), st.get("momentum_buffer"), p, lr=h["lr"],
-                    alpha=h["alpha"], eps=opt["eps"], wd=h["weight_decay"], momentum=h.get("momentum"),
-                    nesterov=bool(opt["nesterov"]), maximize=bool(opt["maximize"]),
-                )  # fmt: skip
-                out = {"square_avg": sq, "grad_avg": ga, "momentum_buffer": buf}
-                new = [out[name] for name in names]
-            else:
-                u, buf = ref_sgd_step(
-                    g, lists[0][i] if self.ns else None, p, t, lr=h["lr"], momentum=h.get("momentum", 0.0),
-                    dampening=h.get("dampening", 0.0), wd=h["weight_decay"], nesterov=bool(opt["nesterov"]),
-                    maximize=bool(opt["maximize"]),
-                )  # fmt: skip
-                new = [buf] if self.ns else []
-            updates.append(u)
-            for k in range(self.ns):
-                new_states[k].append(new[k])
-        return updates, [t for ts in new_states for t in ts]
-
-
-CASES = [
-    Case("adam-eps_root", "adam", (0.1, 0.8, 0.9, 0.05), (1e-3, 1e-6, 0.0), 3),
-    Case("adam-eps_root-maximize", "adam", (0.1, 0.8, 0.9, 0.05), (1e-3, 1e-6, 1.0), 3),
-    Case("adam-no_eps_root", "adam", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0, 0.0), 2),
-    Case("adam-no_eps_root-maximize-step1", "adam", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0, 1.0), 1),
-    Case("adamw-eps_root", "adamw", (0.1, 0.8, 0.9, 0.05), (1e-3, 1e-6, 0.0), 3),
-    Case("adamw-no_eps_root-maximize", "adamw", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0, 1.0), 2),
-    Case("adamw-maximize-step1", "adamw", (0.1, 0.8, 0.9, 0.05), (1e-3, 1e-6, 1.0), 1),
-    # amsgrad: nu_max and nu' in the same range, so that each is the maximum somewhere.
-    Case("adam_amsgrad", "adam_amsgrad", (0.1, 0.8, 0.9, 0.05), (1e-3, 1e-6, 0.0), 3),
-    Case("adam_amsgrad-no_eps_root-maximize", "adam_amsgrad", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0, 1.0), 1),
-    Case("adamw_amsgrad", "adamw_amsgrad", (0.1, 0.8, 0.9, 0.05), (1e-3, 1e-6, 0.0), 2),
-    Case("adamw_amsgrad-maximize", "adamw_amsgrad", (0.1, 0.8, 0.95, 0.05), (1e-2, 0.0, 1.0), 4),
-    # adamax: eps comparable to beta2 * nu (nu in [0.1, 1.1)) so that both
-    # arguments of the maximum are selected somewhere.
-    Case("adamax", "adamax", (0.1, 0.8, 0.9, 0.05), (0.5, 0.0), 3),
-    Case("adamax-maximize-step1", "adamax", (0.1, 0.8, 0.9, 0.05), (0.3, 1.0), 1),
-    Case("adamax-small_eps", "adamax", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0), 2),
-    Case("rmsprop", "rmsprop", (0.1, 0.9, 0.05), (1e-3, 0.0, 0.0), 3),
-    Case("rmsprop-maximize", "rmsprop", (0.1, 0.9, 0.05), (0.1, 0.0, 1.0), 1),
-    Case("rmsprop_centered", "rmsprop_centered", (0.1, 0.9, 0.05), (1e-3, 0.0, 0.0), 2),
-    Case("rmsprop_centered-maximize", "rmsprop_centered", (0.1, 0.8, 0.05), (0.1, 0.0, 1.0), 1),
-    Case("rmsprop_momentum", "rmsprop_momentum", (0.1, 0.9, 0.7, 0.05), (1e-3, 0.0, 0.0), 2),
-    Case("rmsprop_momentum-maximize", "rmsprop_momentum", (0.1, 0.8, 0.5, 0.05), (0.1, 0.0, 1.0), 1),
-    Case("rmsprop_centered_momentum", "rmsprop_centered_momentum", (0.1, 0.9, 0.7, 0.05), (1e-3, 0.0, 0.0), 3),
-    Case("rmsprop_centered_momentum-maximize", "rmsprop_centered_momentum", (0.1, 0.8, 0.5, 0.05), (0.1, 0.0, 1.0), 1),
-    Case("rmsprop_momentum-nesterov", "rmsprop_momentum", (0.1, 0.9, 0.7, 0.05), (1e-3, 1.0, 0.0), 2),
-    Case("rmsprop_centered_momentum-nesterov-maximize", "rmsprop_centered_momentum", (0.1, 0.8, 0.5, 0.05),
-         (0.1, 1.0, 1.0), 3),
-    # radam: the plain-momentum step (rho_t <= 5 for t <= 5) and the rectified one.
-    Case("radam-step2", "radam", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0, 0.0), 2),
-    Case("radam-rectified", "radam", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0, 0.0), 7),
-    Case("radam-rectified-decoupled-maximize", "radam", (0.1, 0.8, 0.95, 0.05), (1e-2, 1.0, 1.0), 9),
-    Case("radam-decoupled-step1", "radam", (0.1, 0.8, 0.9, 0.05), (1e-3, 1.0, 0.0), 1),
-    # nadam: mu_product is mu_1 ... mu_t (with beta1 = 0.8, psi = 0.004: about 0.4^t).
-    Case("nadam", "nadam", (0.1, 0.8, 0.9, 0.4**3, 0.05), (1e-3, 4e-3, 0.0, 0.0), 3),
-    Case("nadam-decoupled-maximize", "nadam", (0.1, 0.8, 0.95, 0.4**2, 0.05), (1e-2, 0.1, 1.0, 1.0), 2),
-    Case("nadam-step1", "nadam", (0.1, 0.9, 0.9, 0.45, 0.05), (1e-3, 4e-3, 0.0, 0.0), 1),
-    Case("adagrad", "adagrad", (0.1, 0.3, 0.05), (1e-3, 0.0), 3),
-    Case("adagrad-maximize-step1", "adagrad", (0.1, 0.3, 0.05), (0.1, 1.0), 1),
-    Case("adadelta", "adadelta", (0.5, 0.9, 0.05), (1e-3, 0.0), 3),
-    Case("adadelta-maximize", "adadelta", (0.5, 0.8, 0.05), (0.1, 1.0), 1),
-    Case("sgd", "sgd", (0.1, 0.05), (0.0, 0.0), 3),
-    Case("sgd-maximize-step1", "sgd", (0.1, 0.05), (1.0, 0.0), 1),
-    Case("sgd_momentum-step1", "sgd_momentum", (0.1, 0.9, 0.3, 0.05), (0.0, 0.0), 1),
-    Case("sgd_momentum-dampening", "sgd_momentum", (0.1, 0.9, 0.3, 0.05), (0.0, 0.0), 3),
-    Case("sgd_momentum-maximize", "sgd_momentum", (0.1, 0.8, 0.0, 0.05), (1.0, 0.0), 2),
-    Case("sgd_momentum-nesterov-step1", "sgd_momentum", (0.1, 0.8, 0.0, 0.05), (0.0, 1.0), 1),
-    Case("sgd_momentum-nesterov", "sgd_momentum", (0.1, 0.8, 0.0, 0.05), (0.0, 1.0), 4),
-    # The op itself allows Nesterov with dampening (torch.optim.SGD refuses it):
-    # every coefficient of the rule is live here.
-    Case("sgd_momentum-nesterov-dampening-maximize", "sgd_momentum", (0.1, 0.8, 0.3, 0.05), (1.0, 1.0), 2),
-]
-BY_ID = {c.id: c for c in CASES}
-# One case per operator (and Nesterov), where one representative is enough.
-OP_CASES = [
-    BY_ID[i]
-    for i in (
-        "adam-eps_root", "sgd", "sgd_momentum-dampening", "sgd_momentum-nesterov", "adamw-eps_root", "adamax",
-        "rmsprop", "rmsprop_centered", "rmsprop_momentum", "rmsprop_centered_momentum", "adagrad", "adadelta",
-        "radam-rectified", "nadam", "adam_amsgrad", "adamw_amsgrad",
-    )
-]
-
-# opcheck is slow: one case per operator.
-OPCHECK_CASES = [c for c in OP_CASES if c.id != "sgd_momentum-nesterov"]
-
-
-def cases(selection):
-    return pytest.mark.parametrize("case", selection, ids=[c.id for c in selection])
-
-
-def make_inputs(case, seed, *, dtype=F64, shapes=SHAPES, requires_grad=False, state_low=0.1, wd=None):
-    """(grads, states, params, hyper): random, seeded, never zero; adam's nu
-    positive; rmsprop's square_avg >= 1 and |grad_avg| < 0.9, so that the
-    centered variance square_avg - grad_avg^2 stays positive."""
-    g = gen(seed)
-    grads = [randn(g, *s, dtype=dtype, requires_grad=requires_grad) for s in shapes]
-    states = []
-    for name in STATE_NAMES[case.op]:
-        for s in shapes:
-            if name in ("nu", "nu_max", "sum", "acc_delta"):
-                t = rand_pos(g, *s, dtype=dtype, low=state_low)
-            elif name == "square_avg":
-                t = rand_pos(g, *s, dtype=dtype, low=1.0)
-            elif name == "grad_avg":
-                t = (0.3 * randn(g, *s, dtype=dtype)).clamp(-0.5, 0.5)  # keeps the variance positive
-            else:
-                t = randn(g, *s, dtype=dtype)
-            states.append(t.requires_grad_(requires_grad))
-    params = [randn(g, *s, dtype=dtype, requires_grad=requires_grad) for s in shapes]
-    values = case.hyper if wd is None else (*case.hyper[:-1], wd)
-    hyper = [torch.tensor(x, dtype=F64, requires_grad=requires_grad) for x in values]
-    return grads, states, params, hyper
-
-
-def split_outputs(case, n, xs):
-    """Flat (grads, states, params, hyper) back into the four lists."""
-    k = 0
-    out = []
-    for length in (n, case.ns * n, n):
-        out.append(list(xs[k : k + length]))
-        k += length
-    out.append(list(xs[k:]))
-    return out
 
 
 def test_cases_cover_every_operator():
@@ -646,7 +385,9 @@ def test_meta_kernels(case):
     # Backward: shapes, masked lists empty, 0-d hyperparameter gradients.
     cot = to_meta(grads)
     mask = [True, False, True] + [True] * case.nh
-    gg, gs, gp, gh = case.backward(cot, [None] * len(states), to_meta(grads), to_meta(states), to_meta(params), step, hm, case.options, mask)
+    gg, gs, gp, gh = case.backward(
+        cot, [None] * len(states), to_meta(grads), to_meta(states), to_meta(params), step, hm, case.options, mask
+    )
     assert [t.shape for t in gg] == [t.shape for t in gp] == [t.shape for t in grads]
     assert gs == [] and len(gh) == case.nh
     assert all(t.device.type == "meta" for t in (*gg, *gp, *gh)) and all(t.shape == () for t in gh)
@@ -670,7 +411,9 @@ def opcheck_samples(case):
     samples = []
     for requires_grad in (False, True):
         for with_params in (True, False):
-            grads, states, params, hyper = make_inputs(case, 10, requires_grad=requires_grad, wd=None if with_params else 0.0)
+            grads, states, params, hyper = make_inputs(
+                case, 10, requires_grad=requires_grad, wd=None if with_params else 0.0
+            )
             options = list(case.options)
             if not with_params:
                 params = []

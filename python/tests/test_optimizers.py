@@ -24,29 +24,27 @@ import copy
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 import torch
-from conftest import (
+from references import (
+    F64,
     OOP_STEPS,
+    assert_close,
     assert_params_rel,
     cuda_skip_reason,
+    gen,
+    inner_loss,
+    is_finite,
     loss_fn,
     make_model,
-    train,
-    inner_loss,
     make_problem,
-    outer_loss,
-    unrolled_unrollopt,
-    F64,
-    assert_close,
-    gen,
-    is_finite,
     max_rel_err,
+    outer_loss,
     randn,
-    ref_adagrad_step,
     ref_adadelta_step,
+    ref_adagrad_step,
     ref_adam_step,
     ref_adamax_step,
     ref_adamw_step,
@@ -54,6 +52,8 @@ from conftest import (
     ref_radam_step,
     ref_rmsprop_step,
     ref_sgd_step,
+    train,
+    unrolled_unrollopt,
     unrollopt,
 )
 from torch import nn
@@ -93,7 +93,10 @@ def is_zero(v):
 
 
 def options_id(o):
-    return ",".join(f"{k}={v}" for k, v in o.items() if v is not False and not (isinstance(v, float) and v == 0.0)) or "plain"
+    return (
+        ",".join(f"{k}={v}" for k, v in o.items() if v is not False and not (isinstance(v, float) and v == 0.0))
+        or "plain"
+    )
 
 
 # --- reference steps in the alias's hyperparameter names ------------------------------
@@ -301,6 +304,7 @@ def rate_bad(name):
         ("eps", dict(eps=-1e-8)),
     ]
 
+
 SGD = Case(
     name="sgd", alias=unrollopt.sgd, cls=unrollopt.SGD, torch_cls=torch.optim.SGD, meta_cls=unrollopt.MetaSGD,
     defaults=dict(momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False),
@@ -357,6 +361,7 @@ SGD = Case(
     ] + WD_BAD,
     required=dict(lr=0.1),
 )  # fmt: skip
+
 
 def adam_family_case(name, alias, cls, torch_cls, meta_cls, ref, weight_decay):
     """Adam's and AdamW's rows: the same grids (AMSGrad included); they differ
@@ -594,6 +599,7 @@ ADADELTA = Case(
     meta_optimizer_configs=[("rho-wd", dict(lr=1.0, rho=0.8, weight_decay=0.1))],
     bad=LR_BAD + rate_bad("rho") + WD_BAD,
 )  # fmt: skip
+
 
 def radam_like_grid(small_betas, **extra):
     """RAdam's and NAdam's grid: Adam's, plus decoupled weight decay."""
@@ -1194,7 +1200,7 @@ def test_vmap_init_and_update(fused, case, cfg):
     step = lambda gr, st, p: opt.update(gr, st, params=p, inplace=False)  # noqa: E731
     updates, new_states = torch.func.vmap(step, in_dims=(0, 0, None if decay is None else 0))(grads, states, decay)
     for k in range(3):
-        sample = lambda tree: torch.utils._pytree.tree_map(lambda t: t[k], tree)  # noqa: E731
+        sample = lambda tree, k=k: torch.utils._pytree.tree_map(lambda t: t[k], tree)  # noqa: E731
         one = opt.init(sample(params))
         u, s = opt.update(sample(grads), one, params=None if decay is None else sample(decay), inplace=False)
         for a, b in zip(torch.utils._pytree.tree_leaves(sample(states)), torch.utils._pytree.tree_leaves(one)):
@@ -1511,4 +1517,6 @@ def test_adagrad_initial_accumulator_value_per_group(fused):
     opt.step()
     assert torch.equal(opt.state[a]["sum"], torch.full((2,), 4.0, dtype=F64))
     assert torch.equal(opt.state[b]["sum"], torch.full((2,), 7.0, dtype=F64))
-    torch.testing.assert_close(b.detach(), 1 - 0.1 * 2 / (7**0.5 + 1e-10) * torch.ones(2, dtype=F64), rtol=1e-15, atol=0)
+    torch.testing.assert_close(
+        b.detach(), 1 - 0.1 * 2 / (7**0.5 + 1e-10) * torch.ones(2, dtype=F64), rtol=1e-15, atol=0
+    )

@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from conftest import F64, gen, max_rel_err, randn, ref_adam_step, unrollopt
+from references import F64, gen, max_rel_err, randn, ref_adam_step, unrollopt
 
 ITER_TIMES = 3
 
@@ -39,7 +39,10 @@ def setup():
     g = gen(1)
     data = dict(x=randn(g, 10, 4), y=randn(g, 10, 1), xv=randn(g, 7, 4), yv=randn(g, 7, 1))
     # meta-parameters: per-example weights of the inner loss and an L2 coefficient.
-    meta_params = (torch.full((10,), 1.0, dtype=F64, requires_grad=True), torch.tensor(0.01, dtype=F64, requires_grad=True))
+    meta_params = (
+        torch.full((10,), 1.0, dtype=F64, requires_grad=True),
+        torch.tensor(0.01, dtype=F64, requires_grad=True),
+    )
     return model, data, meta_params
 
 
@@ -59,7 +62,7 @@ def seed_example(inplace_apply: bool | None):
     opt = unrollopt.adam(lr=0.05)
     fmodel, params = make_functional(model)
     state = opt.init(params)
-    for iter in range(ITER_TIMES):
+    for _ in range(ITER_TIMES):
         loss = inner_loss(fmodel, params, meta_params, data)
         grads = torch.autograd.grad(loss, params, create_graph=True)
         updates, state = opt.update(grads, state, inplace=False)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import (
+from references import (
     F64,
     assert_close,
     gen,
@@ -50,7 +50,8 @@ CHAINS = {
     "adam-l2": (
         lambda f: unrollopt.adam(LR, (0.8, 0.9), weight_decay=0.1, use_accelerated_op=f),
         lambda f: unrollopt.chain(
-            unrollopt.add_decayed_weights(0.1), unrollopt.scale_by_adam(0.8, 0.9, use_accelerated_op=f),
+            unrollopt.add_decayed_weights(0.1),
+            unrollopt.scale_by_adam(0.8, 0.9, use_accelerated_op=f),
             unrollopt.scale(-LR),
         ),
         True,
@@ -58,7 +59,8 @@ CHAINS = {
     "adamw": (
         lambda f: unrollopt.adamw(LR, (0.8, 0.9), weight_decay=0.1, use_accelerated_op=f),
         lambda f: unrollopt.chain(
-            unrollopt.scale_by_adam(0.8, 0.9, use_accelerated_op=f), unrollopt.add_decayed_weights(0.1),
+            unrollopt.scale_by_adam(0.8, 0.9, use_accelerated_op=f),
+            unrollopt.add_decayed_weights(0.1),
             unrollopt.scale(-LR),
         ),
         True,
@@ -91,7 +93,9 @@ CHAINS = {
 @pytest.mark.parametrize("name", list(CHAINS))
 def test_alias_equals_its_chain(fused, name):
     make_alias, make_chain, use_params = CHAINS[name]
-    assert_same_run(unrolled(make_chain(fused), use_params=use_params), unrolled(make_alias(fused), use_params=use_params))
+    assert_same_run(
+        unrolled(make_chain(fused), use_params=use_params), unrolled(make_alias(fused), use_params=use_params)
+    )
 
 
 def test_chain_state_and_errors():
@@ -426,9 +430,10 @@ def test_trace_with_dampening_and_torchopt_spellings_matches_torch_sgd():
     torch.testing.assert_close(p, ref, rtol=1e-14, atol=1e-15)
     positional, keyword = unrollopt.trace(0.8, True), unrollopt.trace(momentum=0.8, nesterov=True)
     x = (torch.randn(3, generator=g, dtype=torch.float64),)
+    s1, s2 = positional.init(x), keyword.init(x)
     for _ in range(2):  # past the first step, where the buffer starts at the gradient
-        (a,), s1 = positional.update(x, positional.init(x) if _ == 0 else s1, inplace=False)
-        (b,), s2 = keyword.update(x, keyword.init(x) if _ == 0 else s2, inplace=False)
+        (a,), s1 = positional.update(x, s1, inplace=False)
+        (b,), s2 = keyword.update(x, s2, inplace=False)
         assert torch.equal(a, b)
     with pytest.raises(TypeError, match="not both"):
         unrollopt.trace(0.9, momentum=0.9)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import F64, unrollopt
+from references import F64, unrollopt
 
 
 def make_net(seed: int) -> torch.nn.Module:

@@ -6,22 +6,19 @@ from unrollopt import _fused, _hyperparameters
 
 
 def config(lr, rho, eps, weight_decay, maximize) -> _fused.Config:
-    return _fused.Config(
-        op="adadelta",
-        state_names=("square_avg", "acc_delta"),
-        hyper_names=("lr", "rho", "weight_decay"),
-        hyper=(
-            _hyperparameters.check("lr", lr),
-            _hyperparameters.check("rho", rho, 0.0, 1.0),
-            _hyperparameters.check("weight_decay", weight_decay),
-        ),
-        options=(float(_hyperparameters.check("eps", eps)), float(bool(maximize))),
+    return _fused.Config.of(
+        "adadelta",
+        hyper={
+            "lr": _hyperparameters.check("lr", lr),
+            "rho": _hyperparameters.check("rho", rho, 0.0, 1.0),
+            "weight_decay": _hyperparameters.check("weight_decay", weight_decay),
+        },
+        options={"eps": _hyperparameters.check("eps", eps), "maximize": bool(maximize)},
     )
 
 
 def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
-    lr, rho, weight_decay = c.hyper
-    eps, maximize = c.options
+    lr, rho, weight_decay, eps, maximize = c.values("lr", "rho", "weight_decay", "eps", "maximize")
     updates, sqs, accs = [], [], []
     for i, g in enumerate(grads):
         g = -g if maximize else g

@@ -8,22 +8,19 @@ from unrollopt import _adam, _fused, _hyperparameters
 
 
 def config(lr, lr_decay, weight_decay, eps, maximize) -> _fused.Config:
-    return _fused.Config(
-        op="adagrad",
-        state_names=("sum",),
-        hyper_names=("lr", "lr_decay", "weight_decay"),
-        hyper=(
-            _hyperparameters.check("lr", lr),
-            _hyperparameters.check("lr_decay", lr_decay),
-            _hyperparameters.check("weight_decay", weight_decay),
-        ),
-        options=(float(_hyperparameters.check("eps", eps)), float(bool(maximize))),
+    return _fused.Config.of(
+        "adagrad",
+        hyper={
+            "lr": _hyperparameters.check("lr", lr),
+            "lr_decay": _hyperparameters.check("lr_decay", lr_decay),
+            "weight_decay": _hyperparameters.check("weight_decay", weight_decay),
+        },
+        options={"eps": _hyperparameters.check("eps", eps), "maximize": bool(maximize)},
     )
 
 
 def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
-    lr, lr_decay, weight_decay = c.hyper
-    eps, maximize = c.options
+    lr, lr_decay, weight_decay, eps, maximize = c.values("lr", "lr_decay", "weight_decay", "eps", "maximize")
     clr = lr / (1 + (count.to(torch.float64) - 1) * lr_decay)
     updates, sums = [], []
     for i, g in enumerate(grads):

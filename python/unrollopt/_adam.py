@@ -11,28 +11,30 @@ from unrollopt import _fused, _hyperparameters
 def config(
     lr, betas, eps, weight_decay, eps_root, maximize, *, decoupled: bool = False, amsgrad: bool = False
 ) -> _fused.Config:
-    return _fused.Config(
-        op=("adamw" if decoupled else "adam") + ("_amsgrad" if amsgrad else ""),
-        state_names=("mu", "nu", "nu_max") if amsgrad else ("mu", "nu"),
-        hyper_names=("lr", "beta1", "beta2", "weight_decay"),
+    return _fused.Config.of(
+        ("adamw" if decoupled else "adam") + ("_amsgrad" if amsgrad else ""),
         hyper=hyper(lr, betas, weight_decay),
-        options=(
-            float(_hyperparameters.check("eps", eps)),
-            float(_hyperparameters.check("eps_root", eps_root)),
-            float(bool(maximize)),
-        ),
+        options={
+            "eps": _hyperparameters.check("eps", eps),
+            "eps_root": _hyperparameters.check("eps_root", eps_root),
+            "maximize": bool(maximize),
+        },
     )
 
 
-def hyper(lr, betas, weight_decay) -> tuple:
-    """(lr, beta1, beta2, weight_decay), checked: the Adam family's hyperparameters."""
+def hyper(lr, betas, weight_decay) -> dict:
+    """The Adam family's hyperparameters by name, checked."""
     beta1, beta2 = _hyperparameters.check_betas(betas)
-    return (_hyperparameters.check("lr", lr), beta1, beta2, _hyperparameters.check("weight_decay", weight_decay))
+    return {
+        "lr": _hyperparameters.check("lr", lr),
+        "beta1": beta1,
+        "beta2": beta2,
+        "weight_decay": _hyperparameters.check("weight_decay", weight_decay),
+    }
 
 
 def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
-    lr, beta1, beta2, _ = c.hyper
-    eps, eps_root, maximize = c.options
+    lr, beta1, beta2, eps, eps_root, maximize = c.values("lr", "beta1", "beta2", "eps", "eps_root", "maximize")
     t = count.to(torch.float64)
     bc1 = 1 - beta1**t
     bc2 = 1 - beta2**t
@@ -45,7 +47,9 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
                  maximize=maximize, decoupled=c.op.startswith("adamw"))  # fmt: skip
 
 
-def steps(grads, states, params, c: _fused.Config, inplace: bool, update_params: bool, direction, *, maximize, decoupled):
+def steps(
+    grads, states, params, c: _fused.Config, inplace: bool, update_params: bool, direction, *, maximize, decoupled
+):
     """The Adam family's plain step: the decayed gradient g' (L2 into it unless
     ``decoupled``), the moments, the update ``direction(g', mu', nu')`` (minus
     lr * weight_decay * p when ``decoupled``), in place or not. With a third

@@ -8,18 +8,15 @@ from unrollopt import _adam, _fused, _hyperparameters
 
 
 def config(lr, betas, eps, weight_decay, maximize) -> _fused.Config:
-    return _fused.Config(
-        op="adamax",
-        state_names=("mu", "nu"),
-        hyper_names=("lr", "beta1", "beta2", "weight_decay"),
+    return _fused.Config.of(
+        "adamax",
         hyper=_adam.hyper(lr, betas, weight_decay),
-        options=(float(_hyperparameters.check("eps", eps)), float(bool(maximize))),
+        options={"eps": _hyperparameters.check("eps", eps), "maximize": bool(maximize)},
     )
 
 
 def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
-    lr, beta1, beta2, weight_decay = c.hyper
-    eps, maximize = c.options
+    lr, beta1, beta2, weight_decay, eps, maximize = c.values("lr", "beta1", "beta2", "weight_decay", "eps", "maximize")
     step_size = -lr / (1 - beta1 ** count.to(torch.float64))
     updates, mus, nus = [], [], []
     for i, g in enumerate(grads):

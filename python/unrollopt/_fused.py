@@ -5,6 +5,7 @@ behind the same checks and the same in-place semantics."""
 from __future__ import annotations
 
 import contextvars
+import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -18,28 +19,57 @@ Tensors = Sequence[torch.Tensor]
 States = Sequence[Tensors]
 
 
+@functools.cache
+def describe(op: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(state names, hyperparameter names, option names) of the operator ``op``,
+    in its order: its rule's own lists (``cpp/src/rules/``), from ``_C``."""
+    return tuple(tuple(names) for names in _C.describe(op))
+
+
 @dataclass(frozen=True)
 class Config:
-    """An optimizer's checked settings, in its operator's order (``cpp/include/unrollopt/ops.h``)."""
+    """An optimizer's checked settings for its operator ``op``, in the
+    operator's order; made by name with :meth:`of`."""
 
     op: str  # operator name, e.g. "adam"
-    state_names: tuple[str, ...]
-    hyper_names: tuple[str, ...]
     hyper: tuple[Hyperparameter, ...]  # numbers or 0-d tensors
     options: tuple[float, ...]
+    state_names: tuple[str, ...] = field(init=False, compare=False)
+    hyper_names: tuple[str, ...] = field(init=False, compare=False)
+    option_names: tuple[str, ...] = field(init=False, compare=False)
     # The 0-d tensors the fused operator takes, made once.
     tensors: tuple[torch.Tensor, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        states, hyper_names, option_names = describe(self.op)
+        object.__setattr__(self, "state_names", states)
+        object.__setattr__(self, "hyper_names", hyper_names)
+        object.__setattr__(self, "option_names", option_names)
         object.__setattr__(self, "tensors", tuple(_hyperparameters.as_tensor(h) for h in self.hyper))
+
+    @classmethod
+    def of(cls, op: str, hyper: dict[str, Hyperparameter], options: dict[str, float]) -> "Config":
+        """The settings of ``op`` by name (each checked already); the operator says their order."""
+        _, hyper_names, option_names = describe(op)
+        for kind, given, wanted in (("hyperparameters", hyper, hyper_names), ("options", options, option_names)):
+            if set(given) != set(wanted):  # a bug here, not the caller's
+                raise AssertionError(f"unrollopt.{op} takes the {kind} {wanted}, got {tuple(given)}")
+        return cls(op, tuple(hyper[n] for n in hyper_names), tuple(float(options[n]) for n in option_names))
 
     def __getitem__(self, name: str) -> Hyperparameter:
         return self.hyper[self.hyper_names.index(name)]
 
+    def option(self, name: str) -> float:
+        return self.options[self.option_names.index(name)]
+
+    def values(self, *names: str) -> tuple:
+        """The hyperparameters and options of these names."""
+        return tuple(self[n] if n in self.hyper_names else self.option(n) for n in names)
+
     def replace(self, **hyper: Hyperparameter) -> "Config":
         """The same settings with some hyperparameters replaced (unchecked)."""
         values = tuple(hyper.get(name, value) for name, value in zip(self.hyper_names, self.hyper))
-        return Config(self.op, self.state_names, self.hyper_names, values, self.options)
+        return Config(self.op, values, self.options)
 
     @property
     def uses_params(self) -> bool:

@@ -8,18 +8,16 @@ from unrollopt import _adam, _fused, _hyperparameters
 
 
 def config(lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize) -> _fused.Config:
-    lr, beta1, beta2, weight_decay = _adam.hyper(lr, betas, weight_decay)
-    return _fused.Config(
-        op="nadam",
-        state_names=("mu", "nu"),
-        hyper_names=("lr", "beta1", "beta2", "mu_product", "weight_decay"),
-        hyper=(lr, beta1, beta2, 0.0, weight_decay),  # mu_product: set each step (momentum_coefficient)
-        options=(
-            float(_hyperparameters.check("eps", eps)),
-            float(_hyperparameters.check("momentum_decay", momentum_decay)),
-            float(bool(decoupled_weight_decay)),
-            float(bool(maximize)),
-        ),
+    return _fused.Config.of(
+        "nadam",
+        # mu_product: set at each step (momentum_coefficient)
+        hyper={**_adam.hyper(lr, betas, weight_decay), "mu_product": 0.0},
+        options={
+            "eps": _hyperparameters.check("eps", eps),
+            "momentum_decay": _hyperparameters.check("momentum_decay", momentum_decay),
+            "decoupled_weight_decay": bool(decoupled_weight_decay),
+            "maximize": bool(maximize),
+        },
     )
 
 
@@ -29,8 +27,8 @@ def momentum_coefficient(beta1, t, momentum_decay: float):
 
 
 def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
-    lr, beta1, beta2, product, _ = c.hyper
-    eps, momentum_decay, decoupled, maximize = c.options
+    lr, beta1, beta2, product = c.values("lr", "beta1", "beta2", "mu_product")
+    eps, momentum_decay, decoupled, maximize = c.values("eps", "momentum_decay", "decoupled_weight_decay", "maximize")
     t = count.to(torch.float64)
     mu_t = momentum_coefficient(beta1, t, momentum_decay)
     mu_next = momentum_coefficient(beta1, t + 1, momentum_decay)

@@ -8,16 +8,14 @@ from unrollopt import _adam, _fused, _hyperparameters
 
 
 def config(lr, betas, eps, weight_decay, decoupled_weight_decay, maximize) -> _fused.Config:
-    return _fused.Config(
-        op="radam",
-        state_names=("mu", "nu"),
-        hyper_names=("lr", "beta1", "beta2", "weight_decay"),
+    return _fused.Config.of(
+        "radam",
         hyper=_adam.hyper(lr, betas, weight_decay),
-        options=(
-            float(_hyperparameters.check("eps", eps)),
-            float(bool(decoupled_weight_decay)),
-            float(bool(maximize)),
-        ),
+        options={
+            "eps": _hyperparameters.check("eps", eps),
+            "decoupled_weight_decay": bool(decoupled_weight_decay),
+            "maximize": bool(maximize),
+        },
     )
 
 
@@ -29,8 +27,9 @@ def _select(cond, a, b):
 
 
 def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
-    lr, beta1, beta2, _ = c.hyper
-    eps, decoupled, maximize = c.options
+    lr, beta1, beta2, eps, decoupled, maximize = c.values(
+        "lr", "beta1", "beta2", "eps", "decoupled_weight_decay", "maximize"
+    )
     # rho_t cancels (rho_inf - 2 t beta2^t / bc2): with a number beta2 it is
     # computed in Python floats as torch.optim.RAdam does (count is on the CPU),
     # so that both round alike; with a tensor beta2 (or a step count batched by

@@ -15,16 +15,14 @@ def config(lr, alpha, eps, weight_decay, momentum, centered, maximize, nesterov=
     if nesterov and not with_momentum:
         raise ValueError("nesterov=True needs a momentum (got momentum=0)")
     op = "rmsprop" + ("_centered" if centered else "") + ("_momentum" if with_momentum else "")
-    states = ("square_avg",) + (("grad_avg",) if centered else ()) + (("momentum_buffer",) if with_momentum else ())
+    hyper = {"lr": lr, "alpha": alpha, "weight_decay": weight_decay}
     if with_momentum:
-        names, hyper = ("lr", "alpha", "momentum", "weight_decay"), (lr, alpha, momentum, weight_decay)
-    else:
-        names, hyper = ("lr", "alpha", "weight_decay"), (lr, alpha, weight_decay)
-    return _fused.Config(op, states, names, hyper, (eps, float(bool(nesterov)), float(bool(maximize))))
+        hyper["momentum"] = momentum
+    return _fused.Config.of(op, hyper, {"eps": eps, "nesterov": bool(nesterov), "maximize": bool(maximize)})
 
 
 def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
-    eps, nesterov, maximize = c.options
+    eps, nesterov, maximize = c.values("eps", "nesterov", "maximize")
     lr, alpha = c["lr"], c["alpha"]
     centered = "grad_avg" in c.state_names
     momentum = c["momentum"] if "momentum_buffer" in c.state_names else None

@@ -15,20 +15,15 @@ def config(lr, momentum, dampening, weight_decay, nesterov, maximize) -> _fused.
     with_momentum = not _hyperparameters.is_zero(momentum)
     if nesterov and (not with_momentum or not _hyperparameters.is_zero(dampening)):
         raise ValueError("nesterov=True requires a momentum and zero dampening")
-    options = (float(bool(maximize)), float(bool(nesterov)))
+    options = {"maximize": bool(maximize), "nesterov": bool(nesterov)}
     if not with_momentum:
-        return _fused.Config("sgd", (), ("lr", "weight_decay"), (lr, weight_decay), options)
-    return _fused.Config(
-        "sgd_momentum",
-        ("momentum_buffer",),
-        ("lr", "momentum", "dampening", "weight_decay"),
-        (lr, momentum, dampening, weight_decay),
-        options,
-    )
+        return _fused.Config.of("sgd", {"lr": lr, "weight_decay": weight_decay}, options)
+    hyper = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay}
+    return _fused.Config.of("sgd_momentum", hyper, options)
 
 
 def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
-    maximize, nesterov = c.options
+    maximize, nesterov = c.values("maximize", "nesterov")
     # The first step starts the buffer at g; a step count batched by vmap is a
     # tensor choice.
     first = count == 1 if _hyperparameters.is_batched(count) else int(count) == 1

@@ -13,10 +13,10 @@ from unrollopt import (
     _adam,
     _adamax,
     _fused,
-    _nadam,
-    _radam,
     _hyperparameters,
+    _nadam,
     _pytree,
+    _radam,
     _rmsprop,
     _sgd,
 )
@@ -831,5 +831,5 @@ def _nadam_product(config: _fused.Config, state: Optional[NAdamState], count: to
     if state is None:
         return config, {"mu_product": torch.ones((), dtype=torch.float64)}
     t = count.to(torch.float64)
-    product = state.mu_product * _nadam.momentum_coefficient(config["beta1"], t, config.options[1])
+    product = state.mu_product * _nadam.momentum_coefficient(config["beta1"], t, config.option("momentum_decay"))
     return config.replace(mu_product=product), {"mu_product": product}
