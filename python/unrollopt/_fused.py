@@ -5,7 +5,6 @@ behind the same checks and the same in-place semantics."""
 from __future__ import annotations
 
 import contextvars
-import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -19,11 +18,17 @@ Tensors = Sequence[torch.Tensor]
 States = Sequence[Tensors]
 
 
-@functools.cache
+_DESCRIPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
+
+
 def describe(op: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """(state names, hyperparameter names, option names) of the operator ``op``,
-    in its order: its rule's own lists (``cpp/src/rules/``), from ``_C``."""
-    return tuple(tuple(names) for names in _C.describe(op))
+    in its order: its rule's own lists (``cpp/src/rules/``), from ``_C``.
+    (Cached in a dict: torch.compile traces that, and warns of functools.cache.)"""
+    found = _DESCRIPTIONS.get(op)
+    if found is None:
+        found = _DESCRIPTIONS[op] = tuple(tuple(names) for names in _C.describe(op))
+    return found
 
 
 @dataclass(frozen=True)
