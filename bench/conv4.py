@@ -93,7 +93,9 @@ def variants(inner: str, channels: int = 64, inner_steps: int = INNER_STEPS) -> 
             unrollopt.stop_gradient(net)
             unrollopt.stop_gradient(inner_opt)
 
-        out[f"unrollopt {'fused' if fused else 'plain'}, Meta{'SGD' if inner == 'sgd' else 'Adam'} loop"] = outer(net, loop)
+        out[f"unrollopt {'fused' if fused else 'plain'}, Meta{'SGD' if inner == 'sgd' else 'Adam'} loop"] = outer(
+            net, loop
+        )
 
     init, step = HAND_WRITTEN[inner]
     net = make_net(channels)

@@ -115,10 +115,14 @@ def main() -> None:
         theirs = median_ms(inplace_step(n, tensors, False), args.repeats)
         torch.cuda.empty_cache()
         floor = floor_ms(INPLACE_VALUES)
-        print(f"| in place, {tensors} tensor(s): unrollopt | {ours:.3f} | {floor:.3f} | {floor / ours:.2f} | "
-              f"{ours / theirs:.2f}x |")
-        print(f"| in place, {tensors} tensor(s): torch.optim.Adam(fused=True) | {theirs:.3f} | {floor:.3f} | "
-              f"{floor / theirs:.2f} | 1.00x |")
+        print(
+            f"| in place, {tensors} tensor(s): unrollopt | {ours:.3f} | {floor:.3f} | {floor / ours:.2f} | "
+            f"{ours / theirs:.2f}x |"
+        )
+        print(
+            f"| in place, {tensors} tensor(s): torch.optim.Adam(fused=True) | {theirs:.3f} | {floor:.3f} | "
+            f"{floor / theirs:.2f} | 1.00x |"
+        )
 
 
 if __name__ == "__main__":

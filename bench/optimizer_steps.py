@@ -114,8 +114,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     n = 1 << args.log2_size
-    print(f"# one differentiable step, 2^{args.log2_size} float32, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}, torch {torch.__version__}, median of {args.repeats}")
+    print(
+        f"# one differentiable step, 2^{args.log2_size} float32, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, median of {args.repeats}"
+    )
     # One untimed pass first: glibc's malloc raises its mmap threshold once
     # large blocks are freed, after which fresh tensors stop costing page
     # faults; without it the first rows pay what later rows do not.

@@ -259,7 +259,7 @@ def markdown(results: dict, machine: dict, plot_path: Path) -> str:
     out.append(f"## 5. Peak memory of a {steps}-step unroll\n")
     out.append(
         f"The unrolled Adam meta-gradient of the anchor workload (below) at 2^{log2} elements "
-        f"({2 ** log2 * 4 / 2**20:g} MiB per tensor), {steps} steps, each variant in a fresh process: the "
+        f"({2**log2 * 4 / 2**20:g} MiB per tensor), {steps} steps, each variant in a fresh process: the "
         "growth of the resident set's high-water mark (`VmHWM`) over the unroll and its backward, above "
         "the process's resident set before it; the median of 3 processes per variant (*runs* lists all "
         "three).\n\n"
@@ -300,7 +300,9 @@ def markdown(results: dict, machine: dict, plot_path: Path) -> str:
     for alloc, r in ran.items():
         for m in r["maml"]:
             reference = m.get("hand-written, torch.func + vmap")
-            for name, ms in sorted(((k, v) for k, v in m.items() if k not in ("inner", "threads")), key=lambda kv: kv[1]):
+            for name, ms in sorted(
+                ((k, v) for k, v in m.items() if k not in ("inner", "threads")), key=lambda kv: kv[1]
+            ):
                 rows.append([alloc, m["inner"], m["threads"], name, num(ms), num(ratio(ms, reference))])
     out.append(table(["allocator", "inner", "threads", "variant", "ms", "/ hand-written torch.func + vmap"], rows))
 
@@ -366,7 +368,9 @@ def plot(results: dict, path: Path) -> None:
             rows = sorted((s for s in r["steps"] if s["optimizer"] == optimizer), key=lambda s: s["log2"])
             x = [2 ** s["log2"] for s in rows]
             for variant, colour in colours.items():
-                ax.plot(x, [s[variant] for s in rows], styles[alloc], color=colour, marker="o", label=f"{variant}, {alloc}")
+                ax.plot(
+                    x, [s[variant] for s in rows], styles[alloc], color=colour, marker="o", label=f"{variant}, {alloc}"
+                )
             ax.plot(x, [s["floor_ms"] for s in rows], styles[alloc], color="black", lw=1, label=f"floor, {alloc}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

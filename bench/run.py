@@ -47,9 +47,9 @@ CONFIGS = {
 def run_workloads(cfg: dict, log=print, threads: int = THREADS) -> dict:
     """Every workload in this process (whatever allocator it runs with)."""
     import torch
+    import workloads as w
 
     import unrollopt
-    import workloads as w
 
     torch.set_num_threads(threads)
     out = {

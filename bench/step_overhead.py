@@ -145,10 +145,14 @@ def main() -> None:
     rows = [update_vs_bare(name, shapes, args.repeats)
             for shapes in (MLP_SHAPES, [(17,)] * 100) for name in args.optimizers]  # fmt: skip
     metas = [meta_step(name, args.repeats // 4) for name in args.optimizers]
-    lines = [f"{cpu_model()}, {args.threads} thread(s); torch {torch.__version__}, unrollopt {unrollopt.__version__}; "
-             f"load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; medians of {args.repeats} interleaved "
-             "calls (µs).", "",  # fmt: skip
-             "| optimizer | tensors | bare operator | update | update / bare |", "|---|---|---|---|---|"]
+    lines = [
+        f"{cpu_model()}, {args.threads} thread(s); torch {torch.__version__}, unrollopt {unrollopt.__version__}; "
+        f"load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; medians of {args.repeats} interleaved "
+        "calls (µs).",
+        "",  # fmt: skip
+        "| optimizer | tensors | bare operator | update | update / bare |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(f"| {r['optimizer']} | {r['tensors']} | {r['bare']:.1f} | {r['update']:.1f} | "
                      f"{r['update'] / r['bare']:.2f} |")  # fmt: skip

@@ -12,7 +12,6 @@ Run as a script it is the peak-memory child of workload 5:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys

@@ -53,8 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--use-accelerated-op", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU per rank)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--check", action="store_true",
-                        help="float64; rank 0 checks the first meta-gradient against one process")
+    parser.add_argument(
+        "--check", action="store_true", help="float64; rank 0 checks the first meta-gradient against one process"
+    )
     parser.add_argument("--output", default="maml_distributed.png", help="rank 0's loss curve (PNG)")
     args = parser.parse_args(argv)
     if args.meta_batch < 1 or args.outer_steps < 1:

@@ -287,23 +287,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--outer-steps", type=int, default=2000)
     parser.add_argument("--inner-steps", type=int, default=5)
-    parser.add_argument("--k-shot", type=int, default=10, help="support points per task (also query points in training)")
+    parser.add_argument(
+        "--k-shot", type=int, default=10, help="support points per task (also query points in training)"
+    )
     parser.add_argument("--meta-batch", type=int, default=4, help="tasks per outer step")
     parser.add_argument("--inner-optimizer", choices=("sgd", "adam"), default="sgd")
     parser.add_argument("--inner-lr", type=float, default=0.01)
     parser.add_argument("--outer-lr", type=float, default=3e-3)
-    parser.add_argument("--use-accelerated-op", action=argparse.BooleanOptionalAction, default=True,
-                        help="fused C++ operators in the inner loop (default; --no-use-accelerated-op for the "
-                        "plain-PyTorch path)")
-    parser.add_argument("--vmap", action="store_true",
-                        help="compute the meta-batch with torch.func (vmap over the tasks of grad through the "
-                        "inner loop, functional_call) instead of a loop over the tasks with a MetaOptimizer")
+    parser.add_argument(
+        "--use-accelerated-op",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fused C++ operators in the inner loop (default; --no-use-accelerated-op for the plain-PyTorch path)",
+    )
+    parser.add_argument(
+        "--vmap",
+        action="store_true",
+        help="compute the meta-batch with torch.func (vmap over the tasks of grad through the "
+        "inner loop, functional_call) instead of a loop over the tasks with a MetaOptimizer",
+    )
     parser.add_argument("--eval-tasks", type=int, default=100, help="held-out tasks for the test MSE")
     parser.add_argument("--test-points", type=int, default=100, help="test points per held-out task")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: the tensors are tiny, and more threads only "
-                        "add synchronisation, which gets very slow when the CPU is shared)")
+    parser.add_argument(
+        "--num-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: the tensors are tiny, and more threads only "
+        "add synchronisation, which gets very slow when the CPU is shared)",
+    )
     parser.add_argument("--output", default="maml_sinusoid.png", help="where to write the figure (PNG)")
     args = parser.parse_args(argv)
     for name in ("outer_steps", "inner_steps", "k_shot", "meta_batch", "eval_tasks", "test_points", "num_threads"):
@@ -329,7 +341,9 @@ def main(argv=None) -> int:
 
     train_generator = torch.Generator().manual_seed(args.seed)
     # Held-out tasks from their own stream: the same ones whatever the training length.
-    held_out = sample_tasks(args.eval_tasks, args.k_shot, args.test_points, torch.Generator().manual_seed(args.seed + 1))
+    held_out = sample_tasks(
+        args.eval_tasks, args.k_shot, args.test_points, torch.Generator().manual_seed(args.seed + 1)
+    )
     plot_task = sample_tasks(1, args.k_shot, 1, torch.Generator().manual_seed(args.seed + 2))
 
     meta_net = make_net(args.seed)

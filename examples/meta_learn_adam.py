@@ -73,7 +73,9 @@ def check_meta_gradient(dim: int, inner_steps: int, seed: int) -> tuple[float, f
     vs_fd = abs(directional - finite_difference) / max(abs(finite_difference), 1e-12)
     print("meta-gradient check (float64):")
     print(f"  fused vs plain PyTorch path: relative difference {vs_plain:.2e}")
-    print(f"  directional derivative: fused {directional:+.10f}, finite difference {finite_difference:+.10f} (relative difference {vs_fd:.2e})")
+    print(
+        f"  directional derivative: fused {directional:+.10f}, finite difference {finite_difference:+.10f} (relative difference {vs_fd:.2e})"
+    )
     return vs_plain, vs_fd
 
 
@@ -89,8 +91,10 @@ def main() -> int:
     args = parser.parse_args()
 
     fused = not args.plain
-    print(f"unrollopt {unrollopt.__version__}, torch {torch.__version__}, fused kernels: {fused} "
-          f"(available on CPU: {unrollopt.accelerated_op_available('cpu')})")
+    print(
+        f"unrollopt {unrollopt.__version__}, torch {torch.__version__}, fused kernels: {fused} "
+        f"(available on CPU: {unrollopt.accelerated_op_available('cpu')})"
+    )
     g = torch.Generator().manual_seed(args.seed)
     centre = 2.0 * torch.randn(args.dim, generator=g)
     theta0 = torch.zeros(args.dim, requires_grad=True)
@@ -112,9 +116,11 @@ def main() -> int:
             print(f"  outer step {step:4d}: meta-training loss {loss.item():.4f}")
     elapsed = time.perf_counter() - start
     after = evaluate()
-    print(f"held-out test loss after {args.inner_steps} inner Adam steps: "
-          f"{before:.4f} from theta0 = 0, {after:.4f} from the meta-learned theta0 "
-          f"({elapsed / args.outer_steps * 1e3:.1f} ms per outer step)")
+    print(
+        f"held-out test loss after {args.inner_steps} inner Adam steps: "
+        f"{before:.4f} from theta0 = 0, {after:.4f} from the meta-learned theta0 "
+        f"({elapsed / args.outer_steps * 1e3:.1f} ms per outer step)"
+    )
 
     vs_plain, vs_fd = check_meta_gradient(8, args.inner_steps, args.seed)
     # Both paths are exact to rounding; a finite difference is good to about 1e-8.

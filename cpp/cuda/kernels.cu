@@ -50,21 +50,34 @@ struct ScalarOut {
 __device__ double load(const Scalar& s) {
   if (s.ptr == nullptr) return s.value;
   switch (s.dtype) {
-    case at::kFloat: return *static_cast<const float*>(s.ptr);
-    case at::kHalf: return static_cast<float>(*static_cast<const at::Half*>(s.ptr));
-    case at::kBFloat16: return static_cast<float>(*static_cast<const at::BFloat16*>(s.ptr));
-    case at::kLong: return static_cast<double>(*static_cast<const int64_t*>(s.ptr));
-    case at::kInt: return *static_cast<const int32_t*>(s.ptr);
-    default: return *static_cast<const double*>(s.ptr);  // make_scalar converted the rest
+    case at::kFloat:
+      return *static_cast<const float*>(s.ptr);
+    case at::kHalf:
+      return static_cast<float>(*static_cast<const at::Half*>(s.ptr));
+    case at::kBFloat16:
+      return static_cast<float>(*static_cast<const at::BFloat16*>(s.ptr));
+    case at::kLong:
+      return static_cast<double>(*static_cast<const int64_t*>(s.ptr));
+    case at::kInt:
+      return *static_cast<const int32_t*>(s.ptr);
+    default:
+      return *static_cast<const double*>(s.ptr);  // make_scalar converted the rest
   }
 }
 
 __device__ void store(const ScalarOut& s, double v) {
   switch (s.dtype) {
-    case at::kFloat: *static_cast<float*>(s.ptr) = static_cast<float>(v); break;
-    case at::kHalf: *static_cast<at::Half*>(s.ptr) = static_cast<float>(v); break;
-    case at::kBFloat16: *static_cast<at::BFloat16*>(s.ptr) = static_cast<float>(v); break;
-    default: *static_cast<double*>(s.ptr) = v;  // backward() checked the type
+    case at::kFloat:
+      *static_cast<float*>(s.ptr) = static_cast<float>(v);
+      break;
+    case at::kHalf:
+      *static_cast<at::Half*>(s.ptr) = static_cast<float>(v);
+      break;
+    case at::kBFloat16:
+      *static_cast<at::BFloat16*>(s.ptr) = static_cast<float>(v);
+      break;
+    default:
+      *static_cast<double*>(s.ptr) = v;  // backward() checked the type
   }
 }
 
@@ -164,7 +177,7 @@ __device__ __forceinline__ void map_chunk(const Batch<NIn, NOut>& b, const F& f)
        i += static_cast<int64_t>(kThreads) * ILP) {
     const bool full = aligned && i + ILP <= n;
     std::array<opmath_t, NIn> x[ILP];
-    #pragma unroll
+#pragma unroll
     for (size_t a = 0; a < NIn; ++a) {
       if (in[a] == nullptr) {
         for (int k = 0; k < ILP; ++k) x[k][a] = 0;
@@ -178,11 +191,11 @@ __device__ __forceinline__ void map_chunk(const Batch<NIn, NOut>& b, const F& f)
       }
     }
     std::array<opmath_t, NOut> y[ILP];
-    #pragma unroll
+#pragma unroll
     for (int k = 0; k < ILP; ++k) {
       if (full || i + k < n) y[k] = f(x[k]);
     }
-    #pragma unroll
+#pragma unroll
     for (size_t a = 0; a < NOut; ++a) {
       if (out[a] == nullptr) continue;
       if (full) {
@@ -283,8 +296,7 @@ __global__ void __launch_bounds__(kChainThreads)
     __syncthreads();  // before scratch is written again
   }
   if (threadIdx.x == 0) {
-    const auto g =
-        rules::chain_to_hyper<Rule>(coef_grad, h.load_values(), load(h.step), h.options);
+    const auto g = rules::chain_to_hyper<Rule>(coef_grad, h.load_values(), load(h.step), h.options);
     for (size_t i = 0; i < g.size(); ++i) {
       if (grad_hyper[i].ptr != nullptr) store(grad_hyper[i], g[i]);
     }
@@ -482,12 +494,11 @@ void backward(at::TensorList grad_update, const StateLists<Rule>& grad_states,
   }
 }
 
-#define UNROLLOPT_INSTANTIATE(Rule)                                                           \
-  template void forward<Rule>(const Lists<Rule>&, at::TensorList, const StateLists<Rule>&,    \
-                              bool, const at::Tensor&, at::TensorList,                        \
-                              const typename Rule::Options&);                                 \
-  template void backward<Rule>(at::TensorList, const StateLists<Rule>&, const Lists<Rule>&,   \
-                               const Lists<Rule>&, const at::Tensor&, at::TensorList,         \
+#define UNROLLOPT_INSTANTIATE(Rule)                                                              \
+  template void forward<Rule>(const Lists<Rule>&, at::TensorList, const StateLists<Rule>&, bool, \
+                              const at::Tensor&, at::TensorList, const typename Rule::Options&); \
+  template void backward<Rule>(at::TensorList, const StateLists<Rule>&, const Lists<Rule>&,      \
+                               const Lists<Rule>&, const at::Tensor&, at::TensorList,            \
                                const typename Rule::Options&, at::TensorList);
 UNROLLOPT_FOR_EACH_RULE(UNROLLOPT_INSTANTIATE)
 #undef UNROLLOPT_INSTANTIATE

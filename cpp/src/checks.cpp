@@ -26,8 +26,8 @@ void check_like(const char* op, const char* name, size_t i, const at::Tensor& t,
   TORCH_CHECK_VALUE(t.sym_sizes() == ref.sym_sizes(), "unrollopt.", op, ": ", name, "[", i,
                     "] has shape ", t.sym_sizes(), " but grads[", i, "] has shape ",
                     ref.sym_sizes());
-  TORCH_CHECK_VALUE(t.device() == ref.device(), "unrollopt.", op, ": ", name, "[", i,
-                    "] is on ", t.device(), " but grads[", i, "] is on ", ref.device());
+  TORCH_CHECK_VALUE(t.device() == ref.device(), "unrollopt.", op, ": ", name, "[", i, "] is on ",
+                    t.device(), " but grads[", i, "] is on ", ref.device());
 }
 
 void check_parameter_lists(const char* op, at::TensorList grads,
@@ -39,8 +39,8 @@ void check_parameter_lists(const char* op, at::TensorList grads,
                      "] has dtype ", g.scalar_type(),
                      "; expected float16, bfloat16, float32 or float64");
     TORCH_CHECK_VALUE(g.device() == grads[0].device(), "unrollopt.", op,
-                      ": all tensors must be on one device, but grads[0] is on ",
-                      grads[0].device(), " and grads[", i, "] on ", g.device());
+                      ": all tensors must be on one device, but grads[0] is on ", grads[0].device(),
+                      " and grads[", i, "] on ", g.device());
   }
   for (const auto& [name, list] : states) {
     TORCH_CHECK_VALUE(list.size() == grads.size(), "unrollopt.", op, ": ", name, " has ",
@@ -103,7 +103,8 @@ void check_no_aliasing(const char* op, c10::ArrayRef<NamedTensorList> written,
     for (const NamedTensorList& list : is_written ? written : read) {
       for (size_t i = 0; i < list.second.size(); ++i) {
         const at::Tensor& t = list.second[i];
-        // Tensors without memory (meta, symbolic shapes as torch.compile traces) have nothing to alias.
+        // Tensors without memory (meta, symbolic shapes as torch.compile traces) have nothing to
+        // alias.
         if (!t.defined() || t.is_meta() || t.unsafeGetTensorImpl()->has_symbolic_sizes_strides() ||
             !t.has_storage() || t.numel() == 0) {
           continue;
@@ -111,8 +112,8 @@ void check_no_aliasing(const char* op, c10::ArrayRef<NamedTensorList> written,
         int64_t last = 0;  // offset of the last element, in elements
         for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * std::abs(t.stride(d));
         const auto begin = reinterpret_cast<uintptr_t>(t.const_data_ptr());
-        extents.push_back({begin, begin + (static_cast<uintptr_t>(last) + 1) * t.itemsize(), &list, i,
-                           is_written});
+        extents.push_back({begin, begin + (static_cast<uintptr_t>(last) + 1) * t.itemsize(), &list,
+                           i, is_written});
       }
     }
   }
@@ -133,8 +134,7 @@ void check_no_aliasing(const char* op, c10::ArrayRef<NamedTensorList> written,
         if (status == at::MemOverlapStatus::TooHard) return share_a_byte(a, b);
         return status != at::MemOverlapStatus::No;
       }();
-      TORCH_CHECK_VALUE(!overlap,
-                        "unrollopt.", op, ": ", describe(*o), " and ", describe(e),
+      TORCH_CHECK_VALUE(!overlap, "unrollopt.", op, ": ", describe(*o), " and ", describe(e),
                         " share memory, and an in-place step writes ",
                         o->written ? describe(*o) : describe(e),
                         ": its result would depend on the order of the writes. Pass tensors "
@@ -160,12 +160,12 @@ void check_step(const char* op, const at::Tensor& step) {
 
 void check_hyperparameter(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK_VALUE(t.defined(), "unrollopt.", op, ": ", name, " is undefined");
-  TORCH_CHECK_VALUE(t.dim() == 0, "unrollopt.", op, ": ", name,
-                    " must be a 0-d tensor, got shape ", t.sizes());
-  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()) ||
-                       (std::string_view(name) == "step" && at::isIntegralType(t.scalar_type(), false)),
-                   "unrollopt.", op, ": ", name, " must be a floating-point tensor, got ",
-                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 0, "unrollopt.", op, ": ", name, " must be a 0-d tensor, got shape ",
+                    t.sizes());
+  TORCH_CHECK_TYPE(
+      at::isFloatingType(t.scalar_type()) ||
+          (std::string_view(name) == "step" && at::isIntegralType(t.scalar_type(), false)),
+      "unrollopt.", op, ": ", name, " must be a floating-point tensor, got ", t.scalar_type());
 }
 
 }  // namespace unrollopt

@@ -33,8 +33,9 @@ namespace unrollopt::math {
 // Scalars: float and double.
 template <class T>
 inline constexpr bool is_scalar_v = std::is_floating_point_v<T>;
-#define UNROLLOPT_SCALAR_FN(R) \
-  template <class T, std::enable_if_t<is_scalar_v<T>, int> = 0> UNROLLOPT_INLINE R
+#define UNROLLOPT_SCALAR_FN(R)                                  \
+  template <class T, std::enable_if_t<is_scalar_v<T>, int> = 0> \
+  UNROLLOPT_INLINE R
 
 // A constant of the same kind as `like`.
 UNROLLOPT_SCALAR_FN(T) constant(T /*like*/, double v) { return static_cast<T>(v); }
@@ -168,8 +169,8 @@ template <class T, size_t N>
 UNROLLOPT_HOST_DEVICE Dual<T, N> pow(const Dual<T, N>& x, const Dual<T, N>& y) {
   const T one = Dual<T, N>::make(1);
   return Dual<T, N>::combine(math::pow(x.value, y.value), x,
-                             y.value * math::pow(x.value, y.value - one),
-                             Dual<T, N>(), Dual<T, N>::make(0));
+                             y.value * math::pow(x.value, y.value - one), Dual<T, N>(),
+                             Dual<T, N>::make(0));
 }
 template <class T, size_t N>
 UNROLLOPT_HOST_DEVICE Dual<T, N> constant(const Dual<T, N>& /*like*/, double v) {
@@ -178,7 +179,7 @@ UNROLLOPT_HOST_DEVICE Dual<T, N> constant(const Dual<T, N>& /*like*/, double v) 
 // x > threshold ? a : b, value and gradient (the choice itself is not differentiated).
 template <class T, size_t N>
 UNROLLOPT_HOST_DEVICE Dual<T, N> if_greater(const Dual<T, N>& x, double threshold,
-                                             const Dual<T, N>& a, const Dual<T, N>& b) {
+                                            const Dual<T, N>& a, const Dual<T, N>& b) {
   Dual<T, N> r(math::if_greater(x.value, threshold, a.value, b.value), {});
   for (size_t i = 0; i < N; ++i) {
     if constexpr (std::is_same_v<T, double>) {

@@ -52,9 +52,9 @@ std::tuple<TensorVector, TensorVector, TensorVector> adam_op(
 }
 
 void adam_inplace_op(const TensorVector& p, const TensorVector& g, const TensorVector& m,
-                     const TensorVector& v, const Tensor& step, const Tensor& lr,
-                     const Tensor& b1, const Tensor& b2, const Tensor& wd, double eps,
-                     double eps_root, bool maximize, bool update_params) {
+                     const TensorVector& v, const Tensor& step, const Tensor& lr, const Tensor& b1,
+                     const Tensor& b2, const Tensor& wd, double eps, double eps_root, bool maximize,
+                     bool update_params) {
   TensorVector states(m);
   states.insert(states.end(), v.begin(), v.end());
   unrollopt::ops::fused_step_("adam", p, g, states, step, {lr, b1, b2, wd},
@@ -81,9 +81,8 @@ Inputs random_inputs(const std::vector<int64_t>& sizes, at::ScalarType dtype, ui
 
 auto call_adam(const Inputs& in, const Hyper& h, bool with_params = true) {
   return adam_op(in.g, in.m, in.v, with_params ? in.p : TensorVector{},
-                              at::scalar_tensor(h.step, at::kLong), scalar(h.lr),
-                              scalar(h.beta1), scalar(h.beta2), scalar(h.weight_decay), h.eps,
-                              h.eps_root, h.maximize);
+                 at::scalar_tensor(h.step, at::kLong), scalar(h.lr), scalar(h.beta1),
+                 scalar(h.beta2), scalar(h.weight_decay), h.eps, h.eps_root, h.maximize);
 }
 
 struct ForwardCase {
@@ -104,9 +103,9 @@ TEST_P(Forward, MatchesFloat64Reference) {
   ASSERT_EQ(update.size(), in.g.size());
   for (size_t i = 0; i < in.g.size(); ++i) {
     const auto d = [](const Tensor& t) { return t.to(at::kDouble); };
-    const Ref r = reference_adam(d(in.g[i]), d(in.m[i]), d(in.v[i]), d(in.p[i]),
-                                 scalar(c.hyper.lr), scalar(c.hyper.beta1),
-                                 scalar(c.hyper.beta2), scalar(c.hyper.weight_decay), c.hyper);
+    const Ref r = reference_adam(d(in.g[i]), d(in.m[i]), d(in.v[i]), d(in.p[i]), scalar(c.hyper.lr),
+                                 scalar(c.hyper.beta1), scalar(c.hyper.beta2),
+                                 scalar(c.hyper.weight_decay), c.hyper);
     EXPECT_EQ(update[i].scalar_type(), c.dtype);
     expect_close(update[i], r.update, c.rtol, c.atol, "update " + std::to_string(i));
     expect_close(mu[i], r.mu, c.rtol, c.atol, "mu " + std::to_string(i));
@@ -124,13 +123,15 @@ INSTANTIATE_TEST_SUITE_P(
     Adam, Forward,
     ::testing::Values(
         ForwardCase{"float64", at::kDouble, 1e-13, 1e-15, Hyper{}},
-        ForwardCase{"float64_decay_maximize_eps_root", at::kDouble, 1e-13, 1e-15, with([](Hyper& h) {
+        ForwardCase{"float64_decay_maximize_eps_root", at::kDouble, 1e-13, 1e-15,
+                    with([](Hyper& h) {
                       h.weight_decay = 0.1;
                       h.maximize = true;
                       h.eps_root = 1e-6;
                       h.step = 1;
                     })},
-        ForwardCase{"float32_decay", at::kFloat, 2e-5, 1e-7, with([](Hyper& h) { h.weight_decay = 0.01; })},
+        ForwardCase{"float32_decay", at::kFloat, 2e-5, 1e-7,
+                    with([](Hyper& h) { h.weight_decay = 0.01; })},
         // bfloat16 in, computed in float32, rounded to bfloat16 (8 bits of mantissa).
         ForwardCase{"bfloat16", at::kBFloat16, 1e-2, 1e-3, with([](Hyper& h) { h.eps = 1e-3; })},
         ForwardCase{"float16", at::kHalf, 2e-3, 1e-4, with([](Hyper& h) { h.eps = 1e-3; })}),
@@ -141,8 +142,10 @@ TEST(Adam, StridedViewsMatchContiguous) {
   const auto view = [](const Tensor& t) { return t.view({64, 64}).t().slice(0, 0, 64, 2); };
   const Inputs strided{{view(base.g[0])}, {view(base.m[0])}, {view(base.v[0])}, {view(base.p[0])}};
   ASSERT_FALSE(strided.g[0].is_contiguous());
-  const Inputs contiguous{{strided.g[0].contiguous()}, {strided.m[0].contiguous()},
-                          {strided.v[0].contiguous()}, {strided.p[0].contiguous()}};
+  const Inputs contiguous{{strided.g[0].contiguous()},
+                          {strided.m[0].contiguous()},
+                          {strided.v[0].contiguous()},
+                          {strided.p[0].contiguous()}};
   const Hyper h = with([](Hyper& h) { h.weight_decay = 0.1; });
   const auto [u1, m1, v1] = call_adam(strided, h);
   const auto [u2, m2, v2] = call_adam(contiguous, h);
@@ -165,17 +168,17 @@ TEST(Adam, BackwardMatchesAutogradOfReference) {
       h.eps_root = 1e-6;
       h.maximize = maximize;
     });
-    const Tensor lr = scalar(h.lr, true), b1 = scalar(h.beta1, true),
-                 b2 = scalar(h.beta2, true), wd = scalar(h.weight_decay, true);
+    const Tensor lr = scalar(h.lr, true), b1 = scalar(h.beta1, true), b2 = scalar(h.beta2, true),
+                 wd = scalar(h.weight_decay, true);
     const auto [update, mu, nu] =
-        adam_op(in.g, in.m, in.v, in.p, at::scalar_tensor(h.step, at::kLong), lr,
-                             b1, b2, wd, h.eps, h.eps_root, h.maximize);
+        adam_op(in.g, in.m, in.v, in.p, at::scalar_tensor(h.step, at::kLong), lr, b1, b2, wd, h.eps,
+                h.eps_root, h.maximize);
     auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
     TensorVector outputs, ref_outputs, cotangents;
     for (size_t i = 0; i < in.g.size(); ++i) {
       const Ref r = reference_adam(in.g[i], in.m[i], in.v[i], in.p[i], lr, b1, b2, wd, h);
-      for (const auto& [out, ref] : {std::pair{update[i], r.update}, std::pair{mu[i], r.mu},
-                                     std::pair{nu[i], r.nu}}) {
+      for (const auto& [out, ref] :
+           {std::pair{update[i], r.update}, std::pair{mu[i], r.mu}, std::pair{nu[i], r.nu}}) {
         outputs.push_back(out);
         ref_outputs.push_back(ref);
         cotangents.push_back(at::randn(out.sizes(), gen, kF64));
@@ -204,8 +207,8 @@ TEST(Adam, ExactWhereSecondMomentIsZero) {
   const Hyper h = with([](Hyper& h) { h.step = 1; });
   const auto [update, mu, nu] = call_adam(in, h, /*with_params=*/false);
   const Tensor gu = at::randn({8}, kF64), gm = at::randn({8}, kF64), gv = at::randn({8}, kF64);
-  const auto grads = torch::autograd::grad({update[0], mu[0], nu[0]}, {in.g[0], in.m[0], in.v[0]},
-                                           {gu, gm, gv});
+  const auto grads =
+      torch::autograd::grad({update[0], mu[0], nu[0]}, {in.g[0], in.m[0], in.v[0]}, {gu, gm, gv});
   for (const auto& g : grads) EXPECT_TRUE(at::isfinite(g).all().item<bool>());
   const double bc1 = 1 - std::pow(h.beta1, h.step);
   const Tensor zero_part = gu.narrow(0, 0, 4) * (-h.lr / bc1 * (1 - h.beta1) / h.eps) +
@@ -228,13 +231,13 @@ TEST(Adam, InPlaceStepMatchesOutOfPlace) {
       copy.p.push_back(in.p[i].clone());
     }
     adam_inplace_op(copy.p, copy.g, copy.m, copy.v, at::scalar_tensor(h.step, at::kLong),
-                          scalar(h.lr), scalar(h.beta1), scalar(h.beta2),
-                          scalar(h.weight_decay), h.eps, h.eps_root, h.maximize, update_params);
+                    scalar(h.lr), scalar(h.beta1), scalar(h.beta2), scalar(h.weight_decay), h.eps,
+                    h.eps_root, h.maximize, update_params);
     for (size_t i = 0; i < in.g.size(); ++i) {
       EXPECT_TRUE(at::equal(update_params ? copy.p[i] : copy.g[i],
                             update_params ? in.p[i] + update[i] : update[i]));
-      EXPECT_TRUE(at::equal(update_params ? copy.g[i] : copy.p[i],
-                            update_params ? in.g[i] : in.p[i]));
+      EXPECT_TRUE(
+          at::equal(update_params ? copy.g[i] : copy.p[i], update_params ? in.g[i] : in.p[i]));
       EXPECT_TRUE(at::equal(copy.m[i], mu[i]));
       EXPECT_TRUE(at::equal(copy.v[i], nu[i]));
     }
@@ -259,7 +262,10 @@ TEST(Adam, UnrolledMetaGradientMatchesPlainOps) {
   const auto outer = [](const Tensor& theta) { return theta.pow(3).sum(); };
 
   const Tensor phi = phi0.clone().requires_grad_(true);
-  unrollopt::Adam adam({.lr = h.lr, .beta1 = h.beta1, .beta2 = h.beta2, .eps = h.eps,
+  unrollopt::Adam adam({.lr = h.lr,
+                        .beta1 = h.beta1,
+                        .beta2 = h.beta2,
+                        .eps = h.eps,
                         .weight_decay = h.weight_decay});
   TensorVector params{theta0.clone().requires_grad_(true)};
   auto state = adam.init(params);
@@ -293,8 +299,8 @@ TEST(Adam, BadInputRaisesBeforeAnythingChanges) {
   Inputs in = random_inputs({3, 4}, at::kFloat, 8);
   const TensorVector before{in.p[0].clone(), in.m[0].clone(), in.v[0].clone(), in.g[0].clone()};
   const auto inplace = [&](const Inputs& x) {
-    adam_inplace_op(x.p, x.g, x.m, x.v, at::scalar_tensor(1.0, kF64), scalar(0.1),
-                          scalar(0.9), scalar(0.999), scalar(0.0), 1e-8, 0.0, false, true);
+    adam_inplace_op(x.p, x.g, x.m, x.v, at::scalar_tensor(1.0, kF64), scalar(0.1), scalar(0.9),
+                    scalar(0.999), scalar(0.0), 1e-8, 0.0, false, true);
   };
   Inputs bad_shape = in;
   bad_shape.m[1] = at::zeros({5});
@@ -329,10 +335,10 @@ TEST(Adam, StepBelowOneIsRefused) {
                          scalar(0.9), scalar(0.999), scalar(0.0), 1e-8, 0.0, false),
                  c10::ValueError)
         << "step " << step;
-    EXPECT_THROW(adam_inplace_op(in.p, in.g, in.m, in.v, at::scalar_tensor(step, at::kLong),
-                                 scalar(0.1), scalar(0.9), scalar(0.999), scalar(0.0), 1e-8, 0.0,
-                                 false, true),
-                 c10::ValueError)
+    EXPECT_THROW(
+        adam_inplace_op(in.p, in.g, in.m, in.v, at::scalar_tensor(step, at::kLong), scalar(0.1),
+                        scalar(0.9), scalar(0.999), scalar(0.0), 1e-8, 0.0, false, true),
+        c10::ValueError)
         << "step " << step;
   }
 }
@@ -345,7 +351,8 @@ TEST(Ops, UnknownOptimizerNameListsTheOperators) {
     message = e.what_without_backtrace();
   }
   EXPECT_NE(message.find("no optimizer named \"adamm\""), std::string::npos) << message;
-  EXPECT_NE(message.find("adadelta, adagrad, adam, adam_amsgrad, adamax"), std::string::npos) << message;
+  EXPECT_NE(message.find("adadelta, adagrad, adam, adam_amsgrad, adamax"), std::string::npos)
+      << message;
   EXPECT_NE(message.find("sgd_momentum"), std::string::npos) << message;
   EXPECT_EQ(message.find("backward"), std::string::npos) << message;
 }
@@ -426,8 +433,8 @@ TEST(Adam, ResultsDoNotDependOnThreadCount) {
   const auto run = [&](int threads) {
     at::set_num_threads(threads);
     const auto [update, mu, nu] =
-        adam_op(in.g, in.m, in.v, in.p, at::scalar_tensor(2, at::kLong), lr,
-                             scalar(0.9), scalar(0.999), scalar(0.01), 1e-8, 0.0, false);
+        adam_op(in.g, in.m, in.v, in.p, at::scalar_tensor(2, at::kLong), lr, scalar(0.9),
+                scalar(0.999), scalar(0.01), 1e-8, 0.0, false);
     const Tensor grad_lr = torch::autograd::grad({update[0].sum()}, {lr})[0];
     return std::pair{update[0], grad_lr};
   };

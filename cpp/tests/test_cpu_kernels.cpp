@@ -34,7 +34,10 @@ Run run(const cpu::Kernels<Rule>& kernels, at::ScalarType dtype) {
   hyper.fill(0.3);
   std::vector<double> values;
   for (const std::string_view name : Rule::Options::names) {
-    values.push_back(name == "eps" ? 1e-3 : name == "eps_root" ? 1e-6 : name == "momentum_decay" ? 4e-3 : 1.0);
+    values.push_back(name == "eps"              ? 1e-3
+                     : name == "eps_root"       ? 1e-6
+                     : name == "momentum_decay" ? 4e-3
+                                                : 1.0);
   }
   const cpu::Scalars<Rule> s{Rule::template coef<double>(hyper, 3.0, Rule::Options::read(values))};
   at::manual_seed(0);

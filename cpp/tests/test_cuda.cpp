@@ -51,9 +51,8 @@ std::string skip_reason() {
   return "";
 }
 
-#define SKIP_WITHOUT_CUDA()                                     \
-  if (const std::string reason = skip_reason(); !reason.empty()) \
-  GTEST_SKIP() << reason
+#define SKIP_WITHOUT_CUDA() \
+  if (const std::string reason = skip_reason(); !reason.empty()) GTEST_SKIP() << reason
 
 struct Inputs {
   TensorVector grads, states, params, hyper, grad_updates, grad_states;
@@ -133,8 +132,8 @@ void check_matches_cpu(const Optimizer& opt, bool strided_layout) {
   const Tensor step = in.step.to(gpu);
   if (st) ASSERT_FALSE(g.back().is_contiguous());
 
-  const auto [u, ns] = unrollopt::ops::fused_step(opt.name, in.grads, in.states, in.params,
-                                                  in.step, in.hyper, opt.options);
+  const auto [u, ns] = unrollopt::ops::fused_step(opt.name, in.grads, in.states, in.params, in.step,
+                                                  in.hyper, opt.options);
   const auto [cu, cns] = unrollopt::ops::fused_step(opt.name, g, s, p, step, h, opt.options);
   expect_all_close(cu, u, 1e-12, 1e-15, opt.name + " update");
   expect_all_close(cns, ns, 1e-12, 1e-15, opt.name + " states");
@@ -142,10 +141,10 @@ void check_matches_cpu(const Optimizer& opt, bool strided_layout) {
   c10::List<bool> mask;
   for (size_t i = 0; i < 3 + opt.hyper.size(); ++i) mask.push_back(true);
   const auto back = unrollopt::ops::fused_step_backward(
-      opt.name, optional(in.grad_updates), optional(in.grad_states), in.grads, in.states,
-      in.params, in.step, in.hyper, opt.options, mask);
-  const auto cback = unrollopt::ops::fused_step_backward(
-      opt.name, optional(gu), optional(gs), g, s, p, step, h, opt.options, mask);
+      opt.name, optional(in.grad_updates), optional(in.grad_states), in.grads, in.states, in.params,
+      in.step, in.hyper, opt.options, mask);
+  const auto cback = unrollopt::ops::fused_step_backward(opt.name, optional(gu), optional(gs), g, s,
+                                                         p, step, h, opt.options, mask);
   expect_all_close(std::get<0>(cback), std::get<0>(back), 1e-12, 1e-15, opt.name + " grad grads");
   expect_all_close(std::get<1>(cback), std::get<1>(back), 1e-12, 1e-15, opt.name + " grad states");
   expect_all_close(std::get<2>(cback), std::get<2>(back), 1e-12, 1e-15, opt.name + " grad params");

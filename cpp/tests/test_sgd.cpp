@@ -27,9 +27,7 @@ class Sgd : public ::testing::TestWithParam<Case> {};
 TEST_P(Sgd, MatchesReferenceAndItsAutograd) {
   const Case& c = GetParam();
   auto gen = at::make_generator<at::CPUGeneratorImpl>(21);
-  const auto randn = [&](int64_t n) {
-    return at::randn({n}, gen, kF64).set_requires_grad(true);
-  };
+  const auto randn = [&](int64_t n) { return at::randn({n}, gen, kF64).set_requires_grad(true); };
   const std::vector<int64_t> sizes{1, 1025, 20000};
   TensorVector g, buf, p;
   for (int64_t n : sizes) {
@@ -80,14 +78,14 @@ TEST_P(Sgd, MatchesReferenceAndItsAutograd) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Steps, Sgd,
-    ::testing::Values(Case{"plain", 3, false, false, false}, Case{"maximize", 1, false, false, true},
-                      Case{"momentum_first_step", 1, true, false, false},
-                      Case{"momentum", 3, true, false, false},
-                      Case{"nesterov_first_step", 1, true, true, false},
-                      Case{"nesterov_maximize", 4, true, true, true}),
-    [](const auto& info) { return info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Steps, Sgd,
+                         ::testing::Values(Case{"plain", 3, false, false, false},
+                                           Case{"maximize", 1, false, false, true},
+                                           Case{"momentum_first_step", 1, true, false, false},
+                                           Case{"momentum", 3, true, false, false},
+                                           Case{"nesterov_first_step", 1, true, true, false},
+                                           Case{"nesterov_maximize", 4, true, true, true}),
+                         [](const auto& info) { return info.param.name; });
 
 // Three unrolled steps of the C++ API vs the same loop in plain ops.
 TEST(SgdApi, UnrolledMetaGradientMatchesPlainOps) {

@@ -103,6 +103,7 @@ def outer_loss(params):
 # dict of parameters). Inside an unrolled loop pass `inplace=False` to both
 # `update` and `apply_updates`.
 
+
 # %%
 def unroll(opt, log_l2, steps=5, create_graph=True):
     """The parameters after `steps` inner steps from the model's initial ones."""
@@ -187,6 +188,7 @@ assert torch.allclose(fused_meta_grad, meta_grad, rtol=1e-10, atol=0)
 # We work on deep copies of the model, whose parameters start equal to the
 # model's but are separate leaves.
 
+
 # %%
 def unroll_module(make_optimizer, log_l2, steps=5):
     net = unrollopt.module_clone(model, by="deepcopy")
@@ -242,6 +244,7 @@ assert log_lr.exp().item() > 0.005 and history[-1] < 0.8 * history[0]
 # Adam steps, agree with it on both paths, for the L2 strength and for the
 # learning rate.
 
+
 # %%
 def validation_loss(log_l2, log_lr, use_accelerated_op):
     inner = unrollopt.adam(lr=log_lr.exp(), use_accelerated_op=use_accelerated_op)
@@ -254,7 +257,7 @@ for use_accelerated_op in (False, True):
     leaves = {k: v.clone().requires_grad_() for k, v in point.items()}
     grads = torch.autograd.grad(validation_loss(**leaves, use_accelerated_op=use_accelerated_op), list(leaves.values()))
     for (name, value), analytic in zip(point.items(), grads):
-        shifted = lambda sign: {**point, name: value + sign * h}  # noqa: E731
+        shifted = lambda sign, name=name, value=value: {**point, name: value + sign * h}  # noqa: E731
         up = validation_loss(**shifted(+1), use_accelerated_op=use_accelerated_op).item()
         down = validation_loss(**shifted(-1), use_accelerated_op=use_accelerated_op).item()
         finite_difference = (up - down) / (2 * h)

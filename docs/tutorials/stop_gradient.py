@@ -90,7 +90,7 @@ net = make_net()
 inner_opt = unrollopt.MetaAdam(net, lr=0.01)
 outer_opt = torch.optim.Adam([log_l2], lr=0.05)
 try:
-    for outer_step in range(2):
+    for outer_step in range(2):  # noqa: B007 (read in the except clause)
         inner_opt.step(inner_loss(net))
         outer_opt.zero_grad()
         mse(net, x_val, y_val).backward()
@@ -117,7 +117,7 @@ net = make_net()
 inner_opt = unrollopt.MetaAdam(net, lr=0.01)
 outer_opt = torch.optim.Adam([log_l2], lr=0.05)
 sizes, state_sizes = [], []
-for outer_step in range(20):
+for _ in range(20):
     inner_opt.step(inner_loss(net))
     sizes.append(graph_size(net.parameters()))
     state_sizes.append(graph_size(torch.utils._pytree.tree_leaves(unrollopt.extract_state_dict(inner_opt))))
@@ -127,7 +127,7 @@ for outer_step in range(20):
     before = [(p, p.detach().clone()) for p in net.parameters()]
     unrollopt.stop_gradient(net)
     unrollopt.stop_gradient(inner_opt)
-    for p, value in before:
+    for p, _ in before:
         assert p.grad_fn is None and p.requires_grad and p.is_leaf
     # The same tensor objects, with the same values:
     assert all(p is q and torch.equal(q, value) for (p, value), q in zip(before, net.parameters()))

@@ -20,10 +20,13 @@ if _torch.__version__ != _BUILT_WITH_TORCH:
         "pip install --no-build-isolation --no-deps --force-reinstall <unrollopt source>"
     )
 
-from unrollopt import _C  # noqa: E402  (loads the operators)
-from unrollopt import _vmap  # noqa: E402
+from unrollopt import (
+    _C,  # noqa: E402  (loads the operators)
+    _vmap,  # noqa: E402
+)
 
 _vmap.register()
+from unrollopt import pytree  # noqa: E402
 from unrollopt.accelerated import accelerated_op_available  # noqa: E402
 from unrollopt.alias import (  # noqa: E402
     AdadeltaState,
@@ -66,8 +69,8 @@ from unrollopt.optim import (  # noqa: E402
     Adadelta,
     AdaGrad,
     Adagrad,
-    AdaMax,
     Adam,
+    AdaMax,
     Adamax,
     AdamW,
     NAdam,
@@ -87,7 +90,6 @@ from unrollopt.transform import (  # noqa: E402
     nan_to_num,
     nan_to_num_hook,
     register_hook,
-    zero_nan_hook,
     scale,
     scale_by_accelerated_adam,
     scale_by_adadelta,
@@ -99,10 +101,9 @@ from unrollopt.transform import (  # noqa: E402
     scale_by_schedule,
     scale_by_stddev,
     trace,
+    zero_nan_hook,
 )
-from unrollopt import pytree  # noqa: E402
 from unrollopt.update import apply_updates  # noqa: E402
-from unrollopt.wrappers import FuncOptimizer, Optimizer  # noqa: E402
 from unrollopt.utils import (  # noqa: E402
     ModuleState,
     extract_state_dict,
@@ -111,6 +112,7 @@ from unrollopt.utils import (  # noqa: E402
     recover_state_dict,
     stop_gradient,
 )
+from unrollopt.wrappers import FuncOptimizer, Optimizer  # noqa: E402
 
 #: For C++ programs: pass to CMake as CMAKE_PREFIX_PATH (with torch's) to
 #: find_package(unrollopt) from this installation.

@@ -27,9 +27,7 @@ def check(
     so is one batched by ``torch.vmap`` (its values cannot be read there)."""
     if isinstance(value, torch.Tensor):
         if value.dim() != 0:
-            raise ValueError(
-                f"{name} must be a number or a 0-d tensor, got a tensor of shape {tuple(value.shape)}"
-            )
+            raise ValueError(f"{name} must be a number or a 0-d tensor, got a tensor of shape {tuple(value.shape)}")
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
         if value.device.type != "cpu" or is_batched(value):

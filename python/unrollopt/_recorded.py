@@ -28,7 +28,12 @@ class Call(NamedTuple):
     kwargs: dict
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Call) and self.fn is other.fn and same(self.args, other.args) and same(self.kwargs, other.kwargs)
+        return (
+            isinstance(other, Call)
+            and self.fn is other.fn
+            and same(self.args, other.args)
+            and same(self.kwargs, other.kwargs)
+        )
 
     def __hash__(self) -> int:  # consistent with __eq__: the values are left out (tensors, lists)
         return hash((self.fn, len(self.args), tuple(sorted(self.kwargs))))
@@ -45,7 +50,14 @@ def same(a: Any, b: Any) -> bool:
         return (
             isinstance(a, torch.Tensor)
             and isinstance(b, torch.Tensor)
-            and (a is b or (a.dtype == b.dtype and a.requires_grad == b.requires_grad and torch.equal(a.detach().cpu(), b.detach().cpu())))
+            and (
+                a is b
+                or (
+                    a.dtype == b.dtype
+                    and a.requires_grad == b.requires_grad
+                    and torch.equal(a.detach().cpu(), b.detach().cpu())
+                )
+            )
         )
     if isinstance(a, _Recorded):  # (a transformation is a tuple of closures: compare the calls)
         return a == b

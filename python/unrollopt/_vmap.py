@@ -43,6 +43,7 @@ def _unbatch_scalars(step, step_d, hyper, h_d):
     """The step and hyperparameters as one value for the whole batch where
     every sample has the same (e.g. a step count from ``vmap(opt.init)``), read
     on the CPU only; ``None`` if some differ."""
+
     def common(t, d):
         if d is None:
             return t
@@ -126,7 +127,12 @@ def _backward_rule(op):
         batched = _batched_indices(len(grads), lists)
         out = op(*_lift_all(lists, batched, size), step, hyper, options, mask)
         grad_g, grad_s, grad_p, grad_h = out
-        dims = (_out_dims(grad_g, batched), _out_dims(grad_s, batched), _out_dims(grad_p, batched), [None] * len(grad_h))
+        dims = (
+            _out_dims(grad_g, batched),
+            _out_dims(grad_s, batched),
+            _out_dims(grad_p, batched),
+            [None] * len(grad_h),
+        )
         return out, dims
 
     return rule
@@ -138,7 +144,7 @@ def _inplace_rule(op):
         written = [(params if update_params else grads, p_d if update_params else g_d), (states, s_d)]
         lists = [(params, p_d), (grads, g_d), (states, s_d)]
         batched = _batched_indices(len(grads), lists)
-        for items, dims in written:
+        for _, dims in written:
             for j, d in enumerate(dims):
                 if batched[j % len(grads)] and d is None:
                     raise ValueError(

@@ -144,9 +144,7 @@ class MetaOptimizer:
 
     def load_state_dict(self, state_dict: tuple[OptState, ...]) -> None:
         if len(state_dict) != len(self.param_groups):
-            raise ValueError(
-                f"state_dict has {len(state_dict)} groups but the optimizer has {len(self.param_groups)}"
-            )
+            raise ValueError(f"state_dict has {len(state_dict)} groups but the optimizer has {len(self.param_groups)}")
         self.state_groups = list(state_dict)
 
 

@@ -12,8 +12,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
 
-from unrollopt import _adadelta, _adagrad, _adam, _adamax, _fused, _nadam, _radam, _rmsprop, _sgd
-from unrollopt import _hyperparameters
+from unrollopt import _adadelta, _adagrad, _adam, _adamax, _fused, _hyperparameters, _nadam, _radam, _rmsprop, _sgd
 from unrollopt._hyperparameters import Hyperparameter
 
 #: A learning rate: a number, a 0-d tensor, or a schedule (step count -> rate).
@@ -82,7 +81,9 @@ class _Optimizer(torch.optim.Optimizer):
         if callable(mask):
             mask = mask(tuple(group["params"]))
         if isinstance(mask, (str, bytes)) or not isinstance(mask, Iterable):
-            raise TypeError(f"mask must be a sequence of bools (one per parameter) or a function giving one, got {type(mask).__name__}")
+            raise TypeError(
+                f"mask must be a sequence of bools (one per parameter) or a function giving one, got {type(mask).__name__}"
+            )
         mask = list(mask)
         if len(mask) != len(group["params"]):
             raise ValueError(f"mask has {len(mask)} entries for a group of {len(group['params'])} parameters")
@@ -96,7 +97,9 @@ class _Optimizer(torch.optim.Optimizer):
         by default from torch.optim's ``step`` state (a float32 tensor)."""
         return float(state["step"]) + 1 if "step" in state else 1.0
 
-    def _step_config(self, group: dict[str, Any], config: _fused.Config, state: dict[str, Any], step: float) -> _fused.Config:
+    def _step_config(
+        self, group: dict[str, Any], config: _fused.Config, state: dict[str, Any], step: float
+    ) -> _fused.Config:
         """The config of a step of the parameters whose (first) state is ``state``."""
         return config
 
@@ -255,8 +258,14 @@ class AdamW(Adam):
 
     def _config(self, group: dict[str, Any]) -> _fused.Config:
         return _adam.config(
-            group["lr"], group["betas"], group["eps"], group["weight_decay"], group["eps_root"], group["maximize"],
-            decoupled=True, amsgrad=group["amsgrad"],
+            group["lr"],
+            group["betas"],
+            group["eps"],
+            group["weight_decay"],
+            group["eps_root"],
+            group["maximize"],
+            decoupled=True,
+            amsgrad=group["amsgrad"],
         )
 
 
@@ -383,7 +392,6 @@ class Adagrad(_Optimizer):
         return float(group["initial_accumulator_value"])
 
 
-
 class Adadelta(_Optimizer):
     """Adadelta, behaving as ``torch.optim.Adadelta`` (state keys ``step``,
     ``square_avg``, ``acc_delta``, so state dicts move between the two). The
@@ -412,7 +420,6 @@ class Adadelta(_Optimizer):
 
     def _config(self, group: dict[str, Any]) -> _fused.Config:
         return _adadelta.config(group["lr"], group["rho"], group["eps"], group["weight_decay"], group["maximize"])
-
 
 
 class SGD(_Optimizer):
@@ -544,7 +551,9 @@ class NAdam(Adam):
     def _state_key(self, state: dict[str, Any]) -> Any:
         return float(state["mu_product"]) if "mu_product" in state else None
 
-    def _step_config(self, group: dict[str, Any], config: _fused.Config, state: dict[str, Any], step: float) -> _fused.Config:
+    def _step_config(
+        self, group: dict[str, Any], config: _fused.Config, state: dict[str, Any], step: float
+    ) -> _fused.Config:
         return config.replace(mu_product=float(self._product(group, state, step)))
 
     def _advance(self, group: dict[str, Any], states: list[dict[str, Any]]) -> None:

@@ -195,7 +195,9 @@ def clip_grad_norm(max_norm: float, norm_type: float = 2.0, error_if_nonfinite: 
 
 
 @recorded
-def nan_to_num(nan: float = 0.0, posinf: Optional[float] = None, neginf: Optional[float] = None) -> GradientTransformation:
+def nan_to_num(
+    nan: float = 0.0, posinf: Optional[float] = None, neginf: Optional[float] = None
+) -> GradientTransformation:
     """Replaces NaN, +inf and -inf in the updates (by ``nan``, and by
     ``posinf``/``neginf`` or the dtype's largest finite values), as
     :func:`torch.nan_to_num`."""
@@ -305,7 +307,9 @@ def _check_transformation(name: str, t: object) -> None:
 # --- the optimizers' statistics, as transformations (their fused operators with lr = -1)
 
 
-def _direction(config: _fused.Config, plain: _fused.PlainStep, state_type: Any, use_accelerated_op: bool, **kwargs: Any):
+def _direction(
+    config: _fused.Config, plain: _fused.PlainStep, state_type: Any, use_accelerated_op: bool, **kwargs: Any
+):
     """The transformation of an optimizer's update with lr = -1: its direction."""
     return _transformation(config.replace(lr=-1.0), plain, state_type, fused=bool(use_accelerated_op), **kwargs)
 
@@ -323,7 +327,9 @@ def scale_by_adam(
     r"""Adam's direction :math:`\hat\mu_t / (\sqrt{\hat\nu_t + \epsilon_{root}} + \epsilon)`
     with bias-corrected moments (:func:`unrollopt.adam` with lr = -1)."""
     config = _adam.config(1.0, (b1, b2), eps, 0.0, eps_root, False)
-    return _direction(config, _adam.plain, ScaleByAdamState, use_accelerated_op, moment_requires_grad=moment_requires_grad)
+    return _direction(
+        config, _adam.plain, ScaleByAdamState, use_accelerated_op, moment_requires_grad=moment_requires_grad
+    )
 
 
 @recorded
@@ -351,7 +357,9 @@ def scale_by_adamax(
     """Adamax's direction, the bias-corrected first moment over the infinity
     norm (:func:`unrollopt.adamax` with lr = -1; ``eps`` torch.optim's 1e-8)."""
     config = _adamax.config(1.0, (b1, b2), eps, 0.0, False)
-    return _direction(config, _adamax.plain, ScaleByAdamState, use_accelerated_op, moment_requires_grad=moment_requires_grad)
+    return _direction(
+        config, _adamax.plain, ScaleByAdamState, use_accelerated_op, moment_requires_grad=moment_requires_grad
+    )
 
 
 @recorded
@@ -365,7 +373,9 @@ def scale_by_radam(
 ) -> GradientTransformation:
     """RAdam's rectified direction (:func:`unrollopt.radam` with lr = -1; ``eps`` torch.optim's 1e-8)."""
     config = _radam.config(1.0, (b1, b2), eps, 0.0, False, False)
-    return _direction(config, _radam.plain, ScaleByAdamState, use_accelerated_op, moment_requires_grad=moment_requires_grad)
+    return _direction(
+        config, _radam.plain, ScaleByAdamState, use_accelerated_op, moment_requires_grad=moment_requires_grad
+    )
 
 
 @recorded
@@ -379,7 +389,9 @@ def scale_by_adadelta(
     r"""Adadelta's step :math:`\sqrt{a_{t-1} + \epsilon} / \sqrt{v_t + \epsilon}\, g`
     (:func:`unrollopt.adadelta` with lr = -1)."""
     config = _adadelta.config(1.0, rho, eps, 0.0, False)
-    return _direction(config, _adadelta.plain, AdadeltaState, use_accelerated_op, moment_requires_grad=moment_requires_grad)
+    return _direction(
+        config, _adadelta.plain, AdadeltaState, use_accelerated_op, moment_requires_grad=moment_requires_grad
+    )
 
 
 @recorded

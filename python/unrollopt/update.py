@@ -26,9 +26,7 @@ def apply_updates(params: Params, updates: Updates, *, inplace: bool = True) -> 
         if not isinstance(p, torch.Tensor) or not isinstance(u, torch.Tensor):
             raise TypeError("params and updates must be pytrees of tensors")
     if not inplace:
-        return _pytree.unflatten(
-            [p if u is None or p is None else p + u for p, u in zip(leaves, ups)], spec
-        )
+        return _pytree.unflatten([p if u is None or p is None else p + u for p, u in zip(leaves, ups)], spec)
     if torch.is_grad_enabled() and any(
         u.requires_grad or (p.requires_grad and p.grad_fn is not None) for p, u in pairs
     ):

@@ -90,9 +90,7 @@ def extract_state_dict(
         return tree_map(convert, target.state_dict())
     if isinstance(target, torch.optim.Optimizer):
         return tree_map(convert, target.state_dict())
-    raise TypeError(
-        f"expected an nn.Module, a MetaOptimizer or a torch.optim.Optimizer, got {type(target).__name__}"
-    )
+    raise TypeError(f"expected an nn.Module, a MetaOptimizer or a torch.optim.Optimizer, got {type(target).__name__}")
 
 
 def _owner(module: nn.Module, qualified: str) -> tuple[nn.Module, str]:
@@ -136,7 +134,9 @@ def _from_torchopt(module: nn.Module, state: Any) -> ModuleState:
                     continue
                 d = by_module[id(m)]
                 if name not in d:
-                    raise ValueError(f"the TorchOpt-layout state lacks {kind[:-1]} {name!r} of submodule {prefix or 'the module'!r}")
+                    raise ValueError(
+                        f"the TorchOpt-layout state lacks {kind[:-1]} {name!r} of submodule {prefix or 'the module'!r}"
+                    )
                 value = d[name]
                 if kind == "buffers" and detach:
                     value = _detached(value, None).requires_grad_(value.requires_grad)
@@ -166,11 +166,12 @@ def recover_state_dict(target: Union[nn.Module, MetaOptimizer, torch.optim.Optim
         if not isinstance(state, ModuleState):
             raise TypeError(f"expected a ModuleState for a module, got {type(state).__name__}")
         current = extract_state_dict(target, with_buffers=bool(state.buffers))
-        for kind, have, want in (("parameters", current.params, state.params), ("buffers", current.buffers, state.buffers)):
+        for kind, have, want in (
+            ("parameters", current.params, state.params),
+            ("buffers", current.buffers, state.buffers),
+        ):
             if have.keys() != want.keys():
-                raise ValueError(
-                    f"the state's {kind} {sorted(want)} do not match the module's {sorted(have)}"
-                )
+                raise ValueError(f"the state's {kind} {sorted(want)} do not match the module's {sorted(have)}")
             for name, t in want.items():
                 if t is not None and have[name] is not None and t.shape != have[name].shape:
                     raise ValueError(
@@ -187,9 +188,7 @@ def recover_state_dict(target: Union[nn.Module, MetaOptimizer, torch.optim.Optim
     if isinstance(target, (MetaOptimizer, torch.optim.Optimizer)):
         target.load_state_dict(state)
         return
-    raise TypeError(
-        f"expected an nn.Module, a MetaOptimizer or a torch.optim.Optimizer, got {type(target).__name__}"
-    )
+    raise TypeError(f"expected an nn.Module, a MetaOptimizer or a torch.optim.Optimizer, got {type(target).__name__}")
 
 
 def stop_gradient(target: Any) -> None:
@@ -249,5 +248,7 @@ def module_clone(
         clone.load_state_dict(extract_state_dict(target, by=by, device=device))
         return clone
     if isinstance(target, torch.optim.Optimizer):
-        raise TypeError("module_clone does not copy a torch.optim optimizer: use extract_state_dict(optimizer) and load_state_dict")
+        raise TypeError(
+            "module_clone does not copy a torch.optim optimizer: use extract_state_dict(optimizer) and load_state_dict"
+        )
     return tree_map(_mapper(by, device), target)

@@ -26,11 +26,10 @@ auto vector_coef(const Scalars<Rule>& s) {
   return out;
 }
 
-
 template <class Rule>
 void forward(const Lists<Rule>& in, at::TensorList update_out,
-             const std::array<at::TensorList, Rule::states.size()>& states_out,
-             bool add_to_param, const Scalars<Rule>& s) {
+             const std::array<at::TensorList, Rule::states.size()>& states_out, bool add_to_param,
+             const Scalars<Rule>& s) {
   constexpr size_t NS = Rule::states.size();
   const auto chunks = make_chunks(in.grads);
   for_each_chunk(chunks, [&](const Chunk& c, int64_t) {

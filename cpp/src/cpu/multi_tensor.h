@@ -36,7 +36,8 @@ inline std::vector<Chunk> make_chunks(at::TensorList tensors) {
   std::vector<Chunk> chunks;
   for (int64_t t = 0; t < static_cast<int64_t>(tensors.size()); ++t) {
     const int64_t n = tensors[t].numel();
-    for (int64_t b = 0; b < n; b += kChunkSize) chunks.push_back({t, b, std::min(n, b + kChunkSize)});
+    for (int64_t b = 0; b < n; b += kChunkSize)
+      chunks.push_back({t, b, std::min(n, b + kChunkSize)});
   }
   return chunks;
 }
@@ -50,10 +51,9 @@ void for_each_chunk(const std::vector<Chunk>& chunks, const F& f) {
   int64_t elements = 0;
   for (const Chunk& c : chunks) elements += c.end - c.begin;
   const int64_t grain = std::max<int64_t>(1, kMinParallelSize * n / std::max<int64_t>(1, elements));
-  at::parallel_for(0, n, grain,
-                   [&](int64_t begin, int64_t end) {
-                     for (int64_t c = begin; c < end; ++c) f(chunks[c], c);
-                   });
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) f(chunks[c], c);
+  });
 }
 
 template <class scalar_t>

@@ -1,4 +1,4 @@
-#include "../fused_op.h"
 #include "../rules/adadelta.h"
+#include "../fused_op.h"
 
 UNROLLOPT_REGISTER_RULE(unrollopt::rules::Adadelta)

@@ -1,4 +1,4 @@
-#include "../fused_op.h"
 #include "../rules/adamax.h"
+#include "../fused_op.h"
 
 UNROLLOPT_REGISTER_RULE(unrollopt::rules::Adamax)

@@ -1,5 +1,5 @@
-#include "../fused_op.h"
 #include "../rules/rmsprop.h"
+#include "../fused_op.h"
 
 UNROLLOPT_REGISTER_RULE(unrollopt::rules::Rmsprop)
 UNROLLOPT_REGISTER_RULE(unrollopt::rules::RmspropCentered)

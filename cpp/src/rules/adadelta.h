@@ -35,8 +35,8 @@ struct Adadelta {
   UNROLLOPT_HOST_DEVICE static std::array<S, num_coef> coef(const std::array<S, 3>& h, const S&,
                                                             const Options& o) {
     const auto& [lr, r, wd] = h;
-    return {math::constant(lr, o.maximize ? -1.0 : 1.0), wd, r, 1 - r, math::constant(lr, o.eps),
-            -lr};
+    return {
+        math::constant(lr, o.maximize ? -1.0 : 1.0), wd, r, 1 - r, math::constant(lr, o.eps), -lr};
   }
 
   template <class V, class C>
@@ -51,8 +51,8 @@ struct Adadelta {
 
   template <class V, class C>
   UNROLLOPT_INLINE static Vjp<V, 2, num_coef> vjp(const V& gu, const std::array<V, 2>& gs,
-                                                  const V& g, const std::array<V, 2>& s,
-                                                  const V& p, const C& c) {
+                                                  const V& g, const std::array<V, 2>& s, const V& p,
+                                                  const C& c) {
     // Forward again; fmadd: the same rounding whether or not the coefficient
     // terms are computed.
     const V gp = math::fmadd(c[sign], g, c[weight_decay] * p);
@@ -68,19 +68,19 @@ struct Adadelta {
     const V g_ratio = g_delta * gp;
     const V g_dl = g_ratio * inv_sd;
     const V g_sd = -(g_ratio * ratio * inv_sd);
-    const V g_a_inner = g_dl / (dl + dl);   // d/d (a + eps)
-    const V g_s_inner = g_sd / (sd + sd);   // d/d (s' + eps)
+    const V g_a_inner = g_dl / (dl + dl);  // d/d (a + eps)
+    const V g_s_inner = g_sd / (sd + sd);  // d/d (s' + eps)
     const V g_sq = gs[0] + g_s_inner;
     const V g_gp = math::fmadd(g_delta, ratio, c[one_minus_rho] * (gp + gp) * g_sq);
     return {c[sign] * g_gp,
             {c[rho] * g_sq, math::fmadd(c[rho], gs[1], g_a_inner)},
             c[weight_decay] * g_gp,
-            {g_gp * g,                                                  // sign
-             g_gp * p,                                                  // weight_decay
-             math::fmadd(g_sq, s[0], gs[1] * s[1]),                     // rho
-             math::fmadd(g_sq, gp * gp, gs[1] * (delta * delta)),       // one_minus_rho
-             g_a_inner + g_s_inner,                                     // eps
-             gu * delta}};                                              // neg_lr
+            {g_gp * g,                                             // sign
+             g_gp * p,                                             // weight_decay
+             math::fmadd(g_sq, s[0], gs[1] * s[1]),                // rho
+             math::fmadd(g_sq, gp * gp, gs[1] * (delta * delta)),  // one_minus_rho
+             g_a_inner + g_s_inner,                                // eps
+             gu * delta}};                                         // neg_lr
   }
 };
 

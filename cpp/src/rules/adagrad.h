@@ -27,7 +27,9 @@ struct Adagrad {
   };
 
   enum {
-    sign, weight_decay, eps,
+    sign,
+    weight_decay,
+    eps,
     step_size,  // -lr / (1 + (t - 1) * lr_decay)
     num_coef
   };
@@ -50,8 +52,8 @@ struct Adagrad {
 
   template <class V, class C>
   UNROLLOPT_INLINE static Vjp<V, 1, num_coef> vjp(const V& gu, const std::array<V, 1>& gs,
-                                                  const V& g, const std::array<V, 1>& s,
-                                                  const V& p, const C& c) {
+                                                  const V& g, const std::array<V, 1>& s, const V& p,
+                                                  const C& c) {
     // Forward again; fmadd: the same rounding whether or not the coefficient
     // terms are computed.
     const V gp = math::fmadd(c[sign], g, c[weight_decay] * p);
@@ -69,10 +71,10 @@ struct Adagrad {
     return {c[sign] * g_gp,
             {g_sum},
             c[weight_decay] * g_gp,
-            {g_gp * g,   // sign
-             g_gp * p,   // weight_decay
-             g_d,        // eps
-             gu * r}};   // step_size
+            {g_gp * g,  // sign
+             g_gp * p,  // weight_decay
+             g_d,       // eps
+             gu * r}};  // step_size
   }
 };
 

@@ -33,7 +33,7 @@ struct AdamFamily {
     return s;
   }();
   static constexpr std::array<const char*, 4> hyperparameters{"lr", "beta1", "beta2",
-                                                               "weight_decay"};
+                                                              "weight_decay"};
   struct Options {
     static constexpr std::array<const char*, 3> names{"eps", "eps_root", "maximize"};
     double eps, eps_root;
@@ -45,7 +45,12 @@ struct AdamFamily {
   };
 
   enum {
-    sign, beta1, one_minus_beta1, beta2, one_minus_beta2, eps,
+    sign,
+    beta1,
+    one_minus_beta1,
+    beta2,
+    one_minus_beta2,
+    eps,
     step_size,     // -lr / (1 - beta1^t)
     inv_sqrt_bc2,  // 1 / sqrt(1 - beta2^t)
     eps_root_bc2,  // eps_root * (1 - beta2^t)

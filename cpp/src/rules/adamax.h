@@ -23,7 +23,7 @@ struct Adamax {
   static constexpr const char* name = "adamax";
   static constexpr std::array<const char*, 2> states{"mu", "nu"};
   static constexpr std::array<const char*, 4> hyperparameters{"lr", "beta1", "beta2",
-                                                               "weight_decay"};
+                                                              "weight_decay"};
   struct Options {
     static constexpr std::array<const char*, 2> names{"eps", "maximize"};
     double eps;
@@ -35,7 +35,12 @@ struct Adamax {
   };
 
   enum {
-    sign, weight_decay, beta1, one_minus_beta1, beta2, eps,
+    sign,
+    weight_decay,
+    beta1,
+    one_minus_beta1,
+    beta2,
+    eps,
     step_size,  // -lr / (1 - beta1^t)
     num_coef
   };
@@ -70,8 +75,8 @@ struct Adamax {
 
   template <class V, class C>
   UNROLLOPT_INLINE static Vjp<V, 2, num_coef> vjp(const V& gu, const std::array<V, 2>& gs,
-                                                  const V& g, const std::array<V, 2>& s,
-                                                  const V& p, const C& c) {
+                                                  const V& g, const std::array<V, 2>& s, const V& p,
+                                                  const C& c) {
     // Forward again (the backward saves only the inputs).
     // fmadd: the same rounding whether or not the coefficient terms are computed.
     const V gp = math::fmadd(c[sign], g, c[weight_decay] * p);
@@ -92,13 +97,13 @@ struct Adamax {
     return {c[sign] * g_gp,
             {c[beta1] * g_mu, c[beta2] * g_a},
             c[weight_decay] * g_gp,
-            {g_gp * g,      // sign
-             g_gp * p,      // weight_decay
-             g_mu * s[0],   // beta1
-             g_mu * gp,     // one_minus_beta1
-             g_a * s[1],    // beta2
-             g_b,           // eps
-             gu * r}};      // step_size
+            {g_gp * g,     // sign
+             g_gp * p,     // weight_decay
+             g_mu * s[0],  // beta1
+             g_mu * gp,    // one_minus_beta1
+             g_a * s[1],   // beta2
+             g_b,          // eps
+             gu * r}};     // step_size
   }
 };
 

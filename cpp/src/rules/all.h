@@ -11,19 +11,19 @@
 #include "rmsprop.h"
 #include "sgd.h"
 
-#define UNROLLOPT_FOR_EACH_RULE(X)                                                  \
-  X(unrollopt::rules::Adadelta)                                                    \
-  X(unrollopt::rules::Adagrad)                                                     \
-  X(unrollopt::rules::Adam)                                                        \
-  X(unrollopt::rules::AdamW)                                                       \
-  X(unrollopt::rules::AdamAmsgrad)                                                 \
-  X(unrollopt::rules::AdamWAmsgrad)                                                \
-  X(unrollopt::rules::Adamax)                                                      \
-  X(unrollopt::rules::Nadam)                                                       \
-  X(unrollopt::rules::Radam)                                                       \
-  X(unrollopt::rules::Rmsprop)                                                     \
-  X(unrollopt::rules::RmspropCentered)                                             \
-  X(unrollopt::rules::RmspropMomentum)                                             \
-  X(unrollopt::rules::RmspropCenteredMomentum)                                     \
-  X(unrollopt::rules::Sgd)                                                         \
+#define UNROLLOPT_FOR_EACH_RULE(X)             \
+  X(unrollopt::rules::Adadelta)                \
+  X(unrollopt::rules::Adagrad)                 \
+  X(unrollopt::rules::Adam)                    \
+  X(unrollopt::rules::AdamW)                   \
+  X(unrollopt::rules::AdamAmsgrad)             \
+  X(unrollopt::rules::AdamWAmsgrad)            \
+  X(unrollopt::rules::Adamax)                  \
+  X(unrollopt::rules::Nadam)                   \
+  X(unrollopt::rules::Radam)                   \
+  X(unrollopt::rules::Rmsprop)                 \
+  X(unrollopt::rules::RmspropCentered)         \
+  X(unrollopt::rules::RmspropMomentum)         \
+  X(unrollopt::rules::RmspropCenteredMomentum) \
+  X(unrollopt::rules::Sgd)                     \
   X(unrollopt::rules::SgdMomentum)

@@ -20,8 +20,8 @@ namespace unrollopt::rules {
 struct Nadam {
   static constexpr const char* name = "nadam";
   static constexpr std::array<const char*, 2> states{"mu", "nu"};
-  static constexpr std::array<const char*, 5> hyperparameters{"lr", "beta1", "beta2",
-                                                               "mu_product", "weight_decay"};
+  static constexpr std::array<const char*, 5> hyperparameters{"lr", "beta1", "beta2", "mu_product",
+                                                              "weight_decay"};
   struct Options {
     static constexpr std::array<const char*, 4> names{"eps", "momentum_decay",
                                                       "decoupled_weight_decay", "maximize"};
@@ -34,7 +34,13 @@ struct Nadam {
   };
 
   enum {
-    sign, grad_decay, beta1, one_minus_beta1, beta2, one_minus_beta2, eps,
+    sign,
+    grad_decay,
+    beta1,
+    one_minus_beta1,
+    beta2,
+    one_minus_beta2,
+    eps,
     inv_sqrt_bc2,  // 1 / sqrt(1 - beta2^t)
     grad_step,     // -lr (1 - mu_t) / (1 - P_t)
     moment_step,   // -lr mu_{t+1} / (1 - P_t mu_{t+1})
@@ -76,8 +82,8 @@ struct Nadam {
 
   template <class V, class C>
   UNROLLOPT_INLINE static Vjp<V, 2, num_coef> vjp(const V& gu, const std::array<V, 2>& gs,
-                                                  const V& g, const std::array<V, 2>& s,
-                                                  const V& p, const C& c) {
+                                                  const V& g, const std::array<V, 2>& s, const V& p,
+                                                  const C& c) {
     // Forward again (the backward saves only the inputs).
     const V gp = math::fmadd(c[sign], g, c[grad_decay] * p);
     const V m = math::fmadd(c[beta1], s[0], c[one_minus_beta1] * gp);
@@ -96,9 +102,9 @@ struct Nadam {
     // q keeps this finite when q = 0 (and its own derivatives finite).
     const V q_safe = math::where_zero(g_q, 1.0, q);
     const V g_v = gs[1] + g_q / (q_safe + q_safe);
-    const V g_gp = math::fmadd(c[grad_step], g_n,
-                               math::fmadd(c[one_minus_beta1], g_m,
-                                           c[one_minus_beta2] * (gp + gp) * g_v));
+    const V g_gp =
+        math::fmadd(c[grad_step], g_n,
+                    math::fmadd(c[one_minus_beta1], g_m, c[one_minus_beta2] * (gp + gp) * g_v));
     return {c[sign] * g_gp,
             {c[beta1] * g_m, c[beta2] * g_v},
             math::fmadd(c[grad_decay], g_gp, c[update_decay] * gu),

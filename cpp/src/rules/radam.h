@@ -24,10 +24,9 @@ struct Radam {
   static constexpr const char* name = "radam";
   static constexpr std::array<const char*, 2> states{"mu", "nu"};
   static constexpr std::array<const char*, 4> hyperparameters{"lr", "beta1", "beta2",
-                                                               "weight_decay"};
+                                                              "weight_decay"};
   struct Options {
-    static constexpr std::array<const char*, 3> names{"eps", "decoupled_weight_decay",
-                                                      "maximize"};
+    static constexpr std::array<const char*, 3> names{"eps", "decoupled_weight_decay", "maximize"};
     double eps;
     bool decoupled, maximize;
     static Options read(c10::ArrayRef<double> values) {
@@ -37,11 +36,16 @@ struct Radam {
   };
 
   enum {
-    sign, grad_decay, beta1, one_minus_beta1, beta2, one_minus_beta2,
-    eps,          // eps when rectified, else 1
-    sgd,          // -lr / bc1 when not rectified, else 0
-    adaptive,     // -lr / bc1 * rect * sqrt(bc2) when rectified, else 0
-    update_decay, // -lr * weight_decay when decoupled, else 0
+    sign,
+    grad_decay,
+    beta1,
+    one_minus_beta1,
+    beta2,
+    one_minus_beta2,
+    eps,           // eps when rectified, else 1
+    sgd,           // -lr / bc1 when not rectified, else 0
+    adaptive,      // -lr / bc1 * rect * sqrt(bc2) when rectified, else 0
+    update_decay,  // -lr * weight_decay when decoupled, else 0
     num_coef
   };
 
@@ -84,8 +88,8 @@ struct Radam {
 
   template <class V, class C>
   UNROLLOPT_INLINE static Vjp<V, 2, num_coef> vjp(const V& gu, const std::array<V, 2>& gs,
-                                                  const V& g, const std::array<V, 2>& s,
-                                                  const V& p, const C& c) {
+                                                  const V& g, const std::array<V, 2>& s, const V& p,
+                                                  const C& c) {
     // Forward again (the backward saves only the inputs).
     const V gp = math::fmadd(c[sign], g, c[grad_decay] * p);
     const V mu = math::fmadd(c[beta1], s[0], c[one_minus_beta1] * gp);

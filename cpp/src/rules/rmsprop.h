@@ -51,15 +51,14 @@ struct RmspropNames<false, true> {
   static constexpr const char* name = "rmsprop_momentum";
   static constexpr std::array<const char*, 2> states{"square_avg", "momentum_buffer"};
   static constexpr std::array<const char*, 4> hyperparameters{"lr", "alpha", "momentum",
-                                                               "weight_decay"};
+                                                              "weight_decay"};
 };
 template <>
 struct RmspropNames<true, true> {
   static constexpr const char* name = "rmsprop_centered_momentum";
-  static constexpr std::array<const char*, 3> states{"square_avg", "grad_avg",
-                                                     "momentum_buffer"};
+  static constexpr std::array<const char*, 3> states{"square_avg", "grad_avg", "momentum_buffer"};
   static constexpr std::array<const char*, 4> hyperparameters{"lr", "alpha", "momentum",
-                                                               "weight_decay"};
+                                                              "weight_decay"};
 };
 
 template <bool Centered, bool Momentum>
@@ -81,7 +80,13 @@ struct RmspropRule : RmspropNames<Centered, Momentum> {
 
   // The last three are coefficients of the momentum rules only.
   enum {
-    sign, weight_decay, alpha, one_minus_alpha, eps, neg_lr, momentum,
+    sign,
+    weight_decay,
+    alpha,
+    one_minus_alpha,
+    eps,
+    neg_lr,
+    momentum,
     ratio_weight,  // nesterov ? 1 : 0
     buf_weight     // nesterov ? momentum : 1
   };

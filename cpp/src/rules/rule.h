@@ -39,8 +39,8 @@ struct Vjp {
 template <size_t N>
 std::array<double, N> read_options(const char* op, c10::ArrayRef<double> values,
                                    const std::array<const char*, N>& names) {
-  TORCH_CHECK_VALUE(values.size() == N, "unrollopt.", op, ": options must hold ", N,
-                    " values (", c10::Join(", ", names), "), got ", values.size());
+  TORCH_CHECK_VALUE(values.size() == N, "unrollopt.", op, ": options must hold ", N, " values (",
+                    c10::Join(", ", names), "), got ", values.size());
   std::array<double, N> out;
   for (size_t i = 0; i < N; ++i) out[i] = values[i];
   return out;
@@ -60,9 +60,10 @@ UNROLLOPT_HOST_DEVICE auto dual_coef(const std::array<double, NH>& hyper, double
 // The hyperparameters' cotangents from those of the step's coefficients
 // (summed over elements), through d coef / d hyperparameters.
 template <class Rule, size_t NH = Rule::hyperparameters.size(), size_t NC = Rule::num_coef>
-UNROLLOPT_HOST_DEVICE std::array<double, NH> chain_to_hyper(
-    const std::array<double, NC>& coef_grad, const std::array<double, NH>& hyper, double step,
-    const typename Rule::Options& options) {
+UNROLLOPT_HOST_DEVICE std::array<double, NH> chain_to_hyper(const std::array<double, NC>& coef_grad,
+                                                            const std::array<double, NH>& hyper,
+                                                            double step,
+                                                            const typename Rule::Options& options) {
   const auto c = dual_coef<Rule>(hyper, step, options);
   std::array<double, NH> out{};
   for (size_t j = 0; j < NC; ++j) {

@@ -37,15 +37,14 @@ struct Sgd {
   }
 
   template <class V, class C>
-  UNROLLOPT_INLINE static std::array<V, 1> forward(const V& g, const std::array<V, 0>&,
-                                                   const V& p, const C& c) {
+  UNROLLOPT_INLINE static std::array<V, 1> forward(const V& g, const std::array<V, 0>&, const V& p,
+                                                   const C& c) {
     return {c[neg_lr] * (c[sign] * g + c[weight_decay] * p)};
   }
 
   template <class V, class C>
-  UNROLLOPT_INLINE static Vjp<V, 0, num_coef> vjp(const V& gu, const std::array<V, 0>&,
-                                                  const V& g, const std::array<V, 0>&,
-                                                  const V& p, const C& c) {
+  UNROLLOPT_INLINE static Vjp<V, 0, num_coef> vjp(const V& gu, const std::array<V, 0>&, const V& g,
+                                                  const std::array<V, 0>&, const V& p, const C& c) {
     const V gp = c[sign] * g + c[weight_decay] * p;
     const V g_gp = gu * c[neg_lr];
     return {c[sign] * g_gp, {}, c[weight_decay] * g_gp, {g_gp * g, g_gp * p, gu * gp}};
@@ -56,13 +55,15 @@ struct SgdMomentum {
   static constexpr const char* name = "sgd_momentum";
   static constexpr std::array<const char*, 1> states{"momentum_buffer"};
   static constexpr std::array<const char*, 4> hyperparameters{"lr", "momentum", "dampening",
-                                                               "weight_decay"};
+                                                              "weight_decay"};
   struct Options : SgdOptions {
     static Options read(c10::ArrayRef<double> values) { return {SgdOptions::read(name, values)}; }
   };
 
   enum {
-    sign, weight_decay, neg_lr,
+    sign,
+    weight_decay,
+    neg_lr,
     decay,        // momentum, or 0 at the first step
     gain,         // 1 - dampening, or 1 at the first step
     grad_weight,  // nesterov ? 1 : 0
@@ -93,8 +94,8 @@ struct SgdMomentum {
 
   template <class V, class C>
   UNROLLOPT_INLINE static Vjp<V, 1, num_coef> vjp(const V& gu, const std::array<V, 1>& gs,
-                                                  const V& g, const std::array<V, 1>& s,
-                                                  const V& p, const C& c) {
+                                                  const V& g, const std::array<V, 1>& s, const V& p,
+                                                  const C& c) {
     const V gp = c[sign] * g + c[weight_decay] * p;
     const V buf = c[decay] * s[0] + c[gain] * gp;
     const V g_dir = gu * c[neg_lr];
@@ -103,13 +104,13 @@ struct SgdMomentum {
     return {c[sign] * g_gp,
             {c[decay] * g_buf},
             c[weight_decay] * g_gp,
-            {g_gp * g,                                       // sign
-             g_gp * p,                                       // weight_decay
+            {g_gp * g,                                          // sign
+             g_gp * p,                                          // weight_decay
              gu * (c[grad_weight] * gp + c[buf_weight] * buf),  // neg_lr
-             g_buf * s[0],                                   // decay
-             g_buf * gp,                                     // gain
-             g_dir * gp,                                     // grad_weight
-             g_dir * buf}};                                  // buf_weight
+             g_buf * s[0],                                      // decay
+             g_buf * gp,                                        // gain
+             g_dir * gp,                                        // grad_weight
+             g_dir * buf}};                                     // buf_weight
   }
 };
 
