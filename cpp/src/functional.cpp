@@ -5,8 +5,12 @@
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/util/Exception.h>
+#include <c10/util/StringUtil.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
 
 #include "checks.h"
 #include "unrollopt/ops.h"
@@ -33,11 +37,28 @@ std::vector<at::Tensor> apply_updates(at::TensorList params, at::TensorList upda
 
 namespace detail {
 
-void check_range(const char* optimizer, const char* name, double value, double low, double high,
-                 bool high_open) {
-  TORCH_CHECK_VALUE(value >= low && (high_open ? value < high : value <= high), "unrollopt.",
-                    optimizer, ": invalid ", name, " ", value, "; expected a value in [", low, ", ",
-                    high, high_open ? ")" : "]");
+const std::vector<std::pair<std::string, SettingRange>>& bounded_settings() {
+  static const std::vector<std::pair<std::string, SettingRange>> all{
+      {"beta1", {0, 1, true}}, {"beta2", {0, 1, true}}, {"alpha", {0, 1}}, {"rho", {0, 1}}};
+  return all;
+}
+
+SettingRange setting_range(std::string_view name) {
+  for (const auto& [n, r] : bounded_settings()) {
+    if (n == name) return r;
+  }
+  return {};
+}
+
+void check_setting(std::string_view optimizer, std::string_view name, double value,
+                   std::string_view range) {
+  const SettingRange r = setting_range(range.empty() ? name : range);
+  if (value >= r.low && (r.high_open ? value < r.high : value <= r.high)) return;
+  const std::string prefix = optimizer.empty() ? "" : "unrollopt." + std::string(optimizer) + ": ";
+  const std::string upper =
+      std::isinf(r.high) ? "" : c10::str(r.high_open ? " < " : " <= ", r.high);
+  TORCH_CHECK_VALUE(false, prefix, "Invalid ", name, ": ", value, " (expected ", r.low,
+                    " <= ", name, upper, ")");
 }
 
 std::vector<std::vector<at::Tensor>> zero_states(size_t num_states, at::TensorList params,

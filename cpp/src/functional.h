@@ -2,7 +2,9 @@
 // What the C++ functional optimizers (unrollopt/optimizers.h) use.
 
 #include <limits>
+#include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -11,9 +13,23 @@
 
 namespace unrollopt::detail {
 
-// c10::ValueError unless low <= value <= high (value < high with high_open).
-void check_range(const char* optimizer, const char* name, double value, double low,
-                 double high = std::numeric_limits<double>::infinity(), bool high_open = false);
+// An optimizer's setting (a hyperparameter or a numeric option) within its
+// range, by name: beta1 and beta2 in [0, 1), alpha and rho in [0, 1], every
+// other in [0, inf]. The one check of the C++ and the Python optimizers (through
+// _C.check_setting), so both say the same: c10::ValueError "Invalid NAME: VALUE
+// (expected 0 <= NAME[ < 1])", after "unrollopt.OPTIMIZER: " where `optimizer` is
+// given. `range` names the setting whose range applies (default: `name`; e.g.
+// "beta1" for Python's "betas[0]").
+void check_setting(std::string_view optimizer, std::string_view name, double value,
+                   std::string_view range = {});
+
+struct SettingRange {
+  double low = 0, high = std::numeric_limits<double>::infinity();
+  bool high_open = false;
+};
+// The settings whose range is not [0, inf] (the table check_setting reads).
+const std::vector<std::pair<std::string, SettingRange>>& bounded_settings();
+SettingRange setting_range(std::string_view name);
 
 // One zero tensor like each parameter, per state.
 std::vector<std::vector<at::Tensor>> zero_states(size_t num_states, at::TensorList params,

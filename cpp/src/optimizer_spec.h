@@ -2,10 +2,9 @@
 // Each optimizer of unrollopt/optimizers.h as a Spec: its name, the operator
 // its options select, and its options' and state's fields by name. The
 // functional optimizers (optimizers.cpp) and the torch::optim ones (optim.cpp)
-// derive everything else from these names.
+// derive everything else from these names (the ranges: detail::check_setting).
 
 #include <cmath>
-#include <limits>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -18,19 +17,6 @@
 #include "unrollopt/optimizers.h"
 
 namespace unrollopt::detail {
-
-constexpr double kInf = std::numeric_limits<double>::infinity();
-
-// Every setting's valid range, by name: [0, inf) unless listed.
-struct Range {
-  double low = 0, high = kInf;
-  bool high_open = false;
-};
-inline Range range_of(std::string_view name) {
-  if (name == "beta1" || name == "beta2") return {0, 1, true};
-  if (name == "alpha" || name == "rho") return {0, 1, false};
-  return {};
-}
 
 // A setting as a Spec lists it, by name: a hyperparameter, a number or a flag
 // of an Options object (const or not: Const says which).

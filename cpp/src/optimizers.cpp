@@ -55,8 +55,7 @@ Optimizer<Options>::Optimizer(Options options) : options_(std::move(options)) {
     } else {
       continue;  // a flag
     }
-    const detail::Range r = detail::range_of(f.name);
-    detail::check_range(S::name, f.name, value, r.low, r.high, r.high_open);
+    detail::check_setting(S::name, f.name, value);
   }
   if constexpr (detail::HasCheck<S, Options>) S::check(options_);
 }

@@ -241,23 +241,23 @@ std::string thrown(const std::function<void()>& make) {
 }
 
 TEST(Optimizers, SettingsOutOfRangeAreRefusedByName) {
-  EXPECT_NE(thrown([] { unrollopt::Adamax({.beta1 = 1.0}); }).find("Adamax: invalid beta1"),
+  EXPECT_NE(thrown([] { unrollopt::Adamax({.beta1 = 1.0}); }).find("Adamax: Invalid beta1"),
             std::string::npos);
-  EXPECT_NE(thrown([] { unrollopt::RMSprop({.alpha = 1.5}); }).find("RMSprop: invalid alpha"),
+  EXPECT_NE(thrown([] { unrollopt::RMSprop({.alpha = 1.5}); }).find("RMSprop: Invalid alpha"),
             std::string::npos);
-  EXPECT_NE(thrown([] { unrollopt::Adadelta({.rho = -0.1}); }).find("Adadelta: invalid rho"),
+  EXPECT_NE(thrown([] { unrollopt::Adadelta({.rho = -0.1}); }).find("Adadelta: Invalid rho"),
             std::string::npos);
   EXPECT_NE(thrown([] {
               unrollopt::NAdam({.momentum_decay = -1});
-            }).find("NAdam: invalid momentum_decay"),
+            }).find("NAdam: Invalid momentum_decay"),
             std::string::npos);
   EXPECT_NE(thrown([] {
               unrollopt::Adagrad({.initial_accumulator_value = -1});
-            }).find("Adagrad: invalid initial_accumulator_value"),
+            }).find("Adagrad: Invalid initial_accumulator_value"),
             std::string::npos);
   EXPECT_NE(thrown([] { unrollopt::RMSprop({.nesterov = true}); }).find("needs a momentum"),
             std::string::npos);
-  EXPECT_NE(thrown([] { unrollopt::AdamW({.lr = -1}); }).find("AdamW: invalid lr"),
+  EXPECT_NE(thrown([] { unrollopt::AdamW({.lr = -1}); }).find("AdamW: Invalid lr"),
             std::string::npos);
   const unrollopt::AdamW adamw;  // weight_decay 1e-2 by default: the params are needed
   const TensorVector p{at::ones({2}, kF64)};

@@ -10,7 +10,8 @@
 #include <nanobind/stl/vector.h>
 #include <torch/csrc/autograd/python_variable.h>
 
-#include "checks.h"  // cpp/src: the operators' input checks
+#include "checks.h"      // cpp/src: the operators' input checks
+#include "functional.h"  // cpp/src: the settings' ranges
 #include "unrollopt/unrollopt.h"
 
 namespace nb = nanobind;
@@ -68,6 +69,25 @@ NB_MODULE(_C, m) {
       "(states, hyperparameters, options): the names of the operator's arguments, in its order "
       "(its rule's own lists). ValueError for an unknown name.");
   m.def("operator_names", &unrollopt::ops::operator_names, "Every operator's name, sorted.");
+  m.def(
+      "check_setting",
+      [](const std::string& name, double value, const std::string& range) {
+        unrollopt::detail::check_setting("", name, value, range);
+      },
+      nb::arg("name"), nb::arg("value"), nb::arg("range") = "",
+      "ValueError unless an optimizer setting is in its range (that of `range`, default `name`): "
+      "the C++ optimizers' own check and message.");
+  m.def(
+      "bounded_settings",
+      [] {
+        std::vector<std::tuple<std::string, double, double, bool>> out;
+        for (const auto& [name, r] : unrollopt::detail::bounded_settings()) {
+          out.emplace_back(name, r.low, r.high, r.high_open);
+        }
+        return out;
+      },
+      "(name, low, high, high_open) of the settings whose range is not [0, inf]: the table "
+      "check_setting reads.");
   m.def(
       "accelerated_op_available",
       [](const std::string& device) {

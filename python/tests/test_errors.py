@@ -511,3 +511,18 @@ def test_inplace_update_in_a_plain_training_loop_reads_leaf_params(fused):
     lr = torch.tensor(0.1, requires_grad=True)
     with pytest.raises(RuntimeError, match="inplace=False"):
         unrollopt.scale(lr).update(tuple(torch.ones_like(p) for p in params), (), inplace=True)
+
+
+def test_python_and_cpp_check_settings_alike():
+    """One check behind both (C++'s): the same message for the same setting."""
+    with pytest.raises(ValueError) as python:
+        unrollopt.rmsprop(alpha=1.5)
+    with pytest.raises(ValueError) as cpp:
+        unrollopt._C.CppAdam(lr=0.1, beta1=1.0, beta2=0.999, eps=1e-8, eps_root=0.0, weight_decay=0.0,
+                             maximize=False, moment_requires_grad=False)  # fmt: skip
+    assert str(python.value) == "Invalid alpha: 1.5 (expected 0 <= alpha <= 1)"
+    assert str(cpp.value).startswith("unrollopt.Adam: Invalid beta1: 1 (expected 0 <= beta1 < 1)")
+    with pytest.raises(ValueError, match=re.escape("Invalid betas[0]: 1 (expected 0 <= betas[0] < 1)")):
+        unrollopt.adam(betas=(1.0, 0.999))
+    with pytest.raises(ValueError, match=re.escape("Invalid lr: nan (expected 0 <= lr)")):
+        unrollopt.sgd(lr=float("nan"))

@@ -10,7 +10,7 @@ def config(lr, rho, eps, weight_decay, maximize) -> _fused.Config:
         "adadelta",
         hyper={
             "lr": _hyperparameters.check("lr", lr),
-            "rho": _hyperparameters.check("rho", rho, 0.0, 1.0),
+            "rho": _hyperparameters.check("rho", rho),
             "weight_decay": _hyperparameters.check("weight_decay", weight_decay),
         },
         options={"eps": _hyperparameters.check("eps", eps), "maximize": bool(maximize)},

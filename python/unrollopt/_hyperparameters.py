@@ -8,23 +8,25 @@ from typing import Union
 
 import torch
 
+from unrollopt import _C
+
 #: A hyperparameter: a number, or a 0-d floating-point tensor (which may require
 #: grad, to meta-learn it).
 Hyperparameter = Union[float, torch.Tensor]
 
+#: The settings whose range is not [0, inf], from the C++ check's own table (read
+#: once, so that the check below traces under torch.compile).
+_RANGES = {name: (low, high, high_open) for name, low, high, high_open in _C.bounded_settings()}
 
-def check(
-    name: str,
-    value: object,
-    low: float = 0.0,
-    high: float = math.inf,
-    *,
-    high_open: bool = False,
-) -> Hyperparameter:
-    """Returns ``value`` if it lies in [low, high] (or [low, high)); else raises
-    ValueError (or TypeError for a value that is not a number or a 0-d float tensor).
-    A tensor on a GPU is returned unchecked (reading it would synchronise), and
-    so is one batched by ``torch.vmap`` (its values cannot be read there)."""
+
+def check(name: str, value: object, *, range: str | None = None) -> Hyperparameter:  # noqa: A002
+    """Returns ``value`` if it lies in the range of the setting ``range``
+    (default ``name``: beta1 and beta2 in [0, 1), alpha and rho in [0, 1], every
+    other in [0, inf]); else raises ValueError, by the C++ optimizers' own check
+    (``_C.check_setting``: the comparison here reads its table), or TypeError for a value that is not a number or a
+    0-d float tensor. A tensor on a GPU is returned unchecked (reading it would
+    synchronise), and so is one batched by ``torch.vmap`` (its values cannot be
+    read there)."""
     if isinstance(value, torch.Tensor):
         if value.dim() != 0:
             raise ValueError(f"{name} must be a number or a 0-d tensor, got a tensor of shape {tuple(value.shape)}")
@@ -38,10 +40,9 @@ def check(
         value = number
     else:
         raise TypeError(f"{name} must be a number or a 0-d tensor, got {type(value).__name__}")
-    inside = low <= number and (number < high if high_open else number <= high)
-    if not inside:
-        upper = "" if high == math.inf else f" {'<' if high_open else '<='} {high:g}"
-        raise ValueError(f"Invalid {name}: {number} (expected {low:g} <= {name}{upper})")
+    low, high, high_open = _RANGES.get(range or name, (0.0, math.inf, False))
+    if not (low <= number and (number < high if high_open else number <= high)):
+        _C.check_setting(name, number, range or "")  # raises, with the C++ optimizers' message
     return value
 
 
@@ -61,8 +62,8 @@ def check_betas(betas: object) -> tuple[Hyperparameter, Hyperparameter]:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
     return (
-        check("betas[0]", betas[0], 0.0, 1.0, high_open=True),
-        check("betas[1]", betas[1], 0.0, 1.0, high_open=True),
+        check("betas[0]", betas[0], range="beta1"),
+        check("betas[1]", betas[1], range="beta2"),
     )
 
 

@@ -7,7 +7,7 @@ from unrollopt import _adam, _fused, _hyperparameters
 
 def config(lr, alpha, eps, weight_decay, momentum, centered, maximize, nesterov=False) -> _fused.Config:
     lr = _hyperparameters.check("lr", lr)
-    alpha = _hyperparameters.check("alpha", alpha, 0.0, 1.0)
+    alpha = _hyperparameters.check("alpha", alpha)
     eps = float(_hyperparameters.check("eps", eps))
     weight_decay = _hyperparameters.check("weight_decay", weight_decay)
     momentum = _hyperparameters.check("momentum", momentum)

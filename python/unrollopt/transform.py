@@ -14,7 +14,6 @@ Like the aliases, every ``update`` takes ``params=`` and ``inplace=``:
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -174,7 +173,7 @@ def clip_grad_norm(max_norm: float, norm_type: float = 2.0, error_if_nonfinite: 
     raises a RuntimeError where the norm is NaN or infinite (reading it, as
     torch's does)."""
     max_norm = float(_hyperparameters.check("max_norm", max_norm))
-    norm_type = float(_hyperparameters.check("norm_type", norm_type, 0.0, math.inf))
+    norm_type = float(_hyperparameters.check("norm_type", norm_type))
     if norm_type == 0.0:
         raise ValueError("Invalid norm_type: 0.0 (expected a p-norm, p > 0, or inf)")
 
