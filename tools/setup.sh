@@ -32,6 +32,12 @@ packages=("$torch_spec" nanobind scikit-build-core ninja "cmake>=3.24" numpy mat
 [[ $with_tests == ON ]] && packages+=(pytest)
 say "installing ${packages[*]} (pip; torch is a large download the first time)"
 "$venv/bin/pip" install -q --disable-pip-version-check "${packages[@]}"
+if [[ $with_tests == ON ]]; then
+  # TorchOpt, which the migration tests compare against; without its own
+  # dependencies (it would resolve another torch).
+  say "installing torchopt==0.7.3 and optree for the tests (pip, --no-deps)"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps torchopt==0.7.3 optree
+fi
 
 # No build isolation: the extension must be built against the torch installed
 # above, never one resolved from the registry. One build folder per venv.

@@ -19,7 +19,9 @@
 #include <vector>
 
 #include <torch/optim.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+#include <torch/version.h>
 
 #include "unrollopt/optim.h"
 

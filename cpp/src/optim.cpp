@@ -14,6 +14,7 @@
 #include <torch/optim/serialize.h>
 #include <torch/serialize/archive.h>
 
+#include "functional.h"
 #include "optimizer_spec.h"
 #include "unrollopt/ops.h"
 
@@ -31,6 +32,8 @@ double GroupOptions<Options>::get_lr() const {
 
 template <class Options>
 void GroupOptions<Options>::set_lr(double lr) {
+  // Schedulers change the rate between steps: checked here, not at every step.
+  detail::check_setting(detail::Spec<Options>::name, "lr", lr);
   value.lr = lr;
 }
 
@@ -147,7 +150,6 @@ at::Tensor Optimizer<Options>::step(LossClosure closure) {
   at::NoGradGuard no_grad;
   for (auto& group : param_groups_) {
     const Options& o = static_cast<const GroupOptions<Options>&>(group.options()).value;
-    const unrollopt::Optimizer<Options> checked(o);  // a scheduler may have changed lr
     const std::string op = S::op(o);
     const auto& description = ops::describe(op);
     const auto fields = S::fields(o);

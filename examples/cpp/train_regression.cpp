@@ -6,7 +6,8 @@
 #include <algorithm>
 #include <cstdio>
 
-#include <torch/torch.h>
+#include <torch/nn.h>
+#include <torch/optim.h>
 #include <unrollopt/optim.h>
 
 int main() {
