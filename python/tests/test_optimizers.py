@@ -21,9 +21,10 @@ The optimizer-specific tests that do not fit the table follow at the end.
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import pytest
@@ -230,7 +231,6 @@ class Case:
     meta_class_configs: list  # (id, net seed, kwargs possibly with L markers)
     meta_optimizer_configs: list  # (id, kwargs)
     bad: list  # (name, kwargs)
-    required: dict = field(default_factory=dict)
     meta_steps: int = 3  # unrolled steps of the meta-gradient tests
     round_trip_rtol: float = 1e-14
 
@@ -359,7 +359,6 @@ SGD = Case(
         ("dampening", dict(dampening=-0.1)),
         ("dampening", dict(dampening=float("nan"))),
     ] + WD_BAD,
-    required=dict(lr=0.1),
 )  # fmt: skip
 
 
@@ -736,6 +735,28 @@ def test_matches_torch(fused, case, options):
         for key in keys - {"step"}:
             assert max_rel_err(s[key], t[key]) <= 1e-10, key
     assert max(abs(a - b) for a, b in zip(losses, ref_losses)) <= 1e-10 * max(map(abs, ref_losses))
+
+
+@pytest.mark.parametrize("case", by_case())
+def test_alias_class_and_meta_class_share_their_settings(case):
+    """The three front ends of an optimizer take its settings with the same
+    names and defaults (the Meta class's signature is the alias's, plus
+    ``module`` and ``first_order``; the class's, after ``params``, the
+    alias's settings in ``torch.optim``'s order)."""
+    alias = inspect.signature(case.alias).parameters
+    meta = inspect.signature(case.meta_cls).parameters
+    cls = inspect.signature(case.cls).parameters
+    assert list(meta) == ["module", *alias, "first_order"]
+    for name, p in alias.items():
+        assert (meta[name].kind, meta[name].default) == (p.kind, p.default), name
+    assert list(cls)[0] == "params"
+    for name in list(cls)[1:]:
+        assert name in alias, name
+        assert cls[name].default == alias[name].default, name
+    assert set(alias) - set(cls) == {"moment_requires_grad"}  # the initial state's, which torch.optim creates itself
+    # A misspelt setting: the error a plain function's would be, with the class's name.
+    with pytest.raises(TypeError, match=rf"{case.meta_cls.__name__}\(\) got an unexpected keyword argument 'lrr'"):
+        case.meta_cls(nn.Linear(2, 1), lrr=0.1)
 
 
 @pytest.mark.parametrize("case", [c for c in by_case() if c.values[0].defaults_keys])
@@ -1216,7 +1237,7 @@ def test_vmap_inplace_update(fused, case):
     """update(..., inplace=True) under vmap writes every sample's step into the
     batched gradients and states; writing into an unbatched tensor while the
     others are batched is a clear error."""
-    opt = case.alias(**{"lr": case.meta_lr, **case.required}, use_accelerated_op=fused)
+    opt = case.alias(lr=case.meta_lr, use_accelerated_op=fused)
     g = gen(8)
     params = randn(g, 3, 5)
     grads = randn(g, 3, 5)
@@ -1243,7 +1264,6 @@ def test_vmap_inplace_update(fused, case):
 
 
 def make_api(case, api, kw):
-    kw = {**case.required, **kw}
     if api == "alias":
         return case.alias(**kw)
     if api == "class":

@@ -3,13 +3,13 @@ takes an inner step whose result stays in the autograd graph."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import inspect
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import nn
 
 from unrollopt import _fused, alias
-from unrollopt._hyperparameters import Hyperparameter
 from unrollopt.base import GradientTransformation, OptState
 from unrollopt.update import apply_updates
 
@@ -148,234 +148,53 @@ class MetaOptimizer:
         self.state_groups = list(state_dict)
 
 
-class MetaAdadelta(MetaOptimizer):
-    """:class:`MetaOptimizer` with :func:`unrollopt.adadelta` (same arguments)."""
+def _meta_optimizer(name: str, alias_fn: Callable[..., GradientTransformation]) -> type[MetaOptimizer]:
+    """The :class:`MetaOptimizer` over the alias ``alias_fn``, with its signature:
+    ``module``, the alias's arguments (names, order, defaults and types are the
+    alias's own), and ``first_order``."""
+    alias_name = alias_fn.__name__
+    signature = inspect.signature(alias_fn)
+    kw = inspect.Parameter.KEYWORD_ONLY
+    parameters = [
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("module", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="nn.Module"),
+        *signature.parameters.values(),
+        inspect.Parameter("first_order", kw, default=False, annotation="bool"),
+    ]
+    init_signature = signature.replace(parameters=parameters, return_annotation="None")
 
-    def __init__(
-        self,
-        module: nn.Module,
-        lr: alias.LearningRate = 1.0,
-        rho: Hyperparameter = 0.9,
-        eps: float = 1e-6,
-        weight_decay: Hyperparameter = 0.0,
-        *,
-        moment_requires_grad: bool = False,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-        first_order: bool = False,
-    ) -> None:
-        impl = alias.adadelta(
-            lr, rho, eps, weight_decay, moment_requires_grad=moment_requires_grad, maximize=maximize,
-            use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        super().__init__(module, impl, first_order=first_order)
+    def __init__(self: MetaOptimizer, *args: Any, **kwargs: Any) -> None:
+        try:
+            arguments = init_signature.bind(self, *args, **kwargs).arguments
+        except TypeError as error:  # as a plain function would say it, with its name
+            raise TypeError(f"{name}() {error}") from None
+        del arguments["self"]
+        module = arguments.pop("module")
+        first_order = arguments.pop("first_order", False)
+        MetaOptimizer.__init__(self, module, alias_fn(**arguments), first_order=first_order)
 
-
-class MetaAdagrad(MetaOptimizer):
-    """:class:`MetaOptimizer` with :func:`unrollopt.adagrad` (same arguments)."""
-
-    def __init__(
-        self,
-        module: nn.Module,
-        lr: alias.LearningRate = 1e-2,
-        lr_decay: Hyperparameter = 0.0,
-        weight_decay: Hyperparameter = 0.0,
-        initial_accumulator_value: float = 0.0,
-        eps: float = 1e-10,
-        *,
-        moment_requires_grad: bool = False,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-        first_order: bool = False,
-    ) -> None:
-        impl = alias.adagrad(
-            lr, lr_decay, weight_decay, initial_accumulator_value, eps, moment_requires_grad=moment_requires_grad,
-            maximize=maximize, use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        super().__init__(module, impl, first_order=first_order)
+    __init__.__signature__ = init_signature  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{name}.__init__"
+    doc = (
+        f":class:`MetaOptimizer` with :func:`unrollopt.{alias_name}`: ``module``, then the "
+        f"arguments of :func:`unrollopt.{alias_name}` (the same names, order and defaults), "
+        "and ``first_order`` (see :class:`MetaOptimizer`)."
+    )
+    return type(name, (MetaOptimizer,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
 
 
-class MetaAdam(MetaOptimizer):
-    """:class:`MetaOptimizer` with :func:`unrollopt.adam` (same arguments)."""
-
-    def __init__(
-        self,
-        module: nn.Module,
-        lr: alias.LearningRate = 1e-3,
-        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: Hyperparameter = 0.0,
-        *,
-        eps_root: float = 0.0,
-        amsgrad: bool = False,
-        moment_requires_grad: bool = False,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-        first_order: bool = False,
-    ) -> None:
-        impl = alias.adam(
-            lr, betas, eps, weight_decay, eps_root=eps_root, amsgrad=amsgrad, moment_requires_grad=moment_requires_grad,
-            maximize=maximize, use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        super().__init__(module, impl, first_order=first_order)
-
-
-class MetaAdamW(MetaOptimizer):
-    """:class:`MetaOptimizer` with :func:`unrollopt.adamw` (same arguments; ``mask``,
-    a function of the parameters or a tuple of bools in the module's parameter
-    order, limits the weight decay)."""
-
-    def __init__(
-        self,
-        module: nn.Module,
-        lr: alias.LearningRate = 1e-3,
-        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: Hyperparameter = 1e-2,
-        *,
-        eps_root: float = 0.0,
-        amsgrad: bool = False,
-        mask: Any = None,
-        moment_requires_grad: bool = False,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-        first_order: bool = False,
-    ) -> None:
-        impl = alias.adamw(
-            lr, betas, eps, weight_decay, eps_root=eps_root, amsgrad=amsgrad, mask=mask,
-            moment_requires_grad=moment_requires_grad, maximize=maximize, use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        super().__init__(module, impl, first_order=first_order)
-
-
-class MetaAdamax(MetaOptimizer):
-    """:class:`MetaOptimizer` with :func:`unrollopt.adamax` (same arguments)."""
-
-    def __init__(
-        self,
-        module: nn.Module,
-        lr: alias.LearningRate = 2e-3,
-        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: Hyperparameter = 0.0,
-        *,
-        moment_requires_grad: bool = False,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-        first_order: bool = False,
-    ) -> None:
-        impl = alias.adamax(
-            lr, betas, eps, weight_decay, moment_requires_grad=moment_requires_grad, maximize=maximize,
-            use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        super().__init__(module, impl, first_order=first_order)
-
-
-class MetaRMSProp(MetaOptimizer):
-    """:class:`MetaOptimizer` with :func:`unrollopt.rmsprop` (same arguments)."""
-
-    def __init__(
-        self,
-        module: nn.Module,
-        lr: alias.LearningRate = 1e-2,
-        alpha: Hyperparameter = 0.99,
-        eps: float = 1e-8,
-        weight_decay: Hyperparameter = 0.0,
-        momentum: Hyperparameter = 0.0,
-        centered: bool = False,
-        *,
-        initial_scale: float = 0.0,
-        nesterov: bool = False,
-        moment_requires_grad: bool = False,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-        first_order: bool = False,
-    ) -> None:
-        impl = alias.rmsprop(
-            lr, alpha, eps, weight_decay, momentum, centered, initial_scale=initial_scale, nesterov=nesterov,
-            moment_requires_grad=moment_requires_grad, maximize=maximize, use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        super().__init__(module, impl, first_order=first_order)
-
-
-#: The spelling of ``torch.optim.RMSprop``.
-MetaRMSprop = MetaRMSProp
-
-
-class MetaRAdam(MetaOptimizer):
-    """:class:`MetaOptimizer` with :func:`unrollopt.radam` (same arguments)."""
-
-    def __init__(
-        self,
-        module: nn.Module,
-        lr: alias.LearningRate = 1e-3,
-        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: Hyperparameter = 0.0,
-        *,
-        decoupled_weight_decay: bool = False,
-        moment_requires_grad: bool = False,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-        first_order: bool = False,
-    ) -> None:
-        impl = alias.radam(
-            lr, betas, eps, weight_decay, decoupled_weight_decay=decoupled_weight_decay,
-            moment_requires_grad=moment_requires_grad, maximize=maximize, use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        super().__init__(module, impl, first_order=first_order)
-
-
-class MetaNAdam(MetaOptimizer):
-    """:class:`MetaOptimizer` with :func:`unrollopt.nadam` (same arguments)."""
-
-    def __init__(
-        self,
-        module: nn.Module,
-        lr: alias.LearningRate = 2e-3,
-        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: Hyperparameter = 0.0,
-        momentum_decay: float = 4e-3,
-        *,
-        decoupled_weight_decay: bool = False,
-        moment_requires_grad: bool = False,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-        first_order: bool = False,
-    ) -> None:
-        impl = alias.nadam(
-            lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
-            moment_requires_grad=moment_requires_grad, maximize=maximize, use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        super().__init__(module, impl, first_order=first_order)
-
-
-class MetaSGD(MetaOptimizer):
-    """:class:`MetaOptimizer` with :func:`unrollopt.sgd` (same arguments)."""
-
-    def __init__(
-        self,
-        module: nn.Module,
-        lr: alias.LearningRate,
-        momentum: Hyperparameter = 0.0,
-        dampening: Hyperparameter = 0.0,
-        weight_decay: Hyperparameter = 0.0,
-        nesterov: bool = False,
-        *,
-        moment_requires_grad: bool = False,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-        first_order: bool = False,
-    ) -> None:
-        impl = alias.sgd(
-            lr, momentum, dampening, weight_decay, nesterov, moment_requires_grad=moment_requires_grad,
-            maximize=maximize, use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        super().__init__(module, impl, first_order=first_order)
-
+MetaAdadelta = _meta_optimizer("MetaAdadelta", alias.adadelta)
+MetaAdagrad = _meta_optimizer("MetaAdagrad", alias.adagrad)
+MetaAdam = _meta_optimizer("MetaAdam", alias.adam)
+MetaAdamW = _meta_optimizer("MetaAdamW", alias.adamw)
+MetaAdamax = _meta_optimizer("MetaAdamax", alias.adamax)
+MetaNAdam = _meta_optimizer("MetaNAdam", alias.nadam)
+MetaRAdam = _meta_optimizer("MetaRAdam", alias.radam)
+MetaRMSprop = _meta_optimizer("MetaRMSprop", alias.rmsprop)
+MetaSGD = _meta_optimizer("MetaSGD", alias.sgd)
 
 #: TorchOpt's spellings.
 MetaAdaDelta = MetaAdadelta
 MetaAdaGrad = MetaAdagrad
 MetaAdaMax = MetaAdamax
+MetaRMSProp = MetaRMSprop

@@ -22,14 +22,13 @@ import torch
 from unrollopt import _adadelta, _adagrad, _adam, _adamax, _fused, _hyperparameters, _pytree, _radam, _rmsprop, _sgd
 from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._recorded import Call, Transformation, record, recorded
+from unrollopt._transformation import mask_leaves, transformation
 from unrollopt.alias import (
     AdadeltaState,
     AdagradState,
     RMSPropState,
     ScaleByAdamState,
     SgdState,
-    _mask_leaves,
-    _transformation,
 )
 from unrollopt.base import GradientTransformation, OptState, Params, Updates
 
@@ -252,12 +251,12 @@ def masked(inner: GradientTransformation, mask: Any = None) -> GradientTransform
 
     def init(params: Params) -> OptState:
         leaves, spec = _pytree.flatten(params)
-        keep = _mask_leaves(mask, params, spec)
+        keep = mask_leaves(mask, params, spec)
         return inner.init(select(params, keep, spec, "params"))
 
     def update(updates: Updates, state: OptState, *, params: Optional[Params] = None, inplace: bool = True):
         leaves, spec = _pytree.flatten(updates)
-        keep = _mask_leaves(mask, params, spec)
+        keep = mask_leaves(mask, params, spec)
         inner_params = None if params is None else select(params, keep, spec, "params")
         new, state = inner.update(select(updates, keep, spec, "updates"), state, params=inner_params, inplace=inplace)
         new_leaves = _pytree.flatten_like(new, spec, "updates")
@@ -310,7 +309,7 @@ def _direction(
     config: _fused.Config, plain: _fused.PlainStep, state_type: Any, use_accelerated_op: bool, **kwargs: Any
 ):
     """The transformation of an optimizer's update with lr = -1: its direction."""
-    return _transformation(config.replace(lr=-1.0), plain, state_type, fused=bool(use_accelerated_op), **kwargs)
+    return transformation(config.replace(lr=-1.0), plain, state_type, fused=bool(use_accelerated_op), **kwargs)
 
 
 @recorded

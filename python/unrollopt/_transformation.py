@@ -1,0 +1,217 @@
+"""The engine under every optimizer alias (:mod:`unrollopt.alias`) and
+stateful transform (:mod:`unrollopt.transform`): an ``(init, update)`` pair
+over pytrees from an operator's :class:`_fused.Config` and plain step."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, Optional
+
+import torch
+
+from unrollopt import _fused, _hyperparameters, _pytree
+from unrollopt._hyperparameters import Hyperparameter
+from unrollopt.base import GradientTransformation, OptState, Params, Updates
+
+_ONE = torch.ones((), dtype=torch.int64)  # count.add(_ONE) costs half of count + 1
+
+#: A learning rate: a number or 0-d tensor, a schedule (a function of the
+#: step count, see :mod:`unrollopt.schedule`), or a pytree like the parameters
+#: of numbers or tensors broadcastable to them (per-parameter rates, as in
+#: Meta-SGD).
+LearningRate = Any
+
+
+def learning_rate(lr: LearningRate) -> tuple[Hyperparameter, Optional[Callable], Any]:
+    """(the operator's lr, a schedule or None, a per-parameter pytree or None).
+
+    A schedule's value and the per-parameter rates multiply the whole update
+    (every optimizer's update is linear in lr, its state independent of it), so
+    the operator runs with lr = 1 for a per-parameter pytree."""
+    if callable(lr):
+        return 1.0, lr, None
+    if isinstance(lr, numbers.Real) or (isinstance(lr, torch.Tensor) and lr.dim() == 0):
+        return lr, None, None
+    leaves, _ = _pytree.flatten(lr)
+    if not leaves or isinstance(lr, (str, bytes)):
+        raise TypeError(f"lr must be a number, a 0-d tensor, a schedule or a pytree of rates, got {lr!r}")
+    for i, leaf in enumerate(leaves):
+        if isinstance(leaf, torch.Tensor):
+            if not leaf.is_floating_point():
+                raise TypeError(f"lr[{i}] must be a floating-point tensor, got dtype {leaf.dtype}")
+            if bool((leaf.detach() < 0).any()):
+                raise ValueError(f"Invalid lr[{i}]: a rate is negative (expected 0 <= lr)")
+        elif leaf is not None:
+            _hyperparameters.check(f"lr[{i}]", leaf)
+    return 1.0, None, lr
+
+
+def transformation(
+    config: _fused.Config,
+    plain: _fused.PlainStep,
+    state_type: Callable[..., Any],
+    *,
+    fused: bool,
+    moment_requires_grad: bool = False,
+    initial: Optional[dict[str, float]] = None,
+    lr_schedule: Optional[Callable[[torch.Tensor], Hyperparameter]] = None,
+    lr_tree: Any = None,
+    decay_mask: Any = None,
+    scalars: Optional[Callable[[_fused.Config, Any, torch.Tensor], tuple[_fused.Config, dict]]] = None,
+) -> GradientTransformation:
+    """The ``(init, update)`` pair of one optimizer: pytrees in, lists to
+    :func:`_fused.step`, pytrees out. The state holds one pytree per state of
+    the optimizer (fields named after them; the others are empty tuples, so
+    that a state holds only tensors, as ``torch.func.vmap`` needs) and ``count``; each
+    starts at its value in ``initial`` (default 0).
+
+    ``lr_schedule(count)`` replaces lr at each step; ``lr_tree`` (rates per
+    parameter) multiplies the updates; ``decay_mask`` (a pytree of bools like the
+    parameters, or a function of the parameters giving one) limits the weight
+    decay to the leaves where it is True. ``scalars(config, state, count)``
+    gives the step's config and the new values of the state's other fields
+    (given at init by ``scalars(config, None, 0)``).
+    """
+    names = config.state_names
+    scalar_fields = tuple(scalars(config, None, torch.zeros((), dtype=torch.int64))[1]) if scalars else ()
+    tree_fields = [f for f in state_type._fields if f != "count" and f not in scalar_fields]
+
+    def init(params: Params) -> OptState:
+        def filled(p: Optional[torch.Tensor], value: float) -> Optional[torch.Tensor]:
+            if p is None:
+                return None
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(f"params must be a pytree of tensors, got a {type(p).__name__}")
+            return torch.full_like(p, value, requires_grad=moment_requires_grad)
+
+        leaves, spec = _pytree.flatten(params)
+        values = {name: (initial or {}).get(name, 0.0) for name in names}
+        trees = {name: _pytree.unflatten([filled(p, values[name]) for p in leaves], spec) for name in names}
+        count = torch.zeros((), dtype=torch.int64)
+        extra = scalars(config, None, count)[1] if scalars else {}
+        return state_type(**{f: trees.get(f, ()) for f in tree_fields}, **extra, count=count)
+
+    labels = tuple(f"state.{name}" for name in names)
+    # Where each field of a new state comes from: a state's tree, a scalar, the count, or ().
+    sources = tuple(
+        ("tree", names.index(f)) if f in names else (("scalar", f) if f in scalar_fields else (f, None))
+        for f in state_type._fields
+    )
+
+    def new_state(trees: list, extra: dict, count: torch.Tensor) -> OptState:
+        fields = []
+        for kind, key in sources:
+            if kind == "tree":
+                fields.append(trees[key])
+            elif kind == "scalar":
+                fields.append(extra[key])
+            else:
+                fields.append(count if kind == "count" else ())
+        return state_type._make(fields)
+
+    def update(
+        updates: Updates,
+        state: OptState,
+        *,
+        params: Optional[Params] = None,
+        inplace: bool = True,
+    ) -> tuple[Updates, OptState]:
+        if not isinstance(state, state_type):
+            raise TypeError(f"state must be a {state_type.__name__}, got {type(state).__name__}")
+        grads, spec = _pytree.flatten(updates)
+        states = [_pytree.flatten_like(getattr(state, name), spec, label) for name, label in zip(names, labels)]
+        if params is None:
+            if config.uses_params:
+                raise ValueError("weight_decay is not 0: pass the parameters as update(..., params=params)")
+            ps = None
+        else:
+            ps = _pytree.flatten_like(params, spec, "params")
+        rates = _pytree.flatten_like(lr_tree, spec, "lr") if lr_tree is not None else None
+        # Leaves without a gradient are passed over (most trees have none).
+        live = None
+        if any(leaf is None for leaf in grads):
+            live = _pytree.present(grads)
+            for i in live:
+                if any(s[i] is None for s in states) or (ps is not None and ps[i] is None):
+                    raise ValueError(f"updates has a tensor at leaf {i} where the state or params has None")
+                if rates is not None and rates[i] is None:
+                    raise ValueError(f"updates has a tensor at leaf {i} where lr has None")
+            g = [grads[i] for i in live]
+            s = [[leaves[i] for i in live] for leaves in states]
+            p = [ps[i] for i in live] if ps is not None else []
+        else:
+            g, s, p = grads, states, ps if ps is not None else []
+            for leaves in (*s, p):
+                if any(leaf is None for leaf in leaves):
+                    i = next(i for i, leaf in enumerate(leaves) if leaf is None)
+                    raise ValueError(f"updates has a tensor at leaf {i} where the state or params has None")
+        step_config = config
+        if lr_schedule is not None:
+            step_config = step_config.replace(lr=lr_schedule(state.count))
+        extra = {}
+        if scalars is not None:
+            step_config, extra = scalars(step_config, state, state.count.add(_ONE))
+        if inplace:
+            _fused.check_tensors("update", grads=g, params=p, **dict(zip(names, s)))
+            written = [*g, *(t for leaves in s for t in leaves)]
+            _fused.check_inplace_allowed("update", written, p, rates or (), config=step_config)
+        else:
+            _fused.warn_if_first_order(g, p)
+        count = state.count.add(_ONE)
+        if decay_mask is None:
+            p = p if step_config.uses_params else []  # the operator reads them only for a weight decay
+            new_g, new_s = _fused.step(plain, g, s, p, count, step_config, fused=fused, inplace=inplace, what="update")
+        else:  # two calls: the weight decay is off where the mask is False
+            decayed = mask_leaves(decay_mask, params, spec)
+            ks = range(len(g)) if live is None else live
+            groups = [
+                ([k for k, i in enumerate(ks) if decayed[i]], step_config),
+                ([k for k, i in enumerate(ks) if not decayed[i]], step_config.replace(weight_decay=0.0)),
+            ]
+            new_g, new_s = [None] * len(g), [[None] * len(g) for _ in names]
+            for group, cfg in groups:
+                if not group:
+                    continue
+                pk = [p[k] for k in group] if p and cfg.uses_params else []
+                out_g, out_s = _fused.step(plain, [g[k] for k in group], [[leaves[k] for k in group] for leaves in s],
+                                           pk, count, cfg, fused=fused, inplace=inplace, what="update")  # fmt: skip
+                for j, k in enumerate(group):
+                    new_g[k] = out_g[j]
+                    for n in range(len(names)):
+                        new_s[n][k] = out_s[n][j]
+        if rates is not None:
+            ks = range(len(g)) if live is None else live
+            new_g = [u.mul_(rates[i]) if inplace else u * rates[i] for u, i in zip(new_g, ks)]
+        if live is not None:  # back to every leaf
+            out_u, out_s = list(grads), [list(leaves) for leaves in states]
+            for k, i in enumerate(live):
+                out_u[i] = new_g[k]
+                for j in range(len(names)):
+                    out_s[j][i] = new_s[j][k]
+            new_g, new_s = out_u, out_s
+        trees = [_pytree.unflatten(leaves, spec) for leaves in new_s]
+        return _pytree.unflatten(new_g, spec), new_state(trees, extra, count)
+
+    return GradientTransformation(init, update)
+
+
+def optimizer(
+    lr: LearningRate, config: Callable[[Hyperparameter], _fused.Config], *args: Any, **kwargs: Any
+) -> GradientTransformation:
+    """An optimizer alias's transformation, for any form of learning rate."""
+    lr, schedule, rates = learning_rate(lr)
+    return transformation(config(lr), *args, lr_schedule=schedule, lr_tree=rates, **kwargs)
+
+
+def mask_leaves(mask: Any, params: Optional[Params], spec: Any) -> Optional[list[bool]]:
+    """A mask's leaves (None without a mask): a pytree of bools with the
+    structure ``spec``, or a function of the parameters giving one."""
+    if mask is None:
+        return None
+    if callable(mask):
+        mask = mask(params)
+    leaves = _pytree.flatten_like(mask, spec, "mask")
+    for i, leaf in enumerate(leaves):
+        if not isinstance(leaf, bool):
+            raise TypeError(f"mask[{i}] must be a bool, got {type(leaf).__name__}")
+    return leaves
