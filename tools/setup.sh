@@ -34,9 +34,10 @@ say "installing ${packages[*]} (pip; torch is a large download the first time)"
 "$venv/bin/pip" install -q --disable-pip-version-check "${packages[@]}"
 if [[ $with_tests == ON ]]; then
   # TorchOpt, which the migration tests compare against; without its own
-  # dependencies (it would resolve another torch).
-  say "installing torchopt==0.7.3 and optree for the tests (pip, --no-deps)"
-  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps torchopt==0.7.3 optree
+  # dependencies (it would resolve another torch): its import needs optree and
+  # graphviz.
+  say "installing torchopt==0.7.3, optree and graphviz for the tests (pip, --no-deps)"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps torchopt==0.7.3 optree graphviz
 fi
 
 # No build isolation: the extension must be built against the torch installed

@@ -22,7 +22,7 @@ F64 = torch.float64
 
 def torchopt_or_skip():
     return pytest.importorskip(
-        "torchopt", reason="TorchOpt is not installed (pip install --no-deps torchopt==0.7.3 optree)"
+        "torchopt", reason="TorchOpt is not installed (pip install --no-deps torchopt==0.7.3 optree graphviz)"
     )
 
 

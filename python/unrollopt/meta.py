@@ -178,7 +178,8 @@ def _meta_optimizer(name: str, alias_fn: Callable[..., GradientTransformation]) 
     doc = (
         f":class:`MetaOptimizer` with :func:`unrollopt.{alias_name}`: ``module``, then the "
         f"arguments of :func:`unrollopt.{alias_name}` (the same names, order and defaults), "
-        "and ``first_order`` (see :class:`MetaOptimizer`)."
+        "and ``first_order`` (see :class:`MetaOptimizer`). The transformation sees the "
+        "parameters as a tuple in ``module.parameters()`` order (the order of, e.g., AdamW's ``mask``)."
     )
     return type(name, (MetaOptimizer,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
 
