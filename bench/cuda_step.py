@@ -24,7 +24,7 @@ import statistics
 import torch
 
 import unrollopt
-from unrollopt import _adam, _fused
+from unrollopt import _adam, _step
 
 DIFFERENTIABLE_VALUES = 18
 INPLACE_VALUES = 7
@@ -66,7 +66,7 @@ def differentiable_step(n: int, fused: bool):
     count = torch.tensor(3)
 
     def run():
-        (update,), ((new_mu,), (new_nu,)) = _fused.step(
+        (update,), ((new_mu,), (new_nu,)) = _step.step(
             _adam.plain, [grad], [[mu], [nu]], [param], count, config, fused=fused, inplace=False
         )
         torch.autograd.grad([update, new_mu, new_nu], [grad, mu, nu, param], cotangents)

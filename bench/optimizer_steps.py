@@ -37,6 +37,7 @@ OPTIMIZERS = {
     ),
     "adagrad": lambda f: unrollopt.adagrad(1e-2, weight_decay=1e-2, use_accelerated_op=f),
     "adadelta": lambda f: unrollopt.adadelta(1.0, weight_decay=1e-2, use_accelerated_op=f),
+    "lion": lambda f: unrollopt.lion(1e-4, weight_decay=1e-1, use_accelerated_op=f),
 }
 
 

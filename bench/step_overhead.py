@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_model  # noqa: E402
 
 import unrollopt  # noqa: E402
-from unrollopt import _fused  # noqa: E402
+from unrollopt import _step  # noqa: E402
 
 MLP_SHAPES = [(40, 1), (40,), (40, 40), (40,), (1, 40), (1,)]
 OPTIMIZERS = {
@@ -44,6 +44,7 @@ OPTIMIZERS = {
     "rmsprop": lambda: unrollopt.rmsprop(use_accelerated_op=True),
     "adagrad": lambda: unrollopt.adagrad(use_accelerated_op=True),
     "adadelta": lambda: unrollopt.adadelta(use_accelerated_op=True),
+    "lion": lambda: unrollopt.lion(use_accelerated_op=True),
 }
 
 
@@ -66,9 +67,9 @@ def interleaved(fns: dict, repeats: int) -> dict:
     return {k: statistics.median(v) / 1e3 for k, v in times.items()}
 
 
-def config_of(opt: unrollopt.GradientTransformation) -> _fused.Config:
+def config_of(opt: unrollopt.GradientTransformation) -> _step.Config:
     """The checked settings an alias's update runs its operator with."""
-    return next(c.cell_contents for c in opt.update.__closure__ if isinstance(c.cell_contents, _fused.Config))
+    return next(c.cell_contents for c in opt.update.__closure__ if isinstance(c.cell_contents, _step.Config))
 
 
 def update_vs_bare(name: str, shapes, repeats: int) -> dict:

@@ -61,8 +61,10 @@ UNROLLOPT_SCALAR_FN(T) if_greater(T x, double threshold, T a, T b) { return x > 
 UNROLLOPT_SCALAR_FN(T) where_zero(T x, double a, T b) { return x == 0 ? static_cast<T>(a) : b; }
 // where(a >= b, x, 0): a selection (a NaN in a or b selects 0).
 UNROLLOPT_SCALAR_FN(T) where_ge(T a, T b, T x) { return a >= b ? x : T(0); }
-// -1, 0 or 1 (0 at 0 and at NaN).
-UNROLLOPT_SCALAR_FN(T) sign(T x) { return T(x > 0) - T(x < 0); }
+// -1, 0 or 1, and NaN at NaN (where torch.sign gives 0: a NaN must show).
+UNROLLOPT_SCALAR_FN(T) sign(T x) { return x != x ? x : T(x > 0) - T(x < 0); }
+// 0, of the kind of `like` (a cotangent that is exactly 0, even where `like` is NaN).
+UNROLLOPT_SCALAR_FN(T) zeros_like(T /*like*/) { return T(0); }
 // a * b + c, fused (one rounding), as in the vector kernels.
 UNROLLOPT_SCALAR_FN(T) fmadd(T a, T b, T c) {
   if constexpr (std::is_same_v<T, float>) {
@@ -236,13 +238,18 @@ at::vec::Vectorized<T> fmadd(const at::vec::Vectorized<T>& a, const at::vec::Vec
   return V::loadu(x);
 #endif
 }
-// -1, 0 or 1 (0 at 0 and at NaN).
+template <class T>
+at::vec::Vectorized<T> zeros_like(const at::vec::Vectorized<T>& /*like*/) {
+  return at::vec::Vectorized<T>(static_cast<T>(0));
+}
+// -1, 0 or 1, and NaN at NaN.
 template <class T>
 at::vec::Vectorized<T> sign(const at::vec::Vectorized<T>& x) {
   using V = at::vec::Vectorized<T>;
   const V zero(static_cast<T>(0));
-  return V::blendv(zero, V(static_cast<T>(1)), x > zero) -
-         V::blendv(zero, V(static_cast<T>(1)), x < zero);
+  const V s = V::blendv(zero, V(static_cast<T>(1)), x > zero) -
+              V::blendv(zero, V(static_cast<T>(1)), x < zero);
+  return V::blendv(s, x, x != x);
 }
 
 #endif  // __CUDACC__

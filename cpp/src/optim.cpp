@@ -231,18 +231,10 @@ void Optimizer<Options>::load(torch::serialize::InputArchive& archive) {
   torch::optim::serialize<ParamState, GroupOptions<Options>>(archive, *this);
 }
 
-#define UNROLLOPT_OPTIM(Options)         \
+#define UNROLLOPT_OPTIM(Name, Options)   \
   template struct GroupOptions<Options>; \
   template class Optimizer<Options>;
-UNROLLOPT_OPTIM(AdamOptions)
-UNROLLOPT_OPTIM(AdamWOptions)
-UNROLLOPT_OPTIM(AdamaxOptions)
-UNROLLOPT_OPTIM(RAdamOptions)
-UNROLLOPT_OPTIM(NAdamOptions)
-UNROLLOPT_OPTIM(RMSpropOptions)
-UNROLLOPT_OPTIM(AdagradOptions)
-UNROLLOPT_OPTIM(AdadeltaOptions)
-UNROLLOPT_OPTIM(SgdOptions)
+UNROLLOPT_FOR_EACH_OPTIMIZER(UNROLLOPT_OPTIM)
 #undef UNROLLOPT_OPTIM
 
 }  // namespace unrollopt::optim

@@ -176,6 +176,21 @@ struct Spec<AdadeltaOptions> {
 };
 
 template <>
+struct Spec<LionOptions> {
+  static constexpr const char* name = "Lion";
+  static std::string op(const LionOptions&) { return "lion"; }
+  template <class Opts>
+  static FieldsOf<Opts> fields(Opts& o) {
+    return {UNROLLOPT_FIELD(lr), UNROLLOPT_FIELD(beta1), UNROLLOPT_FIELD(beta2),
+            UNROLLOPT_FIELD(weight_decay), UNROLLOPT_FIELD(maximize)};
+  }
+  template <class F>
+  static void states(LionState& s, F&& f) {
+    f("mu", s.mu);
+  }
+};
+
+template <>
 struct Spec<SgdOptions> {
   static constexpr const char* name = "Sgd";
   static std::string op(const SgdOptions& o) {

@@ -6,6 +6,7 @@
 #include "unrollopt/optimizers.h"
 
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 
@@ -123,14 +124,37 @@ std::pair<std::vector<at::Tensor>, typename Optimizer<Options>::State> Optimizer
   return {std::move(step.updates), std::move(next)};
 }
 
-template class Optimizer<AdamOptions>;
-template class Optimizer<AdamWOptions>;
-template class Optimizer<AdamaxOptions>;
-template class Optimizer<RAdamOptions>;
-template class Optimizer<NAdamOptions>;
-template class Optimizer<RMSpropOptions>;
-template class Optimizer<AdagradOptions>;
-template class Optimizer<AdadeltaOptions>;
-template class Optimizer<SgdOptions>;
+namespace {
+template <class Options>
+Settings settings_of(const Options& o) {
+  Settings out;
+  for (const auto& f : Spec<Options>::fields(o)) {
+    std::visit(
+        [&](const auto* v) {
+          if constexpr (std::is_same_v<std::decay_t<decltype(*v)>, Hyperparameter>) {
+            out.emplace_back(f.name, v->value());
+          } else {
+            out.emplace_back(f.name, static_cast<double>(*v));
+          }
+        },
+        f.value);
+  }
+  out.emplace_back("moment_requires_grad", o.moment_requires_grad);
+  return out;
+}
+}  // namespace
+
+std::vector<std::pair<std::string, Settings>> default_settings() {
+  std::vector<std::pair<std::string, Settings>> out;
+#define UNROLLOPT_DEFAULTS(Name, Options) \
+  out.emplace_back(Spec<Options>::name, settings_of(Options{}));
+  UNROLLOPT_FOR_EACH_OPTIMIZER(UNROLLOPT_DEFAULTS)
+#undef UNROLLOPT_DEFAULTS
+  return out;
+}
+
+#define UNROLLOPT_INSTANTIATE(Name, Options) template class Optimizer<Options>;
+UNROLLOPT_FOR_EACH_OPTIMIZER(UNROLLOPT_INSTANTIATE)
+#undef UNROLLOPT_INSTANTIATE
 
 }  // namespace unrollopt

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -19,26 +20,50 @@ namespace {
 using namespace unrollopt::testing;
 using OptionalTensors = c10::List<std::optional<at::Tensor>>;
 
+// An operator with test values for its arguments, found by name.
 struct Optimizer {
   std::string name;
-  int num_states;
-  std::vector<double> hyper;  // weight_decay last
-  std::vector<double> options;
+  std::vector<std::string> states;
+  std::vector<double> hyper, options;
 };
 
-const std::vector<Optimizer> kOptimizers = {
-    {"adam", 2, {0.1, 0.8, 0.9, 0.05}, {1e-3, 1e-6, 0}},
-    {"adamw", 2, {0.1, 0.8, 0.9, 0.05}, {1e-3, 0, 1}},
-    {"adamax", 2, {0.1, 0.8, 0.9, 0.05}, {0.5, 0}},
-    {"adagrad", 1, {0.1, 0.3, 0.05}, {1e-3, 0}},
-    {"adadelta", 2, {0.5, 0.9, 0.05}, {1e-3, 0}},
-    {"rmsprop", 1, {0.1, 0.9, 0.05}, {1e-3, 0}},
-    {"rmsprop_centered", 2, {0.1, 0.9, 0.05}, {1e-3, 0}},
-    {"rmsprop_momentum", 2, {0.1, 0.9, 0.7, 0.05}, {1e-3, 1}},
-    {"rmsprop_centered_momentum", 3, {0.1, 0.9, 0.7, 0.05}, {1e-3, 0}},
-    {"sgd", 0, {0.1, 0.05}, {0, 0}},
-    {"sgd_momentum", 1, {0.1, 0.9, 0.3, 0.05}, {1, 1}},
-};
+// A test value for each hyperparameter and option, by name.
+double value_of(const std::string& op, const std::string& name) {
+  static const std::map<std::string, double> values = {
+      {"lr", 0.1},
+      {"beta1", 0.8},
+      {"beta2", 0.9},
+      {"weight_decay", 0.05},
+      {"alpha", 0.9},
+      {"rho", 0.9},
+      {"momentum", 0.7},
+      {"dampening", 0.3},
+      {"lr_decay", 0.3},
+      {"mu_product", 0.064},  // nadam's mu_1 mu_2 mu_3, about 0.4^3 at beta1 = 0.8
+      {"eps", 1e-3},
+      {"eps_root", 1e-6},
+      {"momentum_decay", 4e-3},
+      {"maximize", 1},
+      {"nesterov", 1},
+      {"decoupled_weight_decay", 1}};
+  const auto it = values.find(name);
+  EXPECT_NE(it, values.end()) << op << " takes " << name << ", which has no test value here";
+  return it == values.end() ? 0.0 : it->second;
+}
+
+// Every registered operator, its arguments by its description: a new rule is
+// tested without being listed here.
+std::vector<Optimizer> all_optimizers() {
+  std::vector<Optimizer> out;
+  for (const auto& name : unrollopt::ops::operator_names()) {
+    const auto& d = unrollopt::ops::describe(name);
+    Optimizer opt{name, d.states, {}, {}};
+    for (const auto& h : d.hyperparameters) opt.hyper.push_back(value_of(name, h));
+    for (const auto& o : d.options) opt.options.push_back(value_of(name, o));
+    out.push_back(std::move(opt));
+  }
+  return out;
+}
 
 // Empty, and around the vector width (4), a block's (2048) and a chunk's (65536).
 const std::vector<int64_t> kSizes = {0, 1, 3, 1025, 2049, 65537};
@@ -74,19 +99,19 @@ Inputs make_inputs(const Optimizer& opt, int64_t seed) {
   };
   Inputs in;
   in.grads = make(1, 0);
-  for (int k = 0; k < opt.num_states; ++k) {
-    const bool centered_avg = opt.name.find("centered") != std::string::npos && k == 1;
-    const TensorVector s = centered_avg ? make(0.3, 0) : make(1, 1.0);
+  const int num_states = static_cast<int>(opt.states.size());
+  for (int k = 0; k < num_states; ++k) {
+    const TensorVector s = opt.states[k] == "grad_avg" ? make(0.3, 0) : make(1, 1.0);
     in.states.insert(in.states.end(), s.begin(), s.end());
   }
   in.params = make(1, 0);
   in.grad_updates = make(1, 0);
   in.grad_states = make(1, 0);
-  for (int k = 1; k < opt.num_states; ++k) {
+  for (int k = 1; k < num_states; ++k) {
     const TensorVector s = make(1, 0);
     in.grad_states.insert(in.grad_states.end(), s.begin(), s.end());
   }
-  if (opt.num_states == 0) in.grad_states.clear();
+  if (num_states == 0) in.grad_states.clear();
   for (double h : opt.hyper) in.hyper.push_back(scalar(h));
   in.step = at::scalar_tensor(3, at::kLong);
   return in;
@@ -166,14 +191,27 @@ TEST(Cuda, AcceleratedOpAvailableNeverThrows) {
   }
 }
 
+// Runs without a GPU: every operator has test values, and they make a finite step.
+TEST(Cuda, EveryOperatorHasTestInputs) {
+  const auto all = all_optimizers();
+  EXPECT_GE(all.size(), 16u);
+  for (const auto& opt : all) {
+    const Inputs in = make_inputs(opt, 7);
+    const auto [u, ns] = unrollopt::ops::fused_step(opt.name, in.grads, in.states, in.params,
+                                                    in.step, in.hyper, opt.options);
+    for (const auto& t : u) EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << opt.name;
+    for (const auto& t : ns) EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << opt.name;
+  }
+}
+
 TEST(Cuda, EveryOptimizerMatchesCpu) {
   SKIP_WITHOUT_CUDA();
-  for (const auto& opt : kOptimizers) check_matches_cpu(opt, /*strided_layout=*/false);
+  for (const auto& opt : all_optimizers()) check_matches_cpu(opt, /*strided_layout=*/false);
 }
 
 TEST(Cuda, StridedInputsMatchCpu) {
   SKIP_WITHOUT_CUDA();
-  for (const auto& opt : kOptimizers) check_matches_cpu(opt, /*strided_layout=*/true);
+  for (const auto& opt : all_optimizers()) check_matches_cpu(opt, /*strided_layout=*/true);
 }
 
 }  // namespace

@@ -158,6 +158,7 @@ TEST(Optim, OthersMatchTheFunctionalOptimizers) {
                                                                "Adadelta");
   expect_same_as_functional<unrollopt::RMSprop, uo::RMSprop>(
       {.lr = 0.01, .momentum = 0.5, .initial_scale = 0.1, .nesterov = true}, "RMSprop nesterov");
+  expect_same_as_functional<unrollopt::Lion, uo::Lion>({.lr = 0.01, .weight_decay = 0.1}, "Lion");
 }
 
 TEST(Optim, ClosureZeroGradAndParametersWithoutGradients) {

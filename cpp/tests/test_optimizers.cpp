@@ -1,7 +1,7 @@
 // The functional C++ optimizers (unrollopt/optimizers.h): trajectories against
 // libtorch's torch::optim where it has the optimizer (Adam, AdamW, SGD,
 // RMSprop, Adagrad) and against the float64 textbook equations where it has not
-// (Adamax, RAdam, NAdam, Adadelta); meta-gradients with respect to a tensor
+// (Adamax, RAdam, NAdam, Adadelta, Lion); meta-gradients with respect to a tensor
 // learning rate against central differences; the checks of their settings.
 
 #include <gtest/gtest.h>
@@ -178,6 +178,19 @@ TEST(Optimizers, MatchTextbookEquations) {
                        },
                        2, pr),
                    "Adadelta");
+  const double lion_b2 = 0.99, lion_wd = 0.5;
+  expect_all_close(
+      run(unrollopt::Lion({.lr = 0.01, .beta1 = b1, .beta2 = lion_b2, .weight_decay = lion_wd}),
+          pr),
+      run_reference(
+          [&](Tensor& p, const Tensor& g, std::vector<Tensor>& s, int) {
+            // Chen et al. (2023), Algorithm 2.
+            const Tensor c = b1 * s[0] + (1 - b1) * g;
+            p = p - 0.01 * (c.sign() + lion_wd * p);
+            s[0] = lion_b2 * s[0] + (1 - lion_b2) * g;
+          },
+          1, pr),
+      "Lion");
 }
 
 // d/d lr of a loss after three differentiable steps on a quadratic, against a
@@ -226,6 +239,7 @@ TEST(Optimizers, LearningRateGradientsMatchFiniteDifferences) {
       "RMSprop");
   expect_lr_gradient<unrollopt::Adagrad>(unrollopt::AdagradOptions{.lr_decay = 0.1}, "Adagrad");
   expect_lr_gradient<unrollopt::Adadelta>(unrollopt::AdadeltaOptions{}, "Adadelta");
+  expect_lr_gradient<unrollopt::Lion>(unrollopt::LionOptions{.weight_decay = 0.1}, "Lion");
   expect_lr_gradient<unrollopt::Sgd>(unrollopt::SgdOptions{.momentum = 0.9, .nesterov = true},
                                      "Sgd");
 }
@@ -254,6 +268,8 @@ TEST(Optimizers, SettingsOutOfRangeAreRefusedByName) {
   EXPECT_NE(thrown([] {
               unrollopt::Adagrad({.initial_accumulator_value = -1});
             }).find("Adagrad: Invalid initial_accumulator_value"),
+            std::string::npos);
+  EXPECT_NE(thrown([] { unrollopt::Lion({.beta2 = 1.0}); }).find("Lion: Invalid beta2"),
             std::string::npos);
   EXPECT_NE(thrown([] { unrollopt::RMSprop({.nesterov = true}); }).find("needs a momentum"),
             std::string::npos);

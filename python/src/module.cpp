@@ -69,6 +69,8 @@ NB_MODULE(_C, m) {
       "(states, hyperparameters, options): the names of the operator's arguments, in its order "
       "(its rule's own lists). ValueError for an unknown name.");
   m.def("operator_names", &unrollopt::ops::operator_names, "Every operator's name, sorted.");
+  m.def("default_settings", &unrollopt::default_settings,
+        "The C++ optimizers' settings at their defaults: [(name, [(setting, value)])].");
   m.def(
       "check_setting",
       [](const std::string& name, double value, const std::string& range) {

@@ -19,6 +19,7 @@ from references import (
     ref_adam_step,
     ref_adamax_step,
     ref_adamw_step,
+    ref_lion_step,
     ref_nadam_step,
     ref_radam_step,
     ref_rmsprop_step,
@@ -93,6 +94,12 @@ class Case:
                     wd=h["weight_decay"], maximize=bool(opt["maximize"]),
                 )  # fmt: skip
                 new = [m, v]
+            elif self.op == "lion":
+                u, m = ref_lion_step(
+                    g, lists[0][i], p, lr=h["lr"], b1=h["beta1"], b2=h["beta2"], wd=h["weight_decay"],
+                    maximize=bool(opt["maximize"]),
+                )  # fmt: skip
+                new = [m]
             elif self.op == "radam":
                 u, m, v = ref_radam_step(
                     g, lists[0][i], lists[1][i], p, t, lr=h["lr"], b1=h["beta1"], b2=h["beta2"], eps=opt["eps"],
@@ -162,6 +169,10 @@ CASES = [
     Case("adamax", "adamax", (0.1, 0.8, 0.9, 0.05), (0.5, 0.0), 3),
     Case("adamax-maximize-step1", "adamax", (0.1, 0.8, 0.9, 0.05), (0.3, 1.0), 1),
     Case("adamax-small_eps", "adamax", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0), 2),
+    # lion: the interpolation's sign is the step (its derivative is 0: the
+    # gradients reach g, mu and beta2 only through mu').
+    Case("lion", "lion", (0.1, 0.8, 0.9, 0.05), (0.0,), 3),
+    Case("lion-maximize", "lion", (0.1, 0.7, 0.95, 0.05), (1.0,), 1),
     Case("rmsprop", "rmsprop", (0.1, 0.9, 0.05), (1e-3, 0.0, 0.0), 3),
     Case("rmsprop-maximize", "rmsprop", (0.1, 0.9, 0.05), (0.1, 0.0, 1.0), 1),
     Case("rmsprop_centered", "rmsprop_centered", (0.1, 0.9, 0.05), (1e-3, 0.0, 0.0), 2),
@@ -213,6 +224,7 @@ OP_CASES = [
         "sgd_momentum-nesterov",
         "adamw-eps_root",
         "adamax",
+        "lion",
         "rmsprop",
         "rmsprop_centered",
         "rmsprop_momentum",
@@ -237,7 +249,8 @@ def cases(selection):
 def make_inputs(case, seed, *, dtype=F64, shapes=SHAPES, requires_grad=False, state_low=0.1, wd=None):
     """(grads, states, params, hyper): random, seeded, never zero; adam's nu
     positive; rmsprop's square_avg >= 1 and |grad_avg| < 0.9, so that the
-    centered variance square_avg - grad_avg^2 stays positive."""
+    centered variance square_avg - grad_avg^2 stays positive; lion's away from
+    its sign's ties."""
     g = gen(seed)
     grads = [randn(g, *s, dtype=dtype, requires_grad=requires_grad) for s in shapes]
     states = []
@@ -252,6 +265,16 @@ def make_inputs(case, seed, *, dtype=F64, shapes=SHAPES, requires_grad=False, st
             else:
                 t = randn(g, *s, dtype=dtype)
             states.append(t.requires_grad_(requires_grad))
+    if case.op == "lion":
+        # Lion steps by the sign of beta1 mu + (1 - beta1) g: the inputs keep
+        # away from its discontinuity at 0 (by 10% of the terms' size), which
+        # finite differences and the rounding of low precisions would cross.
+        # (Its ties are test_optimizers.py's test_lion_sign_conventions.)
+        beta1 = case.hyper[1]
+        for i, (gr, m) in enumerate(zip(grads, states)):
+            a, b = beta1 * m.detach().double(), (1 - beta1) * gr.detach().double()
+            near_tie = (a + b).abs() < 0.1 * (a.abs() + b.abs())
+            states[i] = torch.where(near_tie, -m.detach(), m.detach()).requires_grad_(requires_grad)
     params = [randn(g, *s, dtype=dtype, requires_grad=requires_grad) for s in shapes]
     values = case.hyper if wd is None else (*case.hyper[:-1], wd)
     hyper = [torch.tensor(x, dtype=F64, requires_grad=requires_grad) for x in values]

@@ -81,6 +81,45 @@ def ref_adamax_step(g, m, v, p, t, *, lr, b1, b2, eps, wd=0.0, maximize=False):
     return -lr / (1 - b1**t) * m / v, m, v
 
 
+def ref_lion_step(g, m, p, *, lr, b1, b2, wd=0.0, maximize=False):
+    """Lion as Algorithm 2 of Chen et al. (2023) states it, with its decoupled
+    weight decay: p <- p - lr (sign(b1 m + (1 - b1) g) + wd p), m <- b2 m + (1 - b2) g.
+    Returns (update, m)."""
+    if maximize:
+        g = -g
+    u = -lr * torch.sign(b1 * m + (1 - b1) * g)
+    if p is not None and not (isinstance(wd, float) and wd == 0.0):
+        u = u - lr * wd * p
+    return u, b2 * m + (1 - b2) * g
+
+
+class RefLion(torch.optim.Optimizer):
+    """Lion as a plain ``torch.optim`` optimizer written from the paper's
+    Algorithm 2 (torch.optim has none): the reference for unrollopt.Lion's
+    trajectories, parameter groups and state dicts (keys ``step``, ``exp_avg``)."""
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *, maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(p)
+                state["step"] += 1
+                u, state["exp_avg"] = ref_lion_step(
+                    p.grad, state["exp_avg"], p, lr=group["lr"], b1=b1, b2=b2, wd=group["weight_decay"],
+                    maximize=group["maximize"],
+                )  # fmt: skip
+                p.add_(u)
+
+
 def ref_rmsprop_step(g, sq, ga, buf, p, *, lr, alpha, eps, wd=0.0, momentum=None, nesterov=False, maximize=False):
     """torch.optim.RMSprop's step: returns (update, square_avg, grad_avg,
     momentum_buffer); grad_avg None selects the uncentered form (and stays
@@ -357,7 +396,9 @@ __all__ = [
     "ref_adagrad_step",
     "ref_adam_step",
     "ref_adamax_step",
+    "RefLion",
     "ref_adamw_step",
+    "ref_lion_step",
     "ref_nadam_step",
     "ref_radam_step",
     "ref_rmsprop_step",

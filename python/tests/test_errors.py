@@ -363,6 +363,22 @@ def test_nan_and_inf_gradients_propagate(fused):
     assert torch.isnan(u3[0][:3]).all() and is_finite(u3[0][3])
 
 
+@pytest.mark.parametrize("name", sorted(n.lower() for n, _ in unrollopt._C.default_settings()))
+def test_every_optimizer_propagates_nan_and_inf(fused, name):
+    """A NaN gradient makes a NaN update (and state) there and nowhere else, at
+    every optimizer's defaults; an infinite one does not make the others'
+    updates NaN."""
+    opt = getattr(unrollopt, name)(use_accelerated_op=fused)
+    params = [torch.ones(4, dtype=F64)]
+    grads = [torch.tensor([float("nan"), float("inf"), 1.0, -0.5], dtype=F64)]
+    updates, state = opt.update(grads, opt.init(params), params=params, inplace=False)
+    assert torch.isnan(updates[0][0]), name
+    assert is_finite(updates[0][2:]), name
+    moments = [leaf for leaf in state if isinstance(leaf, tuple) and leaf]
+    for moment in moments:
+        assert torch.isnan(moment[0][0]) and is_finite(moment[0][2:]), name
+
+
 def test_nan_propagates_through_meta_gradient(fused):
     w0 = torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
     opt = unrollopt.adam(lr=0.1, eps=1e-3, use_accelerated_op=fused)

@@ -1,5 +1,5 @@
 """The fused operators torch.ops.unrollopt.{NAME, NAME_, NAME_backward} for every
-optimizer rule (adam, adamw, adamax, radam, nadam, rmsprop*, adagrad, adadelta, sgd, sgd_momentum): gradcheck / gradgradcheck of the
+optimizer rule (every operator of unrollopt._C.operator_names()): gradcheck / gradgradcheck of the
 hand-written backward with respect to every input (hyperparameters included),
 values against independent float64 references, the in-place op against the
 out-of-place one, output_mask semantics, Meta kernels and torch.library.opcheck.

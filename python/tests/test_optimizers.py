@@ -32,6 +32,7 @@ import torch
 from references import (
     F64,
     OOP_STEPS,
+    RefLion,
     assert_close,
     assert_params_rel,
     cuda_skip_reason,
@@ -49,6 +50,7 @@ from references import (
     ref_adam_step,
     ref_adamax_step,
     ref_adamw_step,
+    ref_lion_step,
     ref_nadam_step,
     ref_radam_step,
     ref_rmsprop_step,
@@ -138,6 +140,16 @@ def adamax_step(g, st, p, t, hp):
     u, m, v = ref_adamax_step(g, *st, p, t, lr=hp["lr"], b1=b1, b2=b2, eps=hp["eps"], wd=hp["weight_decay"],
                               maximize=hp["maximize"])  # fmt: skip
     return u, (m, v)
+
+
+def lion_init(p, hp):
+    return (torch.zeros_like(p),)
+
+
+def lion_step(g, st, p, t, hp):
+    b1, b2 = hp["betas"]
+    u, m = ref_lion_step(g, st[0], p, lr=hp["lr"], b1=b1, b2=b2, wd=hp["weight_decay"], maximize=hp["maximize"])
+    return u, (m,)
 
 
 def rmsprop_init(p, hp):
@@ -232,6 +244,10 @@ class Case:
     meta_optimizer_configs: list  # (id, kwargs)
     bad: list  # (name, kwargs)
     meta_steps: int = 3  # unrolled steps of the meta-gradient tests
+    # Whether the unrolled loop is differentiable in the inner gradients: not
+    # for Lion, whose step is their sign (derivative 0), so that whatever
+    # reaches the loss only through them (the data) has a gradient of exactly 0.
+    smooth_in_grads: bool = True
     round_trip_rtol: float = 1e-14
 
 
@@ -449,6 +465,45 @@ ADAMAX = Case(
     ],
     meta_optimizer_configs=[("wd", dict(lr=0.1, weight_decay=0.1))],
     bad=ADAM_BAD + WD_BAD,
+)  # fmt: skip
+
+LION = Case(
+    name="lion", alias=unrollopt.lion, cls=unrollopt.Lion, torch_cls=RefLion, meta_cls=unrollopt.MetaLion,
+    defaults=dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
+    ref_init=lion_init, ref_step=lion_step, state_type=unrollopt.ScaleByLionState, state_fields=("mu",),
+    oop_lr=0.005,
+    grid=[
+        dict(betas=be, weight_decay=wd, maximize=mx)
+        for be, wd, mx in itertools.product(((0.9, 0.99), (0.5, 0.8)), (0.0, 0.5), (False, True))
+    ],
+    loss_ratio=0.8, oop_keys=lambda o: {"step", "exp_avg"}, all_keys={"step", "exp_avg"},
+    torch_same_keys=True, defaults_keys=("lr", "betas", "weight_decay", "maximize"),
+    defaults_expected=dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0),
+    groups=[
+        dict(params=[0], lr=0.03, betas=(0.8, 0.9)),
+        dict(params=[1], weight_decay=0.2),
+        dict(params=[2], lr=0.005, maximize=True),
+    ],
+    groups_lr=0.01, groups_lrs=[0.03, 0.01, 0.005], groups_extra=_wd_list([0.0, 0.2, 0.0]),
+    round_trip=dict(lr=0.02, betas=(0.8, 0.95), weight_decay=0.05),
+    interop=[("lion", dict(lr=0.02, betas=(0.85, 0.99), weight_decay=0.05))],
+    sd_superset=False,
+    meta_lr=0.02,
+    meta_configs=[
+        dict(betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
+        dict(betas=(0.8, 0.9), weight_decay=0.3, maximize=False),
+        dict(betas=(0.5, 0.95), weight_decay=0.1, maximize=True),
+    ],
+    # The betas act on the loss only through the sign (their gradients are 0,
+    # test_lion_sign_conventions): lr and the weight decay are learned.
+    tensor_configs=[("lr-wd", 1, dict(lr=L(0.02), betas=(0.8, 0.95), weight_decay=L(0.1)))],
+    meta_class_configs=[
+        ("tensor-lr", 0, dict(lr=L(0.02))),
+        ("tensor-lr-wd-maximize", 0, dict(lr=L(0.02), betas=(0.8, 0.9), weight_decay=L(0.1), maximize=True)),
+    ],
+    meta_optimizer_configs=[("wd", dict(lr=0.02, weight_decay=0.1))],
+    bad=LR_BAD + [("betas[0]", dict(betas=(1.0, 0.99))), ("betas[1]", dict(betas=(0.9, -0.1)))] + WD_BAD,
+    smooth_in_grads=False,
 )  # fmt: skip
 
 RMSPROP_KEYS = {"square_avg", "grad_avg", "momentum_buffer"}
@@ -687,7 +742,7 @@ NADAM = Case(
     round_trip_rtol=1e-13,
 )  # fmt: skip
 
-CASES = {c.name: c for c in (SGD, ADAM, ADAMW, ADAMAX, RMSPROP, ADAGRAD, ADADELTA, RADAM, NADAM)}
+CASES = {c.name: c for c in (SGD, ADAM, ADAMW, ADAMAX, LION, RMSPROP, ADAGRAD, ADADELTA, RADAM, NADAM)}
 
 
 def table(attr, ids=None):
@@ -757,6 +812,21 @@ def test_alias_class_and_meta_class_share_their_settings(case):
     # A misspelt setting: the error a plain function's would be, with the class's name.
     with pytest.raises(TypeError, match=rf"{case.meta_cls.__name__}\(\) got an unexpected keyword argument 'lrr'"):
         case.meta_cls(nn.Linear(2, 1), lrr=0.1)
+
+
+def test_cpp_optimizers_have_the_aliases_defaults():
+    """unrollopt::Adam's options default to unrollopt.adam's arguments, and so on
+    for every C++ optimizer (each has an alias of its name)."""
+    cpp = dict(unrollopt._C.default_settings())
+    assert {name.lower() for name in cpp} == set(CASES)
+    for name, settings in cpp.items():
+        alias = inspect.signature(getattr(unrollopt, name.lower())).parameters
+        defaults = {n: p.default for n, p in alias.items()}
+        if "betas" in defaults:
+            defaults["beta1"], defaults["beta2"] = defaults.pop("betas")
+        assert settings, name
+        for setting, value in settings:
+            assert defaults[setting] == value, (name, setting)
 
 
 @pytest.mark.parametrize("case", [c for c in by_case() if c.values[0].defaults_keys])
@@ -867,6 +937,16 @@ def unrolled_reference(case, pb, hp, steps=3):
     return outer_loss(pb, *params), params, states
 
 
+def assert_live(case, *, direct=(), through_grads=()):
+    """The comparison is not vacuous: the gradients ``direct`` are not all 0,
+    nor are those reaching the loss only through the inner gradients, except
+    for an optimizer not differentiable in them (Lion), where those are exactly 0."""
+    for g in direct:
+        assert g.abs().max() > 0
+    for g in through_grads:
+        assert g.abs().max() > 0 if case.smooth_in_grads else not g.any()
+
+
 def assert_rel(actual, expected, rtol, what):
     assert len(actual) == len(expected)
     for i, (a, e) in enumerate(zip(actual, expected)):
@@ -903,7 +983,7 @@ def test_meta_gradient_matches_reference(fused, case, cfg):
     assert_rel(params, ref_params, 1e-12, "params")
     assert abs(loss.item() - ref_loss.item()) <= 1e-12 * abs(ref_loss.item())
     assert_rel(got, expected, 1e-10, "meta-gradient")
-    assert all(g.abs().max() > 0 for g in got)
+    assert_live(case, through_grads=got[:1], direct=got[1:])  # (meta_w, w0, b0)
 
 
 @pytest.mark.parametrize("case,item", table("tensor_configs", lambda it: it[0]))
@@ -985,7 +1065,7 @@ def test_meta_class_meta_gradient_matches_reference(fused, case, item):
     got = torch.autograd.grad(outer, [*learned, meta])
     assert abs(outer.item() - ref_outer.item()) <= 1e-12 * abs(ref_outer.item())
     assert_rel(got, expected, 1e-10, "meta-gradient")
-    assert got[-1].abs().max() > 0
+    assert_live(case, through_grads=got[-1:])
     assert all(float(g) != 0 for g in got[:-1])
     for name, p in net.named_parameters():
         assert max_rel_err(p, ref_params[name]) <= 1e-12, name
@@ -1008,7 +1088,8 @@ def test_meta_optimizer_with_alias_equals_meta_class(fused, case, item):
         params = [p.detach() for p in net.parameters()]
         results.append((outer.detach(), params, torch.autograd.grad(outer, meta)[0]))
     (o1, p1, g1), (o2, p2, g2) = results
-    assert torch.equal(o1, o2) and torch.equal(g1, g2) and g1.abs().max() > 0
+    assert torch.equal(o1, o2) and torch.equal(g1, g2)
+    assert_live(case, through_grads=[g1])
     for a, b in zip(p1, p2):
         assert torch.equal(a, b)
     assert not torch.equal(p1[0], Net(3).fc1.weight.detach())  # the steps moved the parameters
@@ -1121,7 +1202,7 @@ def test_func_grad_vjp_jacrev_match_reference(fused, case, cfg, device):
     jac = torch.func.jacrev(lambda mw: final((), mw, *args[1:])[1], argnums=0)(args[0]).cpu()
     rows = [torch.autograd.grad(ref_params[1][i], pb["meta_w"], retain_graph=True)[0] for i in range(3)]
     assert_rel([jac], [torch.stack(rows)], 1e-10, "jacrev")
-    assert all(g.abs().max() > 0 for g in (*got, vjp_w, jac))
+    assert_live(case, through_grads=(got[0], vjp_w, jac), direct=got[1:])
 
 
 def task_batch(n=3):
@@ -1540,3 +1621,23 @@ def test_adagrad_initial_accumulator_value_per_group(fused):
     torch.testing.assert_close(
         b.detach(), 1 - 0.1 * 2 / (7**0.5 + 1e-10) * torch.ones(2, dtype=F64), rtol=1e-15, atol=0
     )
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
+def test_lion_sign_conventions(fused):
+    """sign(0) = 0: where the interpolation is exactly 0 the parameter takes
+    only its decay; the sign's derivative is 0, so beta1's gradient is exactly
+    0 and the gradient reaches g only through the new momentum."""
+    g = torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=F64, requires_grad=True)
+    mu = torch.tensor([-1.0, 0.5, 2.0, 0.0], dtype=F64)  # beta1 = 0.5: ties at 0 and 3
+    p = torch.tensor([0.3, -0.7, 1.1, 2.0], dtype=F64)
+    beta1 = torch.tensor(0.5, dtype=F64, requires_grad=True)
+    opt = unrollopt.lion(lr=0.1, betas=(beta1, 0.9), weight_decay=0.2, use_accelerated_op=fused)
+    state = opt.init((p,))._replace(mu=(mu,))
+    updates, new = opt.update((g,), state, params=(p,), inplace=False)
+    direction = torch.tensor([0.0, -1.0, 1.0, 0.0], dtype=F64)
+    assert_close(updates[0], -0.1 * (direction + 0.2 * p), rtol=1e-15, atol=1e-17)
+    assert_close(new.mu[0], 0.9 * mu + 0.1 * g, rtol=1e-15, atol=0)
+    d_beta1, d_g = torch.autograd.grad(updates[0].sum() + new.mu[0].sum(), (beta1, g))
+    assert d_beta1.item() == 0.0
+    assert_close(d_g, torch.full_like(g, 0.1), rtol=1e-15, atol=0)

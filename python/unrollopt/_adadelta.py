@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from unrollopt import _fused, _hyperparameters
+from unrollopt import _hyperparameters, _step
 
 
-def config(lr, rho, eps, weight_decay, maximize) -> _fused.Config:
-    return _fused.Config.of(
+def config(lr, rho, eps, weight_decay, maximize) -> _step.Config:
+    return _step.Config.of(
         "adadelta",
         hyper={
             "lr": _hyperparameters.check("lr", lr),
@@ -17,7 +17,7 @@ def config(lr, rho, eps, weight_decay, maximize) -> _fused.Config:
     )
 
 
-def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
+def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
     lr, rho, weight_decay, eps, maximize = c.values("lr", "rho", "weight_decay", "eps", "maximize")
     updates, sqs, accs = [], [], []
     for i, g in enumerate(grads):
@@ -28,7 +28,7 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
         sq = sq.mul_(rho).add_((1 - rho) * g * g) if inplace else rho * sq + (1 - rho) * g * g
         delta = (acc + eps).sqrt() / (sq + eps).sqrt() * g
         acc = acc.mul_(rho).add_((1 - rho) * delta * delta) if inplace else rho * acc + (1 - rho) * delta * delta
-        updates.append(_fused.finish(-lr * delta, i, grads, params, inplace, update_params))
+        updates.append(_step.finish(-lr * delta, i, grads, params, inplace, update_params))
         sqs.append(sq)
         accs.append(acc)
     return updates, [sqs, accs]

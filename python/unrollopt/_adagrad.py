@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from unrollopt import _adam, _fused, _hyperparameters
+from unrollopt import _adam, _hyperparameters, _step
 
 
-def config(lr, lr_decay, weight_decay, eps, maximize) -> _fused.Config:
-    return _fused.Config.of(
+def config(lr, lr_decay, weight_decay, eps, maximize) -> _step.Config:
+    return _step.Config.of(
         "adagrad",
         hyper={
             "lr": _hyperparameters.check("lr", lr),
@@ -19,7 +19,7 @@ def config(lr, lr_decay, weight_decay, eps, maximize) -> _fused.Config:
     )
 
 
-def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
+def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
     lr, lr_decay, weight_decay, eps, maximize = c.values("lr", "lr_decay", "weight_decay", "eps", "maximize")
     clr = lr / (1 + (count.to(torch.float64) - 1) * lr_decay)
     updates, sums = [], []
@@ -30,6 +30,6 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
         s = states[0][i]
         s = s.add_(g * g) if inplace else s + g * g
         u = -clr * (g / (_adam.sqrt_where_live(s, g) + eps))
-        updates.append(_fused.finish(u, i, grads, params, inplace, update_params))
+        updates.append(_step.finish(u, i, grads, params, inplace, update_params))
         sums.append(s)
     return updates, [sums]

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from unrollopt import _fused, _hyperparameters
+from unrollopt import _hyperparameters, _step
 
 
 def config(
     lr, betas, eps, weight_decay, eps_root, maximize, *, decoupled: bool = False, amsgrad: bool = False
-) -> _fused.Config:
-    return _fused.Config.of(
+) -> _step.Config:
+    return _step.Config.of(
         ("adamw" if decoupled else "adam") + ("_amsgrad" if amsgrad else ""),
         hyper=hyper(lr, betas, weight_decay),
         options={
@@ -33,7 +33,7 @@ def hyper(lr, betas, weight_decay) -> dict:
     }
 
 
-def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
+def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
     lr, beta1, beta2, eps, eps_root, maximize = c.values("lr", "beta1", "beta2", "eps", "eps_root", "maximize")
     t = count.to(torch.float64)
     bc1 = 1 - beta1**t
@@ -48,7 +48,7 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
 
 
 def steps(
-    grads, states, params, c: _fused.Config, inplace: bool, update_params: bool, direction, *, maximize, decoupled
+    grads, states, params, c: _step.Config, inplace: bool, update_params: bool, direction, *, maximize, decoupled
 ):
     """The Adam family's plain step: the decayed gradient g' (L2 into it unless
     ``decoupled``), the moments, the update ``direction(g', mu', nu')`` (minus
@@ -73,7 +73,7 @@ def steps(
         u = direction(g, m, w)
         if decay and decoupled:  # decoupled, into the update
             u = u - lr * weight_decay * params[i]
-        updates.append(_fused.finish(u, i, grads, params, inplace, update_params))
+        updates.append(_step.finish(u, i, grads, params, inplace, update_params))
         new_states[0].append(m)
         new_states[1].append(v)
     return updates, new_states

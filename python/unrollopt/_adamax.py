@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from unrollopt import _adam, _fused, _hyperparameters
+from unrollopt import _adam, _hyperparameters, _step
 
 
-def config(lr, betas, eps, weight_decay, maximize) -> _fused.Config:
-    return _fused.Config.of(
+def config(lr, betas, eps, weight_decay, maximize) -> _step.Config:
+    return _step.Config.of(
         "adamax",
         hyper=_adam.hyper(lr, betas, weight_decay),
         options={"eps": _hyperparameters.check("eps", eps), "maximize": bool(maximize)},
     )
 
 
-def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
+def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
     lr, beta1, beta2, weight_decay, eps, maximize = c.values("lr", "beta1", "beta2", "weight_decay", "eps", "maximize")
     step_size = -lr / (1 - beta1 ** count.to(torch.float64))
     updates, mus, nus = [], [], []
@@ -32,7 +32,7 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
             m = beta1 * m + (1 - beta1) * g
             v = new_v
         u = step_size * (m / v)
-        updates.append(_fused.finish(u, i, grads, params, inplace, update_params))
+        updates.append(_step.finish(u, i, grads, params, inplace, update_params))
         mus.append(m)
         nus.append(v)
     return updates, [mus, nus]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from unrollopt import _adam, _fused, _hyperparameters
+from unrollopt import _adam, _hyperparameters, _step
 
 
-def config(lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize) -> _fused.Config:
-    return _fused.Config.of(
+def config(lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize) -> _step.Config:
+    return _step.Config.of(
         "nadam",
         # mu_product: set at each step (momentum_coefficient)
         hyper={**_adam.hyper(lr, betas, weight_decay), "mu_product": 0.0},
@@ -26,7 +26,7 @@ def momentum_coefficient(beta1, t, momentum_decay: float):
     return beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
 
 
-def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
+def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
     lr, beta1, beta2, product = c.values("lr", "beta1", "beta2", "mu_product")
     eps, momentum_decay, decoupled, maximize = c.values("eps", "momentum_decay", "decoupled_weight_decay", "maximize")
     t = count.to(torch.float64)

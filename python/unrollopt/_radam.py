@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from unrollopt import _adam, _fused, _hyperparameters
+from unrollopt import _adam, _hyperparameters, _step
 
 
-def config(lr, betas, eps, weight_decay, decoupled_weight_decay, maximize) -> _fused.Config:
-    return _fused.Config.of(
+def config(lr, betas, eps, weight_decay, decoupled_weight_decay, maximize) -> _step.Config:
+    return _step.Config.of(
         "radam",
         hyper=_adam.hyper(lr, betas, weight_decay),
         options={
@@ -26,7 +26,7 @@ def _select(cond, a, b):
     return a if cond else b
 
 
-def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
+def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
     lr, beta1, beta2, eps, decoupled, maximize = c.values(
         "lr", "beta1", "beta2", "eps", "decoupled_weight_decay", "maximize"
     )

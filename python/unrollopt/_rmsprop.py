@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from unrollopt import _adam, _fused, _hyperparameters
+from unrollopt import _adam, _hyperparameters, _step
 
 
-def config(lr, alpha, eps, weight_decay, momentum, centered, maximize, nesterov=False) -> _fused.Config:
+def config(lr, alpha, eps, weight_decay, momentum, centered, maximize, nesterov=False) -> _step.Config:
     lr = _hyperparameters.check("lr", lr)
     alpha = _hyperparameters.check("alpha", alpha)
     eps = float(_hyperparameters.check("eps", eps))
@@ -18,10 +18,10 @@ def config(lr, alpha, eps, weight_decay, momentum, centered, maximize, nesterov=
     hyper = {"lr": lr, "alpha": alpha, "weight_decay": weight_decay}
     if with_momentum:
         hyper["momentum"] = momentum
-    return _fused.Config.of(op, hyper, {"eps": eps, "nesterov": bool(nesterov), "maximize": bool(maximize)})
+    return _step.Config.of(op, hyper, {"eps": eps, "nesterov": bool(nesterov), "maximize": bool(maximize)})
 
 
-def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
+def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
     eps, nesterov, maximize = c.values("eps", "nesterov", "maximize")
     lr, alpha = c["lr"], c["alpha"]
     centered = "grad_avg" in c.state_names
@@ -52,5 +52,5 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
             new_states[k].append(step)
             if nesterov:
                 step = ratio + momentum * step
-        updates.append(_fused.finish(-lr * step, i, grads, params, inplace, update_params))
+        updates.append(_step.finish(-lr * step, i, grads, params, inplace, update_params))
     return updates, new_states

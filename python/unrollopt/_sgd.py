@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from unrollopt import _fused, _hyperparameters
+from unrollopt import _hyperparameters, _step
 
 
-def config(lr, momentum, dampening, weight_decay, nesterov, maximize) -> _fused.Config:
+def config(lr, momentum, dampening, weight_decay, nesterov, maximize) -> _step.Config:
     lr = _hyperparameters.check("lr", lr)
     momentum = _hyperparameters.check("momentum", momentum)
     dampening = _hyperparameters.check("dampening", dampening)
@@ -17,12 +17,12 @@ def config(lr, momentum, dampening, weight_decay, nesterov, maximize) -> _fused.
         raise ValueError("nesterov=True requires a momentum and zero dampening")
     options = {"maximize": bool(maximize), "nesterov": bool(nesterov)}
     if not with_momentum:
-        return _fused.Config.of("sgd", {"lr": lr, "weight_decay": weight_decay}, options)
+        return _step.Config.of("sgd", {"lr": lr, "weight_decay": weight_decay}, options)
     hyper = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay}
-    return _fused.Config.of("sgd_momentum", hyper, options)
+    return _step.Config.of("sgd_momentum", hyper, options)
 
 
-def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_params: bool):
+def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
     maximize, nesterov = c.values("maximize", "nesterov")
     # The first step starts the buffer at g; a step count batched by vmap is a
     # tensor choice.
@@ -46,5 +46,5 @@ def plain(grads, states, params, count, c: _fused.Config, inplace: bool, update_
                 buf = momentum * buf + (1 - c["dampening"]) * g
             d = g + momentum * buf if nesterov else buf
             buffers.append(buf)
-        updates.append(_fused.finish(-c["lr"] * d, i, grads, params, inplace, update_params))
+        updates.append(_step.finish(-c["lr"] * d, i, grads, params, inplace, update_params))
     return updates, [buffers] if states else []

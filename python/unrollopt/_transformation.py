@@ -1,6 +1,6 @@
 """The engine under every optimizer alias (:mod:`unrollopt.alias`) and
 stateful transform (:mod:`unrollopt.transform`): an ``(init, update)`` pair
-over pytrees from an operator's :class:`_fused.Config` and plain step."""
+over pytrees from an operator's :class:`_step.Config` and plain step."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from unrollopt import _fused, _hyperparameters, _pytree
+from unrollopt import _hyperparameters, _pytree, _step
 from unrollopt._hyperparameters import Hyperparameter
 from unrollopt.base import GradientTransformation, OptState, Params, Updates
 
@@ -47,8 +47,8 @@ def learning_rate(lr: LearningRate) -> tuple[Hyperparameter, Optional[Callable],
 
 
 def transformation(
-    config: _fused.Config,
-    plain: _fused.PlainStep,
+    config: _step.Config,
+    plain: _step.PlainStep,
     state_type: Callable[..., Any],
     *,
     fused: bool,
@@ -57,10 +57,10 @@ def transformation(
     lr_schedule: Optional[Callable[[torch.Tensor], Hyperparameter]] = None,
     lr_tree: Any = None,
     decay_mask: Any = None,
-    scalars: Optional[Callable[[_fused.Config, Any, torch.Tensor], tuple[_fused.Config, dict]]] = None,
+    scalars: Optional[Callable[[_step.Config, Any, torch.Tensor], tuple[_step.Config, dict]]] = None,
 ) -> GradientTransformation:
     """The ``(init, update)`` pair of one optimizer: pytrees in, lists to
-    :func:`_fused.step`, pytrees out. The state holds one pytree per state of
+    :func:`_step.step`, pytrees out. The state holds one pytree per state of
     the optimizer (fields named after them; the others are empty tuples, so
     that a state holds only tensors, as ``torch.func.vmap`` needs) and ``count``; each
     starts at its value in ``initial`` (default 0).
@@ -152,15 +152,15 @@ def transformation(
         if scalars is not None:
             step_config, extra = scalars(step_config, state, state.count.add(_ONE))
         if inplace:
-            _fused.check_tensors("update", grads=g, params=p, **dict(zip(names, s)))
+            _step.check_tensors("update", grads=g, params=p, **dict(zip(names, s)))
             written = [*g, *(t for leaves in s for t in leaves)]
-            _fused.check_inplace_allowed("update", written, p, rates or (), config=step_config)
+            _step.check_inplace_allowed("update", written, p, rates or (), config=step_config)
         else:
-            _fused.warn_if_first_order(g, p)
+            _step.warn_if_first_order(g, p)
         count = state.count.add(_ONE)
         if decay_mask is None:
             p = p if step_config.uses_params else []  # the operator reads them only for a weight decay
-            new_g, new_s = _fused.step(plain, g, s, p, count, step_config, fused=fused, inplace=inplace, what="update")
+            new_g, new_s = _step.step(plain, g, s, p, count, step_config, fused=fused, inplace=inplace, what="update")
         else:  # two calls: the weight decay is off where the mask is False
             decayed = mask_leaves(decay_mask, params, spec)
             ks = range(len(g)) if live is None else live
@@ -173,7 +173,7 @@ def transformation(
                 if not group:
                     continue
                 pk = [p[k] for k in group] if p and cfg.uses_params else []
-                out_g, out_s = _fused.step(plain, [g[k] for k in group], [[leaves[k] for k in group] for leaves in s],
+                out_g, out_s = _step.step(plain, [g[k] for k in group], [[leaves[k] for k in group] for leaves in s],
                                            pk, count, cfg, fused=fused, inplace=inplace, what="update")  # fmt: skip
                 for j, k in enumerate(group):
                     new_g[k] = out_g[j]
@@ -196,7 +196,7 @@ def transformation(
 
 
 def optimizer(
-    lr: LearningRate, config: Callable[[Hyperparameter], _fused.Config], *args: Any, **kwargs: Any
+    lr: LearningRate, config: Callable[[Hyperparameter], _step.Config], *args: Any, **kwargs: Any
 ) -> GradientTransformation:
     """An optimizer alias's transformation, for any form of learning rate."""
     lr, schedule, rates = learning_rate(lr)

@@ -11,12 +11,13 @@ from unrollopt import (
     _adagrad,
     _adam,
     _adamax,
-    _fused,
     _hyperparameters,
+    _lion,
     _nadam,
     _radam,
     _rmsprop,
     _sgd,
+    _step,
     _transformation,
 )
 from unrollopt._hyperparameters import Hyperparameter
@@ -30,6 +31,7 @@ __all__ = [
     "adam",
     "adamax",
     "adamw",
+    "lion",
     "nadam",
     "radam",
     "rmsprop",
@@ -40,6 +42,7 @@ __all__ = [
     "AdagradState",
     "RMSPropState",
     "ScaleByAdamState",
+    "ScaleByLionState",
     "SgdState",
 ]
 
@@ -54,6 +57,14 @@ class ScaleByAdamState(NamedTuple):
     nu: Params
     count: torch.Tensor
     nu_max: Params = ()
+
+
+class ScaleByLionState(NamedTuple):
+    """Lion's state: the momentum (a pytree like the parameters) and the number
+    of steps taken (a 0-d int64 tensor)."""
+
+    mu: Params
+    count: torch.Tensor
 
 
 class NAdamState(NamedTuple):
@@ -563,6 +574,65 @@ def radam(
 
 
 @recorded
+def lion(
+    lr: LearningRate = 1e-4,
+    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.99),
+    weight_decay: Hyperparameter = 0.0,
+    *,
+    mask: Any = None,
+    moment_requires_grad: bool = False,
+    maximize: bool = False,
+    use_accelerated_op: bool = False,
+) -> GradientTransformation:
+    r"""Lion (Chen et al., 2023, "Symbolic Discovery of Optimization
+    Algorithms"), the sign of an interpolated momentum, as a differentiable
+    transformation.
+
+    With :math:`s = -1` when maximizing (else 1) and :math:`\lambda` the
+    (decoupled) weight decay:
+
+    .. math::
+
+        u_t &= -\mathrm{lr} \left( \operatorname{sign}\big(\beta_1 \mu_{t-1}
+               + (1 - \beta_1)\, s\,g\big) + \lambda\,\theta \right) \\
+        \mu_t &= \beta_2 \mu_{t-1} + (1 - \beta_2)\, s\,g
+
+    :math:`\operatorname{sign}(0) = 0` (``torch.sign``'s): where the
+    interpolation is exactly 0 only the decay moves the parameter; a NaN
+    stays NaN (``torch.sign`` would make it 0). The sign's
+    derivative is 0 (also at 0, as autograd's), so the step's gradient reaches
+    the gradient :math:`g`, :math:`\mu` and :math:`\beta_2` only through
+    :math:`\mu_t`, and :math:`\beta_1` gets none; the fused backward and the
+    plain path agree exactly. Lion's steps have size lr in every coordinate:
+    its lr is typically 3-10 times smaller than AdamW's and its weight decay
+    as much larger.
+
+    Args:
+        lr: learning rate; see :func:`adam`.
+        betas: :math:`\beta_1` (the interpolation that is signed) and
+            :math:`\beta_2` (the momentum's decay), each in [0, 1).
+        weight_decay: decoupled weight decay coefficient :math:`\lambda`
+            (unless it is 0, ``update`` needs ``params=``).
+        mask: where the weight decay applies (see :func:`adamw`).
+        moment_requires_grad: make the initial momentum require grad.
+        maximize: maximize the objective instead of minimizing it.
+        use_accelerated_op: run the fused C++ operator ``unrollopt::lion``.
+
+    Returns:
+        A :class:`GradientTransformation` whose state is a :class:`ScaleByLionState`.
+    """
+    return _transformation.optimizer(
+        lr,
+        lambda lr: _lion.config(lr, betas, weight_decay, maximize),
+        _lion.plain,
+        ScaleByLionState,
+        fused=bool(use_accelerated_op),
+        moment_requires_grad=moment_requires_grad,
+        decay_mask=mask,
+    )
+
+
+@recorded
 def nadam(
     lr: LearningRate = 2e-3,
     betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
@@ -622,7 +692,7 @@ def nadam(
     )
 
 
-def _nadam_product(config: _fused.Config, state: Optional[NAdamState], count: torch.Tensor):
+def _nadam_product(config: _step.Config, state: Optional[NAdamState], count: torch.Tensor):
     """NAdam's product of momentum coefficients: 1 at init, then times this step's."""
     if state is None:
         return config, {"mu_product": torch.ones((), dtype=torch.float64)}

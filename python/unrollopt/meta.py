@@ -9,7 +9,7 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import nn
 
-from unrollopt import _fused, alias
+from unrollopt import _signatures, _step, alias
 from unrollopt.base import GradientTransformation, OptState
 from unrollopt.update import apply_updates
 
@@ -23,6 +23,7 @@ __all__ = [
     "MetaAdam",
     "MetaAdamW",
     "MetaAdamax",
+    "MetaLion",
     "MetaNAdam",
     "MetaRAdam",
     "MetaRMSProp",
@@ -78,7 +79,8 @@ class MetaOptimizer:
             raise TypeError(f"impl must be a GradientTransformation, got {type(impl).__name__}")
         self.impl = impl
         self.first_order = bool(first_order)
-        self.param_groups: list[list[_Slot]] = []
+        # Where each group's parameters live (module, name), in module.parameters() order.
+        self.slot_groups: list[list[_Slot]] = []
         self.state_groups: list[OptState] = []
         self.add_param_group(module)
 
@@ -90,8 +92,8 @@ class MetaOptimizer:
         if not slots:
             raise ValueError(f"{type(module).__name__} has no parameters to optimize")
         self.state_groups.append(self.impl.init(tuple(s.get() for s in slots)))
-        self.param_groups.append(slots)
-        self._slots = [slot for group in self.param_groups for slot in group]
+        self.slot_groups.append(slots)
+        self._slots = [slot for group in self.slot_groups for slot in group]
 
     def step(self, loss: torch.Tensor) -> None:
         """Takes one differentiable step down ``loss``."""
@@ -118,9 +120,9 @@ class MetaOptimizer:
             raise ValueError("loss does not depend on the parameters being optimized")
         new_states, new_params = [], []
         start = 0
-        quiet = _fused.first_order_on_purpose.set(True) if self.first_order else None
+        quiet = _step.first_order_on_purpose.set(True) if self.first_order else None
         try:
-            for slots, state in zip(self.param_groups, self.state_groups):
+            for slots, state in zip(self.slot_groups, self.state_groups):
                 group_params = tuple(params[start : start + len(slots)])
                 group_grads = tuple(grads[start : start + len(slots)])
                 start += len(slots)
@@ -132,7 +134,7 @@ class MetaOptimizer:
                 new_states.append(state)
         finally:
             if quiet is not None:
-                _fused.first_order_on_purpose.reset(quiet)
+                _step.first_order_on_purpose.reset(quiet)
         # Only now, with every group computed, is anything replaced.
         self.state_groups = new_states
         for slot, p in zip(self._slots, new_params):
@@ -143,8 +145,8 @@ class MetaOptimizer:
         return tuple(self.state_groups)
 
     def load_state_dict(self, state_dict: tuple[OptState, ...]) -> None:
-        if len(state_dict) != len(self.param_groups):
-            raise ValueError(f"state_dict has {len(state_dict)} groups but the optimizer has {len(self.param_groups)}")
+        if len(state_dict) != len(self.slot_groups):
+            raise ValueError(f"state_dict has {len(state_dict)} groups but the optimizer has {len(self.slot_groups)}")
         self.state_groups = list(state_dict)
 
 
@@ -152,36 +154,24 @@ def _meta_optimizer(name: str, alias_fn: Callable[..., GradientTransformation]) 
     """The :class:`MetaOptimizer` over the alias ``alias_fn``, with its signature:
     ``module``, the alias's arguments (names, order, defaults and types are the
     alias's own), and ``first_order``."""
-    alias_name = alias_fn.__name__
-    signature = inspect.signature(alias_fn)
-    kw = inspect.Parameter.KEYWORD_ONLY
-    parameters = [
-        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-        inspect.Parameter("module", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="nn.Module"),
-        *signature.parameters.values(),
-        inspect.Parameter("first_order", kw, default=False, annotation="bool"),
-    ]
-    init_signature = signature.replace(parameters=parameters, return_annotation="None")
 
-    def __init__(self: MetaOptimizer, *args: Any, **kwargs: Any) -> None:
-        try:
-            arguments = init_signature.bind(self, *args, **kwargs).arguments
-        except TypeError as error:  # as a plain function would say it, with its name
-            raise TypeError(f"{name}() {error}") from None
-        del arguments["self"]
+    def body(self: MetaOptimizer, arguments: dict[str, Any]) -> None:
         module = arguments.pop("module")
         first_order = arguments.pop("first_order", False)
         MetaOptimizer.__init__(self, module, alias_fn(**arguments), first_order=first_order)
 
-    __init__.__signature__ = init_signature  # type: ignore[attr-defined]
-    __init__.__qualname__ = f"{name}.__init__"
+    Parameter = inspect.Parameter
+    module = Parameter("module", Parameter.POSITIONAL_OR_KEYWORD, annotation="nn.Module")
+    first_order = Parameter("first_order", Parameter.KEYWORD_ONLY, default=False, annotation="bool")
+    init = _signatures.constructor(name, alias_fn, body, before=[module], after=[first_order])
+    alias_name = alias_fn.__name__
     doc = (
         f":class:`MetaOptimizer` with :func:`unrollopt.{alias_name}`: ``module``, then the "
         f"arguments of :func:`unrollopt.{alias_name}` (the same names, order and defaults), "
         "and ``first_order`` (see :class:`MetaOptimizer`). The transformation sees the "
         "parameters as a tuple in ``module.parameters()`` order (the order of, e.g., AdamW's ``mask``)."
     )
-    return type(name, (MetaOptimizer,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+    return type(name, (MetaOptimizer,), {"__init__": init, "__doc__": doc, "__module__": __name__})
 
 
 MetaAdadelta = _meta_optimizer("MetaAdadelta", alias.adadelta)
@@ -189,6 +179,7 @@ MetaAdagrad = _meta_optimizer("MetaAdagrad", alias.adagrad)
 MetaAdam = _meta_optimizer("MetaAdam", alias.adam)
 MetaAdamW = _meta_optimizer("MetaAdamW", alias.adamw)
 MetaAdamax = _meta_optimizer("MetaAdamax", alias.adamax)
+MetaLion = _meta_optimizer("MetaLion", alias.lion)
 MetaNAdam = _meta_optimizer("MetaNAdam", alias.nadam)
 MetaRAdam = _meta_optimizer("MetaRAdam", alias.radam)
 MetaRMSprop = _meta_optimizer("MetaRMSprop", alias.rmsprop)

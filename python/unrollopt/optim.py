@@ -7,19 +7,34 @@ with the number of steps the parameter has taken before.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
 
-from unrollopt import _adadelta, _adagrad, _adam, _adamax, _fused, _hyperparameters, _nadam, _radam, _rmsprop, _sgd
+from unrollopt import (
+    _adadelta,
+    _adagrad,
+    _adam,
+    _adamax,
+    _lion,
+    _nadam,
+    _radam,
+    _rmsprop,
+    _sgd,
+    _signatures,
+    _step,
+    alias,
+)
 from unrollopt._hyperparameters import Hyperparameter
 
 #: A learning rate: a number, a 0-d tensor, or a schedule (step count -> rate).
 RateOrSchedule = Union[Hyperparameter, Callable[[torch.Tensor], Hyperparameter]]
 
 __all__ = [
-    "Adadelta", "AdaDelta", "Adagrad", "AdaGrad", "Adam", "AdamW", "Adamax", "AdaMax", "NAdam", "RAdam",
+    "Adadelta", "AdaDelta", "Adagrad", "AdaGrad", "Adam", "AdamW", "Adamax", "AdaMax", "Lion", "NAdam", "RAdam",
     "RMSprop", "RMSProp", "SGD",
 ]  # fmt: skip
 
@@ -34,30 +49,67 @@ def _identity(value: Any) -> Any:
 
 
 class _Optimizer(torch.optim.Optimizer):
-    """A ``torch.optim`` optimizer whose step is :func:`_fused.step` in place.
+    """A ``torch.optim`` optimizer whose step is :func:`_step.step` in place.
 
-    Subclasses give the group's :class:`_fused.Config`, the plain step, the
-    names of their per-parameter state in ``torch.optim``'s state dict (in the
-    order of the operator's states), and how a parameter's step number is kept.
+    A subclass names its functional ``alias`` (whose settings, checks, defaults
+    and annotations its constructor takes: those named ``positional`` may
+    also be passed by position, as ``torch.optim`` orders them), the
+    ``config`` of a group (a function of the group's settings, by name) and
+    the ``plain`` step; it gives the names of its per-parameter state in
+    ``torch.optim``'s state dict (in the order of the operator's states), and,
+    where they differ from the default, how a parameter's step number is kept.
     """
 
-    _plain: _fused.PlainStep
+    _plain: _step.PlainStep
+    _make_config: Callable[..., _step.Config]
+    _config_settings: tuple[str, ...]  # the group settings _make_config takes
     _state_keys: dict[str, str]  # operator state name -> torch.optim state key
 
-    def _config(self, group: dict[str, Any]) -> _fused.Config:
-        raise NotImplementedError
+    def __init_subclass__(
+        cls,
+        *,
+        alias: Callable[..., Any],
+        config: Callable[..., _step.Config],
+        plain: _step.PlainStep,
+        positional: tuple[str, ...] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._plain, cls._make_config = staticmethod(plain), staticmethod(config)  # type: ignore[assignment]
+        parameters = inspect.signature(alias).parameters
+        cls._config_settings = tuple(n for n in inspect.signature(config).parameters if n in parameters)
+
+        def body(self: _Optimizer, arguments: dict[str, Any]) -> None:
+            params = arguments.pop("params")
+            settings = {**defaults, **arguments}
+            # Bad settings raise before anything is made, as the alias's (e.g.
+            # an initial state's value) and as a group's (lr one number or schedule).
+            alias(**arguments)
+            self._checked_config(settings)
+            _Optimizer.__init__(self, params, settings)
+
+        params = inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="Iterable[Any]")
+        init = _signatures.constructor(
+            cls.__name__, alias, body, before=[params], drop=["moment_requires_grad"], positional=positional,
+            annotations={"lr": "RateOrSchedule"},
+        )  # fmt: skip
+        defaults = _signatures.defaults(init)
+        cls.__init__ = init  # type: ignore[method-assign]
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
-        self._checked_config(defaults)  # bad settings raise before anything is made
-        super().__init__(params, defaults)
+        torch.optim.Optimizer.__init__(self, params, defaults)
 
-    def _checked_config(self, group: dict[str, Any]) -> _fused.Config:
+    def _config(self, group: dict[str, Any]) -> _step.Config:
+        """The group's settings for its operator."""
+        return type(self)._make_config(**{name: group[name] for name in self._config_settings})
+
+    def _checked_config(self, group: dict[str, Any]) -> _step.Config:
         """``_config`` of the group, with a schedule as lr standing for its values (checked at each step)."""
         if callable(group["lr"]):
             group = {**group, "lr": 1.0}
         return self._config(group)
 
-    def _cached_config(self, group: dict[str, Any]) -> _fused.Config:
+    def _cached_config(self, group: dict[str, Any]) -> _step.Config:
         """The group's config, made (and checked) again only when a setting
         changed: a value, or which tensor a tensor setting is (a tensor changed
         in place is read by the operator where it is)."""
@@ -98,8 +150,8 @@ class _Optimizer(torch.optim.Optimizer):
         return float(state["step"]) + 1 if "step" in state else 1.0
 
     def _step_config(
-        self, group: dict[str, Any], config: _fused.Config, state: dict[str, Any], step: float
-    ) -> _fused.Config:
+        self, group: dict[str, Any], config: _step.Config, state: dict[str, Any], step: float
+    ) -> _step.Config:
         """The config of a step of the parameters whose (first) state is ``state``."""
         return config
 
@@ -167,7 +219,7 @@ class _Optimizer(torch.optim.Optimizer):
                     ]
                     for key in keys
                 ]
-                _fused.step(
+                _step.step(
                     type(self)._plain,
                     [p.grad for p in params],
                     states,
@@ -185,7 +237,7 @@ class _Optimizer(torch.optim.Optimizer):
         return loss
 
 
-class Adam(_Optimizer):
+class Adam(_Optimizer, alias=alias.adam, config=_adam.config, plain=_adam.plain, positional=("amsgrad",)):
     """Adam, behaving as ``torch.optim.Adam``: parameter groups, ``zero_grad``,
     ``step(closure)``, ``state_dict``/``load_state_dict`` (its state uses
     ``torch.optim.Adam``'s keys ``step``, ``exp_avg``, ``exp_avg_sq``, so state
@@ -197,36 +249,13 @@ class Adam(_Optimizer):
     fused multi-tensor call that updates parameters and moments in place.
     """
 
-    _plain = _adam.plain
     _state_keys = {"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"}
 
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: RateOrSchedule = 1e-3,
-        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: Hyperparameter = 0.0,
-        amsgrad: bool = False,
-        *,
-        eps_root: float = 0.0,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-    ) -> None:
-        defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, eps_root=eps_root,
-            maximize=maximize, use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        super().__init__(params, defaults)
 
-    def _config(self, group: dict[str, Any]) -> _fused.Config:
-        return _adam.config(
-            group["lr"], group["betas"], group["eps"], group["weight_decay"], group["eps_root"], group["maximize"],
-            amsgrad=group["amsgrad"],
-        )  # fmt: skip
-
-
-class AdamW(Adam):
+class AdamW(
+    Adam, alias=alias.adamw, config=functools.partial(_adam.config, decoupled=True), plain=_adam.plain,
+    positional=("amsgrad",),
+):  # fmt: skip
     """AdamW, behaving as ``torch.optim.AdamW`` (decoupled weight decay; state
     keys ``step``, ``exp_avg``, ``exp_avg_sq``, so state dicts move between the
     two). The update is the one documented in :func:`unrollopt.adamw`;
@@ -236,124 +265,51 @@ class AdamW(Adam):
     function of the tuple of the group's parameters giving one.
     """
 
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: RateOrSchedule = 1e-3,
-        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: Hyperparameter = 1e-2,
-        amsgrad: bool = False,
-        *,
-        eps_root: float = 0.0,
-        mask: Any = None,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-    ) -> None:
-        defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, eps_root=eps_root,
-            mask=mask, maximize=maximize, use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        _Optimizer.__init__(self, params, defaults)
 
-    def _config(self, group: dict[str, Any]) -> _fused.Config:
-        return _adam.config(
-            group["lr"],
-            group["betas"],
-            group["eps"],
-            group["weight_decay"],
-            group["eps_root"],
-            group["maximize"],
-            decoupled=True,
-            amsgrad=group["amsgrad"],
-        )
-
-
-class Adamax(Adam):
+class Adamax(Adam, alias=alias.adamax, config=_adamax.config, plain=_adamax.plain):
     """Adamax, behaving as ``torch.optim.Adamax`` (state keys ``step``,
     ``exp_avg``, ``exp_inf``, so state dicts move between the two). The update
     is the one documented in :func:`unrollopt.adamax`.
     """
 
-    _plain = _adamax.plain
     _state_keys = {"mu": "exp_avg", "nu": "exp_inf"}
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: RateOrSchedule = 2e-3,
-        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: Hyperparameter = 0.0,
-        *,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-    ) -> None:
-        defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
-            use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        _Optimizer.__init__(self, params, defaults)
-
-    def _config(self, group: dict[str, Any]) -> _fused.Config:
-        return _adamax.config(group["lr"], group["betas"], group["eps"], group["weight_decay"], group["maximize"])
 
 
 #: The spelling of optax and torchopt.
 AdaMax = Adamax
 
 
-class RMSprop(_Optimizer):
+class Lion(_Optimizer, alias=alias.lion, config=_lion.config, plain=_lion.plain):
+    """Lion, the ``torch.optim`` way (parameter groups, ``zero_grad``,
+    ``step(closure)``, ``state_dict``; state keys ``step`` and ``exp_avg``, the
+    momentum). The update is the one documented in :func:`unrollopt.lion`;
+    ``mask`` limits the weight decay as :class:`AdamW`'s does.
+    """
+
+    _state_keys = {"mu": "exp_avg"}
+
+
+class RMSprop(_Optimizer, alias=alias.rmsprop, config=_rmsprop.config, plain=_rmsprop.plain):
     """RMSprop, behaving as ``torch.optim.RMSprop`` (alpha, eps, weight decay,
     momentum, centered, maximize, and optax's ``nesterov`` and ``initial_scale``; state keys ``step``, ``square_avg``,
     ``grad_avg`` when centered, ``momentum_buffer`` with momentum, so state
     dicts move between the two). The update is the one documented in
-    :func:`unrollopt.rmsprop`.
+    :func:`unrollopt.rmsprop`. The step is counted (torch.optim.RMSprop keeps
+    it) though the update does not use it.
     """
 
-    _plain = _rmsprop.plain
     _state_keys = {"square_avg": "square_avg", "grad_avg": "grad_avg", "momentum_buffer": "momentum_buffer"}
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: RateOrSchedule = 1e-2,
-        alpha: Hyperparameter = 0.99,
-        eps: float = 1e-8,
-        weight_decay: Hyperparameter = 0.0,
-        momentum: Hyperparameter = 0.0,
-        centered: bool = False,
-        *,
-        initial_scale: float = 0.0,
-        nesterov: bool = False,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-    ) -> None:
-        initial_scale = float(_hyperparameters.check("initial_scale", initial_scale))
-        defaults = dict(
-            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
-            initial_scale=initial_scale, nesterov=nesterov, maximize=maximize, use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        super().__init__(params, defaults)
 
     def _initial_value(self, group: dict[str, Any], key: str) -> float:
         # The running average of squares starts at initial_scale (optax's and TorchOpt's option; 0 as torch).
-        return group["initial_scale"] if key == "square_avg" else 0.0
-
-    def _config(self, group: dict[str, Any]) -> _fused.Config:
-        return _rmsprop.config(
-            group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["momentum"], group["centered"],
-            group["maximize"], group["nesterov"],
-        )  # fmt: skip
-
-    # The step is counted (torch.optim.RMSprop keeps it) though the update does not use it.
+        return float(group["initial_scale"]) if key == "square_avg" else 0.0
 
 
 #: The spelling of optax and torchopt.
 RMSProp = RMSprop
 
 
-class Adagrad(_Optimizer):
+class Adagrad(_Optimizer, alias=alias.adagrad, config=_adagrad.config, plain=_adagrad.plain):
     """Adagrad, behaving as ``torch.optim.Adagrad`` (lr decay, weight decay,
     initial accumulator value, maximize; state keys ``step`` and ``sum``, so
     state dicts move between the two). The update is the one documented in
@@ -363,98 +319,29 @@ class Adagrad(_Optimizer):
     starts every sum at the constructor's value).
     """
 
-    _plain = _adagrad.plain
     _state_keys = {"sum": "sum"}
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: RateOrSchedule = 1e-2,
-        lr_decay: Hyperparameter = 0.0,
-        weight_decay: Hyperparameter = 0.0,
-        initial_accumulator_value: float = 0.0,
-        eps: float = 1e-10,
-        *,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-    ) -> None:
-        _hyperparameters.check("initial_accumulator_value", initial_accumulator_value)
-        defaults = dict(
-            lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value,
-            eps=eps, maximize=maximize, use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        super().__init__(params, defaults)
-
-    def _config(self, group: dict[str, Any]) -> _fused.Config:
-        return _adagrad.config(group["lr"], group["lr_decay"], group["weight_decay"], group["eps"], group["maximize"])
 
     def _initial_value(self, group: dict[str, Any], key: str) -> float:
         return float(group["initial_accumulator_value"])
 
 
-class Adadelta(_Optimizer):
+class Adadelta(_Optimizer, alias=alias.adadelta, config=_adadelta.config, plain=_adadelta.plain):
     """Adadelta, behaving as ``torch.optim.Adadelta`` (state keys ``step``,
     ``square_avg``, ``acc_delta``, so state dicts move between the two). The
     update is the one documented in :func:`unrollopt.adadelta`.
     """
 
-    _plain = _adadelta.plain
     _state_keys = {"square_avg": "square_avg", "acc_delta": "acc_delta"}
 
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: RateOrSchedule = 1.0,
-        rho: Hyperparameter = 0.9,
-        eps: float = 1e-6,
-        weight_decay: Hyperparameter = 0.0,
-        *,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-    ) -> None:
-        defaults = dict(
-            lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
-            use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        super().__init__(params, defaults)
 
-    def _config(self, group: dict[str, Any]) -> _fused.Config:
-        return _adadelta.config(group["lr"], group["rho"], group["eps"], group["weight_decay"], group["maximize"])
-
-
-class SGD(_Optimizer):
+class SGD(_Optimizer, alias=alias.sgd, config=_sgd.config, plain=_sgd.plain):
     """Stochastic gradient descent, behaving as ``torch.optim.SGD`` (momentum,
     dampening, Nesterov, weight decay, maximize; state key ``momentum_buffer``,
     so state dicts move between the two). The update is the one documented in
     :func:`unrollopt.sgd`.
     """
 
-    _plain = _sgd.plain
     _state_keys = {"momentum_buffer": "momentum_buffer"}
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: RateOrSchedule = 1e-3,
-        momentum: Hyperparameter = 0.0,
-        dampening: Hyperparameter = 0.0,
-        weight_decay: Hyperparameter = 0.0,
-        nesterov: bool = False,
-        *,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-    ) -> None:
-        defaults = dict(
-            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-            maximize=maximize, use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        super().__init__(params, defaults)
-
-    def _config(self, group: dict[str, Any]) -> _fused.Config:
-        return _sgd.config(
-            group["lr"], group["momentum"], group["dampening"], group["weight_decay"], group["nesterov"],
-            group["maximize"],
-        )  # fmt: skip
 
     def _next_step(self, state: dict[str, Any]) -> float:
         # torch.optim.SGD's rule: the first step with momentum starts the buffer;
@@ -471,41 +358,15 @@ AdaGrad = Adagrad
 AdaDelta = Adadelta
 
 
-class RAdam(Adam):
+class RAdam(Adam, alias=alias.radam, config=_radam.config, plain=_radam.plain, positional=("decoupled_weight_decay",)):
     """RAdam, behaving as ``torch.optim.RAdam`` (weight decay, optionally
     decoupled, maximize; state keys ``step``, ``exp_avg``, ``exp_avg_sq``, so
     state dicts move between the two). The update is the one documented in
     :func:`unrollopt.radam`.
     """
 
-    _plain = _radam.plain
 
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: RateOrSchedule = 1e-3,
-        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: Hyperparameter = 0.0,
-        decoupled_weight_decay: bool = False,
-        *,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-    ) -> None:
-        defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize, use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        _Optimizer.__init__(self, params, defaults)
-
-    def _config(self, group: dict[str, Any]) -> _fused.Config:
-        return _radam.config(
-            group["lr"], group["betas"], group["eps"], group["weight_decay"], group["decoupled_weight_decay"],
-            group["maximize"],
-        )  # fmt: skip
-
-
-class NAdam(Adam):
+class NAdam(Adam, alias=alias.nadam, config=_nadam.config, plain=_nadam.plain, positional=("decoupled_weight_decay",)):
     """NAdam, behaving as ``torch.optim.NAdam`` (weight decay, optionally
     decoupled, momentum decay, maximize; state keys ``step``, ``mu_product``,
     ``exp_avg``, ``exp_avg_sq``, so state dicts move between the two). The
@@ -513,33 +374,6 @@ class NAdam(Adam):
     ``torch.optim.NAdam``, each parameter keeps its product of momentum
     coefficients in the state (a 0-d tensor of the default scalar dtype).
     """
-
-    _plain = _nadam.plain
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: RateOrSchedule = 2e-3,
-        betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: Hyperparameter = 0.0,
-        momentum_decay: float = 4e-3,
-        decoupled_weight_decay: bool = False,
-        *,
-        maximize: bool = False,
-        use_accelerated_op: bool = False,
-    ) -> None:
-        defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
-            decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, use_accelerated_op=use_accelerated_op,
-        )  # fmt: skip
-        _Optimizer.__init__(self, params, defaults)
-
-    def _config(self, group: dict[str, Any]) -> _fused.Config:
-        return _nadam.config(
-            group["lr"], group["betas"], group["eps"], group["weight_decay"], group["momentum_decay"],
-            group["decoupled_weight_decay"], group["maximize"],
-        )  # fmt: skip
 
     @staticmethod
     def _product(group: dict[str, Any], state: dict[str, Any], step: float) -> torch.Tensor:
@@ -552,8 +386,8 @@ class NAdam(Adam):
         return float(state["mu_product"]) if "mu_product" in state else None
 
     def _step_config(
-        self, group: dict[str, Any], config: _fused.Config, state: dict[str, Any], step: float
-    ) -> _fused.Config:
+        self, group: dict[str, Any], config: _step.Config, state: dict[str, Any], step: float
+    ) -> _step.Config:
         return config.replace(mu_product=float(self._product(group, state, step)))
 
     def _advance(self, group: dict[str, Any], states: list[dict[str, Any]]) -> None:

@@ -19,7 +19,19 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 
-from unrollopt import _adadelta, _adagrad, _adam, _adamax, _fused, _hyperparameters, _pytree, _radam, _rmsprop, _sgd
+from unrollopt import (
+    _adadelta,
+    _adagrad,
+    _adam,
+    _adamax,
+    _hyperparameters,
+    _lion,
+    _pytree,
+    _radam,
+    _rmsprop,
+    _sgd,
+    _step,
+)
 from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._recorded import Call, Transformation, record, recorded
 from unrollopt._transformation import mask_leaves, transformation
@@ -28,6 +40,7 @@ from unrollopt.alias import (
     AdagradState,
     RMSPropState,
     ScaleByAdamState,
+    ScaleByLionState,
     SgdState,
 )
 from unrollopt.base import GradientTransformation, OptState, Params, Updates
@@ -49,6 +62,7 @@ __all__ = [
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_lion",
     "scale_by_radam",
     "scale_by_rss",
     "scale_by_rms",
@@ -88,16 +102,16 @@ def _stateless(
         leaves, spec = _pytree.flatten(updates)
         live = _pytree.present(leaves)
         us = [leaves[i] for i in live]
-        _fused.check_tensors(name, updates=us)
+        _step.check_tensors(name, updates=us)
         ps: list = []
         if needs_params:
             if params is None:
                 raise ValueError(f"{name}: pass the parameters as update(..., params=params)")
             all_ps = _pytree.flatten_like(params, spec, "params")
             ps = [all_ps[i] for i in live]
-            _fused.check_tensors(name, params=ps)
+            _step.check_tensors(name, params=ps)
         if inplace:
-            _fused.check_inplace_allowed(f"{name}.update", us, ps, hyper)
+            _step.check_inplace_allowed(f"{name}.update", us, ps, hyper)
             with torch.no_grad():
                 new = [u if v is u else u.copy_(v) for u, v in zip(us, fn(us, ps))]
         else:
@@ -305,9 +319,7 @@ def _check_transformation(name: str, t: object) -> None:
 # --- the optimizers' statistics, as transformations (their fused operators with lr = -1)
 
 
-def _direction(
-    config: _fused.Config, plain: _fused.PlainStep, state_type: Any, use_accelerated_op: bool, **kwargs: Any
-):
+def _direction(config: _step.Config, plain: _step.PlainStep, state_type: Any, use_accelerated_op: bool, **kwargs: Any):
     """The transformation of an optimizer's update with lr = -1: its direction."""
     return transformation(config.replace(lr=-1.0), plain, state_type, fused=bool(use_accelerated_op), **kwargs)
 
@@ -357,6 +369,22 @@ def scale_by_adamax(
     config = _adamax.config(1.0, (b1, b2), eps, 0.0, False)
     return _direction(
         config, _adamax.plain, ScaleByAdamState, use_accelerated_op, moment_requires_grad=moment_requires_grad
+    )
+
+
+@recorded
+def scale_by_lion(
+    b1: Hyperparameter = 0.9,
+    b2: Hyperparameter = 0.99,
+    *,
+    moment_requires_grad: bool = False,
+    use_accelerated_op: bool = False,
+) -> GradientTransformation:
+    r"""Lion's direction :math:`\operatorname{sign}(\beta_1 \mu_{t-1} + (1 - \beta_1)\, g)`
+    and its momentum (:func:`unrollopt.lion` with lr = -1, as optax's ``scale_by_lion``)."""
+    config = _lion.config(1.0, (b1, b2), 0.0, False)
+    return _direction(
+        config, _lion.plain, ScaleByLionState, use_accelerated_op, moment_requires_grad=moment_requires_grad
     )
 
 

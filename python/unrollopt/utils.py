@@ -244,7 +244,7 @@ def module_clone(
         return clone
     if isinstance(target, MetaOptimizer):
         clone = copy.copy(target)
-        clone.param_groups = [list(group) for group in target.param_groups]
+        clone.slot_groups = [list(group) for group in target.slot_groups]
         clone.load_state_dict(extract_state_dict(target, by=by, device=device))
         return clone
     if isinstance(target, torch.optim.Optimizer):

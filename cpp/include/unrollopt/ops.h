@@ -1,11 +1,10 @@
 #pragma once
 // The fused operators, as registered with PyTorch's dispatcher in the
-// `unrollopt` namespace (torch.ops.unrollopt.* in Python). Each optimizer NAME
-// ("adam", "adamw", "adam_amsgrad", "adamw_amsgrad", "adamax", "nadam", "radam", "adagrad",
-// "adadelta", "rmsprop",
-// "rmsprop_centered", "rmsprop_momentum", "rmsprop_centered_momentum", "sgd",
-// "sgd_momentum") has three, with CPU, Meta (shapes only, for torch.compile)
-// and Autograd kernels; these functions call them through the dispatcher:
+// `unrollopt` namespace (torch.ops.unrollopt.* in Python). Each optimizer rule
+// NAME (operator_names(): "adam", "adamw_amsgrad", "lion", "sgd_momentum", ...;
+// the rules are cpp/src/rules/) has three operators, with CPU, Meta (shapes
+// only, for torch.compile) and Autograd kernels; these functions call them
+// through the dispatcher:
 //
 //   NAME           one step out of place, differentiable with respect to grads,
 //                  states, params and hyperparameters (exact hand-written backward)
@@ -14,36 +13,17 @@
 //
 // Arguments, for n parameters:
 //   grads, params      n tensors each (params may be empty when weight_decay is 0)
-//   states             the optimizer's state lists one after another:
-//                        adam, adamw, adamax, nadam, radam: mu (n tensors), then nu
-//                          (n tensors; adamax: the infinity norm)
-//                        adam_amsgrad, adamw_amsgrad: mu, nu, nu_max (the running maximum of nu)
-//                        adagrad: sum; adadelta: square_avg, acc_delta
-//                        rmsprop: square_avg; rmsprop_centered: square_avg, grad_avg;
-//                        rmsprop_momentum: square_avg, momentum_buffer;
-//                        rmsprop_centered_momentum: square_avg, grad_avg, momentum_buffer
-//                        sgd_momentum: momentum_buffer; sgd: none
+//   states             the optimizer's state lists one after another (n tensors
+//                      each), in the order of describe(NAME).states
 //   step               0-d tensor: the step number after incrementing (1 on the first)
-//   hyperparameters    0-d floating-point tensors (they may require grad):
-//                        adam, adamw, adam*_amsgrad, adamax, radam: lr, beta1, beta2, weight_decay
-//                        nadam: lr, beta1, beta2, mu_product (the product of the momentum
-//                          coefficients mu_1 ... mu_t, this step's included), weight_decay
-//                        adagrad: lr, lr_decay, weight_decay
-//                        adadelta: lr, rho, weight_decay
-//                        rmsprop, rmsprop_centered: lr, alpha, weight_decay
-//                        rmsprop_momentum, rmsprop_centered_momentum: lr, alpha, momentum,
-//                          weight_decay
-//                        sgd: lr, weight_decay
-//                        sgd_momentum: lr, momentum, dampening, weight_decay
-//   options            adam, adamw, adam*_amsgrad: eps, eps_root, maximize;
-//                      adamax, adagrad, adadelta: eps, maximize; rmsprop*: eps, nesterov, maximize;
-//                      radam: eps, decoupled_weight_decay, maximize;
-//                      nadam: eps, momentum_decay, decoupled_weight_decay, maximize;
-//                      sgd, sgd_momentum: maximize, nesterov
-//                      (booleans as 0 or 1)
-// Hyperparameters are tensors so that they can require grad and change between
-// calls without recompiling a traced graph. describe() gives these names at run
-// time, from the rules themselves.
+//   hyperparameters    0-d floating-point tensors (they may require grad), in the
+//                      order of describe(NAME).hyperparameters
+//   options            numbers and flags (0 or 1), in the order of describe(NAME).options
+//
+// describe(NAME) gives these names at run time, from the rule itself, e.g.
+// adam: states mu, nu; hyperparameters lr, beta1, beta2, weight_decay; options
+// eps, eps_root, maximize. Hyperparameters are tensors so that they can
+// require grad and change between calls without recompiling a traced graph.
 
 #include <string>
 #include <string_view>

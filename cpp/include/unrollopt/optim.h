@@ -82,14 +82,9 @@ class Optimizer : public torch::optim::Optimizer {
   void keep_options(size_t index, const torch::optim::OptimizerParamGroup& given);
 };
 
-using Adam = Optimizer<AdamOptions>;
-using AdamW = Optimizer<AdamWOptions>;
-using Adamax = Optimizer<AdamaxOptions>;
-using RAdam = Optimizer<RAdamOptions>;
-using NAdam = Optimizer<NAdamOptions>;
-using RMSprop = Optimizer<RMSpropOptions>;
-using Adagrad = Optimizer<AdagradOptions>;
-using Adadelta = Optimizer<AdadeltaOptions>;
-using SGD = Optimizer<SgdOptions>;
+#define UNROLLOPT_NAME_OPTIMIZER(Name, Options) using Name = Optimizer<Options>;
+UNROLLOPT_FOR_EACH_OPTIMIZER(UNROLLOPT_NAME_OPTIMIZER)
+#undef UNROLLOPT_NAME_OPTIMIZER
+using SGD = Sgd;  // torch::optim's spelling
 
 }  // namespace unrollopt::optim

@@ -21,6 +21,7 @@
 // template Optimizer<Options>, whose behaviour cpp/src/optimizers.cpp derives
 // from the options' names (they select the operator and order its arguments).
 
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -168,6 +169,21 @@ struct SgdState {
   at::Tensor count;                         // 0-d int64: the number of steps taken
 };
 
+// unrollopt.lion (Chen et al., 2023): the sign of an interpolated momentum.
+struct LionOptions {
+  Hyperparameter lr = 1e-4;
+  Hyperparameter beta1 = 0.9;         // the interpolation whose sign is the step
+  Hyperparameter beta2 = 0.99;        // the momentum's decay
+  Hyperparameter weight_decay = 0.0;  // decoupled, as AdamW's
+  bool maximize = false;
+  bool moment_requires_grad = false;
+};
+
+struct LionState {
+  std::vector<at::Tensor> mu;  // the momentum
+  at::Tensor count;
+};
+
 // The state type of each optimizer's options.
 template <class Options>
 struct StateOf;
@@ -200,6 +216,10 @@ struct StateOf<AdadeltaOptions> {
   using type = AdadeltaState;
 };
 template <>
+struct StateOf<LionOptions> {
+  using type = LionState;
+};
+template <>
 struct StateOf<SgdOptions> {
   using type = SgdState;
 };
@@ -227,14 +247,27 @@ class Optimizer {
   Options options_;
 };
 
-using Adam = Optimizer<AdamOptions>;
-using AdamW = Optimizer<AdamWOptions>;
-using Adamax = Optimizer<AdamaxOptions>;
-using RAdam = Optimizer<RAdamOptions>;
-using NAdam = Optimizer<NAdamOptions>;
-using RMSprop = Optimizer<RMSpropOptions>;
-using Adagrad = Optimizer<AdagradOptions>;
-using Adadelta = Optimizer<AdadeltaOptions>;
-using Sgd = Optimizer<SgdOptions>;
+// Every optimizer, as X(Name, Options): unrollopt::Name (here) and
+// unrollopt::optim::Name (unrollopt/optim.h) are made from this list.
+#define UNROLLOPT_FOR_EACH_OPTIMIZER(X) \
+  X(Adam, AdamOptions)                  \
+  X(AdamW, AdamWOptions)                \
+  X(Adamax, AdamaxOptions)              \
+  X(RAdam, RAdamOptions)                \
+  X(NAdam, NAdamOptions)                \
+  X(RMSprop, RMSpropOptions)            \
+  X(Adagrad, AdagradOptions)            \
+  X(Adadelta, AdadeltaOptions)          \
+  X(Lion, LionOptions)                  \
+  X(Sgd, SgdOptions)
+
+#define UNROLLOPT_NAME_OPTIMIZER(Name, Options) using Name = Optimizer<Options>;
+UNROLLOPT_FOR_EACH_OPTIMIZER(UNROLLOPT_NAME_OPTIMIZER)
+#undef UNROLLOPT_NAME_OPTIMIZER
+
+// Every optimizer's settings at their defaults, by name: {"Adam", {{"lr", 1e-3},
+// {"beta1", 0.9}, ...}}, ... (numbers as they are, flags as 0 or 1).
+using Settings = std::vector<std::pair<std::string, double>>;
+std::vector<std::pair<std::string, Settings>> default_settings();
 
 }  // namespace unrollopt

@@ -1,11 +1,13 @@
 #pragma once
 // Every optimizer rule, and X(rule) for each: the one list the kernels
-// (CPU and CUDA) are instantiated from.
+// (CPU and CUDA) are instantiated from and the operators registered from
+// (cpp/CMakeLists.txt reads the list and makes one registering source per rule).
 
 #include "adadelta.h"
 #include "adagrad.h"
 #include "adam.h"
 #include "adamax.h"
+#include "lion.h"
 #include "nadam.h"
 #include "radam.h"
 #include "rmsprop.h"
@@ -19,6 +21,7 @@
   X(unrollopt::rules::AdamAmsgrad)             \
   X(unrollopt::rules::AdamWAmsgrad)            \
   X(unrollopt::rules::Adamax)                  \
+  X(unrollopt::rules::Lion)                    \
   X(unrollopt::rules::Nadam)                   \
   X(unrollopt::rules::Radam)                   \
   X(unrollopt::rules::Rmsprop)                 \

@@ -1,6 +1,7 @@
-"""One optimizer step over lists of tensors, shared by every optimizer: the fused
-operator ``torch.ops.unrollopt.<name>`` or the optimizer's plain-PyTorch math,
-behind the same checks and the same in-place semantics."""
+"""One optimizer step over lists of tensors, shared by every optimizer, by
+either path: the fused operator ``torch.ops.unrollopt.<name>`` or the
+optimizer's plain-PyTorch math, behind the same checks and the same in-place
+semantics; and :class:`Config`, an optimizer's checked settings for its operator."""
 
 from __future__ import annotations
 

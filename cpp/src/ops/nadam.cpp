@@ -1,4 +1,0 @@
-#include "../rules/nadam.h"
-#include "../fused_op.h"
-
-UNROLLOPT_REGISTER_RULE(unrollopt::rules::Nadam)

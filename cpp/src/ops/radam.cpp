@@ -1,4 +1,0 @@
-#include "../rules/radam.h"
-#include "../fused_op.h"
-
-UNROLLOPT_REGISTER_RULE(unrollopt::rules::Radam)
