@@ -2,12 +2,19 @@
 
 Each case names the functional alias (unrollopt.sgd, ...), the OOP class
 (unrollopt.SGD, ...), its torch.optim counterpart, the Meta class, an
-independent float64 reference step from conftest.py and the option grids.
-The shared checks run over the whole table:
+independent float64 reference step from references.py, the option grids
+and the settings of the generic tests. The shared checks run over the whole
+table:
 
 * the OOP class against torch.optim over 50 float64 steps (plain and fused,
   each optimizer's option grid), defaults, param groups, state dicts (round
-  trip and interop both ways with torch.optim);
+  trip and interop both ways with torch.optim); step(closure), zero_grad and
+  parameters without gradients, mixed dtypes in a group, a tensor lr, sparse
+  gradients refused;
+* the functional alias's step, fused and plain, against the reference: over
+  sizes, dtypes (half types against float32), strided views, pytrees with
+  None leaves, in place and not; gradients with respect to the initial state
+  (moment_requires_grad) and through the fused backward's second-order path;
 * meta-gradients through 3 unrolled steps of the functional alias
   (inplace=False) against the float64 reference, float and tensor
   hyperparameters (requiring grad);
@@ -75,13 +82,13 @@ class L:
         return f"L({self.value})"
 
 
-def materialize(cfg):
-    """(kwargs with every L replaced by a fresh tensor, the list of those tensors)."""
+def materialize(cfg, dtype=F64):
+    """(kwargs with every L replaced by a fresh tensor of ``dtype``, the list of those tensors)."""
     learned = []
 
     def conv(v):
         if isinstance(v, L):
-            t = torch.tensor(v.value, dtype=F64, requires_grad=True)
+            t = torch.tensor(v.value, dtype=dtype, requires_grad=True)
             learned.append(t)
             return t
         if isinstance(v, tuple):
@@ -243,6 +250,10 @@ class Case:
     meta_class_configs: list  # (id, net seed, kwargs possibly with L markers)
     meta_optimizer_configs: list  # (id, kwargs)
     bad: list  # (name, kwargs)
+    # The settings of the generic tests (alias and torch.optim names, lr
+    # included): every state of the optimizer in use, and a weight decay, so
+    # that the step reads the parameters.
+    generic: dict
     meta_steps: int = 3  # unrolled steps of the meta-gradient tests
     # Whether the unrolled loop is differentiable in the inner gradients: not
     # for Lion, whose step is their sign (derivative 0), so that whatever
@@ -375,6 +386,7 @@ SGD = Case(
         ("dampening", dict(dampening=-0.1)),
         ("dampening", dict(dampening=float("nan"))),
     ] + WD_BAD,
+    generic=dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01),
 )  # fmt: skip
 
 
@@ -406,11 +418,15 @@ def adam_family_case(name, alias, cls, torch_cls, meta_cls, ref, weight_decay):
             dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.0, maximize=False),
             dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.05, maximize=False),
             dict(betas=(0.8, 0.9), eps=1e-3, eps_root=1e-6, weight_decay=0.05, maximize=True),
+            # A small eps with eps_root: where nu is small, sqrt(eps_root) = 1e-3 is the denominator's floor.
+            dict(betas=(0.8, 0.9), eps=1e-8, eps_root=1e-6, weight_decay=0.0, maximize=True),
             dict(betas=(0.8, 0.9), eps=0.1, eps_root=0.0, weight_decay=0.2, maximize=False),
             dict(betas=(0.8, 0.9), eps=1e-8, eps_root=0.0, weight_decay=0.05, amsgrad=True),
         ],
         tensor_configs=[
             ("lr-betas-wd", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-6, weight_decay=L(0.1))),
+            ("lr-betas-wd-eps_root", 1,
+             dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-3, eps_root=1e-6, weight_decay=L(0.02))),
             ("amsgrad", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.95)), eps=1e-6, weight_decay=L(0.1), amsgrad=True)),
         ],
         meta_class_configs=[
@@ -420,6 +436,7 @@ def adam_family_case(name, alias, cls, torch_cls, meta_cls, ref, weight_decay):
         ],
         meta_optimizer_configs=[("wd", dict(lr=0.1, weight_decay=0.1)), ("amsgrad", dict(lr=0.1, amsgrad=True))],
         bad=ADAM_BAD + [("eps_root", dict(eps_root=-1.0))] + WD_BAD,
+        generic=dict(lr=0.02, betas=(0.8, 0.95), weight_decay=0.05),
     )  # fmt: skip
 
 
@@ -465,6 +482,7 @@ ADAMAX = Case(
     ],
     meta_optimizer_configs=[("wd", dict(lr=0.1, weight_decay=0.1))],
     bad=ADAM_BAD + WD_BAD,
+    generic=dict(lr=0.02, betas=(0.8, 0.95), weight_decay=0.05),
 )  # fmt: skip
 
 LION = Case(
@@ -503,6 +521,7 @@ LION = Case(
     ],
     meta_optimizer_configs=[("wd", dict(lr=0.02, weight_decay=0.1))],
     bad=LR_BAD + [("betas[0]", dict(betas=(1.0, 0.99))), ("betas[1]", dict(betas=(0.9, -0.1)))] + WD_BAD,
+    generic=dict(lr=0.005, betas=(0.8, 0.95), weight_decay=0.05),
     smooth_in_grads=False,
 )  # fmt: skip
 
@@ -568,6 +587,7 @@ RMSPROP = Case(
         ("nesterov", dict(lr=0.01, momentum=0.5, nesterov=True)),
     ],
     bad=LR_BAD + rate_bad("alpha") + [("momentum", dict(momentum=-0.5))] + WD_BAD,
+    generic=dict(lr=0.003, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.05),
 )  # fmt: skip
 
 ADAGRAD = Case(
@@ -612,6 +632,7 @@ ADAGRAD = Case(
         ("eps", dict(eps=-1e-8)),
         ("initial_accumulator_value", dict(initial_accumulator_value=-1.0)),
     ] + WD_BAD,
+    generic=dict(lr=0.05, lr_decay=0.05, weight_decay=0.05, initial_accumulator_value=0.2),
 )  # fmt: skip
 
 ADADELTA = Case(
@@ -652,6 +673,7 @@ ADADELTA = Case(
     ],
     meta_optimizer_configs=[("rho-wd", dict(lr=1.0, rho=0.8, weight_decay=0.1))],
     bad=LR_BAD + rate_bad("rho") + WD_BAD,
+    generic=dict(lr=3.0, rho=0.8, weight_decay=0.05),
 )  # fmt: skip
 
 
@@ -698,6 +720,7 @@ RADAM = Case(
     ],
     meta_optimizer_configs=[("wd", dict(lr=0.1, weight_decay=0.1))],
     bad=ADAM_BAD + WD_BAD,
+    generic=dict(lr=0.02, betas=(0.8, 0.95), weight_decay=0.05),
 )  # fmt: skip
 
 NADAM = Case(
@@ -737,6 +760,7 @@ NADAM = Case(
     ],
     meta_optimizer_configs=[("wd", dict(lr=0.1, weight_decay=0.1))],
     bad=ADAM_BAD + WD_BAD + [("momentum_decay", dict(momentum_decay=-1e-3))],
+    generic=dict(lr=0.02, betas=(0.8, 0.95), weight_decay=0.05, momentum_decay=0.01),
     # load_state_dict casts mu_product to the parameters' dtype (torch.optim's
     # rule for every state but step): a reloaded NAdam continues it in float64.
     round_trip_rtol=1e-13,
@@ -865,6 +889,9 @@ def test_state_dict_round_trip(fused, case):
     opt2.load_state_dict(sd)
     for key, value in hp.items():
         assert _norm(opt2.param_groups[0][key]) == value, key
+    # Every setting is saved and restored, unrollopt's own too (use_accelerated_op, Adam's eps_root).
+    for key in opt.defaults:
+        assert _norm(opt2.param_groups[0][key]) == _norm(opt.param_groups[0][key]), key
     for _ in range(10):
         opt2.zero_grad()
         loss_fn(m, params).backward()
@@ -911,13 +938,142 @@ def test_state_dict_interop_with_torch(fused, case, item, direction):
     for key, value in hp.items():
         assert _norm(group[key]) == value, key
     if isinstance(opt2, case.cls):
-        assert group["use_accelerated_op"] == fused
+        # The settings a torch.optim checkpoint lacks (use_accelerated_op, Adam's eps_root) are the constructor's.
+        missing = set(opt2.defaults) - set(sd["param_groups"][0])
+        assert "use_accelerated_op" in missing and group["use_accelerated_op"] == fused
+        for key in missing:
+            assert _norm(group[key]) == _norm(opt2.defaults[key]), key
     assert_params_rel(params, ref, 1e-10)
     for p, q in zip(params, ref):
         for key in keys - {"step"}:
             assert max_rel_err(opt2.state[p][key], ref_opt.state[q][key]) <= 1e-10, key
         if "step" in keys:
             assert float(opt2.state[p]["step"]) == 30
+
+
+# --- torch.optim behaviours of every class ----------------------------------------
+
+
+@pytest.mark.parametrize("case", by_case())
+def test_closure(fused, case):
+    """step(closure) evaluates the closure before the step and returns its
+    loss: the reference's trajectory and losses (the reference's loop records
+    the same losses without a closure; RefLion takes none); step() returns None."""
+    m = make_model(2)
+    ref, _, ref_losses = train(lambda p: case.torch_cls(p, **case.generic), m, steps=10)
+    got, _, losses = train(lambda p: case.cls(p, **case.generic, use_accelerated_op=fused), m, steps=10, closure=True)
+    assert_params_rel(got, ref)
+    assert losses == pytest.approx(ref_losses, rel=1e-12)
+    assert max_rel_err(got[0], m["params"][0]) > 1e-3  # the parameters moved
+    p = torch.zeros(2, dtype=F64, requires_grad=True)
+    p.grad = torch.ones(2, dtype=F64)
+    assert case.cls([p], **case.generic, use_accelerated_op=fused).step() is None
+    assert not torch.equal(p.detach(), torch.zeros(2, dtype=F64))
+
+
+@pytest.mark.parametrize("case", by_case())
+def test_zero_grad_and_params_without_grad_are_skipped(fused, case):
+    """A parameter without a gradient is not stepped and gets no state;
+    zero_grad sets the gradients to None (or to 0); a parameter whose
+    gradients start later starts its own state (its own step count, one group
+    with two), as in the reference."""
+    g = gen(3)
+    a = randn(g, 4, requires_grad=True)
+    b = randn(g, 3, requires_grad=True)
+    a2 = a.detach().clone().requires_grad_()
+    b2 = b.detach().clone().requires_grad_()
+    opt = case.cls([a, b], **case.generic, use_accelerated_op=fused)
+    ref = case.torch_cls([a2, b2], **case.generic)
+    a_before, b_before = a.detach().clone(), b.detach().clone()
+    for params, o in (([a, b], opt), ([a2, b2], ref)):
+        (params[0] ** 2).sum().backward()
+        o.step()
+    assert b.grad is None
+    assert torch.equal(b.detach(), b_before) and len(opt.state[b]) == 0
+    assert not torch.equal(a.detach(), a_before)
+    keys = case.oop_keys(case.generic)  # (SGD keeps no step count)
+    assert set(opt.state[a]) == keys and keys - {"step"}
+    opt.zero_grad()
+    assert a.grad is None  # set_to_none by default, as torch.optim
+    a.grad = torch.ones(4, dtype=F64)
+    opt.zero_grad(set_to_none=False)
+    assert torch.equal(a.grad, torch.zeros(4, dtype=F64))
+    for params, o in (([a, b], opt), ([a2, b2], ref)):
+        o.zero_grad()
+        ((params[0] ** 2).sum() * params[1][0] + (params[1] ** 3).sum()).backward()
+        o.step()
+    if "step" in keys:
+        assert float(opt.state[a]["step"]) == 2 and float(opt.state[b]["step"]) == 1
+    assert_params_rel([a, b], [a2, b2], 1e-14)
+    for p, q in ((a, a2), (b, b2)):
+        assert set(opt.state[p]) == keys
+        for key in keys - {"step"}:
+            assert max_rel_err(opt.state[p][key], ref.state[q][key]) <= 1e-14, key
+
+
+@pytest.mark.parametrize("case", by_case())
+def test_mixed_dtypes_in_one_group(fused, case):
+    """float64 and float32 parameters in one group: each stepped in its own
+    dtype (its state too), as the reference steps them."""
+    g = gen(4)
+    ps = [randn(g, 5, requires_grad=True), randn(g, 7, dtype=torch.float32, requires_grad=True)]
+    qs = [p.detach().clone().requires_grad_() for p in ps]
+    initial = [p.detach().clone() for p in ps]
+    opt = case.cls(ps, **case.generic, use_accelerated_op=fused)
+    ref = case.torch_cls(qs, **case.generic)
+    for _ in range(5):
+        for params, o in ((ps, opt), (qs, ref)):
+            o.zero_grad()
+            ((params[0] ** 2).sum() + (params[1].double() ** 3).sum()).backward()
+            o.step()
+    # (float32: 5 steps, each rounding the update and the parameter, ~6e-8
+    # relative each. Lion: the gradients and the momentum have the same signs
+    # at every step here, so that no rounding flips the sign of its step.)
+    assert max_rel_err(ps[0], qs[0]) <= 1e-12
+    assert max_rel_err(ps[1], qs[1]) <= 1e-6
+    assert all(max_rel_err(p, p0) > 1e-3 for p, p0 in zip(ps, initial))  # both moved
+    per_parameter = [k for k, t in opt.state[ps[1]].items() if t.shape == ps[1].shape]
+    assert per_parameter and all(opt.state[ps[1]][k].dtype == torch.float32 for k in per_parameter)
+    assert all(opt.state[ps[0]][k].dtype == F64 for k in per_parameter)
+
+
+@pytest.mark.parametrize("case", by_case())
+def test_tensor_lr_equals_float_lr(fused, case):
+    """A 0-d tensor lr (as torch.optim allows) takes the float lr's steps."""
+    m = make_model(7)
+    settings = dict(case.generic)
+    lr = settings.pop("lr")
+    floats, _, _ = train(lambda p: case.cls(p, lr=lr, **settings, use_accelerated_op=fused), m, steps=10)
+    tensors, opt, _ = train(
+        lambda p: case.cls(p, lr=torch.tensor(lr, dtype=F64), **settings, use_accelerated_op=fused), m, steps=10
+    )
+    assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
+    # The fused path: the same bits. The plain path divides a number by a
+    # tensor (lr / the bias correction) as float * (1 / tensor), which may
+    # round otherwise than the tensor lr's division: the last bit of some
+    # steps (here 1e-16 after 10).
+    assert_params_rel(tensors, floats, 0.0 if fused else 1e-15)
+    assert max_rel_err(floats[0], m["params"][0]) > 1e-3  # the parameters moved
+
+
+@pytest.mark.parametrize("case", by_case())
+def test_sparse_gradients_rejected(fused, case):
+    """A sparse gradient: a RuntimeError before anything of the group is
+    stepped (the other parameter's dense gradient would move it)."""
+    g = gen(5)
+    a = randn(g, 3, requires_grad=True)
+    b = randn(g, 3, requires_grad=True)
+    opt = case.cls([a, b], **case.generic, use_accelerated_op=fused)
+    a.grad = randn(g, 3)
+    b.grad = randn(g, 3).to_sparse()
+    before = [a.detach().clone(), b.detach().clone()]
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    assert torch.equal(a.detach(), before[0]) and torch.equal(b.detach(), before[1])
+    assert len(opt.state[a]) == 0 and len(opt.state[b]) == 0
+    b.grad = None
+    opt.step()
+    assert not torch.equal(a.detach(), before[0])
 
 
 # --- meta-gradients through the unrolled functional alias -----------------------------
@@ -1003,6 +1159,366 @@ def test_meta_gradient_tensor_hyperparameters(fused, case, item):
     assert abs(loss.item() - ref_loss.item()) <= 1e-12 * abs(ref_loss.item())
     assert_rel(got, expected, 1e-10, "meta-gradient")
     assert all(float(g) != 0.0 for g in got[: len(learned)])
+
+
+# --- the functional alias's step: fused and plain paths, dtypes, layouts, pytrees ----
+# Each case with its generic settings (every state in use, a weight decay),
+# against the case's float64 reference step.
+
+tree_map = torch.utils._pytree.tree_map
+
+
+def is_absent(tree):
+    """Whether a state field is absent (an empty tuple, e.g. nu_max without AMSGrad)."""
+    return isinstance(tree, tuple) and len(tree) == 0
+
+
+def state_trees(case, state):
+    """The state's fields of per-parameter tensors (case.state_fields), by name, without the absent ones (())."""
+    return {f: getattr(state, f) for f in case.state_fields if not is_absent(getattr(state, f))}
+
+
+def ref_state_at(case, state, leaf):
+    """One parameter's reference state tuple from a functional state: each
+    field's ``leaf(tree)`` (None where absent), then NAdam's mu_product."""
+    st = tuple(None if is_absent(getattr(state, f)) else leaf(getattr(state, f)) for f in case.state_fields)
+    return (*st, state.mu_product) if isinstance(state, unrollopt.NAdamState) else st
+
+
+def assert_ref_states(case, state, ref_states, rtol, atol, leaves=None):
+    """The state's fields against the reference's state tuples, one per
+    parameter (``leaves``: the parameters' accessors, default the list's items)."""
+    leaves = leaves or [lambda tree, i=i: tree[i] for i in range(len(ref_states))]
+    for k, f in enumerate(case.state_fields):
+        tree = getattr(state, f)
+        if is_absent(tree):
+            assert all(st[k] is None for st in ref_states), f
+        else:
+            assert_close([leaf(tree) for leaf in leaves], [st[k] for st in ref_states], rtol, atol, f)
+
+
+def away_from_ties(case, hp, grads, ref_states):
+    """Lion steps by the sign of beta1 mu + (1 - beta1) g': each gradient is
+    flipped where that is within 10% of cancelling (as op_cases.make_inputs
+    keeps away from it), so that no difference of rounding between the paths
+    compared (a float32 or half one included) flips a sign. The other cases'
+    gradients are returned as they are."""
+    if case is not LION:
+        return grads
+    b1, s = hp["betas"][0], -1.0 if hp["maximize"] else 1.0
+    out = []
+    for gr, st in zip(grads, ref_states):
+        a, b = b1 * st[0].double(), (1 - b1) * s * gr.double()
+        out.append(torch.where((a + b).abs() < 0.1 * (a.abs() + b.abs()), -gr, gr))
+    return out
+
+
+def gradient_steps(case, settings, params, n, g):
+    """n steps of random gradients like the list ``params``, each taken by the
+    case's float64 reference too (on the upcast values): (the gradients per
+    step, the reference's last updates, its states)."""
+    hp = {**case.defaults, **settings}
+    ps = [p.to(F64) for p in params]
+    states = [case.ref_init(p, hp) for p in ps]
+    seq = []
+    for t in range(1, n + 1):
+        grads = away_from_ties(case, hp, [randn(g, *p.shape, dtype=p.dtype) for p in params], states)
+        new = [case.ref_step(gr.to(F64), st, p, t, hp) for gr, st, p in zip(grads, states, ps)]
+        seq.append(grads)
+        updates, states = [u for u, _ in new], [st for _, st in new]
+    return seq, updates, states
+
+
+def run_steps(opt, grads_seq, params, *, inplace):
+    """(updates, state) after each step, copied (in place the next step
+    overwrites them), and the last state."""
+    state = opt.init(params)
+    outs = []
+    for grads in grads_seq:
+        grads = tree_map(lambda t: t.clone(), grads)
+        updates, state = opt.update(grads, state, params=params, inplace=inplace)
+        outs.append(tree_map(lambda t: t.clone(), (updates, state)))
+    return outs, state
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 1025, 2049, 65537])
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+@pytest.mark.parametrize("case", by_case())
+def test_fused_equals_plain_sizes(case, size, inplace):
+    """The fused and plain paths at every step, over sizes about the kernels'
+    blocks, in place and not; both the float64 reference's. (case.meta_steps
+    steps: RAdam's rectified step starts at the 6th.)"""
+    g = gen(size)
+    params = [randn(g, size)]
+    grads_seq, ref_updates, ref_states = gradient_steps(case, case.generic, params, case.meta_steps, g)
+    a, sa = run_steps(case.alias(**case.generic), grads_seq, params, inplace=inplace)
+    b, sb = run_steps(case.alias(**case.generic, use_accelerated_op=True), grads_seq, params, inplace=inplace)
+    # (atol: mu' = b1 mu + (1 - b1) g' cancels at a few elements, where the
+    # order of the floating-point operations shows in the relative error)
+    assert_close(b, a, rtol=1e-13, atol=1e-15)
+    assert int(sa.count) == int(sb.count) == case.meta_steps
+    assert_close(b[-1][0], ref_updates, rtol=1e-12, atol=1e-15)
+    assert_ref_states(case, sb, ref_states, 1e-12, 1e-15)
+    assert size == 0 or ref_updates[0].abs().min() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("maximize", [False, True])
+@pytest.mark.parametrize("case", by_case())
+def test_fused_equals_plain_dtypes_mixed_sizes(case, dtype, maximize):
+    """The fused and plain paths over tensors of mixed sizes (an empty one
+    included) in float32 and float64, each kept in its dtype."""
+    g = gen(5)
+    sizes = [(7,), (3, 5), (1,), (0,), (33, 31)]
+    params = [randn(g, *s, dtype=dtype) for s in sizes]
+    hp = dict(case.generic, maximize=maximize)
+    grads_seq, _, _ = gradient_steps(case, hp, params, case.meta_steps, g)
+    a, _ = run_steps(case.alias(**hp), grads_seq, params, inplace=False)
+    b, sb = run_steps(case.alias(**hp, use_accelerated_op=True), grads_seq, params, inplace=False)
+    rtol = 1e-13 if dtype == F64 else 2e-5
+    # (atol where a sum cancels: an ulp of its terms, 1e-7 for terms about 1.
+    # RMSprop's momentum buffer sums ratios g' / sqrt(v) that reach about 6
+    # here: 1e-6 is 2 float32 ulps of those.)
+    atol = 1e-15 if dtype == F64 else 1e-6 if case is RMSPROP else 1e-7
+    assert_close(b, a, rtol=rtol, atol=atol)
+    assert all(t.dtype == dtype for t in b[-1][0])
+    assert all(t.dtype == dtype for tree in state_trees(case, sb).values() for t in tree)
+
+
+def rounded(case, state, dtype):
+    """The state with its per-parameter tensors rounded to ``dtype``."""
+    return state._replace(**{f: [t.to(dtype) for t in tree] for f, tree in state_trees(case, state).items()})
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", by_case())
+def test_half_types_against_float32(case, dtype):
+    """Half types are computed in float32 inside the fused kernel: a step
+    (from a state some steps in, rounded to the half type) equals the float64
+    reference on the upcast inputs, rounded once (up to an ulp)."""
+    g = gen(6)
+    shapes = [(1000,), (17, 3)]
+    hp = {**case.defaults, **case.generic}
+    params = [randn(g, *s) for s in shapes]
+    warm = case.alias(**case.generic)
+    state = warm.init(params)
+    for _ in range(case.meta_steps - 1):  # (RAdam: the compared step is rectified)
+        _, state = warm.update([randn(g, *s) for s in shapes], state, params=params, inplace=False)
+    state = rounded(case, state, dtype)
+    params = [p.to(dtype) for p in params]
+    ref_states = [ref_state_at(case, state, lambda tree, i=i: tree[i].to(F64)) for i in range(len(shapes))]
+    grads = away_from_ties(case, hp, [randn(g, *s, dtype=dtype) for s in shapes], ref_states)
+    uf, sf = case.alias(**case.generic, use_accelerated_op=True).update(grads, state, params=params, inplace=False)
+    up, sp = case.alias(**case.generic).update(grads, state, params=params, inplace=False)
+    ulp = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10
+    expected = [case.ref_step(gr.to(F64), st, p.to(F64), case.meta_steps, hp)
+                for gr, st, p in zip(grads, ref_states, params)]  # fmt: skip
+    assert all(t.dtype == dtype for t in uf)
+    assert all(t.dtype == dtype for tree in state_trees(case, sf).values() for t in tree)
+    assert_close(list(uf), [u for u, _ in expected], rtol=ulp, atol=1e-6)
+    assert_ref_states(case, sf, [st for _, st in expected], ulp, 1e-6)
+    # The plain path computes in the half type itself: looser; where an update
+    # cancels, its error is its terms' rounding, an ulp of the largest update.
+    for a, b in zip(up, uf):
+        assert_close(a.float(), b.float(), rtol=8 * ulp, atol=ulp * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("case", by_case())
+def test_strided_views(fused, case):
+    """Non-contiguous grads, state and params, out of place and in place (the
+    views, and so their bases, are written; nothing else of the bases):
+    the second step against the reference's."""
+    g = gen(7)
+    hp = {**case.defaults, **case.generic}
+    base_p, base_p2, base_g, base_g2 = (randn(g, 40, 30) for _ in range(4))
+    params = [base_p[:, ::3], base_p2.T[::2]]
+    grads = [base_g[:, 1::3], base_g2.T[1::2]]
+    assert not any(t.is_contiguous() for t in params + grads)
+    (first, second), _, _ = gradient_steps(case, case.generic, params, 2, g)
+    for view, value in zip(grads, second):
+        view.copy_(value)
+    opt = case.alias(**case.generic, use_accelerated_op=fused)
+    _, state = opt.update(first, opt.init(params), params=params, inplace=False)
+    # The state one step in, moved into views of larger tensors.
+    bases = {}
+    for f, tree in state_trees(case, state).items():
+        base = randn(g, 80, 60)
+        views = [base[::2, ::6], base[1::2, 1::4].T[:, :40][:15]]
+        for view, value in zip(views, tree):
+            view.copy_(value)
+        bases[f] = base
+        state = state._replace(**{f: views})
+    assert bases and not any(t.is_contiguous() for tree in state_trees(case, state).values() for t in tree)
+    expected = [case.ref_step(gr, ref_state_at(case, state, lambda tree, i=i: tree[i]), p, 2, hp)
+                for i, (gr, p) in enumerate(zip(grads, params))]  # fmt: skip
+    ref_updates, ref_states = [u for u, _ in expected], [st for _, st in expected]
+    u, s2 = opt.update(grads, state, params=params, inplace=False)
+    assert_close(list(u), ref_updates, rtol=1e-13, atol=1e-18)
+    assert_ref_states(case, s2, ref_states, 1e-13, 1e-18)
+
+    # In place: the views (and so their bases) are written.
+    snaps = {f: base.clone() for f, base in bases.items()}
+    grads_c = [base_g.clone()[:, 1::3], base_g2.clone().T[1::2]]  # non-contiguous, overwritten by the updates
+    u2, s3 = opt.update(grads_c, state, params=params, inplace=True)
+    assert_close(grads_c, ref_updates, rtol=1e-13, atol=1e-18)
+    assert_close(list(u2), ref_updates, rtol=1e-13, atol=1e-18)
+    assert_ref_states(case, s3, ref_states, 1e-13, 1e-18)
+    assert_ref_states(case, state, ref_states, 1e-13, 1e-18)  # the state's own views
+    # Elements of the bases outside the views are untouched.
+    touched = torch.zeros(80, 60, dtype=torch.bool)
+    touched[::2, ::6] = True
+    touched[1::2, 1::4].T[:, :40][:15] = True
+    for f, base in bases.items():
+        assert torch.equal(base[~touched], snaps[f][~touched]), f
+        assert not torch.equal(base[touched], snaps[f][touched]), f
+    # apply_updates in place on strided params.
+    before = [p.clone() for p in params]
+    unrollopt.apply_updates(params, u2)
+    assert_close(params, [b + du for b, du in zip(before, u2)], rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("case", by_case())
+def test_pytrees_dict_tuple_and_none_leaves(fused, case):
+    """Parameters in dicts, tuples and lists with None leaves: the state has
+    None there and the reference's initial values elsewhere; the first step's
+    updates are None there and the reference's elsewhere."""
+    g = gen(8)
+    hp = {**case.defaults, **case.generic}
+    params = {"w": randn(g, 3, 2), "frozen": None, "blocks": (randn(g, 4), [randn(g, 2, 2), None])}
+    live = [lambda t: t["w"], lambda t: t["blocks"][0], lambda t: t["blocks"][1][0]]
+    opt = case.alias(**case.generic, use_accelerated_op=fused)
+    state = opt.init(params)
+    assert state_trees(case, state)
+    for f, tree in state_trees(case, state).items():
+        assert tree["frozen"] is None and tree["blocks"][1][1] is None, f
+    assert_ref_states(case, state, [case.ref_init(leaf(params), hp) for leaf in live], 0, 0, live)
+    grads = {"w": randn(g, 3, 2), "frozen": None, "blocks": (randn(g, 4), [randn(g, 2, 2), None])}
+    updates, state2 = opt.update(grads, state, params=params, inplace=False)
+    assert updates["frozen"] is None and updates["blocks"][1][1] is None
+    expected = [case.ref_step(leaf(grads), case.ref_init(leaf(params), hp), leaf(params), 1, hp) for leaf in live]
+    assert_close([leaf(updates) for leaf in live], [u for u, _ in expected], rtol=1e-13)
+    assert_ref_states(case, state2, [st for _, st in expected], 1e-13, 0, live)
+    new_params = unrollopt.apply_updates(params, updates, inplace=False)
+    assert new_params["frozen"] is None and new_params["blocks"][1][1] is None
+    assert_close(new_params["w"], params["w"] + updates["w"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", by_case())
+def test_none_grad_leaves_keep_their_state(fused, case):
+    """A parameter without a gradient this step (None grad, tensor state) keeps
+    its state and gets a None update; the others' state moves on."""
+    g = gen(9)
+    params = {"a": randn(g, 3), "b": randn(g, 4)}
+    opt = case.alias(**case.generic, use_accelerated_op=fused)
+    _, state = opt.update({"a": randn(g, 3), "b": randn(g, 4)}, opt.init(params), params=params, inplace=False)
+    u, state2 = opt.update({"a": randn(g, 3), "b": None}, state, params=params, inplace=False)
+    assert u["b"] is None and u["a"].abs().min() > 0
+    assert state_trees(case, state)
+    for f, tree in state_trees(case, state).items():
+        new = getattr(state2, f)
+        assert new["b"] is tree["b"], f
+        assert not torch.equal(new["a"], tree["a"]), f
+    assert int(state2.count) == 2
+
+
+@pytest.mark.parametrize("case", by_case())
+def test_inplace_equals_out_of_place(fused, case):
+    """update(..., inplace=True) gives the updates and states of inplace=False, step by step."""
+    g = gen(10)
+    params = [randn(g, 50), randn(g, 3, 3)]
+    grads_seq, _, _ = gradient_steps(case, case.generic, params, 4, g)
+    opt = case.alias(**case.generic, use_accelerated_op=fused)
+    a, sa = run_steps(opt, grads_seq, params, inplace=False)
+    b, sb = run_steps(opt, grads_seq, params, inplace=True)
+    assert_close(b, a, rtol=1e-15, atol=0)
+    assert int(sb.count) == 4 and a[-1][0][0].abs().min() > 0
+
+
+# Initial states the steps ignore: SGD's first step starts its buffer at the
+# gradient (torch.optim.SGD's rule), and Adamax's maximum at a 0 nu selects |g'| + eps.
+IGNORED_INITIAL = {"sgd": {"momentum_buffer"}, "adamax": {"nu"}}
+
+
+@pytest.mark.parametrize("case", by_case())
+def test_moment_requires_grad(fused, case):
+    """moment_requires_grad=True: the initial state requires grad; the
+    gradients of the final parameters and state with respect to it are the
+    float64 reference's (exactly 0 for what the steps ignore)."""
+    g = gen(3)
+    p0 = randn(g, 5, requires_grad=True)
+    target = randn(g, 5)
+    opt = case.alias(**case.generic, moment_requires_grad=True, use_accelerated_op=fused)
+    state = opt.init((p0,))
+    initial = {f: tree[0] for f, tree in state_trees(case, state).items()}
+    assert initial and all(t.requires_grad for t in initial.values())
+    assert state.count.dtype == torch.int64 and int(state.count) == 0
+    params = (p0,)
+    for _ in range(2):
+        grads = torch.autograd.grad(((params[0] - target) ** 2).sum(), params, create_graph=True)
+        updates, state = opt.update(grads, state, params=params, inplace=False)
+        params = unrollopt.apply_updates(params, updates, inplace=False)
+    assert int(state.count) == 2
+    final = [tree[0] for tree in state_trees(case, state).values()]
+    got = torch.autograd.grad((params[0] ** 2).sum() + sum(t.sum() for t in final), list(initial.values()),
+                              allow_unused=True, materialize_grads=True)  # fmt: skip
+    # The reference from the same initial values, as leaves that require grad.
+    hp = {**case.defaults, **case.generic}
+    st = ref_state_at(case, opt.init((p0,)), lambda tree: tree[0].detach().clone().requires_grad_())
+    leaves = [st[case.state_fields.index(f)] for f in initial]
+    p = p0
+    for t in (1, 2):
+        (gr,) = torch.autograd.grad(((p - target) ** 2).sum(), (p,), create_graph=True)
+        u, st = case.ref_step(gr, st, p, t, hp)
+        p = p + u
+    ref_final = [st[case.state_fields.index(f)] for f in initial]
+    expected = torch.autograd.grad((p**2).sum() + sum(t.sum() for t in ref_final), leaves,
+                                   allow_unused=True, materialize_grads=True)  # fmt: skip
+    assert_rel(got, expected, 1e-10, "gradient w.r.t. the initial state")
+    for f, gr in zip(initial, got):
+        assert (not gr.any()) if f in IGNORED_INITIAL.get(case.name, ()) else gr.abs().min() > 0, f
+
+
+@pytest.mark.parametrize("hyper_dtype", [F64, torch.float32])
+@pytest.mark.parametrize("case", by_case())
+def test_second_order_path_agrees_with_first_order_path(case, hyper_dtype):
+    """The fused op's backward runs the fused kernel normally and, when the
+    backward itself must be differentiable (create_graph=True), the same math
+    on tensors: both give the same first-order meta-gradient (the case's first
+    tensor hyperparameters learned), to float64 rounding also with float32
+    hyperparameters (the forward computes its coefficients in float64
+    whatever their dtypes)."""
+    _, _, cfg = case.tensor_configs[0]
+    pb = make_problem(4)
+    hp, learned = materialize(cfg, hyper_dtype)
+    opt = case.alias(**hp, use_accelerated_op=True)
+    wrt = (pb["w0"], pb["b0"], pb["meta_w"])
+    loss, _, _ = unrolled_unrollopt(pb, opt, steps=case.meta_steps, use_params=uses_params(cfg))
+    first = torch.autograd.grad(loss, wrt, retain_graph=True)
+    second = torch.autograd.grad(loss, wrt, create_graph=True)
+    assert_rel(second, first, 1e-13, "meta-gradient with create_graph=True")
+    assert_live(case, direct=first[:2], through_grads=first[2:])
+    assert learned and second[0].grad_fn is not None  # (that backward was differentiable)
+
+
+def test_apply_updates():
+    """apply_updates: params + updates leaf by leaf (None updates leave a leaf
+    as it is), out of place or in place (also on leaves that require grad)."""
+    g = gen(11)
+    params = (randn(g, 3), {"x": randn(g, 2), "y": None})
+    updates = (randn(g, 3), {"x": None, "y": None})
+    out = unrollopt.apply_updates(params, updates, inplace=False)
+    assert torch.equal(out[0], params[0] + updates[0])
+    assert out[1]["x"] is params[1]["x"] and out[1]["y"] is None
+    before = params[0].clone()
+    res = unrollopt.apply_updates(params, updates)
+    assert res is params
+    assert torch.equal(params[0], before + updates[0])
+    # In place on leaves that require grad (a plain optimizer step) is allowed.
+    p = randn(g, 3, requires_grad=True)
+    u = randn(g, 3)
+    ref = p.detach() + u
+    unrollopt.apply_updates([p], [u])
+    assert torch.equal(p.detach(), ref) and p.is_leaf
 
 
 # --- the Meta classes ----------------------------------------------------------------
@@ -1533,6 +2049,123 @@ def test_exact_backward_where_second_moment_is_zero(name):
             q = q - lr2 * hp["weight_decay"] * q
     expected = torch.autograd.grad(((xv @ torch.cat([p, q]) - yv) ** 2).mean(), (live, dead, lr2))
     assert_rel([fused[0], fused[1]], [torch.cat(expected[:2]), expected[2]], 1e-10, "meta-gradient")
+
+
+# --- Adam: the exact backward where nu = 0, eps_root, float32 hyperparameters ---
+
+
+@pytest.mark.parametrize("wrt_hyper", [False, True])
+def test_adam_exact_backward_where_second_moment_is_zero(wrt_hyper):
+    """eps_root=0 and a parameter element the inner loss does not depend on (it is
+    multiplied by a 0 mask, as a pruned weight is): its gradient is exactly 0 at
+    every step, so its second moment stays exactly 0 and its update is
+    identically 0 (mu' = 0 in the numerator). Naive autograd differentiates sqrt
+    at 0, gets 0 * inf = NaN, and the NaN reaches every meta-gradient through the
+    mask's product (NaN * 0 = NaN) and beta2 through the bias correction. The
+    fused operator's hand-written backward is exact there (d u / d nu' = 0 where
+    mu' = 0), and so is the plain path; the meta-gradients are finite and equal
+    to those of the problem with that element removed (whose own meta-gradient
+    is analytical: w[2] stays w0[2], so d outer / d w0[2] = w0[2])."""
+    g = gen(4)
+    x = randn(g, 6, 3)
+    y = randn(g, 6)
+    xv = randn(g, 5, 2)
+    yv = randn(g, 5)
+    w0 = randn(g, 3, requires_grad=True)  # w0[2] never enters the inner loss
+    h = [torch.tensor(v, dtype=F64, requires_grad=wrt_hyper) for v in (0.1, 0.9, 0.99)]
+
+    mask = torch.tensor([1.0, 1.0, 0.0], dtype=F64)
+
+    def inner(w):
+        return ((x @ (w * mask) - y) ** 2).mean()
+
+    def outer(w):
+        return ((xv @ w[:2] - yv) ** 2).mean() + w[2] ** 2 * 0.5
+
+    def run(fused):
+        opt = unrollopt.adam(lr=h[0], betas=(h[1], h[2]), eps=1e-8, eps_root=0.0, use_accelerated_op=fused)
+        params = (w0,)
+        state = opt.init(params)
+        for _ in range(3):
+            grads = torch.autograd.grad(inner(params[0]), params, create_graph=True)
+            updates, state = opt.update(grads, state, inplace=False)
+            params = unrollopt.apply_updates(params, updates, inplace=False)
+        assert float(state.nu[0][2].detach()) == 0.0 and float(state.mu[0][2].detach()) == 0.0
+        assert float(params[0][2].detach()) == float(w0[2].detach())  # the update there is exactly 0
+        wrt = (w0, *h) if wrt_hyper else (w0,)
+        return torch.autograd.grad(outer(params[0]), wrt)
+
+    # Both paths are exact there: the fused backward by construction, the plain
+    # path by not differentiating sqrt(nu') where mu' = 0.
+    fused_grads = run(fused=True)
+    assert all(is_finite(t) for t in fused_grads)
+    plain = run(fused=False)
+    assert_rel(plain, fused_grads, 1e-10, "plain vs fused")
+
+    # Reference: the live elements alone, the dead element analytically
+    # (d outer / d w0[2] = w0[2], since w[2] = w0[2] at every step).
+    live0 = w0.detach()[:2].clone().requires_grad_()
+    hr = [t.detach().clone().requires_grad_() for t in h]
+    p, m, v = live0, torch.zeros(2, dtype=F64), torch.zeros(2, dtype=F64)
+    for t in (1, 2, 3):
+        (gr,) = torch.autograd.grad(((x[:, :2] @ p - y) ** 2).mean(), (p,), create_graph=True)
+        u, m, v = ref_adam_step(gr, m, v, None, t, lr=hr[0], b1=hr[1], b2=hr[2], eps=1e-8)
+        p = p + u
+    ref_out = ((xv @ p - yv) ** 2).mean()
+    wrt = (live0, *hr) if wrt_hyper else (live0,)
+    ref = torch.autograd.grad(ref_out, wrt)
+    expected_w = torch.cat([ref[0], w0.detach()[2:]])
+    assert_rel([fused_grads[0]], [expected_w], 1e-10, "meta-gradient w.r.t. w0")
+    if wrt_hyper:
+        assert_rel(fused_grads[1:], ref[1:], 1e-10, "meta-gradient w.r.t. hyperparameters")
+        assert all(float(t) != 0 for t in fused_grads[1:])
+
+
+def test_adam_tensor_lr_and_eps_root(fused):
+    """unrollopt.Adam with a 0-d tensor lr and eps_root (which torch.optim.Adam
+    lacks): against the update written out by hand."""
+    g = gen(7)
+    p = randn(g, 6, requires_grad=True)
+    target = randn(g, 6)
+    opt = unrollopt.Adam([p], lr=torch.tensor(0.05, dtype=F64), eps_root=1e-4, use_accelerated_op=fused)
+    q = p.detach().clone()
+    mu = torch.zeros(6, dtype=F64)
+    nu = torch.zeros(6, dtype=F64)
+    for t in range(1, 6):
+        opt.zero_grad()
+        ((p - target) ** 4).sum().backward()
+        opt.step()
+        gr = 4 * (q - target) ** 3
+        mu = 0.9 * mu + 0.1 * gr
+        nu = 0.999 * nu + 0.001 * gr**2
+        q = q - 0.05 * (mu / (1 - 0.9**t)) / (torch.sqrt(nu / (1 - 0.999**t) + 1e-4) + 1e-8)
+    assert max_rel_err(p, q) <= 1e-13
+    assert opt.param_groups[0]["eps_root"] == 1e-4
+
+
+def test_adam_meta_gradient_float32_hyperparameter_tensors(fused):
+    """float32 0-d hyperparameters with float64 parameters: the forward (bias
+    corrections included) runs in float64 at the float32-rounded values, so the
+    loss and the parameters' meta-gradient match the float64 reference to
+    float64 precision; the hyperparameters' own gradients are float32 tensors,
+    accumulated over their uses in float32, so they match to float32 precision
+    relative to the largest of them."""
+    pb = make_problem(2)
+    vals = (0.05, 0.8, 0.95)
+    lr, b1, b2 = (torch.tensor(x, dtype=torch.float32, requires_grad=True) for x in vals)
+    opt = unrollopt.adam(lr=lr, betas=(b1, b2), eps=1e-3, use_accelerated_op=fused)
+    loss, _, _ = unrolled_unrollopt(pb, opt)
+    got = torch.autograd.grad(loss, (lr, b1, b2, pb["w0"]))
+    ref = [t.detach().to(F64).requires_grad_() for t in (lr, b1, b2)]
+    ref_loss, _, _ = unrolled_reference(ADAM, pb, dict(lr=ref[0], betas=(ref[1], ref[2]), eps=1e-3))
+    expected = torch.autograd.grad(ref_loss, (*ref, pb["w0"]))
+    assert abs(loss.item() - ref_loss.item()) <= 1e-14 * abs(ref_loss.item())
+    assert all(t.dtype == torch.float32 for t in got[:3])
+    scale = max(abs(float(e)) for e in expected[:3])
+    for g_, e_ in zip(got[:3], expected[:3]):
+        assert abs(float(g_) - float(e_)) <= 4 * 2.0**-23 * scale, (float(g_), float(e_))
+    assert_rel(got[3:], expected[3:], 1e-10, "meta-gradient")
+    assert all(float(e) != 0 for e in expected[:3])
 
 
 # --- Adamax: derivatives at the maximum's ties and at g' = 0 ---
