@@ -31,7 +31,7 @@ at::Tensor where_zero(const at::Tensor& x, double a, const at::Tensor& b) {
 at::Tensor where_ge(const at::Tensor& a, const at::Tensor& b, const at::Tensor& x) {
   return x.where(a >= b, at::Scalar(0.0));
 }
-at::Tensor sign(const at::Tensor& x) { return x.sign().where(x == x, x); }
+at::Tensor sign(const at::Tensor& x) { return x.sign().where(x == x, x.detach()); }
 at::Tensor fmadd(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
   return a * b + c;
 }

@@ -20,7 +20,7 @@
 // (grads, states, params, each hyperparameter); unselected lists are empty and
 // unselected hyperparameter gradients are zeros. Each has CPU, Meta and Autograd
 // kernels, and CUDA ones in a CUDA build, registered by UNROLLOPT_REGISTER_RULE
-// in the rule's own source file; their vmap rules are Python's
+// in a source CMake makes for each rule of rules/all.h; their vmap rules are Python's
 // (python/unrollopt/_vmap.py: torch.func is Python's, and the functorch C++
 // headers of the torch wheels do not compile outside torch's own build).
 

@@ -271,8 +271,9 @@ def make_inputs(case, seed, *, dtype=F64, shapes=SHAPES, requires_grad=False, st
         # finite differences and the rounding of low precisions would cross.
         # (Its ties are test_optimizers.py's test_lion_sign_conventions.)
         beta1 = case.hyper[1]
+        sign = -1.0 if case.options[OPTION_NAMES["lion"].index("maximize")] else 1.0
         for i, (gr, m) in enumerate(zip(grads, states)):
-            a, b = beta1 * m.detach().double(), (1 - beta1) * gr.detach().double()
+            a, b = beta1 * m.detach().double(), (1 - beta1) * sign * gr.detach().double()
             near_tie = (a + b).abs() < 0.1 * (a.abs() + b.abs())
             states[i] = torch.where(near_tie, -m.detach(), m.detach()).requires_grad_(requires_grad)
     params = [randn(g, *s, dtype=dtype, requires_grad=requires_grad) for s in shapes]

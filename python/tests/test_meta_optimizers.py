@@ -300,3 +300,17 @@ def test_meta_adamw_mask_keeps_the_decay_off_masked_parameters(fused):
         results[name] = [p.detach() for p in net.parameters()]
     for masked, decayed, none, p in zip(results["masked"], results["decayed"], results["none"], Net().parameters()):
         torch.testing.assert_close(masked, decayed if p.dim() > 1 else none, rtol=0, atol=0)
+
+
+def test_slot_groups_and_the_deprecated_param_groups():
+    """slot_groups: each group's parameters as (module, name); param_groups
+    (its old name, which torch.optim uses for a list of dicts) warns."""
+    net = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    opt = unrollopt.MetaSGD(net, lr=0.1)
+    assert [(type(m).__name__, name) for m, name in opt.slot_groups[0]] == [
+        ("Linear", "weight"),
+        ("Linear", "bias"),
+    ] * 2
+    assert [slot.get() for slot in opt.slot_groups[0]] == list(net.parameters())
+    with pytest.warns(DeprecationWarning, match="slot_groups"):
+        assert opt.param_groups is opt.slot_groups

@@ -838,6 +838,27 @@ def test_alias_class_and_meta_class_share_their_settings(case):
         case.meta_cls(nn.Linear(2, 1), lrr=0.1)
 
 
+def test_users_subclass_the_classes():
+    """A subclass of a class inherits it (signature included), or writes its own __init__."""
+
+    class Mine(unrollopt.Adam):
+        pass
+
+    class Heavy(unrollopt.SGD):
+        def __init__(self, params, lr=0.5):
+            super().__init__(params, lr=lr, momentum=0.9)
+
+    assert inspect.signature(Mine) == inspect.signature(unrollopt.Adam)
+    p = torch.ones(2, dtype=F64, requires_grad=True)
+    opt = Heavy([p])
+    p.grad = torch.ones(2, dtype=F64)
+    opt.step()
+    assert opt.param_groups[0]["momentum"] == 0.9 and torch.equal(p.detach(), torch.full((2,), 0.5, dtype=F64))
+    q = torch.ones(2, dtype=F64, requires_grad=True)
+    Mine([q], lr=0.1).step()  # no gradient: nothing moves
+    assert torch.equal(q.detach(), torch.ones(2, dtype=F64))
+
+
 def test_cpp_optimizers_have_the_aliases_defaults():
     """unrollopt::Adam's options default to unrollopt.adam's arguments, and so on
     for every C++ optimizer (each has an alias of its name)."""

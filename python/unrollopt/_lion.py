@@ -18,9 +18,12 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
     for i, g in enumerate(grads):
         m = states[0][i]
         g = -g if maximize else g
-        c = beta1 * m + (1 - beta1) * g
-        # torch.sign gives 0 at NaN: NaN kept, as the fused step keeps it. (sign' = 0, as the fused backward's.)
-        u = -lr * torch.where(c.isnan(), c, torch.sign(c))
+        # torch.sign gives 0 at NaN: the NaN is kept, as the fused step keeps it,
+        # without a derivative (sign' = 0 everywhere, as in the fused backward;
+        # autograd's 0 * NaN still makes the derivatives NaN where g is NaN).
+        interpolation = beta1 * m + (1 - beta1) * g
+        nan = interpolation.isnan()
+        u = -lr * torch.where(nan, interpolation.detach(), torch.sign(interpolation))
         if decay:
             u = u - lr * weight_decay * params[i]
         m = m.mul_(beta2).add_((1 - beta2) * g) if inplace else beta2 * m + (1 - beta2) * g

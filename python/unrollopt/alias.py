@@ -599,13 +599,14 @@ def lion(
 
     :math:`\operatorname{sign}(0) = 0` (``torch.sign``'s): where the
     interpolation is exactly 0 only the decay moves the parameter; a NaN
-    stays NaN (``torch.sign`` would make it 0). The sign's
-    derivative is 0 (also at 0, as autograd's), so the step's gradient reaches
-    the gradient :math:`g`, :math:`\mu` and :math:`\beta_2` only through
-    :math:`\mu_t`, and :math:`\beta_1` gets none; the fused backward and the
-    plain path agree exactly. Lion's steps have size lr in every coordinate:
-    its lr is typically 3-10 times smaller than AdamW's and its weight decay
-    as much larger.
+    stays NaN (``torch.sign`` would make it 0). The sign's derivative is 0
+    (also at 0, as autograd's), so the step's gradient reaches the gradient
+    :math:`g`, :math:`\mu` and :math:`\beta_2` only through :math:`\mu_t`,
+    and :math:`\beta_1` gets none. The fused backward and the plain path
+    agree exactly on finite inputs; where a gradient is NaN, autograd's
+    0 * NaN makes the plain path's derivatives there NaN. Lion's steps have
+    size lr in every coordinate: its lr is typically 3-10 times smaller than
+    AdamW's and its weight decay as much larger.
 
     Args:
         lr: learning rate; see :func:`adam`.

@@ -4,6 +4,7 @@ takes an inner step whose result stays in the autograd graph."""
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import torch
@@ -83,6 +84,17 @@ class MetaOptimizer:
         self.slot_groups: list[list[_Slot]] = []
         self.state_groups: list[OptState] = []
         self.add_param_group(module)
+
+    @property
+    def param_groups(self) -> list[list[_Slot]]:
+        """Deprecated: :attr:`slot_groups` (where each group's parameters live;
+        not ``torch.optim``'s list of dicts)."""
+        warnings.warn(
+            "MetaOptimizer.param_groups is now slot_groups (it is not torch.optim's list of dicts)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.slot_groups
 
     def add_param_group(self, module: nn.Module) -> None:
         """Adds the parameters of ``module`` as a new group, with its own state."""

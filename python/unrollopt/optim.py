@@ -68,13 +68,16 @@ class _Optimizer(torch.optim.Optimizer):
     def __init_subclass__(
         cls,
         *,
-        alias: Callable[..., Any],
-        config: Callable[..., _step.Config],
-        plain: _step.PlainStep,
+        alias: Optional[Callable[..., Any]] = None,
+        config: Optional[Callable[..., _step.Config]] = None,
+        plain: Optional[_step.PlainStep] = None,
         positional: tuple[str, ...] = (),
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
+        if alias is None:  # a subclass of an optimizer (a user's): inherits it all
+            return
+        assert config is not None and plain is not None, cls
         cls._plain, cls._make_config = staticmethod(plain), staticmethod(config)  # type: ignore[assignment]
         parameters = inspect.signature(alias).parameters
         cls._config_settings = tuple(n for n in inspect.signature(config).parameters if n in parameters)
@@ -86,7 +89,7 @@ class _Optimizer(torch.optim.Optimizer):
             # an initial state's value) and as a group's (lr one number or schedule).
             alias(**arguments)
             self._checked_config(settings)
-            _Optimizer.__init__(self, params, settings)
+            torch.optim.Optimizer.__init__(self, params, settings)
 
         params = inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="Iterable[Any]")
         init = _signatures.constructor(
@@ -94,10 +97,13 @@ class _Optimizer(torch.optim.Optimizer):
             annotations={"lr": "RateOrSchedule"},
         )  # fmt: skip
         defaults = _signatures.defaults(init)
-        cls.__init__ = init  # type: ignore[method-assign]
+        if "__init__" not in cls.__dict__:  # (a class may write its own)
+            cls.__init__ = init  # type: ignore[method-assign]
 
-    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
-        torch.optim.Optimizer.__init__(self, params, defaults)
+    # Each class's own, made in __init_subclass__ (its signature is the alias's:
+    # inspect.signature and help() show it; static type checkers see this one).
+    def __init__(self, params: Iterable[Any], *args: Any, **kwargs: Any) -> None:
+        raise TypeError(f"{type(self).__name__} is not an optimizer of its own; use unrollopt.Adam etc.")
 
     def _config(self, group: dict[str, Any]) -> _step.Config:
         """The group's settings for its operator."""
