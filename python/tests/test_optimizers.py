@@ -27,9 +27,11 @@ The optimizer-specific tests that do not fit the table follow at the end.
 
 from __future__ import annotations
 
+import ast
 import copy
 import inspect
 import itertools
+import pathlib
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -836,6 +838,16 @@ def test_alias_class_and_meta_class_share_their_settings(case):
     # A misspelt setting: the error a plain function's would be, with the class's name.
     with pytest.raises(TypeError, match=rf"{case.meta_cls.__name__}\(\) got an unexpected keyword argument 'lrr'"):
         case.meta_cls(nn.Linear(2, 1), lrr=0.1)
+
+
+def test_optim_stub_is_current():
+    """python/unrollopt/optim.pyi states the classes' constructors for static
+    type checkers (they are made at import): it is what the classes are now."""
+    stub = pathlib.Path(__file__).resolve().parents[1] / "unrollopt" / "optim.pyi"
+    assert stub.read_text() == unrollopt._signatures.optim_stub(), (
+        "optim.pyi is stale; regenerate it with the command in its first lines"
+    )
+    ast.parse(stub.read_text())  # valid Python
 
 
 def test_users_subclass_the_classes():
