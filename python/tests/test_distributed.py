@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,8 @@ def launch(*args: str) -> subprocess.CompletedProcess:
     """torchrun with 2 processes; the whole process group is killed if it overruns."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                f"--master_port={free_port()}", str(EXAMPLE), *args]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # faulthandler: a rank that aborts prints where each of its threads was.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)  # fmt: skip
     try:
@@ -43,13 +45,36 @@ def launch(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(command, proc.returncode, out)
 
 
+def aborted_after_finishing(result: subprocess.CompletedProcess) -> bool:
+    """Whether a rank died of SIGABRT after rank 0 had finished every step.
+
+    Seen once, in CI (torch 2.13 CPU, gloo): rank 1 aborted with "terminate
+    called without an active exception" in the barrier, the process-group
+    teardown or the interpreter's exit, after rank 0 had checked the
+    meta-gradient (it matched) and run the last step. Not reproduced in 60
+    launches on an AMD EPYC, with and without a competing CPU load.
+    """
+    return result.returncode != 0 and " outer steps in " in result.stdout and "(SIGABRT)" in result.stdout
+
+
+def launch_and_finish(*args: str) -> subprocess.CompletedProcess:
+    """launch, once more if a rank aborted only at shutdown (with a warning
+    that carries the first run's output): the run must still succeed."""
+    result = launch(*args)
+    if aborted_after_finishing(result):
+        message = f"a rank aborted at shutdown after the last step; launched again. First run:\n{result.stdout}"
+        warnings.warn(message, stacklevel=2)
+        result = launch(*args)
+    return result
+
+
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="this torch has no gloo backend")
 @pytest.mark.parametrize("inner", ["sgd", "adam"])
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
 def test_two_gloo_processes_match_one(inner, fused):
     flag = "--use-accelerated-op" if fused else "--no-use-accelerated-op"
     # 5 tasks over 2 ranks: unequal shares, so the weighting is tested too.
-    result = launch("--outer-steps", "2", "--meta-batch", "5", "--inner-optimizer", inner, flag, "--check")
+    result = launch_and_finish("--outer-steps", "2", "--meta-batch", "5", "--inner-optimizer", inner, flag, "--check")
     assert result.returncode == 0, result.stdout
     lines = [line for line in result.stdout.splitlines() if "distributed meta-gradient matches" in line]
     assert len(lines) == 1, result.stdout  # printed by rank 0 only

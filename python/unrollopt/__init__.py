@@ -26,38 +26,14 @@ from unrollopt import (
 )
 
 _vmap.register()
-from unrollopt import alias, meta, optim, pytree  # noqa: E402
+from unrollopt import alias, meta, optim, pytree, transform  # noqa: E402
 from unrollopt.accelerated import accelerated_op_available  # noqa: E402
 from unrollopt.alias import *  # noqa: E402, F403  (every optimizer's alias and state)
 from unrollopt.base import GradientTransformation  # noqa: E402
 from unrollopt.meta import *  # noqa: E402, F403  (MetaOptimizer and every Meta class)
 from unrollopt.optim import *  # noqa: E402, F403  (every torch.optim-style class)
 from unrollopt.schedule import exponential_decay, linear_schedule, polynomial_schedule  # noqa: E402
-from unrollopt.transform import (  # noqa: E402
-    EmptyState,
-    ScaleByScheduleState,
-    add_decayed_weights,
-    chain,
-    clip_grad_norm,
-    identity,
-    masked,
-    nan_to_num,
-    nan_to_num_hook,
-    register_hook,
-    scale,
-    scale_by_accelerated_adam,
-    scale_by_adadelta,
-    scale_by_adam,
-    scale_by_adamax,
-    scale_by_lion,
-    scale_by_radam,
-    scale_by_rms,
-    scale_by_rss,
-    scale_by_schedule,
-    scale_by_stddev,
-    trace,
-    zero_nan_hook,
-)
+from unrollopt.transform import *  # noqa: E402, F403  (every gradient transformation)
 from unrollopt.update import apply_updates  # noqa: E402
 from unrollopt.utils import (  # noqa: E402
     ModuleState,
@@ -75,45 +51,23 @@ cmake_prefix_path = _os.path.join(_os.path.dirname(_C.__file__), "share", "cmake
 
 __all__ = [
     "module_detach_",
-    "scale_by_rss",
-    "scale_by_radam",
-    "scale_by_adamax",
-    "scale_by_lion",
-    "scale_by_adadelta",
-    "scale_by_accelerated_adam",
     "pytree",
     "FuncOptimizer",
     "Optimizer",
     "accelerated_op_available",
-    "add_decayed_weights",
     "apply_updates",
-    "chain",
-    "clip_grad_norm",
     "cmake_prefix_path",
-    "EmptyState",
     "exponential_decay",
     "extract_state_dict",
     "GradientTransformation",
-    "identity",
     "linear_schedule",
-    "masked",
     "module_clone",
     "ModuleState",
-    "nan_to_num",
-    "nan_to_num_hook",
-    "register_hook",
-    "zero_nan_hook",
     "polynomial_schedule",
     "recover_state_dict",
-    "scale",
-    "scale_by_adam",
-    "scale_by_rms",
-    "scale_by_schedule",
-    "scale_by_stddev",
-    "ScaleByScheduleState",
     "stop_gradient",
-    "trace",
 ]
 __all__ += alias.__all__
 __all__ += meta.__all__
 __all__ += optim.__all__
+__all__ += transform.__all__
