@@ -12,6 +12,7 @@ import torch
 from references import (
     F64,
     gen,
+    near_lion_tie,
     rand_pos,
     randn,
     ref_adadelta_step,
@@ -265,17 +266,11 @@ def make_inputs(case, seed, *, dtype=F64, shapes=SHAPES, requires_grad=False, st
             else:
                 t = randn(g, *s, dtype=dtype)
             states.append(t.requires_grad_(requires_grad))
-    if case.op == "lion":
-        # Lion steps by the sign of beta1 mu + (1 - beta1) g: the inputs keep
-        # away from its discontinuity at 0 (by 10% of the terms' size), which
-        # finite differences and the rounding of low precisions would cross.
-        # (Its ties are test_optimizers.py's test_lion_sign_conventions.)
-        beta1 = case.hyper[1]
-        sign = -1.0 if case.options[OPTION_NAMES["lion"].index("maximize")] else 1.0
+    if case.op == "lion":  # the inputs keep away from the sign's discontinuity
+        maximize = bool(case.options[OPTION_NAMES["lion"].index("maximize")])
         for i, (gr, m) in enumerate(zip(grads, states)):
-            a, b = beta1 * m.detach().double(), (1 - beta1) * sign * gr.detach().double()
-            near_tie = (a + b).abs() < 0.1 * (a.abs() + b.abs())
-            states[i] = torch.where(near_tie, -m.detach(), m.detach()).requires_grad_(requires_grad)
+            near = near_lion_tie(m, gr, b1=case.hyper[1], maximize=maximize)
+            states[i] = torch.where(near, -m.detach(), m.detach()).requires_grad_(requires_grad)
     params = [randn(g, *s, dtype=dtype, requires_grad=requires_grad) for s in shapes]
     values = case.hyper if wd is None else (*case.hyper[:-1], wd)
     hyper = [torch.tensor(x, dtype=F64, requires_grad=requires_grad) for x in values]

@@ -93,6 +93,16 @@ def ref_lion_step(g, m, p, *, lr, b1, b2, wd=0.0, maximize=False):
     return u, b2 * m + (1 - b2) * g
 
 
+def near_lion_tie(m, g, *, b1, maximize=False):
+    """Where Lion's beta1 m + (1 - beta1) g' is within 10% of its terms' size
+    of 0, the sign's discontinuity: where finite differences, or the rounding
+    of one path and not another (a float32 or half one), would flip a sign.
+    Tests flip m or g there to keep away from it (the ties themselves are
+    test_optimizers.py's test_lion_sign_conventions)."""
+    a, b = b1 * m.detach().double(), (1 - b1) * (-1.0 if maximize else 1.0) * g.detach().double()
+    return (a + b).abs() < 0.1 * (a.abs() + b.abs())
+
+
 class RefLion(torch.optim.Optimizer):
     """Lion as a plain ``torch.optim`` optimizer written from the paper's
     Algorithm 2 (torch.optim has none): the reference for unrollopt.Lion's
@@ -398,6 +408,7 @@ __all__ = [
     "ref_adamax_step",
     "RefLion",
     "ref_adamw_step",
+    "near_lion_tie",
     "ref_lion_step",
     "ref_nadam_step",
     "ref_radam_step",

@@ -52,6 +52,7 @@ from references import (
     make_model,
     make_problem,
     max_rel_err,
+    near_lion_tie,
     outer_loss,
     randn,
     ref_adadelta_step,
@@ -1231,19 +1232,14 @@ def assert_ref_states(case, state, ref_states, rtol, atol, leaves=None):
 
 
 def away_from_ties(case, hp, grads, ref_states):
-    """Lion steps by the sign of beta1 mu + (1 - beta1) g': each gradient is
-    flipped where that is within 10% of cancelling (as op_cases.make_inputs
-    keeps away from it), so that no difference of rounding between the paths
-    compared (a float32 or half one included) flips a sign. The other cases'
-    gradients are returned as they are."""
+    """Lion's gradients flipped where its sign is near a tie
+    (references.near_lion_tie); the other cases' as they are."""
     if case is not LION:
         return grads
-    b1, s = hp["betas"][0], -1.0 if hp["maximize"] else 1.0
-    out = []
-    for gr, st in zip(grads, ref_states):
-        a, b = b1 * st[0].double(), (1 - b1) * s * gr.double()
-        out.append(torch.where((a + b).abs() < 0.1 * (a.abs() + b.abs()), -gr, gr))
-    return out
+    b1, maximize = hp["betas"][0], hp["maximize"]
+    return [
+        torch.where(near_lion_tie(st[0], gr, b1=b1, maximize=maximize), -gr, gr) for gr, st in zip(grads, ref_states)
+    ]
 
 
 def gradient_steps(case, settings, params, n, g):
