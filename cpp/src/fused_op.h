@@ -39,6 +39,7 @@
 #include "cpu/kernels.h"
 #include "math_ops.h"
 #include "rules/rule.h"
+#include "torch_compat.h"
 #include "unrollopt/ops.h"
 
 namespace unrollopt::fused {
@@ -505,7 +506,7 @@ struct Op {
       return out;
     }
     const TensorVector gu = as_vector(grad_updates), gs = as_vector(grad_states);
-    auto node = c10::make_intrusive<DoubleBackward>();
+    auto node = torch_compat::make_node<DoubleBackward>();
     node->save({gu, gs, grads, states, params, at::TensorList(step), hyper});
     node->set_next_edges(
         torch::autograd::collect_next_edges(gu, gs, grads, states, params, step, hyper));
@@ -577,7 +578,7 @@ struct Op {
     if (!at::GradMode::is_enabled() || !any_requires_grad({grads, states, params, hyper}, {})) {
       return out;
     }
-    auto node = c10::make_intrusive<Backward>();
+    auto node = torch_compat::make_node<Backward>();
     node->set_next_edges(torch::autograd::collect_next_edges(grads, states, params, step, hyper));
     node->save({grads, states, params, at::TensorList(step), hyper});
     node->n = grads.size();
