@@ -14,6 +14,7 @@ import torch
 
 from unrollopt import _C, _hyperparameters
 from unrollopt._hyperparameters import Hyperparameter
+from unrollopt.accelerated import _unavailable
 
 Tensors = Sequence[torch.Tensor]
 States = Sequence[Tensors]
@@ -214,8 +215,8 @@ def _diagnosis(what: str, config: Config, grads: Tensors, states: States, params
     device = grads[0].device if grads else None
     if device is not None and device.type not in ("cpu", "meta") and not _C.accelerated_op_available(str(device)):
         return RuntimeError(
-            f"use_accelerated_op=True: the fused operators have no kernel for device {device} in this "
-            "build (unrollopt.accelerated_op_available is False); use use_accelerated_op=False there"
+            f"use_accelerated_op=True on {device} (unrollopt.accelerated_op_available is False): "
+            + _unavailable(device)
         )
     return None
 

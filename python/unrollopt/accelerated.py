@@ -6,7 +6,7 @@ from typing import Iterable, Optional, Union
 
 import torch
 
-from unrollopt import _C
+from unrollopt import _C, _build_info
 
 __all__ = ["accelerated_op_available"]
 
@@ -43,3 +43,18 @@ def accelerated_op_available(devices: Optional[Union[Device, Iterable[Device]]] 
         return True
     except Exception:
         return False
+
+
+def _unavailable(device: torch.device) -> str:
+    """Why the fused operators cannot run on ``device``, and what to do: for the
+    error of ``use_accelerated_op=True`` there."""
+    plain = "or pass use_accelerated_op=False (the plain PyTorch path)"
+    if device.type == "cuda" and not _build_info.CUDA_KERNELS:
+        return (
+            f"this unrollopt was built with the CPU kernels only ({_build_info.NO_CUDA_REASON} at build time). "
+            "For the fused operators on the GPU, rebuild it with the CUDA toolkit's nvcc first on PATH "
+            "(pip install --no-build-isolation --no-deps --force-reinstall <unrollopt source>), " + plain
+        )
+    if device.type == "cuda":
+        return f"this build has CUDA kernels, but torch sees no GPU {device}; " + plain
+    return f"the fused operators have no kernel for device {device}; " + plain
