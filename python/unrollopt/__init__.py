@@ -27,6 +27,7 @@ from unrollopt import (
 
 _vmap.register()
 from unrollopt import alias, meta, optim, pytree, transform  # noqa: E402
+from unrollopt._unroll import unroll  # noqa: E402  (long unrolls in bounded memory)
 from unrollopt.accelerated import accelerated_op_available  # noqa: E402
 from unrollopt.alias import *  # noqa: E402, F403  (every optimizer's alias and state)
 from unrollopt.base import GradientTransformation  # noqa: E402
@@ -66,6 +67,7 @@ __all__ = [
     "polynomial_schedule",
     "recover_state_dict",
     "stop_gradient",
+    "unroll",
 ]
 __all__ += alias.__all__
 __all__ += meta.__all__
