@@ -242,6 +242,7 @@ class _Layout:
 
 
 _TENSOR = object()  # a state leaf that is a tensor
+_ONE_GRAD = torch.ones((), requires_grad=True)
 
 
 def _carry(params: Params, state: OptState) -> tuple[list, _Layout]:
@@ -336,6 +337,9 @@ class _Recorder(TorchFunctionMode):
 
     def new_step(self, inputs: list) -> None:
         self.internal = {id(t): t for t in inputs}
+        # The autograd nodes made from here on (in this thread) have larger sequence numbers.
+        with torch.enable_grad():
+            self.first_node = (_ONE_GRAD * 1).grad_fn._sequence_nr()
 
     def _mark(self, out: Any) -> None:
         if isinstance(out, _Tensor):
@@ -352,6 +356,12 @@ class _Recorder(TorchFunctionMode):
             if key in self.internal:
                 return ext
             if key not in self.external:
+                if a.grad_fn is not None and a.grad_fn._sequence_nr() > self.first_node:
+                    raise RuntimeError(
+                        f"unroll: a step reads {_describe(a)} that an operation it could not record made during "
+                        "the step (an extension called outside PyTorch's dispatcher?), so the meta-gradient "
+                        "through it would be missing; use torch operations, or checkpoint=None"
+                    )
                 self.external[key] = a
                 self.versions[key] = a._version
             if ext is None:
@@ -484,6 +494,7 @@ class _Segment:
         self.carry_in = [x.detach() for x in carry]
         self.versions = [x._version for x in (*carry, *self.grad_inputs, *self.others)]
         self.out = out
+        self.saved_out = [x.detach() for x in out]  # (aliases: the outputs themselves would make a cycle)
         new = _SegmentFunction.apply(self, *carry, *self.grad_inputs)
         return self.out_layout.trees(list(new))
 
@@ -521,6 +532,13 @@ class _Segment:
             with torch.no_grad():
                 for e, now in current:
                     e.data.copy_(now)
+        if len(out) != len(self.saved_out) or not all(map(_same, out, self.saved_out)):
+            raise RuntimeError(
+                f"unroll: recomputing steps {self.start} to {self.stop - 1} in the backward gave other values than "
+                "the forward pass: loss_fn depends on something that changed since the unroll and that unroll "
+                "cannot restore (a module switched between train() and eval(), Python-side state, a "
+                "nondeterministic operation). Put it back as it was before the backward, or use checkpoint=None."
+            )
         pairs = [(o, c) for o, c in zip(out, cotangents) if c is not None and o.requires_grad]
         n = self.n_carry
         wrt = [i for i in range(n) if needs[i] and copies[i].requires_grad]
@@ -552,6 +570,12 @@ class _SegmentFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, *cotangents):
         return (None, *ctx.segment.backward(cotangents, ctx.needs_input_grad[1:]))
+
+
+def _same(a: _Tensor, b: _Tensor) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return torch.equal(a, b) or bool(((a == b) | (a.isnan() & b.isnan())).all())
 
 
 def _check_graph(roots: list, copies: list, recorder: _Recorder) -> None:
