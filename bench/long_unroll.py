@@ -1,0 +1,320 @@
+"""Meta-gradients through long unrolls (issue 27): peak memory and time of
+``unrollopt.unroll`` with the full graph and with checkpointed segments.
+
+The workload is data hyper-cleaning: an MLP 64-256-256-10 (85k parameters)
+trained by K Adam steps (fused, learned log learning rate) on 512 examples
+weighted by sigmoid(phi), in minibatches of 128 taken in turn; the outer loss
+is the validation cross-entropy at theta_K, and the meta-gradient is taken with
+respect to (phi, log_lr). float32, 1 thread.
+
+Each (K, variant) runs in its own process: a warm-up unroll of a few steps,
+then the measured unroll and its meta-gradient (memory: the resident set's
+high-water mark above its size just before, after the warm-up; time: forward
+plus backward, the median of the repeats).
+
+    python bench/long_unroll.py                  # K = 100, 1000, 10000; prints a table
+    python bench/long_unroll.py --ks 100 1000    # fewer
+    python bench/long_unroll.py --write-docs     # and docs/benchmarks.md's section 9 + docs/long_unroll.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_model, peak_rss_bytes, rss_bytes  # noqa: E402
+
+import unrollopt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"
+PLOT = ROOT / "docs" / "long_unroll.png"
+SECTION = "## 9. Long unrolls: `unrollopt.unroll` with checkpointed segments (issue 27)"
+SIZES = (64, 256, 256, 10)
+N_TRAIN, N_VAL, BATCH = 512, 256, 128
+FULL_GRAPH_MAX_K = 1000  # beyond, the full graph needs tens of GB
+FIXED_S = 20
+
+
+def variants(k: int) -> list[str]:
+    out = ["full graph"] if k <= FULL_GRAPH_MAX_K else []
+    return out + ["sqrt", f"s={FIXED_S}"]
+
+
+def checkpoint_of(variant: str):
+    if variant in ("full graph", "sqrt"):
+        return None if variant == "full graph" else "sqrt"
+    return int(variant.split("=")[1])
+
+
+def problem(dtype: torch.dtype = torch.float32, seed: int = 0):
+    """(theta0, phi, log_lr, inner loss_fn(params, t), outer loss(params)) of the hyper-cleaning workload."""
+    g = torch.Generator().manual_seed(seed)
+    teacher = [torch.randn(a, b, generator=g, dtype=dtype) / a**0.5 for a, b in zip(SIZES[:-1], SIZES[1:])]
+
+    def labels(x):
+        h = x
+        for w in teacher[:-1]:
+            h = torch.tanh(h @ w)
+        return (h @ teacher[-1]).argmax(1)
+
+    x_train = torch.randn(N_TRAIN, SIZES[0], generator=g, dtype=dtype)
+    y_train = labels(x_train)
+    flip = torch.rand(N_TRAIN, generator=g) < 0.4
+    y_train = torch.where(flip, torch.randint(0, SIZES[-1], (N_TRAIN,), generator=g), y_train)
+    x_val = torch.randn(N_VAL, SIZES[0], generator=g, dtype=dtype)
+    y_val = labels(x_val)
+    theta0 = []
+    for a, b in zip(SIZES[:-1], SIZES[1:]):
+        theta0 += [torch.randn(b, a, generator=g, dtype=dtype) * (2 / a) ** 0.5, torch.zeros(b, dtype=dtype)]
+    phi = torch.zeros(N_TRAIN, dtype=dtype, requires_grad=True)
+    log_lr = torch.tensor(-6.0, dtype=dtype, requires_grad=True)
+
+    def forward(params, x):
+        for i in range(0, len(params) - 2, 2):
+            x = F.relu(F.linear(x, params[i], params[i + 1]))
+        return F.linear(x, params[-2], params[-1])
+
+    def make_inner(weights):
+        def inner(params, t):
+            start = (t % (N_TRAIN // BATCH)) * BATCH
+            rows = slice(start, start + BATCH)
+            ce = F.cross_entropy(forward(params, x_train[rows]), y_train[rows], reduction="none")
+            return (weights[rows] * ce).mean()
+
+        return inner
+
+    def outer(params):
+        return F.cross_entropy(forward(params, x_val), y_val)
+
+    return theta0, phi, log_lr, make_inner, outer
+
+
+def meta_gradient(k: int, checkpoint, dtype=torch.float32):
+    theta0, phi, log_lr, make_inner, outer = problem(dtype)
+    weights = torch.sigmoid(phi)
+    opt = unrollopt.adam(log_lr.exp(), use_accelerated_op=True)
+    params, _ = unrollopt.unroll(make_inner(weights), theta0, opt, k, checkpoint=checkpoint)
+    return torch.autograd.grad(outer(params), [phi, log_lr])
+
+
+def _trim() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reset_peak() -> bool:
+    """Resets VmHWM to the current resident set (Linux >= 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def child(variant: str, k: int, repeats: int) -> dict:
+    """One (K, variant), in this process."""
+    torch.set_num_threads(1)
+    checkpoint = checkpoint_of(variant)
+    warm = 3 if checkpoint is not None else None
+    meta_gradient(10, warm)  # first-call costs: dispatch caches, the allocator's pools
+    times, cpu, peaks, grads = [], [], [], None
+    for _ in range(repeats):
+        _trim()
+        if not _reset_peak() and peaks:
+            break  # (without clear_refs the high-water mark of the first run stays)
+        before = rss_bytes()
+        t0, c0 = time.perf_counter(), time.process_time()
+        grads = meta_gradient(k, checkpoint)
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        peaks.append(peak_rss_bytes() - before)
+        del before
+    g_phi, g_lr = grads
+    return {
+        "variant": variant,
+        "k": k,
+        "seconds": statistics.median(times),
+        "times": times,
+        "cpu_seconds": statistics.median(cpu),
+        "cpu_times": cpu,
+        "peak": max(peaks),
+        "peaks": peaks,
+        "grad_phi": g_phi.tolist(),
+        "grad_log_lr": g_lr.item(),
+    }
+
+
+def run_child(variant: str, k: int, repeats: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, __file__, "--child", variant, str(k), str(repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return {"variant": variant, "k": k, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "?"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def agreement(rows: list[dict]) -> None:
+    """Each row's meta-gradient against the full graph's (or sqrt's) at the same K: the largest
+    difference relative to the largest entry."""
+    by_k: dict = {}
+    for r in rows:
+        if "error" not in r:
+            by_k.setdefault(r["k"], []).append(r)
+    for group in by_k.values():
+        ref = group[0]
+        ref_g = torch.tensor(ref["grad_phi"] + [ref["grad_log_lr"]], dtype=torch.float64)
+        for r in group:
+            g = torch.tensor(r["grad_phi"] + [r["grad_log_lr"]], dtype=torch.float64)
+            r["vs"] = ref["variant"]
+            r["rel_diff"] = ((g - ref_g).abs().max() / ref_g.abs().max()).item()
+
+
+def fmt_mb(b: float) -> str:
+    return f"{b / 1e6:,.0f} MB"
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| K | variant | peak memory | memory / full graph | wall time | CPU time | CPU time / full graph "
+        "| meta-gradient vs first row |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    full = {r["k"]: r for r in rows if r["variant"] == "full graph" and "error" not in r}
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['k']:,} | {r['variant']} | failed: {r['error']} | | | | | |")
+            continue
+        f = full.get(r["k"])
+        other = f is not None and r is not f
+        mem_ratio = f"1/{f['peak'] / r['peak']:.1f}" if other else ""
+        time_ratio = f"{r['cpu_seconds'] / f['cpu_seconds']:.2f}x" if other else ""
+        diff = f"{r['rel_diff']:.1e}" if r.get("vs") and r["vs"] != r["variant"] else ""
+        lines.append(
+            f"| {r['k']:,} | {r['variant']} | {fmt_mb(r['peak'])} | {mem_ratio} | {r['seconds']:.2f} s "
+            f"| {r['cpu_seconds']:.2f} s | {time_ratio} | {diff} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    names = []
+    for r in rows:
+        if r["variant"] not in names:
+            names.append(r["variant"])
+    for name in names:
+        pts = sorted((r["k"], r["peak"] / 1e6) for r in rows if r["variant"] == name and "error" not in r)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.axhline(1000, color="gray", ls="--", lw=0.8)
+    ax.text(ax.get_xlim()[0] * 1.1, 1100, "1 GB", color="gray", fontsize=8)
+    ax.set_xlabel("inner steps K")
+    ax.set_ylabel("peak memory above the start (MB)")
+    ax.set_title("Meta-gradient through K Adam steps (hyper-cleaning MLP, float32)")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def write_docs(rows: list[dict], machine: str) -> None:
+    text = DOCS.read_text()
+    if SECTION in text:
+        start = text.index(SECTION)
+        nxt = text.find("\n## ", start + len(SECTION))
+        tail = text[nxt + 1 :] if nxt >= 0 else ""
+        text = text[:start].rstrip("\n") + "\n\n"
+    else:
+        tail = ""
+        text = text.rstrip("\n") + "\n\n"
+    body = [
+        SECTION,
+        "",
+        "Data hyper-cleaning: an MLP 64-256-256-10 (85k parameters) trained by K fused Adam steps with a "
+        "learned log learning rate on 512 examples weighted by sigmoid(phi), minibatches of 128 in turn; "
+        "outer loss the validation cross-entropy at theta_K; meta-gradient with respect to (phi, log_lr). "
+        "`full graph` is `unrollopt.unroll(..., checkpoint=None)` (the plain loop), `sqrt` is the default "
+        f"(segments of ceil(sqrt(K)) steps), `s={FIXED_S}` segments of {FIXED_S} steps. Each row runs in its own "
+        "process: peak memory is the resident set's high-water mark above its size just before the unroll "
+        "(after a warm-up unroll); time is the unroll plus the meta-gradient's backward (median of the "
+        "repeats: 3 up to K = 1,000, 1 beyond). The last column is the largest difference of the "
+        "meta-gradient (phi and log_lr) from the first row's at the same K, relative to its largest entry "
+        "(float32: the segments sum the per-step contributions in another order).",
+        "",
+        table(rows),
+        "",
+        machine,
+        "",
+        f"![peak memory against K]({PLOT.name})",
+        "",
+    ]
+    DOCS.write_text(text + "\n".join(body) + ("\n" + tail if tail else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ks", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--child", nargs=3, metavar=("VARIANT", "K", "REPEATS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        variant, k, repeats = args.child
+        print(json.dumps(child(variant, int(k), int(repeats))))
+        return
+    load0 = os.getloadavg()[0]
+    rows = []
+    for k in args.ks:
+        for variant in variants(k):
+            row = run_child(variant, k, 3 if k <= FULL_GRAPH_MAX_K else 1)
+            rows.append(row)
+            if "error" in row:
+                print(f"K={k} {variant}: failed: {row['error']}", flush=True)
+            else:
+                print(
+                    f"K={k} {variant}: {fmt_mb(row['peak'])}, {row['seconds']:.2f} s wall {row['times']}, "
+                    f"{row['cpu_seconds']:.2f} s CPU {row['cpu_times']}",
+                    flush=True,
+                )
+    agreement(rows)
+    machine = (
+        f"{cpu_model()}, 1 thread; torch {torch.__version__}; load average {load0:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after."
+    )
+    print(table(rows))
+    print(machine)
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "machine": machine}))
+    if args.write_docs:
+        plot(rows, PLOT)
+        write_docs(rows, machine)
+
+
+if __name__ == "__main__":
+    main()
