@@ -31,6 +31,17 @@ at::Tensor where_zero(const at::Tensor& x, double a, const at::Tensor& b) {
 at::Tensor where_ge(const at::Tensor& a, const at::Tensor& b, const at::Tensor& x) {
   return x.where(a >= b, at::Scalar(0.0));
 }
+at::Tensor where_tiny(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b) {
+  const double tiny = x.scalar_type() == at::kDouble ? DBL_MIN : FLT_MIN;
+  return a.where(x < tiny, b);
+}
+static double upscale_of(const at::Tensor& like) {
+  return like.scalar_type() == at::kDouble ? kUpscale<double> : kUpscale<float>;
+}
+at::Tensor upscale(const at::Tensor& like, const at::Tensor& x) { return x * upscale_of(like); }
+at::Tensor downscale(const at::Tensor& like, const at::Tensor& x) {
+  return x * (1 / upscale_of(like));
+}
 at::Tensor sign(const at::Tensor& x) { return x.sign().where(x == x, x.detach()); }
 at::Tensor fmadd(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
   return a * b + c;

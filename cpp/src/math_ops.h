@@ -7,6 +7,7 @@
 // optimizer's math is one template shared by all paths.
 
 #include <array>
+#include <cfloat>
 #include <cmath>
 #include <type_traits>
 
@@ -61,6 +62,28 @@ UNROLLOPT_SCALAR_FN(T) if_greater(T x, double threshold, T a, T b) { return x > 
 UNROLLOPT_SCALAR_FN(T) where_zero(T x, double a, T b) { return x == 0 ? static_cast<T>(a) : b; }
 // where(a >= b, x, 0): a selection (a NaN in a or b selects 0).
 UNROLLOPT_SCALAR_FN(T) where_ge(T a, T b, T x) { return a >= b ? x : T(0); }
+// Squares of small numbers underflow (float32: x^2 for |x| < 1e-19), and a
+// mean of squares built from them loses its value. `where_tiny` marks where x
+// (>= 0) is below the smallest normal number, where its rounding error is no
+// longer relative; `upscale` multiplies by a power of two (exactly) that brings
+// such values, and their squares, back into range: 2^96 for float (its
+// subnormals squared stay normal, and no mean below FLT_MIN overflows when
+// scaled by its square), 2^600 for double; `downscale` divides by it. The scale
+// is that of `like`'s type (the values'), whatever the type of x (a coefficient).
+template <class T>
+inline constexpr double kUpscale = std::is_same_v<T, float> ? 0x1p96 : 0x1p600;
+// where(x < smallest normal, a, b)
+UNROLLOPT_SCALAR_FN(T) where_tiny(T x, T a, T b) {
+  return x < (std::is_same_v<T, float> ? FLT_MIN : DBL_MIN) ? a : b;
+}
+template <class T, class X, std::enable_if_t<is_scalar_v<T>, int> = 0>
+UNROLLOPT_INLINE X upscale(T /*like*/, X x) {
+  return x * static_cast<X>(kUpscale<T>);
+}
+template <class T, class X, std::enable_if_t<is_scalar_v<T>, int> = 0>
+UNROLLOPT_INLINE X downscale(T /*like*/, X x) {
+  return x * static_cast<X>(1 / kUpscale<T>);
+}
 // -1, 0 or 1, and NaN at NaN (where torch.sign gives 0: a NaN must show).
 UNROLLOPT_SCALAR_FN(T) sign(T x) { return x != x ? x : T(x > 0) - T(x < 0); }
 // 0, of the kind of `like` (a cotangent that is exactly 0, even where `like` is NaN).
@@ -84,6 +107,9 @@ at::Tensor pow(const at::Tensor& x, const at::Tensor& y);
 at::Tensor where_zero(const at::Tensor& x, double a, const at::Tensor& b);
 at::Tensor where_ge(const at::Tensor& a, const at::Tensor& b, const at::Tensor& x);
 at::Tensor sign(const at::Tensor& x);
+at::Tensor where_tiny(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b);
+at::Tensor upscale(const at::Tensor& like, const at::Tensor& x);
+at::Tensor downscale(const at::Tensor& like, const at::Tensor& x);
 at::Tensor fmadd(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c);
 at::Tensor if_greater(const at::Tensor& x, double threshold, const at::Tensor& a,
                       const at::Tensor& b);
@@ -237,6 +263,26 @@ at::vec::Vectorized<T> fmadd(const at::vec::Vectorized<T>& a, const at::vec::Vec
   for (int i = 0; i < V::size(); ++i) x[i] = std::fma(x[i], y[i], z[i]);
   return V::loadu(x);
 #endif
+}
+template <class T>
+at::vec::Vectorized<T> constant(const at::vec::Vectorized<T>& /*like*/, double v) {
+  return at::vec::Vectorized<T>(static_cast<T>(v));
+}
+template <class T>
+at::vec::Vectorized<T> where_tiny(const at::vec::Vectorized<T>& x, const at::vec::Vectorized<T>& a,
+                                  const at::vec::Vectorized<T>& b) {
+  using V = at::vec::Vectorized<T>;
+  return V::blendv(b, a, x < V(std::is_same_v<T, float> ? FLT_MIN : DBL_MIN));
+}
+template <class T>
+at::vec::Vectorized<T> upscale(const at::vec::Vectorized<T>& /*like*/,
+                               const at::vec::Vectorized<T>& x) {
+  return x * at::vec::Vectorized<T>(static_cast<T>(kUpscale<T>));
+}
+template <class T>
+at::vec::Vectorized<T> downscale(const at::vec::Vectorized<T>& /*like*/,
+                                 const at::vec::Vectorized<T>& x) {
+  return x * at::vec::Vectorized<T>(static_cast<T>(1 / kUpscale<T>));
 }
 template <class T>
 at::vec::Vectorized<T> zeros_like(const at::vec::Vectorized<T>& /*like*/) {

@@ -27,9 +27,10 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
         g = -g if maximize else g
         if params and c.uses_params:
             g = g + weight_decay * params[i]
-        s = states[0][i]
-        s = s.add_(g * g) if inplace else s + g * g
-        u = -clr * (g / (_adam.sqrt_where_live(s, g) + eps))
+        old = states[0][i]
+        s = old.add_(g * g) if inplace else old + g * g
+        q = _adam.root_of_mean_square(s, g, s, lambda up, g=g, old=old: up.squares(old) + up.square(g))
+        u = -clr * (g / (q + eps))
         updates.append(_step.finish(u, i, grads, params, inplace, update_params))
         sums.append(s)
     return updates, [sums]

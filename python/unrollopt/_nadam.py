@@ -36,9 +36,9 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
     moment_step = -lr * mu_next / (1 - product * mu_next)
     sqrt_bc2 = (1 - beta2**t).sqrt()
 
-    def direction(g, m, v):
+    def direction(g, m, v, mean):
         n = grad_step * g + moment_step * m
-        return n / (_adam.sqrt_where_live(v, n) / sqrt_bc2 + eps)
+        return n / (_adam.root_of_mean_square(v, n, v, mean) / sqrt_bc2 + eps)
 
     return _adam.steps(grads, states, params, c, inplace, update_params, direction,
                        maximize=maximize, decoupled=decoupled)  # fmt: skip

@@ -51,8 +51,8 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
     sgd = _select(rectified, 0.0, step_size)
     eps = _select(rectified, eps, 1.0)
 
-    def direction(g, m, v):
-        return sgd * m + adaptive * (m / (_adam.sqrt_where_live(v, m) + eps))
+    def direction(g, m, v, mean):
+        return sgd * m + adaptive * (m / (_adam.root_of_mean_square(v, m, v, mean) + eps))
 
     return _adam.steps(grads, states, params, c, inplace, update_params, direction,
                        maximize=maximize, decoupled=decoupled)  # fmt: skip

@@ -33,17 +33,22 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
         if params and c.uses_params:
             g = g + c["weight_decay"] * params[i]
         k = 0
-        sq = states[0][i]
-        sq = sq.mul_(alpha).add_((1 - alpha) * g * g) if inplace else alpha * sq + (1 - alpha) * g * g
+        old_sq, old_ga = states[0][i], states[1][i] if centered else None
+
+        def mean(up, g=g, old_sq=old_sq, old_ga=old_ga):
+            w_up = alpha * up.squares(old_sq) + (1 - alpha) * up.square(g)
+            return w_up - up.square(alpha * old_ga + (1 - alpha) * g) if centered else w_up
+
+        sq = old_sq.mul_(alpha).add_((1 - alpha) * g * g) if inplace else alpha * old_sq + (1 - alpha) * g * g
         new_states[0].append(sq)
         w = sq
         if centered:
             k += 1
-            ga = states[k][i]
-            ga = ga.mul_(alpha).add_((1 - alpha) * g) if inplace else alpha * ga + (1 - alpha) * g
+            ga = old_ga.mul_(alpha).add_((1 - alpha) * g) if inplace else alpha * old_ga + (1 - alpha) * g
             new_states[k].append(ga)
             w = sq - ga * ga
-        step = g / (_adam.sqrt_where_live(w, g) + eps)
+        # Recomputed where the mean of squares s' underflowed (w <= s').
+        step = g / (_adam.root_of_mean_square(w, g, sq, mean) + eps)
         if momentum is not None:
             k += 1
             buf = states[k][i]

@@ -6,7 +6,7 @@
 //   u  = -lr / (1 + (t - 1) * lr_decay) * g' / (sqrt(s') + eps)
 // The vector-Jacobian product is exact for every eps, including where s' = 0
 // (then g' = 0 for s >= 0, u does not depend on s' and d u / d s' = 0, where
-// plain autograd meets sqrt'(0)).
+// plain autograd meets sqrt'(0)), and where g'^2 underflowed (root_of_mean_square).
 
 #include "rule.h"
 
@@ -58,7 +58,9 @@ struct Adagrad {
     // terms are computed.
     const V gp = math::fmadd(c[sign], g, c[weight_decay] * p);
     const V sum = math::fmadd(gp, gp, s[0]);
-    const V q = math::sqrt(sum);
+    const V q = root_of_mean_square(sum, sum, [&](const Upscaled<V>& up) {
+      return up.squares(s[0]) + up.square(gp);
+    });
     const V inv_d = math::reciprocal(q + c[eps]);
     const V r = gp * inv_d;
     const V gr = gu * c[step_size];

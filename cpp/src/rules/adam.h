@@ -13,7 +13,7 @@
 // maximum nu_max' = max(nu_max, nu') instead of nu' (a third state).
 // The vector-Jacobian product is exact for every eps and eps_root, including
 // where mu' = 0 (u does not depend on nu' there, so d u / d nu' = 0, where plain
-// autograd meets sqrt'(0)). The maximum passes its cotangent to the argument it
+// autograd meets sqrt'(0)) and where g'^2 underflowed (root_of_mean_square). The maximum passes its cotangent to the argument it
 // selected, to nu_max at a tie (as Adamax's).
 
 #include "rule.h"
@@ -124,7 +124,12 @@ struct AdamFamily {
     const V nu = c[beta2] * s[1] + c[one_minus_beta2] * (gp * gp);
     V w = nu;
     if constexpr (Amsgrad) w = max_first<V>(s[2], nu);
-    const V q = math::sqrt(w + c[eps_root_bc2]);
+    const V w_root = w + c[eps_root_bc2];
+    const V q = root_of_mean_square(w_root, w_root, [&](const Upscaled<V>& up) {
+      V nu_up = c[beta2] * up.squares(s[1]) + c[one_minus_beta2] * up.square(gp);
+      if constexpr (Amsgrad) nu_up = max_first<V>(up.squares(s[2]), nu_up);
+      return nu_up + up.squares(c[eps_root_bc2]);
+    });
     const V inv_d = math::reciprocal(q * c[inv_sqrt_bc2] + c[eps]);
     const V r = mu * inv_d;
     // Backward through u = step_size * r, r = mu / d, d = q * inv_sqrt_bc2 + eps.

@@ -11,7 +11,7 @@
 //   u    = -lr (1 - mu_t) / (1 - P_t) * g' / d - lr mu_{t+1} / (1 - P_t mu_{t+1}) * m' / d
 //   (decoupled weight decay: u -= lr * weight_decay * p, torch's p *= 1 - lr weight_decay)
 // The vector-Jacobian product is exact, and finite where v' = 0 and the step
-// does not depend on it.
+// does not depend on it, and where g'^2 underflowed (root_of_mean_square).
 
 #include "rule.h"
 
@@ -88,7 +88,9 @@ struct Nadam {
     const V gp = math::fmadd(c[sign], g, c[grad_decay] * p);
     const V m = math::fmadd(c[beta1], s[0], c[one_minus_beta1] * gp);
     const V v = math::fmadd(c[beta2], s[1], c[one_minus_beta2] * (gp * gp));
-    const V q = math::sqrt(v);
+    const V q = root_of_mean_square(v, v, [&](const Upscaled<V>& up) {
+      return c[beta2] * up.squares(s[1]) + c[one_minus_beta2] * up.square(gp);
+    });
     const V inv_d = math::reciprocal(math::fmadd(q, c[inv_sqrt_bc2], c[eps]));
     const V n = math::fmadd(c[grad_step], gp, c[moment_step] * m);
     const V r = n * inv_d;

@@ -14,7 +14,8 @@
 // decay * p, whose coefficients select the branch per step; the unused
 // branch's coefficient is 0 and its denominator sqrt(nu') + 1, so it can
 // neither produce nor differentiate into a NaN. The vector-Jacobian product is
-// exact, and finite where nu' = 0 and the step does not depend on it.
+// exact, and finite where nu' = 0 and the step does not depend on it, and
+// where g'^2 underflowed (root_of_mean_square).
 
 #include "rule.h"
 
@@ -94,7 +95,9 @@ struct Radam {
     const V gp = math::fmadd(c[sign], g, c[grad_decay] * p);
     const V mu = math::fmadd(c[beta1], s[0], c[one_minus_beta1] * gp);
     const V nu = math::fmadd(c[beta2], s[1], c[one_minus_beta2] * (gp * gp));
-    const V q = math::sqrt(nu);
+    const V q = root_of_mean_square(nu, nu, [&](const Upscaled<V>& up) {
+      return c[beta2] * up.squares(s[1]) + c[one_minus_beta2] * up.square(gp);
+    });
     const V inv_d = math::reciprocal(q + c[eps]);
     const V r = mu * inv_d;
     // Backward through u = sgd * mu' + adaptive * r + update_decay * p, r = mu' / d,

@@ -14,7 +14,8 @@
 // The vector-Jacobian product is exact wherever the step is differentiable,
 // including where w = 0 and g' = 0 (then the step does not depend on w: d u /
 // d w = 0, where plain autograd meets sqrt'(0); not centered, s' = 0 implies
-// g' = 0 for s >= 0). Where w = 0 but g' != 0 the derivative is truly infinite.
+// g' = 0 for s >= 0), and where g'^2 underflowed (root_of_mean_square). Where
+// the exact w is 0 but g' != 0 the derivative is truly infinite.
 
 #include "rule.h"
 
@@ -151,7 +152,12 @@ struct RmspropRule : RmspropNames<Centered, Momentum> {
       ga = math::fmadd(c[alpha], s[kGa], c[one_minus_alpha] * gp);
       w = sq - ga * ga;
     }
-    const V q = math::sqrt(w);
+    // Recomputed where the mean of squares s' underflowed (w <= s').
+    const V q = root_of_mean_square(w, sq, [&](const Upscaled<V>& up) {
+      V w_up = c[alpha] * up.squares(s[kSq]) + c[one_minus_alpha] * up.square(gp);
+      if constexpr (Centered) w_up = w_up - up.square(c[alpha] * s[kGa] + c[one_minus_alpha] * gp);
+      return w_up;
+    });
     const V inv_d = math::reciprocal(q + c[eps]);
     const V ratio = gp * inv_d;
     Vjp<V, NS, num_coef> r;

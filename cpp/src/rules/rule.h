@@ -16,6 +16,9 @@
 //       the exact vector-Jacobian product: cotangents of g, the states, p and of
 //       every coefficient (summed by the caller, then chained to the
 //       hyperparameters through the derivative of coef)
+// A rule that takes the root of a mean of squares takes it in its vjp with
+// root_of_mean_square (below), so that squares that underflowed do not make
+// the derivative infinite.
 
 #include <array>
 
@@ -34,6 +37,46 @@ struct Vjp {
   V p;
   std::array<V, NumCoef> coef;
 };
+
+// Inputs scaled by a power of two S (math::upscale) where `tiny` is below the
+// smallest normal number, and 0 elsewhere (so that nothing overflows in the
+// lanes not recomputed, where an infinity times a zero cotangent would make the
+// composite path's own derivatives NaN): for computing a mean of squares
+// again, times S^2, where its terms underflowed.
+template <class V>
+struct Upscaled {
+  V tiny;
+  // (S x)^2 for a number x.
+  UNROLLOPT_INLINE V square(const V& x) const {
+    const V y = math::upscale(tiny, only(x));
+    return y * y;
+  }
+  // S^2 s for a mean of squares s (or a constant added to one).
+  UNROLLOPT_INLINE V squares(const V& s) const {
+    return math::upscale(tiny, math::upscale(tiny, only(s)));
+  }
+  // x where tiny, else 0 (of the values' type, also for a coefficient).
+  UNROLLOPT_INLINE V only(const V& x) const {
+    return math::where_tiny(tiny, x, math::zeros_like(tiny));
+  }
+};
+
+// sqrt(w) for a mean of squares w, for the vector-Jacobian products: where
+// `tiny` (w, or a mean of squares w is computed from) is below the smallest
+// normal number, squares may have underflowed (float32: g^2 for |g| < 1e-19,
+// so that w = 0 where the true w is 1e-47), and 1 / (2 sqrt(w)), the derivative,
+// is wrong or infinite. There the root is recomputed from the inputs scaled by
+// S, sqrt(mean(Upscaled)) / S with mean computing S^2 w, and is exact to
+// rounding. Elsewhere it is sqrt(w), the same bits as ever. The lanes not
+// selected are given harmless values, so that the composite path's own
+// derivatives are finite too.
+template <class V, class F>
+UNROLLOPT_INLINE V root_of_mean_square(const V& w, const V& tiny, const F& mean) {
+  const V one = math::constant(w, 1.0);
+  const V scaled = math::where_tiny(tiny, mean(Upscaled<V>{tiny}), one);
+  return math::where_tiny(tiny, math::downscale(tiny, math::sqrt(scaled)),
+                          math::sqrt(math::where_tiny(tiny, one, w)));
+}
 
 // Reads `names.size()` options from the operator's float list.
 template <size_t N>
