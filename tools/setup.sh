@@ -4,7 +4,9 @@
 #   tools/setup.sh [--with-tests]
 # --with-tests also installs GoogleTest (Debian's libgtest-dev) and pytest and
 # builds the C++ tests. Environment: UNROLLOPT_VENV (default .venv),
-# UNROLLOPT_TORCH (default torch==2.13.0, the CPU build).
+# UNROLLOPT_TORCH (default torch==2.13.0; any torch from 2.11 to 2.14, a CPU or
+# a CUDA build, whichever pip resolves: a CUDA build gives the CUDA kernels too
+# where the CUDA toolkit's nvcc is on PATH, and the CPU kernels where not).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${UNROLLOPT_VENV:-$root/.venv}
@@ -47,4 +49,13 @@ PATH="$venv/bin:$PATH" "$venv/bin/pip" install -q --disable-pip-version-check \
   --no-build-isolation --no-deps --force-reinstall "$root" \
   -Cbuild-dir="$root/build/$(basename "$venv")" \
   -Ccmake.define.UNROLLOPT_BUILD_TESTS=$with_tests
+# What was built (pip shows no build output): outside the checkout, so that the
+# installed package is imported.
+(cd "$venv" && "$venv/bin/python" -) <<'PY'
+import torch
+from unrollopt import _build_info as b
+kind = "a CUDA build" if torch.version.cuda else "a CPU build"
+kernels = "CPU and CUDA kernels" if b.CUDA_KERNELS else f"CPU kernels only ({b.NO_CUDA_REASON})"
+print(f"[setup] torch {torch.__version__} ({kind}); unrollopt built with the {kernels}")
+PY
 say "unrollopt installed into $venv ($((SECONDS - start)) s in all)"
