@@ -58,9 +58,8 @@ struct Adagrad {
     // terms are computed.
     const V gp = math::fmadd(c[sign], g, c[weight_decay] * p);
     const V sum = math::fmadd(gp, gp, s[0]);
-    const V q = root_of_mean_square(sum, sum, [&](const Upscaled<V>& up) {
-      return up.squares(s[0]) + up.square(gp);
-    });
+    const V q = root_of_mean_square(
+        sum, sum, [&](const Upscaled<V>& up) { return up.squares(s[0]) + up.square(gp); });
     const V inv_d = math::reciprocal(q + c[eps]);
     const V r = gp * inv_d;
     const V gr = gu * c[step_size];

@@ -13,8 +13,8 @@
 // maximum nu_max' = max(nu_max, nu') instead of nu' (a third state).
 // The vector-Jacobian product is exact for every eps and eps_root, including
 // where mu' = 0 (u does not depend on nu' there, so d u / d nu' = 0, where plain
-// autograd meets sqrt'(0)) and where g'^2 underflowed (root_of_mean_square). The maximum passes its cotangent to the argument it
-// selected, to nu_max at a tie (as Adamax's).
+// autograd meets sqrt'(0)) and where g'^2 underflowed (root_of_mean_square). The maximum passes its
+// cotangent to the argument it selected, to nu_max at a tie (as Adamax's).
 
 #include "rule.h"
 
