@@ -48,9 +48,22 @@ FULL_GRAPH_MAX_K = 1000  # beyond, the full graph needs tens of GB
 FIXED_S = 20
 
 
-def variants(k: int) -> list[str]:
+PEERS = ("hand-written", "TorchOpt")  # full-graph loops of other kinds, K <= FULL_GRAPH_MAX_K
+
+
+def variants(k: int, peers: bool = True) -> list[str]:
     out = ["full graph"] if k <= FULL_GRAPH_MAX_K else []
+    if peers and k <= FULL_GRAPH_MAX_K:
+        out += [p for p in PEERS if p != "TorchOpt" or _has_torchopt()]
     return out + ["sqrt", f"s={FIXED_S}"]
+
+
+def _has_torchopt() -> bool:
+    try:
+        import torchopt  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def checkpoint_of(variant: str):
@@ -102,11 +115,33 @@ def problem(dtype: torch.dtype = torch.float32, seed: int = 0):
     return theta0, phi, log_lr, make_inner, outer
 
 
-def meta_gradient(k: int, checkpoint, dtype=torch.float32):
+def meta_gradient(k: int, variant: str, dtype=torch.float32):
     theta0, phi, log_lr, make_inner, outer = problem(dtype)
     weights = torch.sigmoid(phi)
-    opt = unrollopt.adam(log_lr.exp(), use_accelerated_op=True)
-    params, _ = unrollopt.unroll(make_inner(weights), theta0, opt, k, checkpoint=checkpoint)
+    inner = make_inner(weights)
+    if variant == "hand-written":  # textbook Adam in torch ops, the loop a user writes
+        params = [p.requires_grad_() for p in theta0]
+        lr = log_lr.exp()
+        mu, nu = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
+        for t in range(1, k + 1):
+            grads = torch.autograd.grad(inner(params, t - 1), params, create_graph=True)
+            mu = [0.9 * m + 0.1 * g for m, g in zip(mu, grads)]
+            nu = [0.999 * v + 0.001 * g * g for v, g in zip(nu, grads)]
+            c1, c2 = 1 - 0.9**t, 1 - 0.999**t
+            params = [p - lr * (m / c1) / ((v / c2).sqrt() + 1e-8) for p, m, v in zip(params, mu, nu)]
+    elif variant == "TorchOpt":
+        import torchopt
+
+        params = tuple(p.requires_grad_() for p in theta0)
+        opt = torchopt.adam(lr=log_lr.exp())
+        state = opt.init(params)
+        for t in range(k):
+            grads = torch.autograd.grad(inner(params, t), params, create_graph=True)
+            updates, state = opt.update(grads, state, inplace=False)
+            params = torchopt.apply_updates(params, updates, inplace=False)
+    else:
+        opt = unrollopt.adam(log_lr.exp(), use_accelerated_op=True)
+        params, _ = unrollopt.unroll(inner, theta0, opt, k, checkpoint=checkpoint_of(variant))
     return torch.autograd.grad(outer(params), [phi, log_lr])
 
 
@@ -130,8 +165,7 @@ def _reset_peak() -> bool:
 def child(variant: str, k: int, repeats: int) -> dict:
     """One (K, variant), in this process."""
     torch.set_num_threads(1)
-    checkpoint = checkpoint_of(variant)
-    warm = 3 if checkpoint is not None else None
+    warm = "s=3" if variant in ("sqrt", f"s={FIXED_S}") else variant
     meta_gradient(10, warm)  # first-call costs: dispatch caches, the allocator's pools
     times, cpu, peaks, grads = [], [], [], None
     for _ in range(repeats):
@@ -140,7 +174,7 @@ def child(variant: str, k: int, repeats: int) -> dict:
             break  # (without clear_refs the high-water mark of the first run stays)
         before = rss_bytes()
         t0, c0 = time.perf_counter(), time.process_time()
-        grads = meta_gradient(k, checkpoint)
+        grads = meta_gradient(k, variant)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         peaks.append(peak_rss_bytes() - before)
@@ -182,6 +216,7 @@ def agreement(rows: list[dict]) -> None:
         for r in group:
             g = torch.tensor(r["grad_phi"] + [r["grad_log_lr"]], dtype=torch.float64)
             r["vs"] = ref["variant"]
+            r["nan"] = int(g.isnan().sum())
             r["rel_diff"] = ((g - ref_g).abs().max() / ref_g.abs().max()).item()
 
 
@@ -202,14 +237,42 @@ def table(rows: list[dict]) -> str:
             continue
         f = full.get(r["k"])
         other = f is not None and r is not f
-        mem_ratio = f"1/{f['peak'] / r['peak']:.1f}" if other else ""
+        mem_ratio = ""
+        if other:
+            mem_ratio = f"1/{f['peak'] / r['peak']:.1f}" if r["peak"] < f["peak"] else f"{r['peak'] / f['peak']:.1f}x"
         time_ratio = f"{r['cpu_seconds'] / f['cpu_seconds']:.2f}x" if other else ""
         diff = f"{r['rel_diff']:.1e}" if r.get("vs") and r["vs"] != r["variant"] else ""
+        if r.get("nan"):
+            diff = f"NaN in {r['nan']} of {len(r['grad_phi']) + 1} entries"
         lines.append(
             f"| {r['k']:,} | {r['variant']} | {fmt_mb(r['peak'])} | {mem_ratio} | {r['seconds']:.2f} s "
             f"| {r['cpu_seconds']:.2f} s | {time_ratio} | {diff} |"
         )
     return "\n".join(lines)
+
+
+def summary(rows: list[dict]) -> str:
+    """The issue's targets against the rows."""
+    get = {(r["k"], r["variant"]): r for r in rows if "error" not in r}
+    out = []
+    full, sq = get.get((1000, "full graph")), get.get((1000, "sqrt"))
+    if full and sq:
+        out.append(
+            f"Targets of issue 27: at K = 1,000, `sqrt` holds {fmt_mb(sq['peak'])} against the full graph's "
+            f"{fmt_mb(full['peak'])} (1/{full['peak'] / sq['peak']:.1f}; target at most 1/15) in "
+            f"{sq['cpu_seconds'] / full['cpu_seconds']:.2f}x its CPU time "
+            f"({sq['seconds'] / full['seconds']:.2f}x its wall time; target at most 1.4x)."
+        )
+    big = [r for r in rows if r["k"] == 10000 and "error" not in r]
+    if big:
+        worst = max(big, key=lambda r: r["peak"])
+        out.append(
+            f"At K = 10,000 every checkpointed setting runs in under 1 GB (at most {fmt_mb(worst['peak'])}, "
+            f"`{worst['variant']}`)."
+            if worst["peak"] < 1e9
+            else f"At K = 10,000 `{worst['variant']}` needs {fmt_mb(worst['peak'])}: above the 1 GB target."
+        )
+    return " ".join(out)
 
 
 def plot(rows: list[dict], path: Path) -> bool:
@@ -256,20 +319,30 @@ def write_docs(rows: list[dict], machine: str) -> None:
     body = [
         SECTION,
         "",
-        "Data hyper-cleaning: an MLP 64-256-256-10 (85k parameters) trained by K fused Adam steps with a "
+        "Data hyper-cleaning: an MLP 64-256-256-10 (85k parameters) trained by K Adam steps with a "
         "learned log learning rate on 512 examples weighted by sigmoid(phi), minibatches of 128 in turn; "
         "outer loss the validation cross-entropy at theta_K; meta-gradient with respect to (phi, log_lr). "
-        "`full graph` is `unrollopt.unroll(..., checkpoint=None)` (the plain loop), `sqrt` is the default "
-        f"(segments of ceil(sqrt(K)) steps), `s={FIXED_S}` segments of {FIXED_S} steps. Each row runs in its own "
-        "process: peak memory is the resident set's high-water mark above its size just before the unroll "
-        "(after a warm-up unroll); time is the unroll plus the meta-gradient's backward (median of the "
-        "repeats: 3 up to K = 1,000, 1 beyond). The last column is the largest difference of the "
-        "meta-gradient (phi and log_lr) from the first row's at the same K, relative to its largest entry "
-        "(float32: the segments sum the per-step contributions in another order).",
+        "`full graph` is `unrollopt.unroll(..., checkpoint=None)` with the fused Adam (the plain loop), "
+        "`hand-written` the same loop with Adam's equations in torch ops, `TorchOpt` the loop with "
+        "`torchopt.adam` (0.7.3); `sqrt` is `unroll`'s default (segments of ceil(sqrt(K)) steps) and "
+        f"`s={FIXED_S}` segments of {FIXED_S} steps, both fused. The full-graph loops run up to K = 1,000 "
+        "(beyond, they need tens of GB). Each row runs in its own process: peak memory is the resident "
+        "set's high-water mark above its size just before the unroll (after a warm-up unroll of 10 steps); "
+        "time is the unroll plus the meta-gradient's backward, wall and CPU time of the process (the "
+        "machine was shared with other jobs, so CPU time is the steadier one; medians of 3 repeats up to "
+        "K = 1,000, one run beyond); the ratios are to the `full graph` row's CPU time and memory. The "
+        "last column is the largest difference of the meta-gradient (phi and log_lr) from the first row's "
+        "at the same K, relative to its largest entry (float32: the segments sum the per-step "
+        "contributions in another order). The hand-written and TorchOpt loops give NaN meta-gradients "
+        "here: the derivative of sqrt at a second moment of exactly 0 (the parameters of ReLU units that "
+        "are dead on a minibatch get gradients of exactly 0), where unrollopt's backward gives the finite "
+        "limit.",
         "",
         table(rows),
         "",
         machine,
+        "",
+        summary(rows),
         "",
         f"![peak memory against K]({PLOT.name})",
         "",
@@ -282,16 +355,22 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--no-peers", action="store_true", help="without the hand-written and TorchOpt loops")
+    parser.add_argument("--from-json", type=Path, help="report the rows of an earlier --json run (no measuring)")
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "K", "REPEATS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         variant, k, repeats = args.child
         print(json.dumps(child(variant, int(k), int(repeats))))
         return
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        report(saved["rows"], saved["machine"], args)
+        return
     load0 = os.getloadavg()[0]
     rows = []
     for k in args.ks:
-        for variant in variants(k):
+        for variant in variants(k, not args.no_peers):
             row = run_child(variant, k, 3 if k <= FULL_GRAPH_MAX_K else 1)
             rows.append(row)
             if "error" in row:
@@ -302,11 +381,15 @@ def main() -> None:
                     f"{row['cpu_seconds']:.2f} s CPU {row['cpu_times']}",
                     flush=True,
                 )
-    agreement(rows)
     machine = (
         f"{cpu_model()}, 1 thread; torch {torch.__version__}; load average {load0:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after."
     )
+    report(rows, machine, args)
+
+
+def report(rows: list[dict], machine: str, args) -> None:
+    agreement(rows)
     print(table(rows))
     print(machine)
     if args.json:
