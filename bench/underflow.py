@@ -48,15 +48,19 @@ def measure(name: str, fused: bool, dtype) -> dict:
 
 def main() -> None:
     print(f"torch {torch.__version__}")
-    print("| optimizer | path | dtype | not finite where float64 is | tiny elements, max rel. error "
-          "| first element, max abs. error | (rel.) |")
+    print(
+        "| optimizer | path | dtype | not finite where float64 is | tiny elements, max rel. error "
+        "| first element, max abs. error | (rel.) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name in OPTIMIZERS:
         for fused in (True, False):
             for label, dtype in DTYPES.items():
                 m = measure(name, fused, dtype)
-                print(f"| {name} | {'fused' if fused else 'plain'} | {label} | {m['bad']} of {m['cases']} "
-                      f"| {m['tiny_rel']:.1e} | {m['first_abs']:.1e} | {m['first_rel']:.1e} |")
+                print(
+                    f"| {name} | {'fused' if fused else 'plain'} | {label} | {m['bad']} of {m['cases']} "
+                    f"| {m['tiny_rel']:.1e} | {m['first_abs']:.1e} | {m['first_rel']:.1e} |"
+                )
 
 
 if __name__ == "__main__":

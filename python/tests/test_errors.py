@@ -4,6 +4,7 @@ modified; NaN and inf propagate without crashing."""
 from __future__ import annotations
 
 import re
+import warnings
 
 import pytest
 import torch
@@ -138,8 +139,9 @@ def test_non_tensor_leaves_raise_type_error(fused, inplace):
     assert_unchanged((params, state), snap)
 
 
+# (A tuple where a list is expected is no mismatch: lists and tuples of the
+# same leaves are one structure; test_torchopt_api.test_lists_and_tuples_mix.)
 MISMATCHES = {
-    "structure-tuple": (lambda gs: tuple(gs), ValueError),
     "structure-length": (lambda gs: gs[:1], ValueError),
     "structure-dict": (lambda gs: {"a": gs[0], "b": gs[1]}, ValueError),
     "shape": (lambda gs: [gs[0], torch.ones(2, 2, dtype=F64)], ValueError),
@@ -251,7 +253,7 @@ def test_apply_updates_inplace_in_differentiable_context():
     with pytest.raises(RuntimeError, match=re.escape("inplace=False")):
         unrollopt.apply_updates((nonleaf,), (torch.ones(5, dtype=F64),))
     with pytest.raises(ValueError, match="structure"):
-        unrollopt.apply_updates((w,), [u])
+        unrollopt.apply_updates((w,), {"w": u})
     with pytest.raises(TypeError):
         unrollopt.apply_updates((w,), (1.0,))
 
@@ -434,12 +436,41 @@ def _inner_grads(params, create_graph):
 
 def test_forgotten_create_graph_warns(fused):
     """Inner gradients taken without create_graph=True make the meta-gradient
-    silently first-order: the differentiable update warns, saying what to do."""
+    silently first-order: in an unrolled loop (parameters that are results of
+    an earlier differentiable step) the update warns, with a FirstOrderWarning
+    (a UserWarning) saying what to do and how to silence it."""
     opt = unrollopt.sgd(lr=0.1, use_accelerated_op=fused)
-    params = (randn(gen(30), 4, requires_grad=True), randn(gen(31), 3, requires_grad=True))
-    state = opt.init(params)
-    with pytest.warns(UserWarning, match=r"create_graph=True"):
+    leaves = (randn(gen(30), 4, requires_grad=True), randn(gen(31), 3, requires_grad=True))
+    state = opt.init(leaves)
+    updates, state = opt.update(_inner_grads(leaves, create_graph=True), state, params=leaves, inplace=False)
+    params = unrollopt.apply_updates(leaves, updates, inplace=False)
+    with pytest.warns(unrollopt.FirstOrderWarning, match=r"create_graph=True") as record:
         opt.update(_inner_grads(params, create_graph=False), state, params=params, inplace=False)
+    assert issubclass(unrollopt.FirstOrderWarning, UserWarning)
+    assert "FirstOrderWarning" in str(record[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=unrollopt.FirstOrderWarning)
+        opt.update(_inner_grads(params, create_graph=False), state, params=params, inplace=False)
+
+
+def test_plain_training_with_inplace_false_does_not_warn(fused):
+    """TorchOpt's plain training written with inplace=False (gradients
+    without a graph, leaf parameters that require grad): no meta-gradient is
+    wanted, so no FirstOrderWarning at any step (it fired at every step before
+    the warning looked at where the parameters come from)."""
+    net = torch.nn.Linear(3, 2)
+    params = tuple(net.parameters())
+    opt = unrollopt.adamw(1e-2, use_accelerated_op=fused)
+    state = opt.init(params)
+    x = randn(gen(36), 5, 3).float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            grads = torch.autograd.grad(net(x).pow(2).mean(), params)
+            updates, state = opt.update(grads, state, params=params, inplace=False)
+            with torch.no_grad():
+                unrollopt.apply_updates(params, updates, inplace=True)
 
 
 def test_no_first_order_warning_in_the_correct_cases(fused):

@@ -342,3 +342,38 @@ def test_row_15():
     (u1,), _ = unrollopt.masked(inner).update((g,), unrollopt.masked(inner).init((p,)), inplace=False)
     (u2,), _ = inner.update((g,), inner.init((p,)), inplace=False)
     assert torch.equal(u1, u2)
+
+
+def test_row_16():
+    import warnings
+
+    opt = unrollopt.sgd(0.1)
+    p0 = torch.randn(3, dtype=F64, requires_grad=True)
+    state = opt.init((p0,))
+    grads = torch.autograd.grad((p0**2).sum(), (p0,), create_graph=True)
+    updates, state = opt.update(grads, state, inplace=False)
+    p1 = unrollopt.apply_updates((p0,), updates, inplace=False)
+    with pytest.warns(unrollopt.FirstOrderWarning):
+        opt.update(torch.autograd.grad((p1[0] ** 2).sum(), p1), state, params=p1, inplace=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=unrollopt.FirstOrderWarning)
+        opt.update(torch.autograd.grad((p1[0] ** 2).sum(), p1), state, params=p1, inplace=False)
+        # Plain training with inplace=False: leaf parameters, no warning.
+        opt.update(torch.autograd.grad((p0**2).sum(), (p0,)), opt.init((p0,)), params=(p0,), inplace=False)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+def test_row_17(fused):
+    """Two Adam steps on a gradient of 1e-22 in float32: its square is 0."""
+    c = torch.tensor([1.0, 1e-22])
+    phi = torch.tensor([0.3, -0.7], requires_grad=True)
+    theta = torch.tensor([1.0, 1.0], requires_grad=True)
+    opt = unrollopt.adam(1e-2, use_accelerated_op=fused)
+    state = opt.init(theta)
+    for _ in range(2):
+        (g,) = torch.autograd.grad(0.5 * (c * (theta - phi) ** 2).sum(), theta, create_graph=True)
+        u, state = opt.update(g, state, inplace=False)
+        theta = theta + u
+    (meta,) = torch.autograd.grad((theta**2).sum(), phi)
+    assert torch.isfinite(meta).all()

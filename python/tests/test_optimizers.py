@@ -842,11 +842,11 @@ def test_alias_class_and_meta_class_share_their_settings(case):
 
 
 def test_optim_stub_is_current():
-    """python/unrollopt/optim.pyi states the classes' constructors for static
-    type checkers (they are made at import): it is what the classes are now."""
-    stub = pathlib.Path(__file__).resolve().parents[1] / "unrollopt" / "optim.pyi"
+    """python/unrollopt/optim/__init__.pyi states the classes' constructors for
+    static type checkers (they are made at import): it is what the classes are now."""
+    stub = pathlib.Path(__file__).resolve().parents[1] / "unrollopt" / "optim" / "__init__.pyi"
     assert stub.read_text() == unrollopt._signatures.optim_stub(), (
-        "optim.pyi is stale; regenerate it with the command in its first lines"
+        "optim/__init__.pyi is stale; regenerate it with the command in its first lines"
     )
     ast.parse(stub.read_text())  # valid Python
 

@@ -26,7 +26,15 @@ from unrollopt import (
 )
 
 _vmap.register()
-from unrollopt import alias, meta, optim, pytree, transform  # noqa: E402
+from unrollopt import (  # noqa: E402
+    _serialization,  # noqa: E402
+    alias,
+    meta,
+    optim,
+    pytree,
+    transform,
+)
+from unrollopt._step import FirstOrderWarning  # noqa: E402
 from unrollopt._unroll import unroll  # noqa: E402  (long unrolls in bounded memory)
 from unrollopt.accelerated import accelerated_op_available  # noqa: E402
 from unrollopt.alias import *  # noqa: E402, F403  (every optimizer's alias and state)
@@ -46,6 +54,10 @@ from unrollopt.utils import (  # noqa: E402
 )
 from unrollopt.wrappers import FuncOptimizer, Optimizer  # noqa: E402
 
+_serialization.register()  # checkpoints load with torch.load(..., weights_only=True)
+from unrollopt import accelerated_op, hook, typing  # noqa: E402, F401  (TorchOpt's module paths)
+from unrollopt.optim import func as _optim_func  # noqa: E402, F401  (unrollopt.optim.func)
+
 #: For C++ programs: pass to CMake as CMAKE_PREFIX_PATH (with torch's) to
 #: find_package(unrollopt) from this installation.
 cmake_prefix_path = _os.path.join(_os.path.dirname(_C.__file__), "share", "cmake")
@@ -53,6 +65,7 @@ cmake_prefix_path = _os.path.join(_os.path.dirname(_C.__file__), "share", "cmake
 __all__ = [
     "module_detach_",
     "pytree",
+    "FirstOrderWarning",
     "FuncOptimizer",
     "Optimizer",
     "accelerated_op_available",

@@ -73,7 +73,7 @@ def flatten_like(tree: Any, spec: Spec, name: str, like: str = "the updates") ->
     """The leaves of ``tree`` (called ``name`` in errors), which must have the
     structure ``spec`` (that of ``like``)."""
     leaves, tree_spec = flatten(tree)
-    if tree_spec != spec:
+    if tree_spec != spec and not same_up_to_sequences(tree_spec, spec):
         raise ValueError(
             f"{name} does not have the structure of {like}: expected {spec}, got {tree_spec}"
             + _hint(spec, tree_spec, name, like)
@@ -81,18 +81,46 @@ def flatten_like(tree: Any, spec: Spec, name: str, like: str = "the updates") ->
     return leaves
 
 
+_SEQUENCES = (list, tuple)
+
+
+def same_up_to_sequences(a: Spec, b: Spec) -> bool:
+    """Whether two structures are the same where lists and tuples count as one
+    kind of container: parameters kept in a list and their gradients from
+    ``torch.autograd.grad`` (a tuple) are the same leaves in the same order."""
+    if type(a) is FlatSpec and type(b) is FlatSpec:
+        if a.kind in _SEQUENCES and b.kind in _SEQUENCES:
+            return a.n == b.n
+        return a == b
+    a = a.tree_spec() if type(a) is FlatSpec else a
+    b = b.tree_spec() if type(b) is FlatSpec else b
+    if a.type in _SEQUENCES and b.type in _SEQUENCES:
+        pass
+    elif a.type != b.type or a.context != b.context:
+        return False
+    xs, ys = _children(a), _children(b)
+    return len(xs) == len(ys) and all(same_up_to_sequences(x, y) for x, y in zip(xs, ys))
+
+
+def _children(spec: TreeSpec) -> list:
+    """A spec's children: ``children()`` (torch 2.13 and later), or the
+    ``children_specs`` field (earlier, where it is not deprecated)."""
+    children = getattr(spec, "children", None)
+    return children() if callable(children) else spec.children_specs
+
+
 def _hint(expected: Spec, got: Spec, name: str, like: str) -> str:
     """What to change, for the mismatch users make most: the same leaves in
     another kind of container."""
-    if not (isinstance(expected, FlatSpec) and isinstance(got, FlatSpec)) or expected.kind is got.kind:
+    if not (isinstance(expected, FlatSpec) and isinstance(got, FlatSpec)) or dict not in (expected.kind, got.kind):
+        return ""
+    if expected.kind is got.kind:
         return ""
     hint = f". {like[0].upper() + like[1:]} are a {expected.kind.__name__} and {name} is a {got.kind.__name__}: "
-    if dict in (expected.kind, got.kind):
-        return hint + (
-            "pass both as dicts with the same keys (e.g. dict(zip(params, grads)) for a dict of "
-            "parameters and a sequence of their gradients)"
-        )
-    return hint + f"pass both as {expected.kind.__name__}s"
+    return hint + (
+        "pass both as dicts with the same keys (e.g. dict(zip(params, grads)) for a dict of "
+        "parameters and a sequence of their gradients)"
+    )
 
 
 def unflatten(leaves: list[Any], spec: Spec) -> Any:

@@ -120,6 +120,11 @@ def record(result: Any, call: Call) -> Any:
     return Function(result, call)
 
 
+#: Every constructor wrapped by :func:`recorded` (the functions a pickled
+#: transformation or schedule is remade by; _serialization allowlists them).
+CONSTRUCTORS: list[Callable[..., Any]] = []
+
+
 def recorded(constructor: F) -> F:
     """Wraps a constructor of transformations or functions so that its results
     remember the call (its arguments bound to its signature, so that
@@ -142,4 +147,5 @@ def recorded(constructor: F) -> F:
                 named[name] = value
         return record(result, Call(made, tuple(positional), named))
 
+    CONSTRUCTORS.append(made)
     return made  # type: ignore[return-value]

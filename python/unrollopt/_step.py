@@ -100,25 +100,39 @@ def check_tensors(what: str, **lists: Tensors) -> None:
 first_order_on_purpose: contextvars.ContextVar[bool] = contextvars.ContextVar("first_order_on_purpose", default=False)
 
 
+class FirstOrderWarning(UserWarning):
+    """A differentiable update got gradients without a graph for parameters
+    that carry one: the meta-gradient silently loses its second-order terms
+    (the usual cause: an inner ``torch.autograd.grad`` without
+    ``create_graph=True``). Silence it where that is intended (first-order
+    MAML written by hand) with
+    ``warnings.filterwarnings("ignore", category=unrollopt.FirstOrderWarning)``
+    (pytest: ``-W ignore::unrollopt.FirstOrderWarning``)."""
+
+
 def warn_if_first_order(grads: Tensors, params: Tensors) -> None:
-    """A UserWarning when a differentiable step gets gradients that do not
-    require grad while its parameters do: the usual cause is an inner
-    ``torch.autograd.grad`` without ``create_graph=True``, which silently makes
-    the meta-gradient first-order. (Cheap where nothing is wrong: the first
-    gradient requires grad.)"""
+    """A FirstOrderWarning when a differentiable step gets gradients that do
+    not require grad while its parameters are themselves results of a
+    differentiable computation (non-leaf tensors that require grad: an
+    unrolled inner loop after its first step), where a meta-gradient is
+    evidently wanted. Not for leaf parameters: that is plain training written
+    with inplace=False, where nobody wants a meta-gradient (and a one-step
+    loop, which looks the same). Cheap where nothing is wrong: the first
+    gradient requires grad."""
     if not params or any(g.requires_grad for g in grads) or not torch.is_grad_enabled():
         return
-    if not any(p.requires_grad for p in params) or first_order_on_purpose.get():
+    if not any(p.requires_grad and p.grad_fn is not None for p in params) or first_order_on_purpose.get():
         return
     if torch._C._functorch.is_functorch_wrapped_tensor(params[0]):  # torch.func tracks its own levels
         return
     warnings.warn(
         "unrollopt: a differentiable update (inplace=False) got gradients that do not require grad, "
-        "for parameters that do: the step is first-order (its gradient does not flow through the "
-        "gradients). In an unrolled inner loop compute them with torch.autograd.grad(..., "
-        "create_graph=True); for a first-order step on purpose, detach the gradients' inputs or use "
-        "MetaOptimizer(..., first_order=True), which does not warn.",
-        UserWarning,
+        "for parameters that are results of earlier differentiable steps: the step is first-order "
+        "(the meta-gradient does not flow through the gradients). In an unrolled inner loop compute "
+        "them with torch.autograd.grad(..., create_graph=True). For a first-order step on purpose use "
+        "MetaOptimizer(..., first_order=True), or silence this warning with "
+        'warnings.filterwarnings("ignore", category=unrollopt.FirstOrderWarning).',
+        FirstOrderWarning,
         stacklevel=3,
     )
 

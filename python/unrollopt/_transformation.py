@@ -121,7 +121,8 @@ def transformation(
         grads, spec = _pytree.flatten(updates)
         states = [_pytree.flatten_like(getattr(state, name), spec, label) for name, label in zip(names, labels)]
         if params is None:
-            if config.uses_params:
+            # An empty tree has nothing to decay (as TorchOpt accepts it).
+            if config.uses_params and any(leaf is not None for leaf in grads):
                 raise ValueError("weight_decay is not 0: pass the parameters as update(..., params=params)")
             ps = None
         else:
@@ -158,7 +159,9 @@ def transformation(
         else:
             _step.warn_if_first_order(g, p)
         count = state.count.add(_ONE)
-        if decay_mask is None:
+        if not g:  # an empty tree, or no gradients: nothing to compute
+            new_g, new_s = [], [[] for _ in names]
+        elif decay_mask is None:
             p = p if step_config.uses_params else []  # the operator reads them only for a weight decay
             new_g, new_s = _step.step(plain, g, s, p, count, step_config, fused=fused, inplace=inplace, what="update")
         else:  # two calls: the weight decay is off where the mask is False

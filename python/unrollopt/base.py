@@ -10,7 +10,15 @@ Params = Any
 Updates = Any
 OptState = Any
 
-__all__ = ["GradientTransformation", "Params", "Updates", "OptState", "UpdateFn"]
+__all__ = [
+    "ChainedGradientTransformation",
+    "GradientTransformation",
+    "IdentityGradientTransformation",
+    "OptState",
+    "Params",
+    "UpdateFn",
+    "Updates",
+]
 
 
 class UpdateFn(Protocol):
@@ -50,3 +58,40 @@ class GradientTransformation(NamedTuple):
         from unrollopt.transform import chain
 
         return chain(self, next)
+
+
+class _MadeBy(type):
+    """isinstance(t, cls) for a transformation made by cls's constructor."""
+
+    def __instancecheck__(cls, obj: object) -> bool:
+        call = getattr(obj, "call", None)
+        return isinstance(obj, GradientTransformation) and call is not None and call.fn is cls._constructor()
+
+
+class ChainedGradientTransformation(metaclass=_MadeBy):
+    """TorchOpt's class of chained transformations: ``ChainedGradientTransformation(*ts)``
+    is :func:`unrollopt.chain` ``(*ts)``, and ``isinstance`` recognises what
+    ``chain`` made (with more than one transformation)."""
+
+    def __new__(cls, *transformations: GradientTransformation) -> GradientTransformation:  # type: ignore[misc]
+        return cls._constructor()(*transformations)
+
+    @staticmethod
+    def _constructor() -> Callable[..., GradientTransformation]:
+        from unrollopt.transform import chain
+
+        return chain
+
+
+class IdentityGradientTransformation(metaclass=_MadeBy):
+    """TorchOpt's class of the identity: ``IdentityGradientTransformation()`` is
+    :func:`unrollopt.identity` ``()``, and ``isinstance`` recognises it."""
+
+    def __new__(cls) -> GradientTransformation:  # type: ignore[misc]
+        return cls._constructor()()
+
+    @staticmethod
+    def _constructor() -> Callable[..., GradientTransformation]:
+        from unrollopt.transform import identity
+
+        return identity

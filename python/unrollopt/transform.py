@@ -18,6 +18,7 @@ import numbers
 from typing import Any, Callable, NamedTuple, Optional
 
 import torch
+from torch.utils import _pytree as _torch_pytree
 
 from unrollopt import (
     _adadelta,
@@ -50,6 +51,7 @@ __all__ = [
     "ScaleByScheduleState",
     "add_decayed_weights",
     "chain",
+    "chain_flat",
     "clip_grad_norm",
     "identity",
     "masked",
@@ -309,6 +311,31 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         return updates, tuple(new_state)
 
     return record(GradientTransformation(init, update), Call(chain, flat_transforms, {}))
+
+
+@recorded
+def chain_flat(*transforms: GradientTransformation) -> GradientTransformation:
+    """:func:`chain` over the flat list of leaves (None leaves included): the
+    transformations see a list however the updates are structured, and the
+    result takes the updates' structure again (TorchOpt's ``chain.flat``)."""
+    inner = chain(*transforms)
+
+    def leaves(tree: Any) -> list:
+        return _torch_pytree.tree_leaves(tree, is_leaf=lambda x: x is None)
+
+    def init(params: Params) -> OptState:
+        return inner.init(leaves(params))
+
+    def update(updates: Updates, state: OptState, *, params: Optional[Params] = None, inplace: bool = True):
+        flat, spec = _torch_pytree.tree_flatten(updates, is_leaf=lambda x: x is None)
+        flat_params = leaves(params) if params is not None else None
+        new, state = inner.update(flat, state, params=flat_params, inplace=inplace)
+        return _torch_pytree.tree_unflatten(new, spec), state
+
+    return GradientTransformation(init, update)
+
+
+chain.flat = chain_flat  # type: ignore[attr-defined]
 
 
 def _check_transformation(name: str, t: object) -> None:

@@ -1,7 +1,7 @@
 # Type stub of unrollopt.optim for static type checkers: its classes'
 # constructors are made at import from the aliases' signatures (this file
 # states them). Generated; a test checks it is current. To regenerate:
-#   python -c "from unrollopt import _signatures; print(_signatures.optim_stub(), end='')" > python/unrollopt/optim.pyi
+#   python -c "from unrollopt import _signatures; print(_signatures.optim_stub(), end='')" > python/unrollopt/optim/__init__.pyi
 
 from typing import Any, Callable, Iterable, Union
 
