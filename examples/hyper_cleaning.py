@@ -18,7 +18,10 @@ AUC is clearly above 0.5.
     python examples/hyper_cleaning.py [--outer-steps 60] [--inner-steps 500]
         [--checkpoint sqrt] [--output hyper_cleaning.png] [--short]
 
-``--short`` (for CI: a few seconds) runs 12 outer steps of 100 inner steps.
+With the defaults it takes 2 to 3 minutes on one core (AUC about 0.88; test
+accuracy about 0.92, against 0.75 unweighted and 0.94 on the clean examples
+alone). ``--short`` (for CI: a few seconds) runs 12 outer steps of 100 inner
+steps at an inner learning rate of 0.05.
 The digits come with scikit-learn (``sklearn.datasets.load_digits``: nothing is
 downloaded). Needs scikit-learn, matplotlib and tqdm (pip install scikit-learn
 matplotlib tqdm, or the package's ``examples`` extra).
@@ -84,23 +87,40 @@ def accuracy(params, x, y) -> float:
         return (predict(params, x).argmax(1) == y).float().mean().item()
 
 
-def peak_rss_mb() -> float:
+def rss_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (the peak) of this process, in MB (Linux; else getrusage's peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # (kB on Linux)
+
+
+def reset_peak() -> None:
+    """Resets VmHWM to the current resident set (Linux >= 4.0), so that the peak is the loop's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--outer-steps", type=int, default=60)
     parser.add_argument("--inner-steps", type=int, default=500)
-    parser.add_argument("--inner-lr", type=float, default=0.05)
-    parser.add_argument("--outer-lr", type=float, default=1.0)
+    parser.add_argument("--inner-lr", type=float, default=0.01)
+    parser.add_argument("--outer-lr", type=float, default=0.1, help="Adam's, on phi")
     parser.add_argument("--checkpoint", default="sqrt", help="'sqrt', a segment length, or 'none' (the full graph)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="hyper_cleaning.png")
-    parser.add_argument("--short", action="store_true", help="12 outer steps of 100 inner steps (CI)")
+    parser.add_argument("--short", action="store_true", help="12 outer steps of 100 inner steps at lr 0.05 (CI)")
     args = parser.parse_args()
     if args.short:
-        args.outer_steps, args.inner_steps = 12, 100
+        args.outer_steps, args.inner_steps, args.inner_lr = 12, 100, 0.05
     checkpoint = (
         None if args.checkpoint == "none" else (args.checkpoint if args.checkpoint == "sqrt" else int(args.checkpoint))
     )
@@ -119,6 +139,8 @@ def main() -> int:
     phi = torch.zeros(N_TRAIN, requires_grad=True)
     outer_opt = torch.optim.Adam([phi], lr=args.outer_lr)
     history = []
+    reset_peak()
+    baseline = rss_mb("VmRSS")
     start = time.perf_counter()
     for _ in tqdm(range(args.outer_steps), desc="hyper-cleaning", file=sys.stderr):
         params = train(x, y, torch.sigmoid(phi), args.inner_steps, args.inner_lr, checkpoint)
@@ -128,6 +150,7 @@ def main() -> int:
         outer_opt.step()
         history.append(accuracy(params, xt, yt))
     seconds = time.perf_counter() - start
+    peak = rss_mb("VmHWM") - baseline
 
     weights = torch.sigmoid(phi).detach()
     suspicious = (weights < 0.5).numpy()
@@ -146,7 +169,7 @@ def main() -> int:
     )
     print(
         f"time {seconds:.1f} s ({seconds / args.outer_steps:.2f} s per outer step of {args.inner_steps} inner "
-        f"steps); peak memory (resident) {peak_rss_mb():.0f} MB"
+        f"steps); peak memory of the meta-training above its start {peak:.0f} MB (resident)"
     )
     draw(args.output, weights, corrupted, history, everything, clean)
     print(f"figure: {args.output}")
