@@ -8,11 +8,13 @@ short run of examples/hyper_cleaning.py."""
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import os
 import re
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -461,6 +463,37 @@ def test_bad_loss_raises_at_step_0_before_any_update(make_loss, error, pattern, 
 
 
 # --- long unrolls
+
+
+def saved_numel_alive_after_unroll(checkpoint, steps: int = 40) -> int:
+    """The elements of the tensors autograd saved for backward during the unroll that are still held
+    after it: the memory the graph keeps (the checkpoints are not saved tensors). The hook saves
+    detached aliases (the tensor itself would make a cycle through its own node); the values and the
+    memory are the same, and nothing is differentiated."""
+    pb = make_problem()
+    saved = []
+
+    def pack(t):
+        alias = t.detach()
+        saved.append(weakref.ref(alias))
+        return alias
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        params, _ = unrollopt.unroll(
+            inner_loss_fn(pb), pb["theta0"], unrollopt.adam(0.01), steps, checkpoint=checkpoint
+        )
+    gc.collect()
+    alive = [t for t in (r() for r in saved) if t is not None]
+    del params
+    return sum(t.numel() for t in alive)
+
+
+def test_a_checkpointed_unroll_keeps_one_segment_of_graph():
+    """40 steps: the full graph keeps every step's saved tensors; segments of 5 keep the last
+    segment's only (a leak of the other segments' graphs would show here)."""
+    full = saved_numel_alive_after_unroll(None)
+    segments = saved_numel_alive_after_unroll(5)
+    assert segments < full / 5, (segments, full)
 
 
 def test_long_unroll_two_segment_lengths_agree():

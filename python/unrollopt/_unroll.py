@@ -107,8 +107,23 @@ def unroll(
     (its backward is not itself differentiable: ``create_graph=True`` in the
     outer backward raises); ``loss_fn`` must be a function of its arguments,
     its closure tensors, and the random generators (no Python-side state that
-    changes from call to call). Under ``torch.no_grad()`` the result is
-    detached and the memory is one step's.
+    changes from call to call; a module must be in the same ``train()`` or
+    ``eval()`` mode at the backward as during the unroll): a recomputation
+    that does not give the forward pass's values is an error. Under
+    ``torch.no_grad()`` the result is detached and the memory is one step's.
+
+    Example (``functional_call`` on a module, per-example weights and a
+    learned learning rate as meta-parameters)::
+
+        weights, lr = torch.sigmoid(phi), log_lr.exp()
+
+        def loss_fn(params, t):
+            rows = batches[t % len(batches)]
+            out = torch.func.functional_call(net, params, (x[rows],))
+            return (weights[rows] * F.cross_entropy(out, y[rows], reduction="none")).mean()
+
+        params, _ = unrollopt.unroll(loss_fn, dict(net.named_parameters()), unrollopt.adam(lr), 1000)
+        F.cross_entropy(torch.func.functional_call(net, params, (x_val,)), y_val).backward()
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(params, t), got {type(loss_fn).__name__}")
