@@ -307,6 +307,13 @@ _RUNNING_STATS = {
 }
 
 
+def _is_normalization(func: Any) -> bool:
+    try:
+        return func in _RUNNING_STATS
+    except TypeError:  # (an unhashable callable)
+        return False
+
+
 def _running_stats(func: Any, args: tuple, kwargs: dict) -> list:
     mean, var, flag, name, default = _RUNNING_STATS[func]
     on = args[flag] if len(args) > flag else kwargs.get(name, default)
@@ -410,7 +417,7 @@ class _Recorder(TorchFunctionMode):
             else:
                 self._mark(out)
             return out
-        if func in _RUNNING_STATS:
+        if _is_normalization(func):
             for e in _running_stats(func, args, kwargs):
                 if id(e) in self.external and id(e) not in self.snapshots:
                     if e.requires_grad:
