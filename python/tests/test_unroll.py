@@ -387,6 +387,19 @@ def test_loss_fn_writing_into_a_tensor_that_requires_grad_raises():
         unrollopt.unroll(loss_fn, pb["theta0"], unrollopt.sgd(0.1), 4, checkpoint=2)
 
 
+def test_a_second_order_backward_through_segments_raises():
+    """create_graph=True through a checkpointed segment: an error, not a silently wrong second
+    derivative (the full graph gives it)."""
+    pb = make_problem()
+    opt = make_optimizer("adam", pb["log_lr"].exp(), True)
+    params, _ = unrollopt.unroll(inner_loss_fn(pb), pb["theta0"], opt, 5, checkpoint=2)
+    with pytest.raises(RuntimeError, match="is first order"):
+        torch.autograd.grad(outer_loss(pb, params), [pb["log_lr"]], create_graph=True)
+    params, _ = unrollopt.unroll(inner_loss_fn(pb), pb["theta0"], opt, 5, checkpoint=None)
+    (g,) = torch.autograd.grad(outer_loss(pb, params), [pb["log_lr"]], create_graph=True)
+    assert g.requires_grad
+
+
 def test_a_read_the_recording_cannot_see_raises():
     """A tensor that requires grad read where no TorchFunctionMode sees it (standing in for an
     extension called outside the dispatcher): an error, not a missing meta-gradient."""

@@ -104,8 +104,8 @@ def unroll(
     dispatcher; checked on each segment's first step).
 
     Limits: the meta-gradient through a checkpointed segment is first order
-    (its backward is not itself differentiable: ``create_graph=True`` in the
-    outer backward raises); ``loss_fn`` must be a function of its arguments,
+    (its backward is not itself differentiable: a backward through a
+    checkpointed segment with ``create_graph=True`` raises); ``loss_fn`` must be a function of its arguments,
     its closure tensors, and the random generators (no Python-side state that
     changes from call to call; a module must be in the same ``train()`` or
     ``eval()`` mode at the backward as during the unroll): a recomputation
@@ -589,9 +589,16 @@ class _SegmentFunction(torch.autograd.Function):
         return tuple(out)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, *cotangents):
-        return (None, *ctx.segment.backward(cotangents, ctx.needs_input_grad[1:]))
+        if torch.is_grad_enabled():  # (the engine runs backward functions in grad mode only for create_graph=True)
+            segment = ctx.segment
+            raise RuntimeError(
+                f"unroll: the meta-gradient through a checkpointed unroll (steps {segment.start} to "
+                f"{segment.stop - 1} are one segment) is first order: its backward cannot be differentiated, so "
+                "create_graph=True would give wrong higher derivatives. Use checkpoint=None for them."
+            )
+        with torch.no_grad():
+            return (None, *ctx.segment.backward(cotangents, ctx.needs_input_grad[1:]))
 
 
 def _same(a: _Tensor, b: _Tensor) -> bool:
