@@ -306,13 +306,18 @@ def module_run(checkpoint, generator: torch.Generator, train_at_backward: bool =
     )
 
 
+@functools.lru_cache(maxsize=None)
+def module_full_graph() -> dict:
+    return module_run(None, torch.Generator())
+
+
 @pytest.mark.parametrize("checkpoint", [1, 3, "sqrt"], ids=str)
 def test_functional_call_module_with_batchnorm_dropout_and_a_generator(checkpoint):
     """A dict of parameters through torch.func.functional_call: BatchNorm's running statistics
     (mutated by every step) are restored for each recomputation and end as the loop leaves them;
     dropout (the global generator) and torch.bernoulli(generator=) draw the same numbers when
     recomputed; the RNG states after the backward are the loop's."""
-    expected = module_run(None, torch.Generator())
+    expected = module_full_graph()
     actual = module_run(checkpoint, torch.Generator())
     assert_bitwise(actual["params"], expected["params"])
     assert_grads(actual["grads"], expected["grads"])
@@ -536,6 +541,26 @@ def test_long_unroll_two_segment_lengths_agree():
     p_full, g_full = run(None)
     assert_bitwise(p_sqrt, p_full)
     assert_grads(g_sqrt, g_full, rtol=1e-12)
+
+
+def test_long_unroll_bench_variants_agree():
+    """bench/long_unroll.py's workload at a tiny K: its checkpointed variants give the full graph's
+    meta-gradient (float32), and its report renders."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import long_unroll
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    results = {v: long_unroll.meta_gradient(6, v) for v in ("full graph", "sqrt")}
+    for variant in ("sqrt",):
+        for a, e in zip(results[variant], results["full graph"]):
+            torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-7)
+    rows = [
+        dict(variant=v, k=6, seconds=1.0, cpu_seconds=1.0, peak=1e6, grad_phi=g[0].tolist(), grad_log_lr=g[1].item())
+        for v, g in results.items()
+    ]
+    long_unroll.agreement(rows)
+    assert "| 6 | sqrt |" in long_unroll.table(rows)
 
 
 # --- the example
