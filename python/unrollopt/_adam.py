@@ -143,7 +143,20 @@ def root_of_mean_square(w, live, tiny, mean):
     dead = live == 0
     compute = torch.float64 if w.dtype == torch.float64 else torch.float32
     up = Upscaled(tiny, compute)
+    if _may_look(w) and not bool(up.under.any()):  # the common case, in 2 passes instead of 20
+        return torch.where(dead, w.detach().sqrt(), torch.where(dead, 1.0, w).sqrt())
     recompute = up.under & ~dead
     scaled = torch.where(recompute, mean(up), 1.0).sqrt() * (1 / up.scale)
     plain = torch.where(dead | recompute, 1.0, w).sqrt()
     return torch.where(dead, w.detach().sqrt(), torch.where(recompute, scaled.to(w.dtype), plain))
+
+
+def _may_look(t: torch.Tensor) -> bool:
+    """Whether a step may look at a value (a host sync): on the CPU, eagerly,
+    outside torch.func's transforms. (On a GPU the sync would stall the
+    stream; under vmap and torch.compile the control flow cannot depend on data.)"""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling() and not _is_wrapped(t)
+
+
+def _is_wrapped(t: torch.Tensor) -> bool:
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
