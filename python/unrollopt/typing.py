@@ -1,21 +1,7 @@
 """TorchOpt's ``torchopt.typing``: the names of unrollopt's types."""
 
-from unrollopt.base import (
-    ChainedGradientTransformation,
-    GradientTransformation,
-    IdentityGradientTransformation,
-    OptState,
-    Params,
-    Updates,
-)
+from unrollopt import base
+from unrollopt.base import *  # noqa: F403  (GradientTransformation, ChainedGradientTransformation, ...)
 from unrollopt.schedule import Schedule
 
-__all__ = [
-    "ChainedGradientTransformation",
-    "GradientTransformation",
-    "IdentityGradientTransformation",
-    "OptState",
-    "Params",
-    "Schedule",
-    "Updates",
-]
+__all__ = [*base.__all__, "Schedule"]
