@@ -31,7 +31,8 @@ unset CUDACXX CUDA_HOME CUDA_PATH
 [[ -x "$py" ]] || python3 -m venv "$venv"
 say "installing $torch_spec and the build and test tools into $venv"
 pip() { "$py" -m pip -q --disable-pip-version-check "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
-pip install "$torch_spec" nanobind scikit-build-core ninja "cmake>=3.24" numpy pytest
+# (What tools/setup.sh --with-tests installs: the tests run the examples too.)
+pip install "$torch_spec" nanobind scikit-build-core ninja "cmake>=3.24" numpy matplotlib tqdm pytest
 # TorchOpt, which the migration tests compare against, without its dependencies.
 pip install --no-deps torchopt==0.7.3 optree graphviz
 "$py" -c "import torch; print('torch', torch.__version__, '(CUDA build)' if torch.version.cuda else '(CPU build)')"
