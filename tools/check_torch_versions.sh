@@ -32,7 +32,7 @@ unset CUDACXX CUDA_HOME CUDA_PATH
 say "installing $torch_spec and the build and test tools into $venv"
 pip() { "$py" -m pip -q --disable-pip-version-check "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 # (What tools/setup.sh --with-tests installs: the tests run the examples too.)
-pip install "$torch_spec" nanobind scikit-build-core ninja "cmake>=3.24" numpy matplotlib tqdm pytest
+pip install "$torch_spec" nanobind scikit-build-core ninja "cmake>=3.24" numpy matplotlib tqdm scikit-learn pytest
 # TorchOpt, which the migration tests compare against, without its dependencies.
 pip install --no-deps torchopt==0.7.3 optree graphviz
 "$py" -c "import torch; print('torch', torch.__version__, '(CUDA build)' if torch.version.cuda else '(CPU build)')"

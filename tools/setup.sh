@@ -30,7 +30,8 @@ if [[ ! -x "$venv/bin/python" ]]; then
   python3 -m venv "$venv" || { echo "python3 -m venv failed: install python3-venv (Debian, Ubuntu)" >&2; exit 1; }
 fi
 # CMake >= 3.24 and ninja from pip: distributions often ship an older CMake.
-packages=("$torch_spec" nanobind scikit-build-core ninja "cmake>=3.24" numpy matplotlib tqdm)
+# (numpy, matplotlib, tqdm and scikit-learn: the examples, the package's `examples` extra.)
+packages=("$torch_spec" nanobind scikit-build-core ninja "cmake>=3.24" numpy matplotlib tqdm scikit-learn)
 [[ $with_tests == ON ]] && packages+=(pytest)
 say "installing ${packages[*]} (pip; torch is a large download the first time)"
 "$venv/bin/pip" install -q --disable-pip-version-check "${packages[@]}"
