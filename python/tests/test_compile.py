@@ -82,3 +82,31 @@ def test_adam_constructed_inside_with_tensor_lr_breaks_graph():
         torch._dynamo.reset()
         out = torch.compile(build_and_step, backend="aot_eager")(lr, w0.detach())
     assert torch.allclose(out, eager, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop"])
+def test_plain_path_compiles_without_graph_breaks(name):
+    """use_accelerated_op=False under torch.compile(fullgraph=True), composed
+    with torch.func.grad (MAML's torch.func way): no graph break (the plain
+    path's checks in C++ are left to the tensor operations there), and the
+    meta-gradient is eager's."""
+    torch._dynamo.reset()
+    x, y, w0 = make_data()
+    opt = getattr(unrollopt, name)(0.1, use_accelerated_op=False)
+
+    def inner(w):
+        return ((x @ w - y) ** 2).mean()
+
+    def adapt(w):
+        params, state = (w,), opt.init((w,))
+        for _ in range(2):
+            grads = (torch.func.grad(inner)(params[0]),)
+            updates, state = opt.update(grads, state, params=params, inplace=False)
+            params = unrollopt.apply_updates(params, updates, inplace=False)
+        return inner(params[0])
+
+    eager = torch.func.grad(adapt)(w0.detach())
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(torch.func.grad(adapt), fullgraph=True, backend=counter)(w0.detach())
+    assert counter.frame_count == 1
+    assert max_rel_err(compiled, eager) <= 1e-13
