@@ -273,3 +273,17 @@ def test_only_unrollopts_own_types_are_allowlisted():
 
     names = {f"{obj.__module__}.{obj.__qualname__}" for obj in _serialization.safe_globals()}
     assert all(name.startswith("unrollopt.") for name in names), sorted(names)
+
+
+def test_register_hook_in_place_on_a_tensor_that_requires_grad():
+    """TorchOpt's pattern: register_hook(hook).update(t, None) with the default
+    inplace=True on a tensor that requires grad. Nothing is overwritten, so
+    nothing is refused; the hook sees the gradient through t."""
+    t = torch.tensor([1.0, 2.0], requires_grad=True)
+    fn = unrollopt.register_hook(unrollopt.zero_nan_hook)
+    out, _ = fn.update(t, None)
+    assert out is t
+    (g,) = torch.autograd.grad((t * torch.tensor([float("nan"), 3.0])).sum(), t)
+    assert torch.equal(g, torch.tensor([0.0, 3.0]))
+    same, _ = unrollopt.identity().update(t, None)
+    assert same is t

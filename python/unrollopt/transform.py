@@ -90,12 +90,15 @@ def _stateless(
     *,
     needs_params: bool = False,
     hyper: tuple = (),
+    writes: bool = True,
 ) -> GradientTransformation:
     """A transformation without state: ``fn(updates, params)`` maps the present
     (not None) update leaves, and their parameters when ``needs_params``, to
     the new updates; ``hyper`` holds the hyperparameters ``fn`` reads (an
     in-place step refuses tensors among them that require grad, and is
-    computed without a graph: it is a plain training step)."""
+    computed without a graph: it is a plain training step). ``writes=False``:
+    ``fn`` returns the updates themselves, so an in-place step overwrites
+    nothing and has nothing to refuse (identity, register_hook)."""
 
     def init(params: Params) -> EmptyState:
         return EmptyState()
@@ -112,7 +115,7 @@ def _stateless(
             all_ps = _pytree.flatten_like(params, spec, "params")
             ps = [all_ps[i] for i in live]
             _step.check_tensors(name, params=ps)
-        if inplace:
+        if inplace and writes:
             _step.check_inplace_allowed(f"{name}.update", us, ps, hyper)
             with torch.no_grad():
                 new = [u if v is u else u.copy_(v) for u, v in zip(us, fn(us, ps))]
@@ -129,7 +132,7 @@ def _stateless(
 @recorded
 def identity() -> GradientTransformation:
     """Leaves the updates as they are."""
-    return _stateless("identity", lambda us, ps: us)
+    return _stateless("identity", lambda us, ps: us, writes=False)
 
 
 @recorded
@@ -233,7 +236,7 @@ def register_hook(hook: Callable[[torch.Tensor], Optional[torch.Tensor]]) -> Gra
                 u.register_hook(hook)
         return us
 
-    return _stateless("register_hook", hooked)
+    return _stateless("register_hook", hooked, writes=False)
 
 
 def zero_nan_hook(grad: torch.Tensor) -> torch.Tensor:
