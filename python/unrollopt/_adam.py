@@ -71,7 +71,10 @@ def steps(
 
         def mean(up, g=g, old_v=old_v, old_max=old_max):
             v_up = beta2 * up.squares(old_v) + (1 - beta2) * up.square(g)
-            return torch.where(up.squares(old_max) >= v_up, up.squares(old_max), v_up) if amsgrad else v_up
+            if not amsgrad:
+                return v_up
+            max_up = up.squares(old_max)
+            return torch.where(max_up >= v_up, max_up, v_up)
 
         m, v = moments(g, states[0][i], old_v, beta1, beta2, inplace)
         w = v
@@ -109,8 +112,6 @@ class Upscaled:
     def only(self, x):
         """x where recomputed, else 0 (nothing overflows in the other lanes,
         where an infinity times a zero cotangent would make a NaN)."""
-        if isinstance(x, torch.Tensor) and x.dim() > 0:
-            x = x.to(self.compute)
         zero = torch.zeros((), dtype=self.compute, device=self.under.device)
         return torch.where(self.under, x, zero).to(self.compute)
 
@@ -155,8 +156,8 @@ def _may_look(t: torch.Tensor) -> bool:
     """Whether a step may look at a value (a host sync): on the CPU, eagerly,
     outside torch.func's transforms. (On a GPU the sync would stall the
     stream; under vmap and torch.compile the control flow cannot depend on data.)"""
-    return t.device.type == "cpu" and not torch.compiler.is_compiling() and not _is_wrapped(t)
-
-
-def _is_wrapped(t: torch.Tensor) -> bool:
-    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+    return (
+        t.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+        and not torch._C._functorch.is_functorch_wrapped_tensor(t)
+    )
