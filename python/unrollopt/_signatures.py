@@ -53,36 +53,3 @@ def defaults(init: Callable[..., None]) -> dict[str, Any]:
     """The default of every parameter of ``init`` that has one."""
     params = inspect.signature(init).parameters.values()
     return {p.name: p.default for p in params if p.default is not Parameter.empty}
-
-
-_OPTIM_STUB_HEADER = """\
-# Type stub of unrollopt.optim for static type checkers: its classes'
-# constructors are made at import from the aliases' signatures (this file
-# states them). Generated; a test checks it is current. To regenerate:
-#   python -c "from unrollopt import _signatures; print(_signatures.optim_stub(), end='')" > python/unrollopt/optim/__init__.pyi
-
-from typing import Any, Callable, Iterable, Union
-
-import torch
-
-from unrollopt._hyperparameters import Hyperparameter
-
-RateOrSchedule = Union[Hyperparameter, Callable[[torch.Tensor], Hyperparameter]]
-"""
-
-
-def optim_stub() -> str:
-    """The text of ``optim.pyi``: each class of ``unrollopt.optim.__all__``
-    with its constructor's signature, and the other spellings."""
-    from unrollopt import optim
-
-    lines = [_OPTIM_STUB_HEADER, f"__all__ = {list(optim.__all__)!r}"]
-    for name in optim.__all__:
-        cls = getattr(optim, name)
-        if cls.__name__ != name:
-            lines += ["", f"{name} = {cls.__name__}"]
-            continue
-        base = cls.__bases__[0]
-        base_name = "torch.optim.Optimizer" if base is optim._Optimizer else base.__name__
-        lines += ["", "", f"class {name}({base_name}):", f"    def __init__{inspect.signature(cls.__init__)}: ..."]
-    return "\n".join(lines) + "\n"
