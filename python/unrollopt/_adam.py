@@ -60,7 +60,7 @@ def steps(
     computes that mean of squares again from the scaled inputs (an ``Upscaled``),
     for ``root_of_mean_square``."""
     lr, beta1, beta2, weight_decay = c["lr"], c["beta1"], c["beta2"], c["weight_decay"]
-    decay = bool(params) and c.uses_params
+    decay = len(params) > 0 and c.uses_params
     amsgrad = len(states) == 3
     updates, new_states = [], [[] for _ in states]
     for i, g in enumerate(grads):

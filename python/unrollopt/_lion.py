@@ -13,7 +13,7 @@ def config(lr, betas, weight_decay, maximize) -> _step.Config:
 
 def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
     lr, beta1, beta2, weight_decay, maximize = c.values("lr", "beta1", "beta2", "weight_decay", "maximize")
-    decay = bool(params) and c.uses_params
+    decay = len(params) > 0 and c.uses_params
     updates, mus = [], []
     for i, g in enumerate(grads):
         m = states[0][i]
