@@ -6,10 +6,10 @@ Notes from getting this to work (torch 2.13):
 * The compiled function must not return a tensor whose graph the inner
   torch.autograd.grad consumed (dynamo: "autograd.grad consumed returned
   tensor's grad_fn"); the outer loss is returned detached.
-* unrollopt.adam(...) itself is built outside the compiled function when its lr
-  is a tensor: the range check reads the tensor's value (float(.item())),
-  a data-dependent guard that fullgraph=True refuses
-  (test_adam_constructed_inside_with_tensor_lr_breaks_graph documents it).
+* Under compile an optimizer built inside the compiled function with a tensor
+  lr checks its range with torch._assert_async (reading the value would break
+  the graph), and a differentiable fused step (inplace=False) runs the plain
+  math, which Inductor fuses and differentiates itself.
 """
 
 from __future__ import annotations
@@ -56,14 +56,18 @@ def test_compiled_unrolled_loop_matches_eager():
     for got, exp in zip(meta, eager_meta):
         assert got.abs().max() > 0
         assert max_rel_err(got, exp) <= 1e-12
-    # The fused operator is in the captured graph (twice: one call per step).
-    targets = [str(n.target) for gm in counter.graphs for n in gm.graph.nodes if n.op == "call_function"]
-    assert sum("unrollopt.adam" in t for t in targets) == 2, targets
+    # A differentiable fused step runs the plain math under compile (ATen
+    # operations Inductor can fuse with the gradient around them): the
+    # operator is not in the captured graph, and the values are eager's.
+    calls = ("call_function", "call_method")
+    targets = [str(n.target) for gm in counter.graphs for n in gm.graph.nodes if n.op in calls]
+    assert not any("unrollopt" in t for t in targets), targets
+    assert any("sqrt" in t for t in targets), targets
 
 
-def test_adam_constructed_inside_with_tensor_lr_breaks_graph():
-    """Documents the limitation: building the optimizer inside the compiled
-    function with a tensor lr reads the lr's value to range-check it."""
+def test_adam_constructed_inside_with_tensor_lr_compiles_and_checks_its_range():
+    """Built inside the compiled function with a tensor lr: no graph break (the
+    range check runs in the compiled code), and a negative lr still raises."""
     torch._dynamo.reset()
     x, y, w0 = make_data()
 
@@ -75,13 +79,10 @@ def test_adam_constructed_inside_with_tensor_lr_breaks_graph():
 
     lr = torch.tensor(0.1, dtype=F64)
     eager = build_and_step(lr, w0.detach())
-    with torch._dynamo.config.patch(trace_autograd_ops=True):
-        with pytest.raises(Exception, match="data-dependent|Data-dependent|item"):
-            torch.compile(build_and_step, fullgraph=True, backend="aot_eager")(lr, w0.detach())
-        # Without fullgraph it still works (graph break at the check).
-        torch._dynamo.reset()
-        out = torch.compile(build_and_step, backend="aot_eager")(lr, w0.detach())
-    assert torch.allclose(out, eager, rtol=1e-14, atol=0)
+    compiled = torch.compile(build_and_step, fullgraph=True, backend="aot_eager")
+    assert max_rel_err(compiled(lr, w0.detach()), eager) <= 1e-15
+    with pytest.raises(RuntimeError, match="Invalid lr"):
+        compiled(-lr, w0.detach())
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop"])
@@ -110,3 +111,167 @@ def test_plain_path_compiles_without_graph_breaks(name):
     compiled = torch.compile(torch.func.grad(adapt), fullgraph=True, backend=counter)(w0.detach())
     assert counter.frame_count == 1
     assert max_rel_err(compiled, eager) <= 1e-13
+
+
+# --- MAML's meta-gradient under torch.compile(fullgraph=True), table-driven ------------
+#
+# One meta-batch of 2 tasks: vmap over the tasks of grad (with respect to the
+# initial parameters and to the tensor learning rate) of the query loss after 2
+# inner steps whose gradients come from torch.func.grad, on a module called by
+# functional_call. The optimizer is built inside from the tensor lr (its range
+# check runs in the compiled code). Compared with the same function run eagerly
+# (the fused operator there): the compiled step runs the plain math, so the two
+# differ by rounding only.
+#
+# Tolerances (relative to the largest entry, max_rel_err): a step's update is a
+# few dozen floating-point operations either way, each correctly rounded, and
+# the meta-gradient is a sum of products of those through 2 steps and their
+# derivatives, on values of order 1 (tanh network, lr <= 0.1): a relative
+# difference of ~1e3 ulps bounds it with room: 1e-12 for float64 (ulp 2.2e-16),
+# 2e-4 for float32 (ulp 1.2e-7; Adam's 1/sqrt(v) and Lion's sign amplify near
+# small v, hence more than 1e3 ulps' 1.2e-4).
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 2e-4}
+
+
+def builders():
+    """name -> build(lr, fused): an optimizer from a 0-d tensor lr."""
+    u = unrollopt
+    return {
+        "sgd": lambda lr, f: u.sgd(lr, momentum=0.9, nesterov=True, weight_decay=0.01, use_accelerated_op=f),
+        "adam": lambda lr, f: u.adam(lr, weight_decay=0.01, use_accelerated_op=f),
+        "adamw_amsgrad": lambda lr, f: u.adamw(lr, amsgrad=True, eps_root=1e-8, use_accelerated_op=f),
+        "adamax": lambda lr, f: u.adamax(lr, weight_decay=0.01, use_accelerated_op=f),
+        "adadelta": lambda lr, f: u.adadelta(lr, use_accelerated_op=f),
+        "adagrad": lambda lr, f: u.adagrad(lr, lr_decay=0.01, use_accelerated_op=f),
+        "rmsprop": lambda lr, f: u.rmsprop(lr, momentum=0.5, centered=True, use_accelerated_op=f),
+        "radam": lambda lr, f: u.radam(lr, use_accelerated_op=f),
+        "nadam": lambda lr, f: u.nadam(lr, use_accelerated_op=f),
+        "lion": lambda lr, f: u.lion(lr, use_accelerated_op=f),
+        "chain": lambda lr, f: u.chain(u.clip_grad_norm(1.0), u.scale_by_adam(use_accelerated_op=f), u.scale(-lr)),
+        "schedule": lambda lr, f: u.adam(u.linear_schedule(lr, lr / 10, 2), use_accelerated_op=f),
+        # Meta-SGD's per-parameter rates: lr times a fixed positive tree.
+        "per_parameter_lr": lambda lr, f: u.sgd(
+            {"0.weight": lr * RATES, "0.bias": lr, "2.weight": lr / 2, "2.bias": lr}, use_accelerated_op=f
+        ),
+    }
+
+
+RATES = torch.tensor([[1.0], [0.5], [2.0], [1.5]])  # the first layer's rates, per output unit
+
+
+def make_net(dtype):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).to(dtype)
+
+
+def make_meta_gradient(build, fused: bool, net):
+    """The meta-gradient function (vmap over tasks of grad over an unrolled
+    inner loop with torch.func.grad) for one optimizer."""
+
+    def loss(params, x, y):
+        return ((torch.func.functional_call(net, params, (x,)) - y) ** 2).mean()
+
+    def task(params, lr, xs, ys, xq, yq):
+        opt = build(lr, fused)
+        state = opt.init(params)
+        for _ in range(2):
+            grads = torch.func.grad(loss)(params, xs, ys)
+            updates, state = opt.update(grads, state, params=params, inplace=False)
+            params = unrollopt.apply_updates(params, updates, inplace=False)
+        return loss(params, xq, yq)
+
+    return torch.func.vmap(torch.func.grad(task, argnums=(0, 1)), in_dims=(None, None, 0, 0, 0, 0))
+
+
+def meta_inputs(dtype, seed=1):
+    g = gen(seed)
+    net = make_net(dtype)
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    data = [randn(g, 2, 5, n, dtype=dtype) for n in (3, 1, 3, 1)]  # (tasks, shots, features)
+    return net, params, data
+
+
+def compiled_and_eager(name, dtype, backend="aot_eager"):
+    """The compiled meta-gradient and the eager ones, fused and plain. Under
+    compile a differentiable fused step runs the plain math, so one compile
+    serves both (use_accelerated_op only changes the eager reference)."""
+    torch._dynamo.reset()
+    net, params, data = meta_inputs(dtype)
+    lr = torch.tensor(0.1, dtype=dtype)
+    eager = {f: make_meta_gradient(builders()[name], f, net)(params, lr, *data) for f in (True, False)}
+    counter = CompileCounterWithBackend(backend)
+    fn = make_meta_gradient(builders()[name], True, net)
+    compiled = torch.compile(fn, fullgraph=True, backend=counter)(params, lr, *data)
+    # One graph: fullgraph=True raises on a break; dynamo may restart its
+    # analysis once (tensorifying Python scalars), which counts an empty frame.
+    assert sum(len(gm.graph.nodes) > 0 for gm in counter.graphs) == 1
+    return compiled, eager
+
+
+def assert_close(compiled, eager, tol):
+    (c_params, c_lr), (e_params, e_lr) = compiled, eager
+    for k in e_params:
+        assert torch.isfinite(c_params[k]).all()
+        assert e_params[k].abs().max() > 0, k  # a meta-gradient that means something
+        assert max_rel_err(c_params[k], e_params[k]) <= tol, (k, max_rel_err(c_params[k], e_params[k]))
+    assert e_lr.abs().max() > 0
+    assert max_rel_err(c_lr, e_lr) <= tol, max_rel_err(c_lr, e_lr)
+
+
+# Every row compiles through dynamo (backend "eager": the captured graph as
+# is, no graph break, values); the rows in AOT are also lowered to ATen by
+# AOTAutograd (backend "aot_eager", what Inductor compiles; a few seconds more
+# each, so not every row on a 2-core CI machine: the others run the same plain
+# tensor operations).
+AOT = {"sgd", "adamw_amsgrad", "rmsprop", "radam", "chain", "per_parameter_lr"}
+
+
+@pytest.mark.parametrize("name", list(builders()))
+def test_meta_gradient_compiles_and_matches_eager_float64(name):
+    compiled, eager = compiled_and_eager(name, torch.float64, "aot_eager" if name in AOT else "eager")
+    for reference in eager.values():  # the fused operator's and the plain math's
+        assert_close(compiled, reference, TOLERANCE[torch.float64])
+
+
+@pytest.mark.parametrize("name", ["lion", "per_parameter_lr"])
+def test_meta_gradient_compiles_and_matches_eager_float32(name):
+    compiled, eager = compiled_and_eager(name, torch.float32)
+    for reference in eager.values():
+        assert_close(compiled, reference, TOLERANCE[torch.float32])
+
+
+def test_inductor_adam_float32_finite_where_a_gradient_is_zero():
+    """Inductor, float32: the meta-gradient equals eager's and stays finite for
+    a parameter whose gradient is exactly 0 at every step (its second moment
+    is 0, where d sqrt(nu) / d nu is infinite: the plain math's double where
+    gives the exact derivative there, 0, as the operator's backward does)."""
+    torch._dynamo.reset()
+    net, params, data = meta_inputs(torch.float32)
+    for x in data[0], data[2]:  # the first input feature is 0 in every shot: the first
+        x[..., 0] = 0.0  # layer's weights on it get a gradient of exactly 0
+    lr = torch.tensor(0.1)
+    fn = make_meta_gradient(builders()["adam"], True, net)
+    eager = fn(params, lr, *data)
+    compiled = torch.compile(fn, fullgraph=True, backend="inductor")(params, lr, *data)
+    assert torch.isfinite(eager[0]["0.weight"]).all()  # the reference itself is finite
+    assert_close(compiled, eager, TOLERANCE[torch.float32])
+    # The query loss does not depend on those weights: exactly 0, not 0 * inf.
+    assert (compiled[0]["0.weight"][..., 0] == 0).all()
+
+
+def test_third_order_compiles_and_matches_eager():
+    """d^2 (meta-loss) / d lr^2 through the unrolled Adam steps: the inner
+    gradient, the meta-gradient and one more derivative (higher derivatives of
+    the plain math under compile, against the operator's double backward)."""
+    torch._dynamo.reset()
+    net, params, data = meta_inputs(torch.float64)
+    meta = make_meta_gradient(builders()["adam"], True, net)
+
+    def lr_curvature(lr):
+        return torch.func.grad(lambda r: meta(params, r, *data)[1].sum())(lr)
+
+    lr = torch.tensor(0.1, dtype=torch.float64)
+    eager = lr_curvature(lr)
+    compiled = torch.compile(lr_curvature, fullgraph=True, backend="aot_eager")(lr)
+    assert eager.abs() > 0
+    assert max_rel_err(compiled, eager) <= TOLERANCE[torch.float64]

@@ -34,6 +34,14 @@ def check(name: str, value: object, *, range: str | None = None) -> Hyperparamet
             raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
         if value.device.type != "cpu" or is_batched(value):
             return value
+        if torch.compiler.is_compiling():
+            # Reading the value would be a data-dependent graph break: the
+            # compiled code checks it when it runs (a RuntimeError there).
+            low, high, high_open = _RANGES.get(range or name, (0.0, math.inf, False))
+            inside = (value >= low) & ((value < high) if high_open else (value <= high))
+            expected = f"{low:g} <= {name} {'<' if high_open else '<='} {high:g}"
+            torch._assert_async(inside, f"Invalid {name}: a tensor outside its range (expected {expected})")
+            return value
         number = float(value.detach().item())
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         number = float(value)

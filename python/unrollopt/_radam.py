@@ -33,8 +33,8 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
     # rho_t cancels (rho_inf - 2 t beta2^t / bc2): with a number beta2 it is
     # computed in Python floats as torch.optim.RAdam does (count is on the CPU),
     # so that both round alike; with a tensor beta2 (or a step count batched by
-    # vmap), in tensors.
-    tensors = isinstance(beta2, torch.Tensor) or _hyperparameters.is_batched(count)
+    # vmap, or traced by torch.compile), in tensors.
+    tensors = isinstance(beta2, torch.Tensor) or _hyperparameters.is_batched(count) or torch.compiler.is_compiling()
     t = count.to(torch.float64) if tensors else float(count)
     bc2 = 1 - beta2**t
     rho_inf = 2 / (1 - beta2) - 1

@@ -24,9 +24,10 @@ def config(lr, momentum, dampening, weight_decay, nesterov, maximize) -> _step.C
 
 def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
     maximize, nesterov = c.values("maximize", "nesterov")
-    # The first step starts the buffer at g; a step count batched by vmap is a
-    # tensor choice.
-    first = count == 1 if _hyperparameters.is_batched(count) else int(count) == 1
+    # The first step starts the buffer at g; a step count batched by vmap, or
+    # traced by torch.compile (reading it would break the graph), is a tensor choice.
+    traced = _hyperparameters.is_batched(count) or torch.compiler.is_compiling()
+    first = count == 1 if traced else int(count) == 1
     updates, buffers = [], []
     for i, g in enumerate(grads):
         g = -g if maximize else g

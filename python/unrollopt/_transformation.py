@@ -28,7 +28,7 @@ def learning_rate(lr: LearningRate) -> tuple[Hyperparameter, Optional[Callable],
     A schedule's value and the per-parameter rates multiply the whole update
     (every optimizer's update is linear in lr, its state independent of it), so
     the operator runs with lr = 1 for a per-parameter pytree."""
-    if callable(lr):
+    if not isinstance(lr, (dict, list, tuple)) and callable(lr):  # (dynamo cannot call callable on a dict)
         return 1.0, lr, None
     if isinstance(lr, numbers.Real) or (isinstance(lr, torch.Tensor) and lr.dim() == 0):
         return lr, None, None
@@ -39,7 +39,9 @@ def learning_rate(lr: LearningRate) -> tuple[Hyperparameter, Optional[Callable],
         if isinstance(leaf, torch.Tensor):
             if not leaf.is_floating_point():
                 raise TypeError(f"lr[{i}] must be a floating-point tensor, got dtype {leaf.dtype}")
-            if bool((leaf.detach() < 0).any()):
+            if torch.compiler.is_compiling():  # checked when the compiled code runs (no graph break)
+                torch._assert_async(~(leaf < 0).any(), f"Invalid lr[{i}]: a rate is negative (expected 0 <= lr)")
+            elif bool((leaf.detach() < 0).any()):
                 raise ValueError(f"Invalid lr[{i}]: a rate is negative (expected 0 <= lr)")
         elif leaf is not None:
             _hyperparameters.check(f"lr[{i}]", leaf)
@@ -211,7 +213,7 @@ def mask_leaves(mask: Any, params: Optional[Params], spec: Any) -> Optional[list
     structure ``spec``, or a function of the parameters giving one."""
     if mask is None:
         return None
-    if callable(mask):
+    if not isinstance(mask, (dict, list, tuple)) and callable(mask):  # (as learning_rate)
         mask = mask(params)
     leaves = _pytree.flatten_like(mask, spec, "mask")
     for i, leaf in enumerate(leaves):
