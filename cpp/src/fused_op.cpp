@@ -66,6 +66,14 @@ TensorVector as_vector(const OptionalTensors& list) {
 
 TensorVector contiguous(const OptionalTensors& list) { return contiguous(as_vector(list)); }
 
+void no_cuda_kernels(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/) {
+  TORCH_CHECK_NOT_IMPLEMENTED(
+      false, op.schema().name(), " on CUDA tensors: this build of unrollopt has no CUDA kernels (",
+      UNROLLOPT_NO_CUDA_REASON,
+      "). For them, build it again with the CUDA toolkit's bin folder (its nvcc) first on PATH; "
+      "in Python, use_accelerated_op=False runs the plain-PyTorch step on any device.");
+}
+
 namespace {
 
 // A fresh large output costs a page fault per 4 KiB page on its first write

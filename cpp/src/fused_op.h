@@ -61,6 +61,10 @@ bool any_requires_grad(std::initializer_list<at::TensorList> lists,
 bool any_forward_grad(std::initializer_list<at::TensorList> lists,
                       std::initializer_list<const OptionalTensors*> optional_lists);
 TensorVector as_vector(const OptionalTensors& list);
+// The operators' CUDA entry in a build without CUDA kernels (a CUDA torch and no
+// toolkit at build time): an error that says why and what to do, where the
+// dispatcher would only say that it has no kernel.
+[[noreturn]] void no_cuda_kernels(const c10::OperatorHandle& op, torch::jit::Stack* stack);
 
 // An autograd node of these operators: it saves their inputs (the lists and
 // sizes to find them again) and recomputes from them.
@@ -707,6 +711,11 @@ struct Op {
     m.impl((name + "_").c_str(), TORCH_FN(inplace_meta));
     m.impl((name + "_backward").c_str(), TORCH_FN(backward_meta));
   }
+  static void impl_no_cuda(torch::Library& m) {
+    const std::string name = Rule::name;
+    for (const std::string& op : {name, name + "_", name + "_backward"})
+      m.impl(op.c_str(), torch::CppFunction::makeFromBoxedFunction<&no_cuda_kernels>());
+  }
   static void impl_autograd(torch::Library& m) {
     const std::string name = Rule::name;
     m.impl(name.c_str(), TORCH_FN(forward_autograd));
@@ -729,5 +738,6 @@ struct Op {
 #define UNROLLOPT_REGISTER_CUDA(Rule) \
   TORCH_LIBRARY_IMPL(unrollopt, CUDA, m) { unrollopt::fused::Op<Rule>::impl_device<true>(m); }
 #else
-#define UNROLLOPT_REGISTER_CUDA(Rule)
+#define UNROLLOPT_REGISTER_CUDA(Rule) \
+  TORCH_LIBRARY_IMPL(unrollopt, CUDA, m) { unrollopt::fused::Op<Rule>::impl_no_cuda(m); }
 #endif

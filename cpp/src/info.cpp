@@ -5,6 +5,12 @@
 
 namespace unrollopt {
 
+#ifdef UNROLLOPT_WITH_CUDA
+constexpr bool kCudaKernels = true;
+#else
+constexpr bool kCudaKernels = false;  // (the operators' CUDA entry is an error saying why)
+#endif
+
 const char* version() { return UNROLLOPT_VERSION; }
 
 bool accelerated_op_available(c10::Device device) noexcept {
@@ -13,6 +19,7 @@ bool accelerated_op_available(c10::Device device) noexcept {
     if (device.is_cpu()) {
       key = c10::DispatchKey::CPU;
     } else if (device.is_cuda()) {
+      if (!kCudaKernels) return false;
       const auto gpus = at::detail::getCUDAHooks().getNumGPUs();
       if (gpus == 0 || (device.has_index() && device.index() >= gpus)) return false;
       key = c10::DispatchKey::CUDA;

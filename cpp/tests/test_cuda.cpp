@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 
 #include "testing.h"
@@ -201,6 +202,31 @@ TEST(Cuda, EveryOperatorHasTestInputs) {
                                                     in.step, in.hyper, opt.options);
     for (const auto& t : u) EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << opt.name;
     for (const auto& t : ns) EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << opt.name;
+  }
+}
+
+// Runs without a GPU: the dispatcher's CUDA entry of every operator, reached
+// from CPU tensors. In a build without CUDA kernels (a CUDA torch and no
+// toolkit) it is an error that says why and what to do.
+TEST(Cuda, WithoutCudaKernelsEveryOperatorSaysWhy) {
+  if (UNROLLOPT_TEST_CUDA_KERNELS) GTEST_SKIP() << "this build has the CUDA kernels";
+  for (const auto& opt : all_optimizers()) {
+    const Inputs in = make_inputs(opt, 3);
+    const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow(("unrollopt::" + opt.name).c_str(), "");
+    torch::jit::Stack stack{in.grads, in.states, in.params, in.step, in.hyper, opt.options};
+    try {
+      op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CUDA), &stack);
+      ADD_FAILURE() << opt.name << ": no error";
+    } catch (const c10::NotImplementedError& e) {
+      const std::string message = e.what_without_backtrace();
+      EXPECT_NE(message.find("unrollopt::" + opt.name +
+                             " on CUDA tensors: this build of unrollopt "
+                             "has no CUDA kernels ("),
+                message.npos)
+          << message;
+      EXPECT_NE(message.find("nvcc"), message.npos) << message;
+    }
   }
 }
 
