@@ -22,13 +22,21 @@ loop, prints their test MSE, writes a figure, and exits non-zero unless
 meta-training helped.
 
     python examples/maml_sinusoid.py [--outer-steps 2000] [--inner-optimizer {sgd,adam}]
-        [--no-use-accelerated-op] [--vmap] [--output maml_sinusoid.png]
+        [--no-use-accelerated-op] [--vmap] [--compile] [--output maml_sinusoid.png]
 
 With ``--vmap`` the meta-batch is computed the torch.func way: the adapted
 query loss of a task is a function of the meta-parameters (``functional_call``,
 the inner gradients by ``torch.func.grad``, the functional ``unrollopt.sgd`` or
 ``unrollopt.adam`` stepping them), and ``vmap(grad(...))`` runs every task of
 the meta-batch at once. Both ways give the same meta-gradient.
+
+With ``--compile`` the meta-batch runs under ``torch.compile(fullgraph=True)``:
+with ``--vmap`` the whole ``vmap(grad(...))`` function (the fastest way: about
+as fast as hand-written torch.func code compiled, see docs/benchmarks.md),
+else each task's inner steps with the MetaOptimizer on the module and its
+query loss (one graph per task; the backward pass runs compiled too). The
+first outer step includes the compilation; it prints the time per outer step
+after it.
 
 With the defaults it takes about a minute on two CPU cores and needs matplotlib
 and tqdm (pip install matplotlib tqdm).
@@ -40,7 +48,7 @@ import argparse
 import math
 import sys
 import time
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -103,7 +111,25 @@ def adapt(net: nn.Module, inner_opt: unrollopt.MetaOptimizer, x: torch.Tensor, y
         inner_opt.step(mse(net(x), y))
 
 
-def meta_batch_loop(net: nn.Module, inner_opt: unrollopt.MetaOptimizer, tasks: Tasks, args) -> float:
+def make_adapted_query_loss(net: nn.Module, inner_opt: unrollopt.MetaOptimizer, args) -> Callable:
+    """One task's query loss after ``args.inner_steps`` steps of ``inner_opt``
+    on the module, a function of the task's tensors; with ``args.compile``,
+    compiled (one graph: the MetaOptimizer's steps do not break it; the
+    backward pass, outside, runs compiled too)."""
+
+    def adapted_query_loss(x_support, y_support, x_query, y_query):
+        adapt(net, inner_opt, x_support, y_support, args.inner_steps)
+        return mse(net(x_query), y_query)
+
+    if not getattr(args, "compile", False):
+        return adapted_query_loss
+    torch._dynamo.config.trace_autograd_ops = True  # the steps' torch.autograd.grad, in the graph
+    return torch.compile(adapted_query_loss, fullgraph=True)
+
+
+def meta_batch_loop(
+    net: nn.Module, inner_opt: unrollopt.MetaOptimizer, tasks: Tasks, args, query_loss_fn=None
+) -> float:
     """The meta-batch one task after another, with the meta-optimizer on the
     module: accumulates the meta-gradient into the meta-parameters' ``.grad``
     and returns the meta-batch's loss (mean query MSE after adaptation)."""
@@ -111,14 +137,14 @@ def meta_batch_loop(net: nn.Module, inner_opt: unrollopt.MetaOptimizer, tasks: T
     # optimizer updates) and the inner optimizer's initial state.
     net_state = unrollopt.extract_state_dict(net, by="reference")
     inner_state = unrollopt.extract_state_dict(inner_opt, by="reference")
+    query_loss_fn = query_loss_fn or make_adapted_query_loss(net, inner_opt, args)
     n = tasks.x_support.shape[0]
     total = 0.0
     for t in range(n):
         # Start from the meta-parameters with a fresh inner optimizer.
         unrollopt.recover_state_dict(net, net_state)
         unrollopt.recover_state_dict(inner_opt, inner_state)
-        adapt(net, inner_opt, tasks.x_support[t], tasks.y_support[t], args.inner_steps)
-        query_loss = mse(net(tasks.x_query[t]), tasks.y_query[t]) / n
+        query_loss = query_loss_fn(tasks.x_support[t], tasks.y_support[t], tasks.x_query[t], tasks.y_query[t]) / n
         # Through the inner steps into the meta-parameters' .grad, where
         # the gradients of all the tasks of the meta-batch add up.
         query_loss.backward()
@@ -144,13 +170,13 @@ def make_inner_transformation(args: argparse.Namespace) -> unrollopt.GradientTra
     return alias(lr=args.inner_lr, use_accelerated_op=args.use_accelerated_op)
 
 
-def meta_batch_vmap(net: nn.Module, opt: unrollopt.GradientTransformation, tasks: Tasks, args) -> float:
-    """The meta-batch the torch.func way: the adapted query loss of one task is
-    a function of the meta-parameters (``functional_call``, inner gradients by
-    ``grad``), and ``vmap(grad_and_value(...))`` computes it for every task at
-    once. Writes the mean meta-gradient into the meta-parameters' ``.grad``
-    and returns the meta-batch's loss."""
-    meta_params = dict(net.named_parameters())
+def make_meta_gradient(net: nn.Module, opt: unrollopt.GradientTransformation, args) -> Callable:
+    """The meta-batch the torch.func way, as one function of the (detached)
+    meta-parameters and the tasks' tensors: the adapted query loss of one task
+    is a function of the meta-parameters (``functional_call``, inner gradients
+    by ``grad``), and ``vmap(grad_and_value(...))`` computes it for every task
+    at once. Returns (meta-gradients, losses), one per task; with
+    ``args.compile``, compiled as one graph (``fullgraph=True``)."""
 
     def support_loss(params, x, y):
         return mse(functional_call(net, params, (x,)), y)
@@ -163,10 +189,19 @@ def meta_batch_vmap(net: nn.Module, opt: unrollopt.GradientTransformation, tasks
             params = unrollopt.apply_updates(params, updates, inplace=False)
         return support_loss(params, x_query, y_query)
 
+    fn = torch.func.vmap(torch.func.grad_and_value(task_loss), in_dims=(None, 0, 0, 0, 0))
+    return torch.compile(fn, fullgraph=True) if getattr(args, "compile", False) else fn
+
+
+def meta_batch_vmap(net: nn.Module, opt, tasks: Tasks, args) -> float:
+    """The meta-batch by ``make_meta_gradient`` (``opt``: the functional
+    optimizer, or the function ``make_meta_gradient`` made, to reuse it).
+    Writes the mean meta-gradient into the meta-parameters' ``.grad`` and
+    returns the meta-batch's loss."""
+    meta_params = dict(net.named_parameters())
+    meta_gradient = make_meta_gradient(net, opt, args) if isinstance(opt, unrollopt.GradientTransformation) else opt
     detached = {k: v.detach() for k, v in meta_params.items()}
-    grads, losses = torch.func.vmap(torch.func.grad_and_value(task_loss), in_dims=(None, 0, 0, 0, 0))(
-        detached, tasks.x_support, tasks.y_support, tasks.x_query, tasks.y_query
-    )
+    grads, losses = meta_gradient(detached, tasks.x_support, tasks.y_support, tasks.x_query, tasks.y_query)
     for name, p in meta_params.items():
         p.grad = grads[name].mean(0)
     return losses.mean().item()
@@ -176,11 +211,12 @@ def meta_train(net: nn.Module, args: argparse.Namespace, generator: torch.Genera
     """MAML's outer loop; returns the meta-training loss (mean query MSE after
     adaptation over the meta-batch) of every outer step."""
     if args.vmap:
-        opt = make_inner_transformation(args)
-        meta_batch = lambda tasks: meta_batch_vmap(net, opt, tasks, args)  # noqa: E731
+        meta_gradient = make_meta_gradient(net, make_inner_transformation(args), args)
+        meta_batch = lambda tasks: meta_batch_vmap(net, meta_gradient, tasks, args)  # noqa: E731
     else:
         inner_opt = make_inner_optimizer(net, args)
-        meta_batch = lambda tasks: meta_batch_loop(net, inner_opt, tasks, args)  # noqa: E731
+        query_loss_fn = make_adapted_query_loss(net, inner_opt, args)
+        meta_batch = lambda tasks: meta_batch_loop(net, inner_opt, tasks, args, query_loss_fn)  # noqa: E731
     meta_opt = torch.optim.Adam(net.parameters(), lr=args.outer_lr)
     losses = []
     from tqdm import tqdm  # here: the functions above run without it (bench/, tests)
@@ -188,12 +224,17 @@ def meta_train(net: nn.Module, args: argparse.Namespace, generator: torch.Genera
     bar = tqdm(range(args.outer_steps), desc="meta-training", unit="step", dynamic_ncols=True, mininterval=0.5)
     for step in bar:
         tasks = sample_tasks(args.meta_batch, args.k_shot, args.k_shot, generator)
+        start = time.perf_counter()
         meta_opt.zero_grad()
         total = meta_batch(tasks)
         meta_opt.step()
+        if step == 0:  # with --compile: the compilation
+            after_first = time.perf_counter()
+            args.first_step_seconds = after_first - start
         losses.append(total)
         if step % 50 == 0 or step == args.outer_steps - 1:
             bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}")
+    args.step_seconds = (time.perf_counter() - after_first) / max(1, args.outer_steps - 1)
     return losses
 
 
@@ -306,6 +347,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="compute the meta-batch with torch.func (vmap over the tasks of grad through the "
         "inner loop, functional_call) instead of a loop over the tasks with a MetaOptimizer",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the meta-batch (fullgraph=True): with --vmap the whole vmap(grad(...)) "
+        "function, else each task's inner steps with the MetaOptimizer and its query loss",
+    )
     parser.add_argument("--eval-tasks", type=int, default=100, help="held-out tasks for the test MSE")
     parser.add_argument("--test-points", type=int, default=100, help="test points per held-out task")
     parser.add_argument("--seed", type=int, default=0)
@@ -331,7 +378,8 @@ def main(argv=None) -> int:
     print(
         f"unrollopt {unrollopt.__version__}, torch {torch.__version__}: MAML, {args.k_shot}-shot sinusoid regression, "
         f"{args.inner_steps} inner {args.inner_optimizer} steps (lr {args.inner_lr:g}, fused: "
-        f"{args.use_accelerated_op}), meta-batch {args.meta_batch}{' (vmap)' if args.vmap else ''}, "
+        f"{args.use_accelerated_op}), meta-batch {args.meta_batch}{' (vmap)' if args.vmap else ''}"
+        f"{', compiled' if args.compile else ''}, "
         f"{args.outer_steps} outer Adam steps "
         f"(lr {args.outer_lr:g}), seed {args.seed}"
     )
@@ -362,7 +410,9 @@ def main(argv=None) -> int:
     plot(args.output, losses, plot_task, meta_net, baseline, args, (meta_after, base_after))
     total = time.perf_counter() - start
     print(f"figure written to {args.output}; meta-training {train_time:.1f} s "
-          f"({train_time / args.outer_steps * 1e3:.1f} ms per outer step), total {total:.1f} s")  # fmt: skip
+          f"({args.step_seconds * 1e3:.2f} ms per outer step after the first; first step "
+          f"{args.first_step_seconds:.1f} s{', compilation included' if args.compile else ''}), "
+          f"total {total:.1f} s")  # fmt: skip
 
     ok = math.isfinite(meta_after) and meta_after < base_after
     print("OK: meta-training helps" if ok else "FAILED: the meta-trained model is not better than the baseline")

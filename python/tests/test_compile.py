@@ -275,3 +275,34 @@ def test_third_order_compiles_and_matches_eager():
     compiled = torch.compile(lr_curvature, fullgraph=True, backend="aot_eager")(lr)
     assert eager.abs() > 0
     assert max_rel_err(compiled, eager) <= TOLERANCE[torch.float64]
+
+
+@pytest.mark.parametrize("meta", ["MetaSGD", "MetaAdam"])
+def test_meta_optimizer_on_a_module_compiles_in_one_graph(meta):
+    """The module API (examples/maml_sinusoid.py --compile without --vmap):
+    a task's inner steps with a MetaOptimizer on the module and its query
+    loss in one graph (fullgraph=True), the backward outside; the
+    meta-gradient is eager's."""
+    torch._dynamo.reset()
+    _, params, (xs, ys, xq, yq) = meta_inputs(torch.float64)
+
+    def meta_gradient(fn):
+        net = make_net(torch.float64)
+        leaves = list(net.parameters())  # the steps put their results into the module
+        opt = getattr(unrollopt, meta)(net, lr=0.1, use_accelerated_op=True)
+        fn(net, opt).backward()
+        return [p.grad for p in leaves]
+
+    def adapted_query_loss(net, opt):
+        for _ in range(2):
+            opt.step(((net(xs[0]) - ys[0]) ** 2).mean())
+        return ((net(xq[0]) - yq[0]) ** 2).mean()
+
+    eager = meta_gradient(adapted_query_loss)
+    with torch._dynamo.config.patch(trace_autograd_ops=True):
+        counter = CompileCounterWithBackend("aot_eager")
+        compiled = meta_gradient(torch.compile(adapted_query_loss, fullgraph=True, backend=counter))
+    assert sum(len(gm.graph.nodes) > 0 for gm in counter.graphs) == 1
+    for got, exp in zip(compiled, eager):
+        assert exp.abs().max() > 0
+        assert max_rel_err(got, exp) <= TOLERANCE[torch.float64]
