@@ -13,6 +13,7 @@ step), in every way a user would write it, timed interleaved in one run:
   (``pip install --no-deps torchopt==0.7.3 higher==0.2.1 optree graphviz``).
 
     python bench/maml.py [--threads 1 2] [--repeats 40] [--output docs/maml_benchmark.md]
+    python bench/maml.py --compiled [...]   (the torch.compile rows: bench/maml_compiled.py)
 """
 
 from __future__ import annotations
@@ -232,8 +233,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--output", help="also write the tables to this markdown file")
+    parser.add_argument("--compiled", action="store_true", help="the torch.compile rows (bench/maml_compiled.py)")
     args = parser.parse_args()
     load = os.getloadavg()[0]
+    if args.compiled:
+        import maml_compiled
+
+        rows = maml_compiled.bench(load_example(), outer_iteration, HAND_WRITTEN, measure_interleaved,
+                                   args.threads, args.repeats)  # fmt: skip
+        header = (f"{cpu_model()}, {os.cpu_count()} CPUs; torch {torch.__version__}, unrollopt "
+                  f"{unrollopt.__version__}; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; "
+                  f"medians of {args.repeats} interleaved repeats after 3 warm-up calls; first call = "
+                  "compilation and one run.")  # fmt: skip
+        text = maml_compiled.report(rows, header)
+        print(text)
+        if args.output:
+            Path(args.output).write_text(text + "\n")
+        return
     versions = ", ".join(f"{name} {mod if isinstance(mod, str) else getattr(mod, '__version__', 'installed')}"
                          for name, mod in peers().items())  # fmt: skip
     rows = bench(args.threads, args.repeats)

@@ -1,0 +1,157 @@
+"""The compiled rows of bench/maml.py: one outer iteration of MAML on
+sinusoids (examples/maml_sinusoid.py's configuration: MLP 1-40-40-1,
+meta-batch 4, 10 shots, 5 inner steps, outer Adam step) with the meta-batch's
+``vmap(grad_and_value(...))`` function under ``torch.compile(fullgraph=True)``
+(Inductor), every way of writing its inner step:
+
+* hand-written SGD / Adam on dicts of tensors (bench/maml.py's), and for Adam
+  also with a safe square root (the double ``where`` that keeps the derivative
+  finite where the second moment is 0: the naive one gives NaN meta-gradients
+  on this workload, wherever a ReLU unit is dead for a task);
+* unrollopt ``sgd`` / ``adam`` fused (``use_accelerated_op=True``; under
+  compile its differentiable step runs the plain math) and plain;
+* unrollopt ``MetaSGD`` / ``MetaAdam`` on the module, each task's inner loop
+  and query loss compiled (examples/maml_sinusoid.py ``--compile`` without
+  ``--vmap``).
+
+Each variant compiles its own code object (variants that shared one would
+share dynamo's cache and pay for each other's guards). Timed interleaved,
+medians; the first call (compilation) is reported separately. JAX + optax
+is not measured (not installed here).
+
+    python bench/maml.py --compiled [--threads 1 2] [--repeats 100]
+"""
+
+from __future__ import annotations
+
+import time
+import types
+
+import torch
+from torch.func import functional_call, grad, grad_and_value, vmap
+
+import unrollopt
+
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
+
+
+def adam_step_safe(params, grads, state, lr, t):
+    """bench/maml.py's hand-written Adam with the double-where square root."""
+    (b1, b2), (m, v) = ADAM_BETAS, state
+    m = {k: b1 * m[k] + (1 - b1) * g for k, g in grads.items()}
+    v = {k: b2 * v[k] + (1 - b2) * g * g for k, g in grads.items()}
+    bc1, bc2 = 1 - b1**t, 1 - b2**t
+
+    def root(x):
+        zero = x == 0
+        return torch.where(zero, 0.0, torch.where(zero, 1.0, x).sqrt())
+
+    new = {k: p - lr * (m[k] / bc1) / (root(v[k] / bc2) + ADAM_EPS) for k, p in params.items()}
+    return new, (m, v)
+
+
+def _own_code(fn, name):
+    """``fn`` with a code object of its own (dynamo caches by code object)."""
+    code = fn.__code__.replace(co_name=name)
+    return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+
+
+def _functional(ex, net, inner, args, step=None, init=None, opt=None):
+    """The meta-batch's vmap(grad_and_value(task loss)) function, compiled."""
+
+    def support(params, x, y):
+        return ex.mse(functional_call(net, params, (x,)), y)
+
+    def task_loss(params, xs, ys, xq, yq):
+        if opt is not None:
+            state = opt.init(params)
+            for _ in range(args.inner_steps):
+                updates, state = opt.update(grad(support)(params, xs, ys), state, inplace=False)
+                params = unrollopt.apply_updates(params, updates, inplace=False)
+        else:
+            state = init(params)
+            for i in range(args.inner_steps):
+                params, state = step(params, grad(support)(params, xs, ys), state, args.inner_lr, i + 1)
+        return support(params, xq, yq)
+
+    batched = vmap(grad_and_value(task_loss), in_dims=(None, 0, 0, 0, 0))
+
+    def meta_gradient(*a):
+        return batched(*a)
+
+    return torch.compile(_own_code(meta_gradient, f"meta_gradient_{id(net)}"), fullgraph=True)
+
+
+def variants(ex, hand_written: dict, inner: str) -> dict:
+    """name -> (net, meta_batch(tasks)) for every compiled way."""
+    args = ex.parse_args(["--inner-optimizer", inner, "--compile"])
+    out = {}
+
+    def vmapped(fn, net):
+        meta = dict(net.named_parameters())
+
+        def meta_batch(tasks):
+            grads, _ = fn({k: v.detach() for k, v in meta.items()}, tasks.x_support, tasks.y_support,
+                          tasks.x_query, tasks.y_query)  # fmt: skip
+            for k, p in meta.items():
+                p.grad = grads[k].mean(0)
+
+        return meta_batch
+
+    init, step = hand_written[inner]
+    net = ex.make_net(0)
+    out["hand-written, compiled"] = (net, vmapped(_functional(ex, net, inner, args, step=step, init=init), net))
+    if inner == "adam":
+        net = ex.make_net(0)
+        fn = _functional(ex, net, inner, args, step=adam_step_safe, init=init)
+        out["hand-written, safe sqrt, compiled"] = (net, vmapped(fn, net))
+    for fused in (True, False):
+        net = ex.make_net(0)
+        opt = (unrollopt.sgd if inner == "sgd" else unrollopt.adam)(args.inner_lr, use_accelerated_op=fused)
+        fn = _functional(ex, net, inner, args, opt=opt)
+        out[f"unrollopt {'fused' if fused else 'plain'} + vmap, compiled"] = (net, vmapped(fn, net))
+    net = ex.make_net(0)
+    inner_opt = ex.make_inner_optimizer(net, args)
+    query_loss = ex.make_adapted_query_loss(net, inner_opt, args)
+    out[f"unrollopt Meta{'SGD' if inner == 'sgd' else 'Adam'} loop, compiled per task"] = (
+        net, lambda tasks, net=net, o=inner_opt, q=query_loss: ex.meta_batch_loop(net, o, tasks, args, q))  # fmt: skip
+    return out
+
+
+def bench(ex, outer_iteration, hand_written, measure_interleaved, threads_list, repeats: int) -> list[dict]:
+    """Rows (inner, threads, variant -> median ms, and compile seconds) measured in this run."""
+    saved = torch.get_num_threads()
+    torch._dynamo.config.cache_size_limit = 64
+    rows = []
+    for threads in threads_list:
+        torch.set_num_threads(threads)
+        for inner in ("sgd", "adam"):
+            torch._dynamo.reset()  # each thread count compiles afresh (Inductor's kernels depend on it)
+            runs, compile_s = {}, {}
+            for name, (net, meta_batch) in variants(ex, hand_written, inner).items():
+                run = outer_iteration(net, meta_batch, lambda gen: ex.sample_tasks(4, 10, 10, gen))
+                start = time.perf_counter()
+                run()
+                compile_s[name] = time.perf_counter() - start
+                runs[name] = run
+            timings = measure_interleaved(runs, repeats, warmup=3)
+            rows.append({"inner": inner, "threads": threads, "ms": {k: t.ms for k, t in timings.items()},
+                         "first_call_s": compile_s})  # fmt: skip
+    torch.set_num_threads(saved)
+    return rows
+
+
+REFERENCE = "hand-written, compiled"
+
+
+def report(rows: list[dict], header: str) -> str:
+    out = [header, ""]
+    for row in rows:
+        out += [f"### {row['inner']}, {row['threads']} thread(s), compiled", "",
+                f"| variant | ms per outer iteration | / {REFERENCE} | first call (s) |",
+                "|---|---|---|---|"]  # fmt: skip
+        ms = row["ms"]
+        for k, v in sorted(ms.items(), key=lambda kv: kv[1]):
+            out.append(f"| {k} | {v:.3f} | {v / ms[REFERENCE]:.2f} | {row['first_call_s'][k]:.1f} |")
+        out.append("")
+    return "\n".join(out)
