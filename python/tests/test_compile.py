@@ -226,15 +226,8 @@ def assert_close(compiled, eager, tol):
 AOT = {"sgd", "adamw_amsgrad", "rmsprop", "radam", "chain", "per_parameter_lr"}
 
 
-# torch 2.11's dynamo fails inside vmap on a schedule (a recorded callable: an
-# internal AttributeError while it hashes it); 2.13 and later compile it.
-OLD_DYNAMO = tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 13)
-
-
 @pytest.mark.parametrize("name", list(builders()))
 def test_meta_gradient_compiles_and_matches_eager_float64(name):
-    if name == "schedule" and OLD_DYNAMO:
-        pytest.skip(f"torch {torch.__version__}'s dynamo fails internally on a schedule under vmap (2.13+ compiles it)")
     compiled, eager = compiled_and_eager(name, torch.float64, "aot_eager" if name in AOT else "eager")
     for reference in eager.values():  # the fused operator's and the plain math's
         assert_close(compiled, reference, TOLERANCE[torch.float64])

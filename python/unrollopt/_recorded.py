@@ -80,7 +80,9 @@ class _Recorded:
         return not self == other
 
     def __hash__(self) -> int:
-        return hash(self.call)
+        # (getattr: torch.compile may hash one it creates before its __init__ ran,
+        # as torch 2.11's dynamo does when it is called.)
+        return hash(getattr(self, "call", None))
 
     def __reduce__(self) -> tuple:
         return _remake, (self.call.fn, self.call.args, self.call.kwargs)
