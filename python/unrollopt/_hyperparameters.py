@@ -27,6 +27,7 @@ def check(name: str, value: object, *, range: str | None = None) -> Hyperparamet
     0-d float tensor. A tensor on a GPU is returned unchecked (reading it would
     synchronise), and so is one batched by ``torch.vmap`` (its values cannot be
     read there)."""
+    low, high, high_open = _RANGES.get(range or name, (0.0, math.inf, False))
     if isinstance(value, torch.Tensor):
         if value.dim() != 0:
             raise ValueError(f"{name} must be a number or a 0-d tensor, got a tensor of shape {tuple(value.shape)}")
@@ -37,7 +38,6 @@ def check(name: str, value: object, *, range: str | None = None) -> Hyperparamet
         if torch.compiler.is_compiling():
             # Reading the value would be a data-dependent graph break: the
             # compiled code checks it when it runs (a RuntimeError there).
-            low, high, high_open = _RANGES.get(range or name, (0.0, math.inf, False))
             inside = (value >= low) & ((value < high) if high_open else (value <= high))
             expected = f"{low:g} <= {name} {'<' if high_open else '<='} {high:g}"
             torch._assert_async(inside, f"Invalid {name}: a tensor outside its range (expected {expected})")
@@ -48,7 +48,6 @@ def check(name: str, value: object, *, range: str | None = None) -> Hyperparamet
         value = number
     else:
         raise TypeError(f"{name} must be a number or a 0-d tensor, got {type(value).__name__}")
-    low, high, high_open = _RANGES.get(range or name, (0.0, math.inf, False))
     if not (low <= number and (number < high if high_open else number <= high)):
         _C.check_setting(name, number, range or "")  # raises, with the C++ optimizers' message
     return value
