@@ -24,7 +24,8 @@ import statistics
 import torch
 
 import unrollopt
-from unrollopt import _adam, _step
+from unrollopt import _step
+from unrollopt.optimizers import adam
 
 DIFFERENTIABLE_VALUES = 18
 INPLACE_VALUES = 7
@@ -62,12 +63,13 @@ def differentiable_step(n: int, fused: bool):
     nu = (0.1 * torch.rand(n, generator=g, device="cuda")).requires_grad_()
     param = torch.randn(n, generator=g, device="cuda").requires_grad_()
     cotangents = [torch.randn(n, generator=g, device="cuda") for _ in range(3)]
-    config = _adam.config(1e-3, (0.9, 0.999), 1e-8, 1e-2, 0.0, False)
+    definition = adam.adam.definition
+    config = definition.config(definition.settings(lr=1e-3, weight_decay=1e-2))
     count = torch.tensor(3)
 
     def run():
         (update,), ((new_mu,), (new_nu,)) = _step.step(
-            _adam.plain, [grad], [[mu], [nu]], [param], count, config, fused=fused, inplace=False
+            definition.plain, [grad], [[mu], [nu]], [param], count, config, fused=fused, inplace=False
         )
         torch.autograd.grad([update, new_mu, new_nu], [grad, mu, nu, param], cotangents)
 

@@ -25,7 +25,7 @@ from torch.optim.rmsprop import rmsprop as torch_rmsprop
 from torch.optim.sgd import sgd as torch_sgd
 
 import unrollopt
-from unrollopt import _adam
+from unrollopt.optimizers import adam as adam_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import FLOAT32, measure, measure_interleaved, peak_rss_bytes, rss_bytes  # noqa: E402
@@ -367,7 +367,8 @@ def nondiff_problem(total: int, tensors: int, variant: str):
     for p in params:
         p.grad = torch.randn(size, generator=gen)
     if variant == "unrollopt op":
-        config = _adam.config(LR, (0.9, 0.999), 1e-8, 0.0, 0.0, False)
+        definition = adam_module.adam.definition
+        config = definition.config(definition.settings(lr=LR))
         grads, moments = [p.grad for p in params], [torch.zeros_like(p) for p in params + params]
         count = torch.tensor(1.0, dtype=torch.float64)  # always the first step
 

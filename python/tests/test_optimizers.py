@@ -842,17 +842,17 @@ def test_alias_class_and_meta_class_share_their_settings(case):
         case.meta_cls(nn.Linear(2, 1), lrr=0.1)
 
 
-def test_optim_stub_is_current():
-    """python/unrollopt/optim/__init__.pyi states the classes' constructors for
-    static type checkers (they are made at import): it is what the classes are now."""
+def test_stubs_are_current():
+    """python/unrollopt/alias.pyi and optim/__init__.pyi state, for static type
+    checkers, what is made at import from unrollopt.optimizers (the aliases
+    gathered, the classes' constructors): they are what the modules are now."""
     root = pathlib.Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("optim_stub", root / "tools" / "optim_stub.py")
-    optim_stub = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(optim_stub)
-    assert optim_stub.STUB.read_text() == optim_stub.stub(), (
-        "optim/__init__.pyi is stale; regenerate it with python tools/optim_stub.py"
-    )
-    ast.parse(optim_stub.STUB.read_text())  # valid Python
+    spec = importlib.util.spec_from_file_location("stubs", root / "tools" / "stubs.py")
+    stubs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stubs)
+    for path, stub in stubs.STUBS.items():
+        assert path.read_text() == stub(), f"{path.name} is stale; regenerate it with python tools/stubs.py"
+        ast.parse(path.read_text())  # valid Python
 
 
 def test_users_subclass_the_classes():

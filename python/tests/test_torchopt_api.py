@@ -249,6 +249,29 @@ def test_meta_training_checkpoint_loads_with_weights_only():
     inner.step(net(torch.randn(5, 3)).pow(2).mean())
 
 
+def test_a_checkpoint_from_before_the_optimizers_moved_loads():
+    """States and aliases were unrollopt.alias's before they moved to
+    unrollopt.optimizers: a checkpoint that names them so still loads with
+    weights_only=True (saved here with the old names, as such a checkpoint holds them)."""
+    state = unrollopt.adam().init((torch.randn(3),))
+    opt = unrollopt.adam(lr=0.1, betas=(0.8, 0.9))
+    moved = [type(state), unrollopt.adam]
+    homes = [obj.__module__ for obj in moved]
+    try:
+        for obj in moved:
+            obj.__module__ = "unrollopt.alias"
+        buffer = io.BytesIO()
+        torch.save({"state": state, "optimizer": opt}, buffer)
+    finally:
+        for obj, home in zip(moved, homes):
+            obj.__module__ = home
+    assert b"unrollopt.alias" in buffer.getvalue() and b"unrollopt.optimizers" not in buffer.getvalue()
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)
+    assert type(loaded["state"]) is type(state) and loaded["optimizer"] == opt
+    assert all(torch.equal(a, b) for a, b in zip(loaded["state"].mu, state.mu))
+
+
 def my_hook(g):
     return g
 
@@ -269,9 +292,17 @@ def test_a_users_function_is_refused_by_name():
 
 
 def test_only_unrollopts_own_types_are_allowlisted():
+    """Each allowlisted global is unrollopt's own, under its name (or, for the
+    states and aliases that moved to unrollopt.optimizers, the name earlier
+    checkpoints hold, unrollopt.alias's)."""
     from unrollopt import _serialization
 
-    names = {f"{obj.__module__}.{obj.__qualname__}" for obj in _serialization.safe_globals()}
+    names = set()
+    for entry in _serialization.safe_globals():
+        obj, earlier = entry if isinstance(entry, tuple) else (entry, None)
+        names.add(f"{obj.__module__}.{obj.__qualname__}")
+        if earlier is not None:
+            names.add(earlier)
     assert all(name.startswith("unrollopt.") for name in names), sorted(names)
 
 

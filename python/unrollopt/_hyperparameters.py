@@ -65,13 +65,13 @@ def is_batched(t: torch.Tensor) -> bool:
     return False
 
 
-def check_betas(betas: object) -> tuple[Hyperparameter, Hyperparameter]:
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    return (
-        check("betas[0]", betas[0], range="beta1"),
-        check("betas[1]", betas[1], range="beta2"),
-    )
+def check_betas(betas: object, n: int = 2) -> tuple[Hyperparameter, ...]:
+    """``betas``, a tuple or list of ``n`` decay rates, each checked in its range (beta1, beta2, ...)."""
+    names = ", ".join(f"beta{i + 1}" for i in range(n))
+    if not isinstance(betas, (tuple, list)) or len(betas) != n:
+        kind = {2: "a pair", 3: "a triple"}.get(n, f"{n} numbers")
+        raise ValueError(f"betas must be {kind} ({names}), got {betas!r}")
+    return tuple(check(f"betas[{i}]", beta, range=f"beta{i + 1}") for i, beta in enumerate(betas))
 
 
 def as_tensor(value: Hyperparameter) -> torch.Tensor:

@@ -21,18 +21,24 @@ import torch
 
 
 def safe_globals() -> list[Any]:
-    """unrollopt's own types and constructors that checkpoints hold."""
-    from unrollopt import alias, transform, utils
+    """unrollopt's own types and constructors that checkpoints hold (each
+    optimizer's state and alias also by the names ``unrollopt.alias`` gave
+    them before they moved to :mod:`unrollopt.optimizers`)."""
+    from unrollopt import transform, utils
     from unrollopt._recorded import CONSTRUCTORS, _remake
+    from unrollopt.optimizers import DEFINITIONS
 
     states = [
         obj
-        for module in (alias, transform, utils)
+        for module in (transform, utils)
         for obj in vars(module).values()
         if isinstance(obj, type) and issubclass(obj, tuple) and obj.__module__ == module.__name__
     ]
+    states += {d.state: None for d in DEFINITIONS}  # (states shared by several optimizers once)
+    earlier = [(obj, f"unrollopt.alias.{obj.__name__}") for obj in [*states, *(d.alias for d in DEFINITIONS)]
+               if obj.__module__.startswith("unrollopt.optimizers.")]  # fmt: skip
     functions = [_remake, transform.chain, transform.zero_nan_hook, transform.nan_to_num_hook]
-    return [*states, *functions, *CONSTRUCTORS]
+    return [*states, *functions, *CONSTRUCTORS, *earlier]
 
 
 def register() -> None:

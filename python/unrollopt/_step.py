@@ -59,13 +59,14 @@ class Config:
         object.__setattr__(self, "tensors", tuple(_hyperparameters.as_tensor(h) for h in self.hyper))
 
     @classmethod
-    def of(cls, op: str, hyper: dict[str, Hyperparameter], options: dict[str, float]) -> "Config":
-        """The settings of ``op`` by name (each checked already); the operator says their order."""
+    def of(cls, op: str, settings: dict[str, Hyperparameter]) -> "Config":
+        """The settings of ``op`` (each checked already) picked by name from
+        ``settings``; the operator says their order."""
         _, hyper_names, option_names = describe(op)
-        for kind, given, wanted in (("hyperparameters", hyper, hyper_names), ("options", options, option_names)):
-            if set(given) != set(wanted):  # a bug here, not the caller's
-                raise AssertionError(f"unrollopt.{op} takes the {kind} {wanted}, got {tuple(given)}")
-        return cls(op, tuple(hyper[n] for n in hyper_names), tuple(float(options[n]) for n in option_names))
+        missing = [name for name in (*hyper_names, *option_names) if name not in settings]
+        if missing:  # a bug here, not the caller's
+            raise AssertionError(f"unrollopt.{op} takes {missing}, not given")
+        return cls(op, tuple(settings[n] for n in hyper_names), tuple(float(settings[n]) for n in option_names))
 
     def __getitem__(self, name: str) -> Hyperparameter:
         return self.hyper[self.hyper_names.index(name)]

@@ -200,14 +200,6 @@ def transformation(
     return GradientTransformation(init, update)
 
 
-def optimizer(
-    lr: LearningRate, config: Callable[[Hyperparameter], _step.Config], *args: Any, **kwargs: Any
-) -> GradientTransformation:
-    """An optimizer alias's transformation, for any form of learning rate."""
-    lr, schedule, rates = learning_rate(lr)
-    return transformation(config(lr), *args, lr_schedule=schedule, lr_tree=rates, **kwargs)
-
-
 def mask_leaves(mask: Any, params: Optional[Params], spec: Any) -> Optional[list[bool]]:
     """A mask's leaves (None without a mask): a pytree of bools with the
     structure ``spec``, or a function of the parameters giving one."""

@@ -10,27 +10,12 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import nn
 
-from unrollopt import _signatures, _step, alias
+from unrollopt import _signatures, _step
 from unrollopt.base import GradientTransformation, OptState
+from unrollopt.optimizers import DEFINITIONS
 from unrollopt.update import apply_updates
 
-__all__ = [
-    "MetaOptimizer",
-    "MetaAdaDelta",
-    "MetaAdadelta",
-    "MetaAdaGrad",
-    "MetaAdagrad",
-    "MetaAdaMax",
-    "MetaAdam",
-    "MetaAdamW",
-    "MetaAdamax",
-    "MetaLion",
-    "MetaNAdam",
-    "MetaRAdam",
-    "MetaRMSProp",
-    "MetaRMSprop",
-    "MetaSGD",
-]
+__all__ = ["MetaOptimizer"]
 
 
 class _Slot(NamedTuple):
@@ -186,19 +171,8 @@ def _meta_optimizer(name: str, alias_fn: Callable[..., GradientTransformation]) 
     return type(name, (MetaOptimizer,), {"__init__": init, "__doc__": doc, "__module__": __name__})
 
 
-MetaAdadelta = _meta_optimizer("MetaAdadelta", alias.adadelta)
-MetaAdagrad = _meta_optimizer("MetaAdagrad", alias.adagrad)
-MetaAdam = _meta_optimizer("MetaAdam", alias.adam)
-MetaAdamW = _meta_optimizer("MetaAdamW", alias.adamw)
-MetaAdamax = _meta_optimizer("MetaAdamax", alias.adamax)
-MetaLion = _meta_optimizer("MetaLion", alias.lion)
-MetaNAdam = _meta_optimizer("MetaNAdam", alias.nadam)
-MetaRAdam = _meta_optimizer("MetaRAdam", alias.radam)
-MetaRMSprop = _meta_optimizer("MetaRMSprop", alias.rmsprop)
-MetaSGD = _meta_optimizer("MetaSGD", alias.sgd)
-
-#: TorchOpt's spellings.
-MetaAdaDelta = MetaAdadelta
-MetaAdaGrad = MetaAdagrad
-MetaAdaMax = MetaAdamax
-MetaRMSProp = MetaRMSprop
+for _definition in DEFINITIONS:
+    _class = _meta_optimizer("Meta" + _definition.class_name, _definition.alias)
+    for _name in (_definition.class_name, *_definition.spellings):  # (TorchOpt's spellings too)
+        globals()["Meta" + _name] = _class
+        __all__.append("Meta" + _name)

@@ -20,31 +20,12 @@ from typing import Any, Callable, NamedTuple, Optional
 import torch
 from torch.utils import _pytree as _torch_pytree
 
-from unrollopt import (
-    _adadelta,
-    _adagrad,
-    _adam,
-    _adamax,
-    _hyperparameters,
-    _lion,
-    _pytree,
-    _radam,
-    _rmsprop,
-    _sgd,
-    _step,
-)
+from unrollopt import _hyperparameters, _pytree, _step
 from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._recorded import Call, Transformation, record, recorded
-from unrollopt._transformation import mask_leaves, transformation
-from unrollopt.alias import (
-    AdadeltaState,
-    AdagradState,
-    RMSPropState,
-    ScaleByAdamState,
-    ScaleByLionState,
-    SgdState,
-)
+from unrollopt._transformation import mask_leaves
 from unrollopt.base import GradientTransformation, OptState, Params, Updates
+from unrollopt.optimizers import adadelta, adagrad, adam, adamax, lion, radam, rmsprop, sgd
 
 __all__ = [
     "EmptyState",
@@ -349,11 +330,6 @@ def _check_transformation(name: str, t: object) -> None:
 # --- the optimizers' statistics, as transformations (their fused operators with lr = -1)
 
 
-def _direction(config: _step.Config, plain: _step.PlainStep, state_type: Any, use_accelerated_op: bool, **kwargs: Any):
-    """The transformation of an optimizer's update with lr = -1: its direction."""
-    return transformation(config.replace(lr=-1.0), plain, state_type, fused=bool(use_accelerated_op), **kwargs)
-
-
 @recorded
 def scale_by_adam(
     b1: Hyperparameter = 0.9,
@@ -366,10 +342,10 @@ def scale_by_adam(
 ) -> GradientTransformation:
     r"""Adam's direction :math:`\hat\mu_t / (\sqrt{\hat\nu_t + \epsilon_{root}} + \epsilon)`
     with bias-corrected moments (:func:`unrollopt.adam` with lr = -1)."""
-    config = _adam.config(1.0, (b1, b2), eps, 0.0, eps_root, False)
-    return _direction(
-        config, _adam.plain, ScaleByAdamState, use_accelerated_op, moment_requires_grad=moment_requires_grad
-    )
+    return adam.adam.definition.direction(
+        betas=(b1, b2), eps=eps, eps_root=eps_root, moment_requires_grad=moment_requires_grad,
+        use_accelerated_op=use_accelerated_op,
+    )  # fmt: skip
 
 
 @recorded
@@ -396,9 +372,8 @@ def scale_by_adamax(
 ) -> GradientTransformation:
     """Adamax's direction, the bias-corrected first moment over the infinity
     norm (:func:`unrollopt.adamax` with lr = -1; ``eps`` torch.optim's 1e-8)."""
-    config = _adamax.config(1.0, (b1, b2), eps, 0.0, False)
-    return _direction(
-        config, _adamax.plain, ScaleByAdamState, use_accelerated_op, moment_requires_grad=moment_requires_grad
+    return adamax.adamax.definition.direction(
+        betas=(b1, b2), eps=eps, moment_requires_grad=moment_requires_grad, use_accelerated_op=use_accelerated_op
     )
 
 
@@ -412,9 +387,8 @@ def scale_by_lion(
 ) -> GradientTransformation:
     r"""Lion's direction :math:`\operatorname{sign}(\beta_1 \mu_{t-1} + (1 - \beta_1)\, g)`
     and its momentum (:func:`unrollopt.lion` with lr = -1, as optax's ``scale_by_lion``)."""
-    config = _lion.config(1.0, (b1, b2), 0.0, False)
-    return _direction(
-        config, _lion.plain, ScaleByLionState, use_accelerated_op, moment_requires_grad=moment_requires_grad
+    return lion.lion.definition.direction(
+        betas=(b1, b2), moment_requires_grad=moment_requires_grad, use_accelerated_op=use_accelerated_op
     )
 
 
@@ -428,9 +402,8 @@ def scale_by_radam(
     use_accelerated_op: bool = False,
 ) -> GradientTransformation:
     """RAdam's rectified direction (:func:`unrollopt.radam` with lr = -1; ``eps`` torch.optim's 1e-8)."""
-    config = _radam.config(1.0, (b1, b2), eps, 0.0, False, False)
-    return _direction(
-        config, _radam.plain, ScaleByAdamState, use_accelerated_op, moment_requires_grad=moment_requires_grad
+    return radam.radam.definition.direction(
+        betas=(b1, b2), eps=eps, moment_requires_grad=moment_requires_grad, use_accelerated_op=use_accelerated_op
     )
 
 
@@ -444,9 +417,8 @@ def scale_by_adadelta(
 ) -> GradientTransformation:
     r"""Adadelta's step :math:`\sqrt{a_{t-1} + \epsilon} / \sqrt{v_t + \epsilon}\, g`
     (:func:`unrollopt.adadelta` with lr = -1)."""
-    config = _adadelta.config(1.0, rho, eps, 0.0, False)
-    return _direction(
-        config, _adadelta.plain, AdadeltaState, use_accelerated_op, moment_requires_grad=moment_requires_grad
+    return adadelta.adadelta.definition.direction(
+        rho=rho, eps=eps, moment_requires_grad=moment_requires_grad, use_accelerated_op=use_accelerated_op
     )
 
 
@@ -456,9 +428,9 @@ def scale_by_rss(
 ) -> GradientTransformation:
     r"""Divides by the root of the sum of squares, :math:`g / (\sqrt{S_t} + \epsilon)`
     with :math:`S_t = S_{t-1} + g^2` (:func:`unrollopt.adagrad` with lr = -1)."""
-    config = _adagrad.config(1.0, 0.0, 0.0, eps, False)
-    initial = {"sum": float(_hyperparameters.check("initial_accumulator_value", initial_accumulator_value))}
-    return _direction(config, _adagrad.plain, AdagradState, use_accelerated_op, initial=initial)
+    return adagrad.adagrad.definition.direction(
+        initial_accumulator_value=initial_accumulator_value, eps=eps, use_accelerated_op=use_accelerated_op
+    )
 
 
 def _decay(name: str, decay: Optional[Hyperparameter], **other: Optional[Hyperparameter]) -> Hyperparameter:
@@ -482,9 +454,10 @@ def scale_by_rms(
     :math:`g / (\sqrt{v_t} + \epsilon)` with :math:`v_t = d\, v_{t-1} + (1 - d)\, g^2`
     (:func:`unrollopt.rmsprop` with lr = -1). Unlike optax, ``eps`` is added
     outside the square root, as in ``torch.optim.RMSprop``."""
-    config = _rmsprop.config(1.0, _decay("scale_by_rms", decay, alpha=alpha), eps, 0.0, 0.0, False, False)
-    initial = {"square_avg": float(_hyperparameters.check("initial_scale", initial_scale))}
-    return _direction(config, _rmsprop.plain, RMSPropState, use_accelerated_op, initial=initial)
+    return rmsprop.rmsprop.definition.direction(
+        alpha=_decay("scale_by_rms", decay, alpha=alpha), eps=eps, initial_scale=initial_scale,
+        use_accelerated_op=use_accelerated_op,
+    )  # fmt: skip
 
 
 @recorded
@@ -499,9 +472,10 @@ def scale_by_stddev(
     r"""Divides by the running standard deviation,
     :math:`g / (\sqrt{v_t - \bar g_t^2} + \epsilon)` (centered
     :func:`unrollopt.rmsprop` with lr = -1; ``eps`` outside the square root)."""
-    config = _rmsprop.config(1.0, _decay("scale_by_stddev", decay, alpha=alpha), eps, 0.0, 0.0, True, False)
-    initial = {"square_avg": float(_hyperparameters.check("initial_scale", initial_scale))}
-    return _direction(config, _rmsprop.plain, RMSPropState, use_accelerated_op, initial=initial)
+    return rmsprop.rmsprop.definition.direction(
+        alpha=_decay("scale_by_stddev", decay, alpha=alpha), eps=eps, centered=True, initial_scale=initial_scale,
+        use_accelerated_op=use_accelerated_op,
+    )  # fmt: skip
 
 
 @recorded
@@ -524,5 +498,7 @@ def trace(
             f"trace: nesterov must be a bool, got {nesterov!r} (the order is (decay, nesterov); "
             "pass TorchOpt's dampening= by keyword)"
         )
-    config = _sgd.config(1.0, _decay("trace", decay, momentum=momentum), dampening, 0.0, nesterov, False)
-    return _direction(config, _sgd.plain, SgdState, use_accelerated_op, moment_requires_grad=moment_requires_grad)
+    return sgd.sgd.definition.direction(
+        momentum=_decay("trace", decay, momentum=momentum), dampening=dampening, nesterov=nesterov,
+        moment_requires_grad=moment_requires_grad, use_accelerated_op=use_accelerated_op,
+    )  # fmt: skip

@@ -1,0 +1,76 @@
+"""Adadelta (Zeiler, 2012), as ``torch.optim.Adadelta``. The fused step is
+``cpp/src/rules/adadelta.h``."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from unrollopt import _step
+from unrollopt._hyperparameters import Hyperparameter
+from unrollopt._optimizer import optimizer
+from unrollopt._transformation import LearningRate
+from unrollopt.base import GradientTransformation, Params
+
+
+class AdadeltaState(NamedTuple):
+    """Adadelta's state: the running averages of the squared gradient and of
+    the squared step (pytrees like the parameters) and the number of steps
+    taken (a 0-d int64 tensor)."""
+
+    square_avg: Params
+    acc_delta: Params
+    count: torch.Tensor
+
+
+def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
+    lr, rho, weight_decay, eps, maximize = c.values("lr", "rho", "weight_decay", "eps", "maximize")
+    updates, sqs, accs = [], [], []
+    for i, g in enumerate(grads):
+        g = -g if maximize else g
+        if params and c.uses_params:
+            g = g + weight_decay * params[i]
+        sq, acc = states[0][i], states[1][i]
+        sq = sq.mul_(rho).add_((1 - rho) * g * g) if inplace else rho * sq + (1 - rho) * g * g
+        delta = (acc + eps).sqrt() / (sq + eps).sqrt() * g
+        acc = acc.mul_(rho).add_((1 - rho) * delta * delta) if inplace else rho * acc + (1 - rho) * delta * delta
+        updates.append(_step.finish(-lr * delta, i, grads, params, inplace, update_params))
+        sqs.append(sq)
+        accs.append(acc)
+    return updates, [sqs, accs]
+
+
+@optimizer(
+    AdadeltaState,
+    plain,
+    class_name="Adadelta",
+    spellings=("AdaDelta",),
+    torch_class="torch.optim.Adadelta",
+    state_keys={"square_avg": "square_avg", "acc_delta": "acc_delta"},
+)
+def adadelta(
+    lr: LearningRate = 1.0,
+    rho: Hyperparameter = 0.9,
+    eps: float = 1e-6,
+    weight_decay: Hyperparameter = 0.0,
+) -> GradientTransformation:
+    r"""Adadelta (Zeiler, 2012) as ``torch.optim.Adadelta`` computes it, as a
+    differentiable transformation.
+
+    With :math:`s = -1` when maximizing (else 1) and :math:`\lambda` the weight
+    decay (L2, added to the gradient):
+
+    .. math::
+
+        g' &= s\,g + \lambda\,\theta \\
+        v_t &= \rho\, v_{t-1} + (1 - \rho)\, g'^2 \\
+        \Delta_t &= \frac{\sqrt{a_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}}\, g' \\
+        a_t &= \rho\, a_{t-1} + (1 - \rho)\, \Delta_t^2 \\
+        u_t &= -\mathrm{lr}\, \Delta_t
+
+    Args:
+        rho: smoothing constant of both averages, in [0, 1].
+        eps: added inside both square roots.
+    """
+    ...

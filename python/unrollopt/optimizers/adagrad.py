@@ -1,0 +1,82 @@
+"""Adagrad (Duchi, Hazan and Singer, 2011), as ``torch.optim.Adagrad``. The
+fused step is ``cpp/src/rules/adagrad.h``."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from unrollopt import _step
+from unrollopt._hyperparameters import Hyperparameter
+from unrollopt._optimizer import optimizer
+from unrollopt._transformation import LearningRate
+from unrollopt.base import GradientTransformation, Params
+from unrollopt.optimizers._math import root_of_mean_square
+
+
+class AdagradState(NamedTuple):
+    """Adagrad's state: the sum of squared gradients (a pytree like the
+    parameters) and the number of steps taken (a 0-d int64 tensor)."""
+
+    sum: Params
+    count: torch.Tensor
+
+
+def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
+    lr, lr_decay, weight_decay, eps, maximize = c.values("lr", "lr_decay", "weight_decay", "eps", "maximize")
+    clr = lr / (1 + (count.to(torch.float64) - 1) * lr_decay)
+    updates, sums = [], []
+    for i, g in enumerate(grads):
+        g = -g if maximize else g
+        if params and c.uses_params:
+            g = g + weight_decay * params[i]
+        old = states[0][i]
+        s = old.add_(g * g) if inplace else old + g * g
+        q = root_of_mean_square(s, g, s, lambda up, g=g, old=old: up.squares(old) + up.square(g))
+        u = -clr * (g / (q + eps))
+        updates.append(_step.finish(u, i, grads, params, inplace, update_params))
+        sums.append(s)
+    return updates, [sums]
+
+
+@optimizer(
+    AdagradState,
+    plain,
+    initial={"sum": "initial_accumulator_value"},
+    class_name="Adagrad",
+    spellings=("AdaGrad",),
+    torch_class="torch.optim.Adagrad",
+    state_keys={"sum": "sum"},
+    notes="""Unlike ``torch.optim.Adagrad``, the state of a parameter is
+    created at its first step, not in the constructor, and a group's own
+    ``initial_accumulator_value`` is used (``torch.optim.Adagrad`` starts every
+    sum at the constructor's value).""",
+)
+def adagrad(
+    lr: LearningRate = 1e-2,
+    lr_decay: Hyperparameter = 0.0,
+    weight_decay: Hyperparameter = 0.0,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-10,
+) -> GradientTransformation:
+    r"""Adagrad (Duchi, Hazan and Singer, 2011) as ``torch.optim.Adagrad``
+    computes it, as a differentiable transformation.
+
+    With :math:`t` the step number, :math:`s = -1` when maximizing (else 1),
+    :math:`\lambda` the weight decay (L2) and :math:`\eta` the lr decay:
+
+    .. math::
+
+        g' &= s\,g + \lambda\,\theta \\
+        S_t &= S_{t-1} + g'^2 \\
+        u_t &= -\frac{\mathrm{lr}}{1 + (t - 1)\,\eta}\, \frac{g'}{\sqrt{S_t} + \epsilon}
+
+    The fused operator's backward is exact, and finite where :math:`S_t = 0`
+    (there :math:`g' = 0` and the update does not depend on :math:`S_t`).
+
+    Args:
+        lr_decay: learning rate decay :math:`\eta`.
+        initial_accumulator_value: the initial value of :math:`S`.
+    """
+    ...

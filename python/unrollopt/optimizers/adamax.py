@@ -1,0 +1,77 @@
+"""Adamax (Kingma and Ba, 2015, section 7.1), Adam with the infinity norm. The
+fused step is ``cpp/src/rules/adamax.h``."""
+
+from __future__ import annotations
+
+import torch
+
+from unrollopt import _step
+from unrollopt._hyperparameters import Hyperparameter
+from unrollopt._optimizer import optimizer
+from unrollopt._transformation import LearningRate
+from unrollopt.base import GradientTransformation
+from unrollopt.optimizers.adam import ScaleByAdamState
+
+
+def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
+    lr, beta1, beta2, weight_decay, eps, maximize = c.values("lr", "beta1", "beta2", "weight_decay", "eps", "maximize")
+    step_size = -lr / (1 - beta1 ** count.to(torch.float64))
+    updates, mus, nus = [], [], []
+    for i, g in enumerate(grads):
+        m, v = states[0][i], states[1][i]
+        g = -g if maximize else g
+        if params and c.uses_params:
+            g = g + weight_decay * params[i]
+        new_v = torch.maximum(beta2 * v, g.abs() + eps)
+        if inplace:
+            m = m.mul_(beta1).add_((1 - beta1) * g)
+            v = v.copy_(new_v)
+        else:
+            m = beta1 * m + (1 - beta1) * g
+            v = new_v
+        u = step_size * (m / v)
+        updates.append(_step.finish(u, i, grads, params, inplace, update_params))
+        mus.append(m)
+        nus.append(v)
+    return updates, [mus, nus]
+
+
+@optimizer(
+    ScaleByAdamState,
+    plain,
+    class_name="Adamax",
+    spellings=("AdaMax",),
+    torch_class="torch.optim.Adamax",
+    state_keys={"mu": "exp_avg", "nu": "exp_inf"},
+)
+def adamax(
+    lr: LearningRate = 2e-3,
+    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: Hyperparameter = 0.0,
+) -> GradientTransformation:
+    r"""Adamax (Kingma and Ba, 2015, section 7.1), Adam with the infinity norm, as
+    ``torch.optim.Adamax`` computes it, as a differentiable transformation.
+
+    With :math:`t` the step number, :math:`s = -1` when maximizing (else 1) and
+    :math:`\lambda` the weight decay (L2, added to the gradient):
+
+    .. math::
+
+        g' &= s\,g + \lambda\,\theta \\
+        \mu_t &= \beta_1 \mu_{t-1} + (1 - \beta_1)\, g' \\
+        \nu_t &= \max(\beta_2 \nu_{t-1},\ |g'| + \epsilon) \\
+        u_t &= -\frac{\mathrm{lr}}{1 - \beta_1^t}\, \frac{\mu_t}{\nu_t}
+
+    (the state's ``nu`` holds :math:`\nu_t`, the infinity norm). Derivatives
+    where the step is not differentiable (the fused operator's backward): the
+    maximum passes the cotangent to the argument it selected, to
+    :math:`\beta_2 \nu_{t-1}` at a tie; :math:`d|x|/dx` is the sign of
+    :math:`x`, 0 at 0. (The plain path is differentiated by autograd, whose
+    ``torch.maximum`` splits a tie evenly.)
+
+    Args:
+        betas: decay rates of the first moment and of the infinity norm, each in [0, 1).
+        eps: added to :math:`|g'|` (keeps :math:`\nu_t` positive).
+    """
+    ...

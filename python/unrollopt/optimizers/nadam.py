@@ -1,0 +1,108 @@
+"""NAdam (Dozat, 2016), Adam with Nesterov momentum. The fused step is
+``cpp/src/rules/nadam.h``; the product of momentum coefficients is a state of
+its own (:class:`unrollopt._optimizer.Scalar`), which every engine keeps."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from unrollopt import _step
+from unrollopt._hyperparameters import Hyperparameter
+from unrollopt._optimizer import Scalar, optimizer
+from unrollopt._transformation import LearningRate
+from unrollopt.base import GradientTransformation, Params
+from unrollopt.optimizers import adam
+from unrollopt.optimizers._math import root_of_mean_square
+
+
+class NAdamState(NamedTuple):
+    """NAdam's state: the moment estimates (pytrees like the parameters), the
+    product of the momentum coefficients so far (a 0-d float64 tensor,
+    differentiable with respect to a tensor beta1) and the number of steps
+    taken (a 0-d int64 tensor)."""
+
+    mu: Params
+    nu: Params
+    mu_product: torch.Tensor
+    count: torch.Tensor
+
+
+def momentum_coefficient(beta1, t, momentum_decay: float):
+    """NAdam's mu_t = beta1 (1 - 0.96^(t psi) / 2) at step ``t``."""
+    return beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
+
+
+def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
+    lr, beta1, beta2, product = c.values("lr", "beta1", "beta2", "mu_product")
+    eps, momentum_decay, decoupled, maximize = c.values("eps", "momentum_decay", "decoupled_weight_decay", "maximize")
+    t = count.to(torch.float64)
+    mu_t = momentum_coefficient(beta1, t, momentum_decay)
+    mu_next = momentum_coefficient(beta1, t + 1, momentum_decay)
+    grad_step = -lr * (1 - mu_t) / (1 - product)
+    moment_step = -lr * mu_next / (1 - product * mu_next)
+    sqrt_bc2 = (1 - beta2**t).sqrt()
+
+    def direction(g, m, v, mean):
+        n = grad_step * g + moment_step * m
+        return n / (root_of_mean_square(v, n, v, mean) / sqrt_bc2 + eps)
+
+    return adam.steps(grads, states, params, c, inplace, update_params, direction,
+                      maximize=maximize, decoupled=decoupled)  # fmt: skip
+
+
+def _advance_product(product: torch.Tensor, c: _step.Config, t):
+    """P_t = P_{t-1} m_t (in the previous product's dtype: torch.optim.NAdam's arithmetic)."""
+    return product * momentum_coefficient(c["beta1"], t, c.option("momentum_decay"))
+
+
+@optimizer(
+    NAdamState,
+    plain,
+    scalar=Scalar("mu_product", 1.0, _advance_product),
+    class_name="NAdam",
+    torch_class="torch.optim.NAdam",
+    state_keys=adam.STATE_KEYS,
+    positional=("decoupled_weight_decay",),
+    notes="""Like ``torch.optim.NAdam``, each parameter keeps its product of
+    momentum coefficients in the state (``mu_product``, a 0-d tensor of the
+    default scalar dtype).""",
+)
+def nadam(
+    lr: LearningRate = 2e-3,
+    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: Hyperparameter = 0.0,
+    momentum_decay: float = 4e-3,
+    *,
+    decoupled_weight_decay: bool = False,
+) -> GradientTransformation:
+    r"""NAdam (Dozat, 2016), Adam with Nesterov momentum, as
+    ``torch.optim.NAdam`` computes it, as a differentiable transformation.
+
+    With :math:`t` the step number, :math:`s = -1` when maximizing (else 1),
+    :math:`\lambda` the weight decay (L2, added to the gradient, unless
+    decoupled), :math:`\psi` the momentum decay, the momentum coefficients
+    :math:`m_t = \beta_1 (1 - \tfrac12 0.96^{t\psi})` and their product
+    :math:`P_t = m_1 \cdots m_t` (kept in the state as ``mu_product``):
+
+    .. math::
+
+        g' &= s\,g + \lambda\,\theta \\
+        \mu_t &= \beta_1 \mu_{t-1} + (1 - \beta_1)\, g' \\
+        \nu_t &= \beta_2 \nu_{t-1} + (1 - \beta_2)\, g'^2 \\
+        d_t &= \sqrt{\nu_t / (1 - \beta_2^t)} + \epsilon \\
+        u_t &= -\mathrm{lr} \left( \frac{1 - m_t}{1 - P_t}\, \frac{g'}{d_t}
+               + \frac{m_{t+1}}{1 - P_t m_{t+1}}\, \frac{\mu_t}{d_t} \right)
+
+    With ``decoupled_weight_decay`` the decay is :math:`-\mathrm{lr}\,\lambda\,\theta`,
+    added to :math:`u_t` instead. :math:`P_t` is differentiable with respect
+    to a tensor :math:`\beta_1`.
+
+    Args:
+        weight_decay: weight decay coefficient (needs ``params=`` in ``update``).
+        momentum_decay: :math:`\psi`, at least 0.
+        decoupled_weight_decay: decay the parameters as AdamW does.
+    """
+    ...

@@ -1,0 +1,138 @@
+"""RMSprop (Hinton, Srivastava and Swersky, 2012), as ``torch.optim.RMSprop``,
+with optax's ``nesterov`` and ``initial_scale``. The fused step is
+``cpp/src/rules/rmsprop.h`` (four operators: centered or not, with momentum or not)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+from unrollopt import _hyperparameters, _step
+from unrollopt._hyperparameters import Hyperparameter
+from unrollopt._optimizer import optimizer
+from unrollopt._transformation import LearningRate
+from unrollopt.base import GradientTransformation, Params
+from unrollopt.optimizers._math import root_of_mean_square
+
+
+class RMSPropState(NamedTuple):
+    """RMSprop's state: the running average of the squared gradient, of the
+    gradient (centered only, else an empty tuple), the momentum buffer (with
+    momentum only, else an empty tuple), all pytrees like the parameters, and the number of steps
+    taken (a 0-d int64 tensor)."""
+
+    square_avg: Params
+    grad_avg: Params
+    momentum_buffer: Params
+    count: torch.Tensor
+
+
+def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
+    eps, nesterov, maximize = c.values("eps", "nesterov", "maximize")
+    lr, alpha = c["lr"], c["alpha"]
+    centered = "grad_avg" in c.state_names
+    momentum = c["momentum"] if "momentum_buffer" in c.state_names else None
+    updates = []
+    new_states = [[] for _ in c.state_names]
+    for i, g in enumerate(grads):
+        g = -g if maximize else g
+        if params and c.uses_params:
+            g = g + c["weight_decay"] * params[i]
+        k = 0
+        old_sq, old_ga = states[0][i], states[1][i] if centered else None
+
+        def mean(up, g=g, old_sq=old_sq, old_ga=old_ga):
+            w_up = alpha * up.squares(old_sq) + (1 - alpha) * up.square(g)
+            return w_up - up.square(alpha * old_ga + (1 - alpha) * g) if centered else w_up
+
+        sq = old_sq.mul_(alpha).add_((1 - alpha) * g * g) if inplace else alpha * old_sq + (1 - alpha) * g * g
+        new_states[0].append(sq)
+        w = sq
+        if centered:
+            k += 1
+            ga = old_ga.mul_(alpha).add_((1 - alpha) * g) if inplace else alpha * old_ga + (1 - alpha) * g
+            new_states[k].append(ga)
+            w = sq - ga * ga
+        # Recomputed where the mean of squares s' underflowed (w <= s').
+        step = g / (root_of_mean_square(w, g, sq, mean) + eps)
+        if momentum is not None:
+            k += 1
+            buf = states[k][i]
+            ratio = step
+            step = buf.mul_(momentum).add_(ratio) if inplace else momentum * buf + ratio
+            new_states[k].append(step)
+            if nesterov:
+                step = ratio + momentum * step
+        updates.append(_step.finish(-lr * step, i, grads, params, inplace, update_params))
+    return updates, new_states
+
+
+def operator(settings: dict[str, Any]) -> str:
+    """A momentum that is a constant 0 means no buffer (a tensor may be learned)."""
+    momentum = not _hyperparameters.is_zero(settings["momentum"])
+    return "rmsprop" + ("_centered" if settings["centered"] else "") + ("_momentum" if momentum else "")
+
+
+def check(settings: dict[str, Any]) -> None:
+    if settings["nesterov"] and _hyperparameters.is_zero(settings["momentum"]):
+        raise ValueError("nesterov=True needs a momentum (got momentum=0)")
+
+
+@optimizer(
+    RMSPropState,
+    plain,
+    operator=operator,
+    check=check,
+    initial={"square_avg": "initial_scale"},
+    class_name="RMSprop",
+    spellings=("RMSProp",),
+    torch_class="torch.optim.RMSprop",
+    state_keys={"square_avg": "square_avg", "grad_avg": "grad_avg", "momentum_buffer": "momentum_buffer"},
+    notes="""``nesterov`` and ``initial_scale`` are optax's additions. The
+    step is counted (``torch.optim.RMSprop`` keeps it) though the update does
+    not use it.""",
+)
+def rmsprop(
+    lr: LearningRate = 1e-2,
+    alpha: Hyperparameter = 0.99,
+    eps: float = 1e-8,
+    weight_decay: Hyperparameter = 0.0,
+    momentum: Hyperparameter = 0.0,
+    centered: bool = False,
+    *,
+    initial_scale: float = 0.0,
+    nesterov: bool = False,
+) -> GradientTransformation:
+    r"""RMSprop (Hinton, Srivastava and Swersky, 2012) as ``torch.optim.RMSprop``
+    computes it, as a differentiable transformation.
+
+    With :math:`s = -1` when maximizing (else 1) and :math:`\lambda` the weight
+    decay (L2, added to the gradient):
+
+    .. math::
+
+        g' &= s\,g + \lambda\,\theta \\
+        v_t &= \alpha\, v_{t-1} + (1 - \alpha)\, g'^2 \\
+        \bar g_t &= \alpha\, \bar g_{t-1} + (1 - \alpha)\, g' \quad\text{(centered only)} \\
+        d_t &= \sqrt{v_t - \bar g_t^2} + \epsilon \text{ (centered) or } \sqrt{v_t} + \epsilon \\
+        b_t &= \mu\, b_{t-1} + g' / d_t, \quad u_t = -\mathrm{lr}\, b_t
+            \quad\text{(with momentum; else } u_t = -\mathrm{lr}\, g' / d_t)
+
+    and with ``nesterov`` (and momentum) :math:`u_t = -\mathrm{lr}\,(g' / d_t + \mu\, b_t)`,
+    as optax's ``rmsprop(..., nesterov=True)``.
+
+    The fused operator's backward is exact, and finite where :math:`g' = 0`
+    and the square root's argument is 0 (the update does not depend on it there).
+
+    Args:
+        alpha: smoothing constant of the averages, in [0, 1].
+        momentum: momentum factor :math:`\mu` (a tensor selects the momentum
+            form even at 0, so that it can be learned).
+        centered: normalize by the variance estimate :math:`v_t - \bar g_t^2`.
+        initial_scale: the initial value of :math:`v` (``torch.optim.RMSprop``:
+            0; optax and TensorFlow use 1 for some models).
+        nesterov: Nesterov momentum (needs momentum; ``torch.optim.RMSprop``
+            has no such option).
+    """
+    ...
