@@ -21,6 +21,11 @@ __all__ = [
 ]
 
 
+#: unrollopt.chain and unrollopt.identity, which the classes here make: put
+#: here by unrollopt.transform, which is built on this module.
+CONSTRUCTORS: dict[str, Callable[..., Any]] = {}
+
+
 class UpdateFn(Protocol):
     def __call__(
         self,
@@ -55,9 +60,7 @@ class GradientTransformation(NamedTuple):
 
     def chain(self, next: GradientTransformation) -> GradientTransformation:  # noqa: A002 (TorchOpt's name)
         """``unrollopt.chain(self, next)``, TorchOpt's method."""
-        from unrollopt.transform import chain
-
-        return chain(self, next)
+        return CONSTRUCTORS["chain"](self, next)
 
 
 class _MadeBy(type):
@@ -78,9 +81,7 @@ class ChainedGradientTransformation(metaclass=_MadeBy):
 
     @staticmethod
     def _constructor() -> Callable[..., GradientTransformation]:
-        from unrollopt.transform import chain
-
-        return chain
+        return CONSTRUCTORS["chain"]
 
 
 class IdentityGradientTransformation(metaclass=_MadeBy):
@@ -92,6 +93,4 @@ class IdentityGradientTransformation(metaclass=_MadeBy):
 
     @staticmethod
     def _constructor() -> Callable[..., GradientTransformation]:
-        from unrollopt.transform import identity
-
-        return identity
+        return CONSTRUCTORS["identity"]

@@ -20,7 +20,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import torch
 from torch.utils import _pytree as _torch_pytree
 
-from unrollopt import _hyperparameters, _pytree, _step
+from unrollopt import _hyperparameters, _pytree, _step, base
 from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._recorded import Call, Transformation, record, recorded
 from unrollopt._transformation import mask_leaves
@@ -320,6 +320,7 @@ def chain_flat(*transforms: GradientTransformation) -> GradientTransformation:
 
 
 chain.flat = chain_flat  # type: ignore[attr-defined]
+base.CONSTRUCTORS.update(chain=chain, identity=identity)
 
 
 def _check_transformation(name: str, t: object) -> None:
