@@ -38,8 +38,11 @@ std::vector<at::Tensor> apply_updates(at::TensorList params, at::TensorList upda
 namespace detail {
 
 const std::vector<std::pair<std::string, SettingRange>>& bounded_settings() {
-  static const std::vector<std::pair<std::string, SettingRange>> all{
-      {"beta1", {0, 1, true}}, {"beta2", {0, 1, true}}, {"alpha", {0, 1}}, {"rho", {0, 1}}};
+  static const std::vector<std::pair<std::string, SettingRange>> all{{"beta1", {0, 1, true}},
+                                                                     {"beta2", {0, 1, true}},
+                                                                     {"beta3", {0, 1, true}},
+                                                                     {"alpha", {0, 1}},
+                                                                     {"rho", {0, 1}}};
   return all;
 }
 

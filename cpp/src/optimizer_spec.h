@@ -191,6 +191,22 @@ struct Spec<LionOptions> {
 };
 
 template <>
+struct Spec<AdanOptions> {
+  static constexpr const char* name = "Adan";
+  static std::string op(const AdanOptions&) { return "adan"; }
+  template <class Opts>
+  static FieldsOf<Opts> fields(Opts& o) {
+    return {UNROLLOPT_FIELD(lr),      UNROLLOPT_FIELD(beta1), UNROLLOPT_FIELD(beta2),
+            UNROLLOPT_FIELD(beta3),   UNROLLOPT_FIELD(eps),   UNROLLOPT_FIELD(weight_decay),
+            UNROLLOPT_FIELD(maximize)};
+  }
+  template <class F>
+  static void states(AdanState& s, F&& f) {
+    f("mu", s.mu), f("delta", s.delta), f("nu", s.nu), f("prev_grad", s.prev_grad);
+  }
+};
+
+template <>
 struct Spec<SgdOptions> {
   static constexpr const char* name = "Sgd";
   static std::string op(const SgdOptions& o) {

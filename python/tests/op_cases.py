@@ -20,6 +20,7 @@ from references import (
     ref_adam_step,
     ref_adamax_step,
     ref_adamw_step,
+    ref_adan_step,
     ref_lion_step,
     ref_nadam_step,
     ref_radam_step,
@@ -95,6 +96,11 @@ class Case:
                     wd=h["weight_decay"], maximize=bool(opt["maximize"]),
                 )  # fmt: skip
                 new = [m, v]
+            elif self.op == "adan":
+                u, *new = ref_adan_step(
+                    g, *(lists[k][i] for k in range(4)), p, t, lr=h["lr"], b1=h["beta1"], b2=h["beta2"],
+                    b3=h["beta3"], eps=opt["eps"], wd=h["weight_decay"], maximize=bool(opt["maximize"]),
+                )  # fmt: skip
             elif self.op == "lion":
                 u, m = ref_lion_step(
                     g, lists[0][i], p, lr=h["lr"], b1=h["beta1"], b2=h["beta2"], wd=h["weight_decay"],
@@ -170,6 +176,10 @@ CASES = [
     Case("adamax", "adamax", (0.1, 0.8, 0.9, 0.05), (0.5, 0.0), 3),
     Case("adamax-maximize-step1", "adamax", (0.1, 0.8, 0.9, 0.05), (0.3, 1.0), 1),
     Case("adamax-small_eps", "adamax", (0.1, 0.8, 0.9, 0.05), (1e-3, 0.0), 2),
+    # adan: the first step (no gradient difference) and later ones.
+    Case("adan", "adan", (0.1, 0.8, 0.7, 0.9, 0.05), (1e-3, 0.0), 3),
+    Case("adan-maximize-step1", "adan", (0.1, 0.8, 0.7, 0.9, 0.05), (1e-2, 1.0), 1),
+    Case("adan-step2", "adan", (0.1, 0.9, 0.8, 0.95, 0.05), (1e-3, 0.0), 2),
     # lion: the interpolation's sign is the step (its derivative is 0: the
     # gradients reach g, mu and beta2 only through mu').
     Case("lion", "lion", (0.1, 0.8, 0.9, 0.05), (0.0,), 3),
@@ -225,6 +235,7 @@ OP_CASES = [
         "sgd_momentum-nesterov",
         "adamw-eps_root",
         "adamax",
+        "adan",
         "lion",
         "rmsprop",
         "rmsprop_centered",

@@ -130,6 +130,58 @@ class RefLion(torch.optim.Optimizer):
                 p.add_(u)
 
 
+def ref_adan_step(g, m, v, n, prev, p, t, *, lr, b1, b2, b3, eps, wd=0.0, maximize=False):
+    """Adan as the authors' implementation (sail-sg/Adan, Xie et al. 2022)
+    computes a step: the gradient difference (0 at the first step, t = 1,
+    whatever prev is), the three averages, the bias-corrected Nesterov direction, and
+    the proximal decay p' = (p - lr * direction) / (1 + lr * wd). Returns
+    (the update p' - p, m, v, n, g); p None: no weight decay."""
+    if maximize:
+        g = -g
+    diff = torch.zeros_like(g) if t == 1 else g - prev
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * diff
+    z = g + b2 * diff
+    n = b3 * n + (1 - b3) * z * z
+    denom = n.sqrt() / (1 - b3**t) ** 0.5 + eps
+    direction = (m / (1 - b1**t) + b2 * v / (1 - b2**t)) / denom
+    # p' - p for p' = (p - lr * direction) / (1 + lr * wd), without the
+    # cancellation of computing p' first (the updates are compared to 1e-13).
+    decay = 0.0 if p is None else lr * wd * p
+    return -(lr * direction + decay) / (1 + lr * wd), m, v, n, g
+
+
+class RefAdan(torch.optim.Optimizer):
+    """Adan as a plain ``torch.optim`` optimizer written from the authors'
+    implementation (torch.optim has none): the reference for unrollopt.Adan's
+    trajectories, parameter groups and state dicts (the authors' keys ``step``,
+    ``exp_avg``, ``exp_avg_diff``, ``exp_avg_sq``, ``pre_grad``)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0, *, maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            b1, b2, b3 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    for key in ("exp_avg", "exp_avg_diff", "exp_avg_sq"):
+                        state[key] = torch.zeros_like(p)
+                state["step"] += 1
+                u, *moments, state["pre_grad"] = ref_adan_step(
+                    p.grad, state["exp_avg"], state["exp_avg_diff"], state["exp_avg_sq"], state.get("pre_grad"), p,
+                    float(state["step"]), lr=group["lr"], b1=b1, b2=b2, b3=b3, eps=group["eps"],
+                    wd=group["weight_decay"], maximize=group["maximize"],
+                )  # fmt: skip
+                state["exp_avg"], state["exp_avg_diff"], state["exp_avg_sq"] = moments
+                p.add_(u)
+
+
 def ref_rmsprop_step(g, sq, ga, buf, p, *, lr, alpha, eps, wd=0.0, momentum=None, nesterov=False, maximize=False):
     """torch.optim.RMSprop's step: returns (update, square_avg, grad_avg,
     momentum_buffer); grad_avg None selects the uncentered form (and stays
@@ -406,6 +458,8 @@ __all__ = [
     "ref_adagrad_step",
     "ref_adam_step",
     "ref_adamax_step",
+    "ref_adan_step",
+    "RefAdan",
     "RefLion",
     "ref_adamw_step",
     "near_lion_tie",

@@ -147,6 +147,7 @@ def builders():
         "radam": lambda lr, f: u.radam(lr, use_accelerated_op=f),
         "nadam": lambda lr, f: u.nadam(lr, use_accelerated_op=f),
         "lion": lambda lr, f: u.lion(lr, use_accelerated_op=f),
+        "adan": lambda lr, f: u.adan(lr, weight_decay=0.01, use_accelerated_op=f),
         "chain": lambda lr, f: u.chain(u.clip_grad_norm(1.0), u.scale_by_adam(use_accelerated_op=f), u.scale(-lr)),
         "schedule": lambda lr, f: u.adam(u.linear_schedule(lr, lr / 10, 2), use_accelerated_op=f),
         # Meta-SGD's per-parameter rates: lr times a fixed positive tree.

@@ -42,6 +42,7 @@ import torch
 from references import (
     F64,
     OOP_STEPS,
+    RefAdan,
     RefLion,
     assert_close,
     assert_params_rel,
@@ -61,6 +62,7 @@ from references import (
     ref_adam_step,
     ref_adamax_step,
     ref_adamw_step,
+    ref_adan_step,
     ref_lion_step,
     ref_nadam_step,
     ref_radam_step,
@@ -161,6 +163,17 @@ def lion_step(g, st, p, t, hp):
     b1, b2 = hp["betas"]
     u, m = ref_lion_step(g, st[0], p, lr=hp["lr"], b1=b1, b2=b2, wd=hp["weight_decay"], maximize=hp["maximize"])
     return u, (m,)
+
+
+def adan_init(p, hp):
+    return tuple(torch.zeros_like(p) for _ in range(4))
+
+
+def adan_step(g, st, p, t, hp):
+    b1, b2, b3 = hp["betas"]
+    u, *st = ref_adan_step(g, *st, p, t, lr=hp["lr"], b1=b1, b2=b2, b3=b3, eps=hp["eps"], wd=hp["weight_decay"],
+                           maximize=hp["maximize"])  # fmt: skip
+    return u, tuple(st)
 
 
 def rmsprop_init(p, hp):
@@ -770,7 +783,57 @@ NADAM = Case(
     round_trip_rtol=1e-13,
 )  # fmt: skip
 
-CASES = {c.name: c for c in (SGD, ADAM, ADAMW, ADAMAX, LION, RMSPROP, ADAGRAD, ADADELTA, RADAM, NADAM)}
+ADAN_KEYS = {"step", "exp_avg", "exp_avg_diff", "exp_avg_sq", "pre_grad"}
+
+ADAN = Case(
+    name="adan", alias=unrollopt.adan, cls=unrollopt.Adan, torch_cls=RefAdan, meta_cls=unrollopt.MetaAdan,
+    defaults=dict(lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0, maximize=False),
+    ref_init=adan_init, ref_step=adan_step, state_type=unrollopt.AdanState,
+    state_fields=("mu", "delta", "nu", "prev_grad"),
+    oop_lr=0.02,
+    grid=[
+        dict(betas=be, eps=ep, weight_decay=wd, maximize=mx)
+        for be, ep, wd, mx in itertools.product(
+            ((0.98, 0.92, 0.99), (0.8, 0.7, 0.9)), (1e-8, 1e-2), (0.0, 0.1), (False, True)
+        )
+    ],
+    loss_ratio=0.8, oop_keys=lambda o: ADAN_KEYS, all_keys=ADAN_KEYS,
+    torch_same_keys=True, defaults_keys=("lr", "betas", "eps", "weight_decay", "maximize"),
+    defaults_expected=dict(lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0),
+    groups=[
+        dict(params=[0], lr=0.03, betas=(0.8, 0.7, 0.9)),
+        dict(params=[1], weight_decay=0.2, eps=1e-3),
+        dict(params=[2], lr=0.005, maximize=True),
+    ],
+    groups_lr=0.01, groups_lrs=[0.03, 0.01, 0.005], groups_extra=_wd_list([0.0, 0.2, 0.0]),
+    round_trip=dict(lr=0.02, betas=(0.8, 0.7, 0.95), weight_decay=0.05),
+    interop=[("adan", dict(lr=0.02, betas=(0.85, 0.9, 0.99), weight_decay=0.05, eps=1e-6))],
+    sd_superset=False,
+    meta_lr=0.05,
+    meta_configs=[
+        dict(betas=(0.8, 0.7, 0.9), eps=1e-8, weight_decay=0.0, maximize=False),
+        dict(betas=(0.8, 0.7, 0.9), eps=1e-3, weight_decay=0.05, maximize=True),
+        dict(betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.2, maximize=False),
+    ],
+    tensor_configs=[
+        ("lr-betas-wd", 1, dict(lr=L(0.05), betas=(L(0.8), L(0.7), L(0.9)), eps=1e-6, weight_decay=L(0.1))),
+    ],
+    meta_class_configs=[
+        ("lr", 0, dict(lr=0.05)),
+        ("all", 0, dict(lr=0.05, betas=(0.8, 0.7, 0.9), eps=1e-4, weight_decay=0.1, maximize=True)),
+    ],
+    meta_optimizer_configs=[("wd", dict(lr=0.1, weight_decay=0.1))],
+    bad=LR_BAD + [
+        ("betas[0]", dict(betas=(1.0, 0.92, 0.99))),
+        ("betas[1]", dict(betas=(0.98, -0.1, 0.99))),
+        ("betas[2]", dict(betas=(0.98, 0.92, torch.tensor(1.5, dtype=F64)))),
+        ("betas must be a triple", dict(betas=(0.9, 0.99))),
+        ("eps", dict(eps=-1.0)),
+    ] + WD_BAD,
+    generic=dict(lr=0.02, betas=(0.8, 0.7, 0.95), weight_decay=0.05),
+)  # fmt: skip
+
+CASES = {c.name: c for c in (SGD, ADAM, ADAMW, ADAMAX, LION, RMSPROP, ADAGRAD, ADADELTA, RADAM, NADAM, ADAN)}
 
 
 def table(attr, ids=None):
@@ -885,7 +948,8 @@ def test_cpp_optimizers_have_the_aliases_defaults():
         alias = inspect.signature(getattr(unrollopt, name.lower())).parameters
         defaults = {n: p.default for n, p in alias.items()}
         if "betas" in defaults:
-            defaults["beta1"], defaults["beta2"] = defaults.pop("betas")
+            betas = defaults.pop("betas")
+            defaults.update({f"beta{i + 1}": beta for i, beta in enumerate(betas)})
         assert settings, name
         for setting, value in settings:
             assert defaults[setting] == value, (name, setting)
@@ -1468,8 +1532,9 @@ def test_inplace_equals_out_of_place(fused, case):
 
 
 # Initial states the steps ignore: SGD's first step starts its buffer at the
-# gradient (torch.optim.SGD's rule), and Adamax's maximum at a 0 nu selects |g'| + eps.
-IGNORED_INITIAL = {"sgd": {"momentum_buffer"}, "adamax": {"nu"}}
+# gradient (torch.optim.SGD's rule), Adamax's maximum at a 0 nu selects |g'| + eps,
+# and Adan's first step has no gradient difference (the authors' rule).
+IGNORED_INITIAL = {"sgd": {"momentum_buffer"}, "adamax": {"nu"}, "adan": {"prev_grad"}}
 
 
 @pytest.mark.parametrize("case", by_case())

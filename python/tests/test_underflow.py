@@ -44,6 +44,7 @@ OPTIMIZERS = {
     "adadelta": ("adadelta", {}),
     "sgd_momentum": ("sgd", dict(momentum=0.9)),
     "lion": ("lion", {}),
+    "adan": ("adan", {}),
 }
 
 

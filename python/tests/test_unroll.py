@@ -87,6 +87,7 @@ def make_optimizer(name: str, lr, fused: bool) -> unrollopt.GradientTransformati
         "adagrad": lambda: unrollopt.adagrad(lr, **acc),
         "adadelta": lambda: unrollopt.adadelta(lr * 20, **acc),
         "lion": lambda: unrollopt.lion(lr, **acc),
+        "adan": lambda: unrollopt.adan(lr, weight_decay=0.1, **acc),
     }[name]()
 
 
@@ -181,7 +182,7 @@ def test_values_bit_for_bit_and_meta_gradients_of_the_full_graph(name, fused, ch
         assert_grads(grads, torch.autograd.grad(outer_loss(pb, ref), meta_inputs(pb)), rtol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["adamw", "adamax", "radam", "nadam", "adagrad", "adadelta", "lion"])
+@pytest.mark.parametrize("name", ["adamw", "adamax", "radam", "nadam", "adagrad", "adadelta", "lion", "adan"])
 def test_every_other_optimizer(name, fused):
     params, grads = unrolled(name, fused, 3)
     expected_params, expected_grads = plain_result(name, fused)

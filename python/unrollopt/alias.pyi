@@ -9,12 +9,13 @@ from unrollopt.base import GradientTransformation
 from unrollopt.optimizers.adadelta import AdadeltaState as AdadeltaState
 from unrollopt.optimizers.adagrad import AdagradState as AdagradState
 from unrollopt.optimizers.adam import ScaleByAdamState as ScaleByAdamState
+from unrollopt.optimizers.adan import AdanState as AdanState
 from unrollopt.optimizers.lion import ScaleByLionState as ScaleByLionState
 from unrollopt.optimizers.nadam import NAdamState as NAdamState
 from unrollopt.optimizers.rmsprop import RMSPropState as RMSPropState
 from unrollopt.optimizers.sgd import SgdState as SgdState
 
-__all__ = ['LearningRate', 'adadelta', 'AdadeltaState', 'adagrad', 'AdagradState', 'adam', 'ScaleByAdamState', 'adamw', 'adamax', 'lion', 'ScaleByLionState', 'nadam', 'NAdamState', 'radam', 'rmsprop', 'RMSPropState', 'sgd', 'SgdState']
+__all__ = ['LearningRate', 'adadelta', 'AdadeltaState', 'adagrad', 'AdagradState', 'adam', 'ScaleByAdamState', 'adamw', 'adamax', 'adan', 'AdanState', 'lion', 'ScaleByLionState', 'nadam', 'NAdamState', 'radam', 'rmsprop', 'RMSPropState', 'sgd', 'SgdState']
 
 
 def adadelta(lr: 'LearningRate' = 1.0, rho: 'Hyperparameter' = 0.9, eps: 'float' = 1e-06, weight_decay: 'Hyperparameter' = 0.0, *, moment_requires_grad: 'bool' = False, maximize: 'bool' = False, use_accelerated_op: 'bool' = False) -> 'GradientTransformation': ...
@@ -30,6 +31,9 @@ def adamw(lr: 'LearningRate' = 0.001, betas: 'tuple[Hyperparameter, Hyperparamet
 
 
 def adamax(lr: 'LearningRate' = 0.002, betas: 'tuple[Hyperparameter, Hyperparameter]' = (0.9, 0.999), eps: 'float' = 1e-08, weight_decay: 'Hyperparameter' = 0.0, *, moment_requires_grad: 'bool' = False, maximize: 'bool' = False, use_accelerated_op: 'bool' = False) -> 'GradientTransformation': ...
+
+
+def adan(lr: 'LearningRate' = 0.001, betas: 'tuple[Hyperparameter, Hyperparameter, Hyperparameter]' = (0.98, 0.92, 0.99), eps: 'float' = 1e-08, weight_decay: 'Hyperparameter' = 0.0, *, moment_requires_grad: 'bool' = False, maximize: 'bool' = False, use_accelerated_op: 'bool' = False) -> 'GradientTransformation': ...
 
 
 def lion(lr: 'LearningRate' = 0.0001, betas: 'tuple[Hyperparameter, Hyperparameter]' = (0.9, 0.99), weight_decay: 'Hyperparameter' = 0.0, *, mask: 'Any' = None, moment_requires_grad: 'bool' = False, maximize: 'bool' = False, use_accelerated_op: 'bool' = False) -> 'GradientTransformation': ...

@@ -184,6 +184,25 @@ struct LionState {
   at::Tensor count;
 };
 
+// unrollopt.adan (Xie et al., 2022; the authors' defaults and proximal weight decay).
+struct AdanOptions {
+  Hyperparameter lr = 1e-3;
+  Hyperparameter beta1 = 0.98;  // the gradient's average
+  Hyperparameter beta2 = 0.92;  // the gradient difference's average
+  Hyperparameter beta3 = 0.99;  // the average of squares
+  double eps = 1e-8;
+  Hyperparameter weight_decay = 0.0;  // proximal: p / (1 + lr * weight_decay)
+  bool maximize = false;
+  bool moment_requires_grad = false;
+};
+
+struct AdanState {
+  std::vector<at::Tensor> mu, delta,
+      nu;                             // averages of g, of g - g_prev, of (g + beta2 (g - g_prev))^2
+  std::vector<at::Tensor> prev_grad;  // the previous step's gradient
+  at::Tensor count;
+};
+
 // The state type of each optimizer's options.
 template <class Options>
 struct StateOf;
@@ -218,6 +237,10 @@ struct StateOf<AdadeltaOptions> {
 template <>
 struct StateOf<LionOptions> {
   using type = LionState;
+};
+template <>
+struct StateOf<AdanOptions> {
+  using type = AdanState;
 };
 template <>
 struct StateOf<SgdOptions> {
@@ -259,6 +282,7 @@ class Optimizer {
   X(Adagrad, AdagradOptions)            \
   X(Adadelta, AdadeltaOptions)          \
   X(Lion, LionOptions)                  \
+  X(Adan, AdanOptions)                  \
   X(Sgd, SgdOptions)
 
 #define UNROLLOPT_NAME_OPTIMIZER(Name, Options) using Name = Optimizer<Options>;

@@ -7,6 +7,7 @@
 #include "adagrad.h"
 #include "adam.h"
 #include "adamax.h"
+#include "adan.h"
 #include "lion.h"
 #include "nadam.h"
 #include "radam.h"
@@ -21,6 +22,7 @@
   X(unrollopt::rules::AdamAmsgrad)             \
   X(unrollopt::rules::AdamWAmsgrad)            \
   X(unrollopt::rules::Adamax)                  \
+  X(unrollopt::rules::Adan)                    \
   X(unrollopt::rules::Lion)                    \
   X(unrollopt::rules::Nadam)                   \
   X(unrollopt::rules::Radam)                   \

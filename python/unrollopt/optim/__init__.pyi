@@ -10,7 +10,7 @@ from unrollopt._hyperparameters import Hyperparameter
 
 RateOrSchedule = Union[Hyperparameter, Callable[[torch.Tensor], Hyperparameter]]
 
-__all__ = ['Adadelta', 'AdaDelta', 'Adagrad', 'AdaGrad', 'Adam', 'AdamW', 'Adamax', 'AdaMax', 'Lion', 'NAdam', 'RAdam', 'RMSprop', 'RMSProp', 'SGD']
+__all__ = ['Adadelta', 'AdaDelta', 'Adagrad', 'AdaGrad', 'Adam', 'AdamW', 'Adamax', 'AdaMax', 'Adan', 'Lion', 'NAdam', 'RAdam', 'RMSprop', 'RMSProp', 'SGD']
 
 
 class Adadelta(torch.optim.Optimizer):
@@ -37,6 +37,10 @@ class Adamax(torch.optim.Optimizer):
     def __init__(self, params: 'Iterable[Any]', lr: 'RateOrSchedule' = 0.002, betas: 'tuple[Hyperparameter, Hyperparameter]' = (0.9, 0.999), eps: 'float' = 1e-08, weight_decay: 'Hyperparameter' = 0.0, *, maximize: 'bool' = False, use_accelerated_op: 'bool' = False) -> 'None': ...
 
 AdaMax = Adamax
+
+
+class Adan(torch.optim.Optimizer):
+    def __init__(self, params: 'Iterable[Any]', lr: 'RateOrSchedule' = 0.001, betas: 'tuple[Hyperparameter, Hyperparameter, Hyperparameter]' = (0.98, 0.92, 0.99), eps: 'float' = 1e-08, weight_decay: 'Hyperparameter' = 0.0, *, maximize: 'bool' = False, use_accelerated_op: 'bool' = False) -> 'None': ...
 
 
 class Lion(torch.optim.Optimizer):
