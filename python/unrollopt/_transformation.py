@@ -130,24 +130,7 @@ def transformation(
         else:
             ps = _pytree.flatten_like(params, spec, "params")
         rates = _pytree.flatten_like(lr_tree, spec, "lr") if lr_tree is not None else None
-        # Leaves without a gradient are passed over (most trees have none).
-        live = None
-        if any(leaf is None for leaf in grads):
-            live = _pytree.present(grads)
-            for i in live:
-                if any(s[i] is None for s in states) or (ps is not None and ps[i] is None):
-                    raise ValueError(f"updates has a tensor at leaf {i} where the state or params has None")
-                if rates is not None and rates[i] is None:
-                    raise ValueError(f"updates has a tensor at leaf {i} where lr has None")
-            g = [grads[i] for i in live]
-            s = [[leaves[i] for i in live] for leaves in states]
-            p = [ps[i] for i in live] if ps is not None else []
-        else:
-            g, s, p = grads, states, ps if ps is not None else []
-            for leaves in (*s, p):
-                if any(leaf is None for leaf in leaves):
-                    i = next(i for i, leaf in enumerate(leaves) if leaf is None)
-                    raise ValueError(f"updates has a tensor at leaf {i} where the state or params has None")
+        live, g, s, p = _live_leaves(grads, states, ps, rates)
         step_config = config
         if lr_schedule is not None:
             step_config = step_config.replace(lr=lr_schedule(state.count))
@@ -161,43 +144,65 @@ def transformation(
         else:
             _step.warn_if_first_order(g, p)
         count = state.count.add(_ONE)
+        ks = range(len(g)) if live is None else live  # each computed leaf's index among all
+
+        def run(gk: list, sk: list, pk: list, cfg: _step.Config) -> tuple[list, list]:
+            # (the operator reads the parameters only for a weight decay)
+            pk = pk if cfg.uses_params else []
+            return _step.step(plain, gk, sk, pk, count, cfg, fused=fused, inplace=inplace, what="update")
+
+        decayed = mask_leaves(decay_mask, params, spec)
         if not g:  # an empty tree, or no gradients: nothing to compute
             new_g, new_s = [], [[] for _ in names]
-        elif decay_mask is None:
-            p = p if step_config.uses_params else []  # the operator reads them only for a weight decay
-            new_g, new_s = _step.step(plain, g, s, p, count, step_config, fused=fused, inplace=inplace, what="update")
+        elif decayed is None:
+            new_g, new_s = run(g, s, p, step_config)
         else:  # two calls: the weight decay is off where the mask is False
-            decayed = mask_leaves(decay_mask, params, spec)
-            ks = range(len(g)) if live is None else live
-            groups = [
-                ([k for k, i in enumerate(ks) if decayed[i]], step_config),
-                ([k for k, i in enumerate(ks) if not decayed[i]], step_config.replace(weight_decay=0.0)),
-            ]
             new_g, new_s = [None] * len(g), [[None] * len(g) for _ in names]
-            for group, cfg in groups:
-                if not group:
-                    continue
-                pk = [p[k] for k in group] if p and cfg.uses_params else []
-                out_g, out_s = _step.step(plain, [g[k] for k in group], [[leaves[k] for k in group] for leaves in s],
-                                           pk, count, cfg, fused=fused, inplace=inplace, what="update")  # fmt: skip
-                for j, k in enumerate(group):
-                    new_g[k] = out_g[j]
-                    for n in range(len(names)):
-                        new_s[n][k] = out_s[n][j]
+            for on, cfg in ((True, step_config), (False, step_config.replace(weight_decay=0.0))):
+                group = [k for k, i in enumerate(ks) if decayed[i] is on]
+                if group:
+                    pk = [p[k] for k in group] if p else []
+                    out_g, out_s = run([g[k] for k in group], [[t[k] for k in group] for t in s], pk, cfg)
+                    new_g = _scatter(group, new_g, out_g)
+                    new_s = [_scatter(group, every, out) for every, out in zip(new_s, out_s)]
         if rates is not None:
-            ks = range(len(g)) if live is None else live
             new_g = [u.mul_(rates[i]) if inplace else u * rates[i] for u, i in zip(new_g, ks)]
         if live is not None:  # back to every leaf
-            out_u, out_s = list(grads), [list(leaves) for leaves in states]
-            for k, i in enumerate(live):
-                out_u[i] = new_g[k]
-                for j in range(len(names)):
-                    out_s[j][i] = new_s[j][k]
-            new_g, new_s = out_u, out_s
+            new_g, new_s = _scatter(live, grads, new_g), [_scatter(live, a, b) for a, b in zip(states, new_s)]
         trees = [_pytree.unflatten(leaves, spec) for leaves in new_s]
         return _pytree.unflatten(new_g, spec), new_state(trees, extra, count)
 
     return GradientTransformation(init, update)
+
+
+def _live_leaves(grads: list, states: list, ps: Optional[list], rates: Optional[list]) -> tuple:
+    """(the indices of the leaves with a gradient, or None when all have one;
+    their gradients, states and parameters): leaves without a gradient are
+    passed over (most trees have none). ValueError where a leaf with a
+    gradient has no state, parameter or rate."""
+    if all(leaf is not None for leaf in grads):
+        p = ps if ps is not None else []
+        for leaves in (*states, p):
+            if any(leaf is None for leaf in leaves):
+                i = next(i for i, leaf in enumerate(leaves) if leaf is None)
+                raise ValueError(f"updates has a tensor at leaf {i} where the state or params has None")
+        return None, grads, states, p
+    live = _pytree.present(grads)
+    for i in live:
+        if any(s[i] is None for s in states) or (ps is not None and ps[i] is None):
+            raise ValueError(f"updates has a tensor at leaf {i} where the state or params has None")
+        if rates is not None and rates[i] is None:
+            raise ValueError(f"updates has a tensor at leaf {i} where lr has None")
+    p = [ps[i] for i in live] if ps is not None else []
+    return live, [grads[i] for i in live], [[leaves[i] for i in live] for leaves in states], p
+
+
+def _scatter(where: list, every: list, computed: list) -> list:
+    """``every`` with the items at the indices ``where`` replaced by ``computed``."""
+    out = list(every)
+    for k, i in enumerate(where):
+        out[i] = computed[k]
+    return out
 
 
 def mask_leaves(mask: Any, params: Optional[Params], spec: Any) -> Optional[list[bool]]:
