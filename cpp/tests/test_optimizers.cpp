@@ -244,6 +244,116 @@ TEST(Optimizers, LearningRateGradientsMatchFiniteDifferences) {
                                      "Sgd");
 }
 
+// --- three unrolled steps --------------------------------------------------------
+
+// Three unrolled Adam steps of the C++ API vs the same loop in plain ops.
+TEST(Adam, UnrolledMetaGradientMatchesPlainOps) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  const Tensor a = at::randn({6, 4}, gen, kF64), b = at::randn({6}, gen, kF64);
+  const Tensor theta0 = at::randn({4}, gen, kF64);
+  const Tensor phi0 = at::randn({4}, gen, kF64);
+  const double lr = 0.1, beta1 = 0.9, beta2 = 0.99, eps = 1e-8, weight_decay = 0.01;
+  const auto inner_grad = [&](const Tensor& theta, const Tensor& phi) {
+    const Tensor loss = (at::mv(a, theta) - b).square().sum() + (theta - phi).square().sum();
+    return torch::autograd::grad({loss}, {theta}, {}, /*retain_graph=*/true,
+                                 /*create_graph=*/true)[0];
+  };
+  const auto outer = [](const Tensor& theta) { return theta.pow(3).sum(); };
+
+  const Tensor phi = phi0.clone().requires_grad_(true);
+  unrollopt::Adam adam(
+      {.lr = lr, .beta1 = beta1, .beta2 = beta2, .eps = eps, .weight_decay = weight_decay});
+  TensorVector params{theta0.clone().requires_grad_(true)};
+  auto state = adam.init(params);
+  for (int k = 0; k < 3; ++k) {
+    const TensorVector grads{inner_grad(params[0], phi)};
+    TensorVector updates;
+    std::tie(updates, state) = adam.update(grads, state, params);
+    params = unrollopt::apply_updates(params, updates);
+  }
+  const Tensor meta = torch::autograd::grad({outer(params[0])}, {phi})[0];
+
+  // Textbook Adam.
+  const Tensor phi_ref = phi0.clone().requires_grad_(true);
+  Tensor theta = theta0.clone().requires_grad_(true);
+  Tensor m = at::zeros({4}, kF64), v = at::zeros({4}, kF64);
+  for (int k = 1; k <= 3; ++k) {
+    const Tensor g = inner_grad(theta, phi_ref) + weight_decay * theta;
+    m = beta1 * m + (1 - beta1) * g;
+    v = beta2 * v + (1 - beta2) * g * g;
+    const double bc1 = 1 - std::pow(beta1, k), bc2 = 1 - std::pow(beta2, k);
+    theta = theta - lr * (m / bc1) / ((v / bc2).sqrt() + eps);
+  }
+  const Tensor meta_ref = torch::autograd::grad({outer(theta)}, {phi_ref})[0];
+  expect_close(params[0], theta, 1e-12, 0, "parameters after 3 steps");
+  expect_close(meta, meta_ref, 1e-10, 0, "meta-gradient");
+  EXPECT_EQ(state.count.item<int64_t>(), 3);
+}
+
+// Three unrolled SGD steps (Nesterov) of the C++ API vs the same loop in plain ops.
+TEST(Sgd, UnrolledMetaGradientMatchesPlainOps) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(22);
+  const Tensor a = at::randn({6, 4}, gen, kF64), b = at::randn({6}, gen, kF64);
+  const Tensor theta0 = at::randn({4}, gen, kF64), phi0 = at::randn({4}, gen, kF64);
+  const auto inner_grad = [&](const Tensor& theta, const Tensor& phi) {
+    const Tensor loss = (at::mv(a, theta) - b).square().sum() + (theta - phi).square().sum();
+    return torch::autograd::grad({loss}, {theta}, {}, true, /*create_graph=*/true)[0];
+  };
+  const Tensor lr = scalar(0.05, true);
+  const unrollopt::Sgd sgd({.lr = lr, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true});
+  const Tensor phi = phi0.clone().requires_grad_(true);
+  TensorVector params{theta0.clone().requires_grad_(true)};
+  auto state = sgd.init(params);
+  for (int k = 0; k < 3; ++k) {
+    TensorVector updates;
+    std::tie(updates, state) = sgd.update({inner_grad(params[0], phi)}, state, params);
+    params = unrollopt::apply_updates(params, updates);
+  }
+  const auto meta = torch::autograd::grad({params[0].pow(3).sum()}, {phi, lr});
+
+  const Tensor phi_ref = phi0.clone().requires_grad_(true);
+  Tensor theta = theta0.clone().requires_grad_(true), buf;
+  for (int k = 1; k <= 3; ++k) {
+    const Tensor g = inner_grad(theta, phi_ref) + 0.01 * theta;
+    buf = k == 1 ? g : 0.9 * buf + g;
+    theta = theta - lr * (g + 0.9 * buf);
+  }
+  const auto meta_ref = torch::autograd::grad({theta.pow(3).sum()}, {phi_ref, lr});
+  expect_close(params[0], theta, 1e-12, 0, "parameters after 3 steps");
+  expect_close(meta[0], meta_ref[0], 1e-10, 0, "meta-gradient");
+  expect_close(meta[1], meta_ref[1], 1e-10, 0, "gradient of lr");
+}
+
+// --- settings and arguments --------------------------------------------------------
+
+TEST(Sgd, BadSettingsAreRefused) {
+  EXPECT_THROW(unrollopt::Sgd({.lr = 0.1, .dampening = 0.5, .nesterov = true}), c10::ValueError);
+  EXPECT_THROW(unrollopt::Sgd({.lr = -0.1}), c10::ValueError);
+}
+
+TEST(Adam, WarnsOnceWhenGradsDoNotRequireGradButParamsDo) {
+  const Tensor p = at::randn({5}).requires_grad_(true);
+  const unrollopt::Adam adam({.lr = 0.1});
+  const auto state = adam.init({p});
+  const auto warnings_of = [&](const Tensor& g) {
+    struct Collect : c10::WarningHandler {
+      std::vector<std::string> messages;
+      void process(const c10::Warning& w) override { messages.push_back(w.msg()); }
+    } collect;
+    const c10::WarningUtils::WarningHandlerGuard guard(&collect);
+    adam.update({g}, state, {p});
+    return collect.messages;
+  };
+  const Tensor loss = (p * p).sum();
+  const Tensor with_graph = torch::autograd::grad({loss}, {p}, {}, true, /*create_graph=*/true)[0];
+  EXPECT_TRUE(warnings_of(with_graph).empty());
+  const Tensor without = torch::autograd::grad({loss}, {p})[0];
+  const auto first = warnings_of(without);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_NE(first[0].find("create_graph"), std::string::npos) << first[0];
+  EXPECT_TRUE(warnings_of(without).empty()) << "warned twice";
+}
+
 // The message of what `make` throws (empty if nothing).
 std::string thrown(const std::function<void()>& make) {
   try {
@@ -255,6 +365,18 @@ std::string thrown(const std::function<void()>& make) {
 }
 
 TEST(Optimizers, SettingsOutOfRangeAreRefusedByName) {
+  // Each of Adam's, by its name.
+  const std::vector<std::pair<std::string, std::function<void()>>> adam = {
+      {"lr", [] { unrollopt::Adam({.lr = -1.0}); }},
+      {"beta1", [] { unrollopt::Adam({.beta1 = 1.0}); }},
+      {"beta2", [] { unrollopt::Adam({.beta2 = -0.1}); }},
+      {"eps", [] { unrollopt::Adam({.eps = -1e-8}); }},
+      {"eps_root", [] { unrollopt::Adam({.eps_root = -1.0}); }},
+      {"weight_decay", [] { unrollopt::Adam({.weight_decay = -0.1}); }}};
+  for (const auto& [name, make] : adam) {
+    EXPECT_NE(thrown(make).find("unrollopt.Adam: Invalid " + name + ":"), std::string::npos)
+        << name;
+  }
   EXPECT_NE(thrown([] { unrollopt::Adamax({.beta1 = 1.0}); }).find("Adamax: Invalid beta1"),
             std::string::npos);
   EXPECT_NE(thrown([] { unrollopt::RMSprop({.alpha = 1.5}); }).find("RMSprop: Invalid alpha"),
