@@ -5,7 +5,6 @@
 
 #include <gtest/gtest.h>
 
-#include <map>
 #include <string>
 #include <vector>
 
@@ -13,6 +12,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 
+#include "rules_table.h"
 #include "testing.h"
 #include "unrollopt/unrollopt.h"
 
@@ -28,42 +28,13 @@ struct Optimizer {
   std::vector<double> hyper, options;
 };
 
-// A test value for each hyperparameter and option, by name (mu_product: nadam's
-// mu_1 mu_2 mu_3, about 0.4^3 at beta1 = 0.8).
-double value_of(const std::string& op, const std::string& name) {
-  static const std::map<std::string, double> values = {
-      {"lr", 0.1},
-      {"beta1", 0.8},
-      {"beta2", 0.9},
-      {"beta3", 0.95},
-      {"weight_decay", 0.05},
-      {"alpha", 0.9},
-      {"rho", 0.9},
-      {"momentum", 0.7},
-      {"dampening", 0.3},
-      {"lr_decay", 0.3},
-      {"mu_product", 0.064},
-      {"eps", 1e-3},
-      {"eps_root", 1e-6},
-      {"momentum_decay", 4e-3},
-      {"maximize", 1},
-      {"nesterov", 1},
-      {"decoupled_weight_decay", 1},
-  };
-  const auto it = values.find(name);
-  EXPECT_NE(it, values.end()) << op << " takes " << name << ", which has no test value here";
-  return it == values.end() ? 0.0 : it->second;
-}
-
-// Every registered operator, its arguments by its description: a new rule is
-// tested without being listed here.
+// Every rule of rules/all.h (radam, nadam and the AMSGrad variants too), with
+// the test values of rules_table.h: a new rule is tested without being listed here.
 std::vector<Optimizer> all_optimizers() {
   std::vector<Optimizer> out;
-  for (const auto& name : unrollopt::ops::operator_names()) {
-    const auto& d = unrollopt::ops::describe(name);
-    Optimizer opt{name, d.states, {}, {}};
-    for (const auto& h : d.hyperparameters) opt.hyper.push_back(value_of(name, h));
-    for (const auto& o : d.options) opt.options.push_back(value_of(name, o));
+  for (const auto& r : every_rule()) {
+    Optimizer opt{r.name, r.states, {}, test_options(r)};
+    for (const auto& h : r.hyperparameters) opt.hyper.push_back(test_value(r.name, h));
     out.push_back(std::move(opt));
   }
   return out;

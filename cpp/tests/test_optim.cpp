@@ -159,6 +159,7 @@ TEST(Optim, OthersMatchTheFunctionalOptimizers) {
   expect_same_as_functional<unrollopt::RMSprop, uo::RMSprop>(
       {.lr = 0.01, .momentum = 0.5, .initial_scale = 0.1, .nesterov = true}, "RMSprop nesterov");
   expect_same_as_functional<unrollopt::Lion, uo::Lion>({.lr = 0.01, .weight_decay = 0.1}, "Lion");
+  expect_same_as_functional<unrollopt::Adan, uo::Adan>({.lr = 0.05, .weight_decay = 0.1}, "Adan");
 }
 
 TEST(Optim, ClosureZeroGradAndParametersWithoutGradients) {

@@ -1,9 +1,8 @@
 // unrollopt._C: what Python needs from C++ beyond the operators (which load with
 // this module and are called as torch.ops.unrollopt.*): build information, the
-// availability probe, and the C++ functional API, for checking it from Python.
+// availability probe, and the checks shared with the C++ API.
 
 #include <nanobind/nanobind.h>
-#include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
@@ -36,12 +35,6 @@ struct type_caster<at::Tensor> {
 
 namespace {
 using TensorVector = std::vector<at::Tensor>;
-using CppAdamState = std::tuple<TensorVector, TensorVector, at::Tensor>;
-
-unrollopt::Hyperparameter hyper(nb::handle h) {
-  if (THPVariable_Check(h.ptr())) return THPVariable_Unpack(h.ptr());
-  return nb::cast<double>(h);
-}
 }  // namespace
 
 NB_MODULE(_C, m) {
@@ -128,39 +121,4 @@ NB_MODULE(_C, m) {
       nb::arg("op"), nb::arg("written"), nb::arg("read"),
       "Raises ValueError, naming both, if a tensor an in-place step writes shares memory with "
       "another of its arguments. Both are lists of (name, tensors) pairs.");
-
-  // The C++ API's unrollopt::Adam, state as (mu, nu, count).
-  nb::class_<unrollopt::Adam>(m, "CppAdam")
-      .def(
-          "__init__",
-          [](unrollopt::Adam* self, nb::handle lr, nb::handle beta1, nb::handle beta2, double eps,
-             double eps_root, nb::handle weight_decay, bool maximize, bool moment_requires_grad) {
-            new (self) unrollopt::Adam({.lr = hyper(lr),
-                                        .beta1 = hyper(beta1),
-                                        .beta2 = hyper(beta2),
-                                        .eps = eps,
-                                        .eps_root = eps_root,
-                                        .weight_decay = hyper(weight_decay),
-                                        .maximize = maximize,
-                                        .moment_requires_grad = moment_requires_grad});
-          },
-          nb::arg("lr"), nb::arg("beta1"), nb::arg("beta2"), nb::arg("eps"), nb::arg("eps_root"),
-          nb::arg("weight_decay"), nb::arg("maximize"), nb::arg("moment_requires_grad"))
-      .def("init",
-           [](const unrollopt::Adam& self, const TensorVector& params) {
-             auto s = self.init(params);
-             return CppAdamState{s.mu, s.nu, s.count};
-           })
-      .def(
-          "update",
-          [](const unrollopt::Adam& self, const TensorVector& grads, const CppAdamState& state,
-             const TensorVector& params) {
-            auto [updates, next] = self.update(
-                grads, {std::get<0>(state), std::get<1>(state), std::get<2>(state)}, params);
-            return std::make_pair(updates, CppAdamState{next.mu, next.nu, next.count});
-          },
-          nb::arg("grads"), nb::arg("state"), nb::arg("params") = TensorVector{});
-  m.def("apply_updates", [](const TensorVector& params, const TensorVector& updates) {
-    return unrollopt::apply_updates(params, updates);
-  });
 }

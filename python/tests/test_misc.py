@@ -1,5 +1,5 @@
-"""accelerated_op_available, the C++ API through unrollopt._C, the two CPU
-kernel variants, and thread-count independence."""
+"""accelerated_op_available, the two CPU kernel variants, and thread-count
+independence."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 import torch
-from references import F64, gen, max_rel_err, rand_pos, randn, unrollopt
+from references import F64, gen, rand_pos, randn, unrollopt
 
 # --- accelerated_op_available -------------------------------------------------------
 
@@ -44,121 +44,6 @@ def test_accelerated_op_not_available_without_cuda(devices):
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA")
     assert unrollopt.accelerated_op_available(devices) is False
-
-
-# --- the C++ API ---------------------------------------------------------------------
-
-
-def cpp_and_python(seed, *, wd, maximize, tensor_hyper):
-    g = gen(seed)
-    x = randn(g, 5, 3)
-    y = randn(g, 5)
-    w0 = randn(g, 3, requires_grad=True)
-    b0 = randn(g, 1, requires_grad=True)
-    if tensor_hyper:
-        lr, b1, b2, wdt = (torch.tensor(v, dtype=F64, requires_grad=True) for v in (0.05, 0.85, 0.99, wd))
-    else:
-        lr, b1, b2, wdt = 0.05, 0.85, 0.99, wd
-
-    def loss_of(p):
-        return ((x @ p[0] + p[1] - y) ** 4).mean()
-
-    def run(cpp):
-        if cpp:
-            opt = unrollopt._C.CppAdam(
-                lr=lr, beta1=b1, beta2=b2, eps=1e-6, eps_root=1e-7, weight_decay=wdt,
-                maximize=maximize, moment_requires_grad=False,
-            )  # fmt: skip
-            params = [w0, b0]
-            state = opt.init(params)
-            assert isinstance(state, tuple) and len(state) == 3 and int(state[2]) == 0
-        else:
-            opt = unrollopt.adam(
-                lr=lr, betas=(b1, b2), eps=1e-6, eps_root=1e-7, weight_decay=wdt,
-                maximize=maximize, use_accelerated_op=True,
-            )  # fmt: skip
-            params = [w0, b0]
-            state = opt.init(params)
-        for _ in range(3):
-            grads = list(torch.autograd.grad(loss_of(params), params, create_graph=True))
-            if cpp:
-                updates, state = opt.update(grads, state, params)
-                assert all(u.grad_fn is not None for u in updates)  # grad_fn kept through the binding
-                params = unrollopt._C.apply_updates(params, updates)
-            else:
-                updates, state = opt.update(grads, state, params=params, inplace=False)
-                params = unrollopt.apply_updates(params, updates, inplace=False)
-        outer = (params[0] ** 2).sum() + params[1].sum()
-        wrt = [w0, b0] + ([lr, b1, b2, wdt] if tensor_hyper else [])
-        mu = state[0] if cpp else state.mu
-        count = state[2] if cpp else state.count
-        return [p.detach() for p in params], [m.detach() for m in mu], int(count), torch.autograd.grad(outer, wrt)
-
-    return run(True), run(False)
-
-
-@pytest.mark.parametrize("wd,maximize", [(0.0, False), (0.02, True)])
-@pytest.mark.parametrize("tensor_hyper", [False, True])
-def test_cpp_api_matches_python(wd, maximize, tensor_hyper):
-    cpp, py = cpp_and_python(3, wd=wd, maximize=maximize, tensor_hyper=tensor_hyper)
-    assert cpp[2] == py[2] == 3
-    for a, b in zip(cpp[0] + cpp[1], py[0] + py[1]):
-        assert torch.equal(a, b)
-    for a, b in zip(cpp[3], py[3]):
-        assert torch.isfinite(a).all() and a.abs().max() > 0
-        assert max_rel_err(a, b) <= 1e-13
-
-
-def test_cpp_api_moment_requires_grad():
-    """AdamOptions::moment_requires_grad: init() makes moments that require grad,
-    and gradients w.r.t. them equal the Python API's. (Currently init() throws:
-    unrollopt::Adam::init passes requires_grad inside the TensorOptions of
-    at::zeros_like, which ATen refuses.)"""
-    w0 = torch.tensor([0.5, -1.5, 2.0], dtype=F64, requires_grad=True)
-    opt = unrollopt._C.CppAdam(
-        lr=0.1,
-        beta1=0.9,
-        beta2=0.999,
-        eps=1e-3,
-        eps_root=0.0,
-        weight_decay=0.0,
-        maximize=False,
-        moment_requires_grad=True,
-    )
-    mu, nu, count = opt.init([w0])
-    assert mu[0].requires_grad and nu[0].requires_grad and count.dtype == torch.int64
-    grads = list(torch.autograd.grad((w0**3).sum(), [w0], create_graph=True))
-    updates, _ = opt.update(grads, (mu, nu, count))
-    got = torch.autograd.grad(updates[0].sum(), [mu[0], nu[0]])
-
-    py = unrollopt.adam(lr=0.1, eps=1e-3, moment_requires_grad=True, use_accelerated_op=True)
-    state = py.init([w0])
-    u, _ = py.update(grads, state, inplace=False)
-    exp = torch.autograd.grad(u[0].sum(), [state.mu[0], state.nu[0]])
-    for a, b in zip(got, exp):
-        assert torch.equal(a, b)
-
-
-def test_cpp_api_errors():
-    opt = unrollopt._C.CppAdam(
-        lr=0.1,
-        beta1=0.9,
-        beta2=0.999,
-        eps=1e-8,
-        eps_root=0.0,
-        weight_decay=0.1,
-        maximize=False,
-        moment_requires_grad=False,
-    )
-    mu, nu, count = opt.init([torch.ones(2, dtype=F64)])
-    with pytest.raises(ValueError, match="params"):
-        opt.update([torch.ones(2, dtype=F64)], (mu, nu, count))  # weight decay needs params
-    with pytest.raises(ValueError, match="shape"):
-        opt.update([torch.ones(3, dtype=F64)], (mu, nu, count), [torch.ones(3, dtype=F64)])
-    with pytest.raises(TypeError, match="dtype"):
-        opt.update([torch.ones(2)], (mu, nu, count), [torch.ones(2)])
-    with pytest.raises(ValueError, match="2 params but 1 updates"):
-        unrollopt._C.apply_updates([torch.ones(1), torch.ones(1)], [torch.ones(1)])
 
 
 # --- the two CPU kernel variants ---------------------------------------------------
