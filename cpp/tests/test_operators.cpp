@@ -299,6 +299,7 @@ TEST_P(EveryRule, GradientsFiniteWhereEverythingIsZero) {
   TensorVector cotangents;
   for (const auto& out : outputs) cotangents.push_back(at::randn(out.sizes(), kF64));
   const auto grads = torch::autograd::grad(outputs, inputs, cotangents, true, false, true);
+  ASSERT_TRUE(grads[0].defined()) << "the gradient of grads";
   for (size_t i = 0; i < grads.size(); ++i) {
     if (grads[i].defined()) EXPECT_TRUE(at::isfinite(grads[i]).all().item<bool>()) << i;
   }
@@ -319,6 +320,7 @@ TEST(Adam, ExactWhereSecondMomentIsZero) {
   const Tensor gu = at::randn({8}, kF64), gm = at::randn({8}, kF64), gv = at::randn({8}, kF64);
   const auto grads = torch::autograd::grad({update[0], states[0], states[1]},
                                            {a.grads[0], a.states[0], a.states[1]}, {gu, gm, gv});
+  for (const auto& g : grads) EXPECT_TRUE(at::isfinite(g).all().item<bool>());
   const double lr = test_value("adam", "lr"), beta1 = test_value("adam", "beta1"),
                beta2 = test_value("adam", "beta2"), eps = test_value("adam", "eps");
   const double bc1 = 1 - beta1;  // step 1
