@@ -44,18 +44,30 @@ inline RuleRow rule_named(const std::string& name) {
   return {};
 }
 
-// A test value for each hyperparameter and option, by name; `flags` turns on
-// every boolean option (maximize, nesterov, decoupled_weight_decay) and
-// Adam's eps_root; without, they are 0.
+// A test value for each hyperparameter and option, by name (mu_product: nadam's
+// mu_1 mu_2 mu_3, about 0.4^3 at beta1 = 0.8); `flags` turns on every boolean
+// option (maximize, nesterov, decoupled_weight_decay) and Adam's eps_root;
+// without, they are 0.
 inline double test_value(const std::string& op, const std::string& name, bool flags = true) {
   static const std::map<std::string, double> values = {
-      {"lr", 0.1},       {"beta1", 0.8},         {"beta2", 0.9},
-      {"beta3", 0.95},   {"weight_decay", 0.05}, {"alpha", 0.9},
-      {"rho", 0.9},      {"momentum", 0.7},      {"dampening", 0.3},
-      {"lr_decay", 0.3}, {"mu_product", 0.064},  // nadam's mu_1 mu_2 mu_3, about 0.4^3 at beta1 =
-                                                 // 0.8
-      {"eps", 1e-3},     {"eps_root", 1e-6},     {"momentum_decay", 4e-3},
-      {"maximize", 1},   {"nesterov", 1},        {"decoupled_weight_decay", 1}};
+      {"lr", 0.1},
+      {"beta1", 0.8},
+      {"beta2", 0.9},
+      {"beta3", 0.95},
+      {"weight_decay", 0.05},
+      {"alpha", 0.9},
+      {"rho", 0.9},
+      {"momentum", 0.7},
+      {"dampening", 0.3},
+      {"lr_decay", 0.3},
+      {"mu_product", 0.064},
+      {"eps", 1e-3},
+      {"eps_root", 1e-6},
+      {"momentum_decay", 4e-3},
+      {"maximize", 1},
+      {"nesterov", 1},
+      {"decoupled_weight_decay", 1},
+  };
   const auto it = values.find(name);
   EXPECT_NE(it, values.end()) << op << " takes " << name << ", which has no test value here";
   if (it == values.end()) return 0.0;
