@@ -75,7 +75,7 @@ def transformation(
     (given at init by ``scalars(config, None, 0)``).
     """
     names = config.state_names
-    scalar_fields = tuple(scalars(config, None, torch.zeros((), dtype=torch.int64))[1]) if scalars else ()
+    scalar_fields = tuple(scalars(config, None, torch.zeros((), dtype=torch.int64))[1]) if scalars is not None else ()
     tree_fields = [f for f in state_type._fields if f != "count" and f not in scalar_fields]
 
     def init(params: Params) -> OptState:
@@ -90,7 +90,7 @@ def transformation(
         values = {name: (initial or {}).get(name, 0.0) for name in names}
         trees = {name: _pytree.unflatten([filled(p, values[name]) for p in leaves], spec) for name in names}
         count = torch.zeros((), dtype=torch.int64)
-        extra = scalars(config, None, count)[1] if scalars else {}
+        extra = scalars(config, None, count)[1] if scalars is not None else {}
         return state_type(**{f: trees.get(f, ()) for f in tree_fields}, **extra, count=count)
 
     labels = tuple(f"state.{name}" for name in names)
