@@ -19,14 +19,8 @@ struct Adadelta {
   static constexpr const char* name = "adadelta";
   static constexpr std::array<const char*, 2> states{"square_avg", "acc_delta"};
   static constexpr std::array<const char*, 3> hyperparameters{"lr", "rho", "weight_decay"};
-  struct Options {
-    static constexpr std::array<const char*, 2> names{"eps", "maximize"};
-    double eps;
-    bool maximize;
-    static Options read(c10::ArrayRef<double> values) {
-      const auto v = read_options(name, values, names);
-      return {v[0], v[1] != 0};
-    }
+  struct Options : EpsOptions {
+    static Options read(c10::ArrayRef<double> values) { return {EpsOptions::read(name, values)}; }
   };
 
   enum { sign, weight_decay, rho, one_minus_rho, eps, neg_lr, num_coef };

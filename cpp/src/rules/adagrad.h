@@ -16,14 +16,8 @@ struct Adagrad {
   static constexpr const char* name = "adagrad";
   static constexpr std::array<const char*, 1> states{"sum"};
   static constexpr std::array<const char*, 3> hyperparameters{"lr", "lr_decay", "weight_decay"};
-  struct Options {
-    static constexpr std::array<const char*, 2> names{"eps", "maximize"};
-    double eps;
-    bool maximize;
-    static Options read(c10::ArrayRef<double> values) {
-      const auto v = read_options(name, values, names);
-      return {v[0], v[1] != 0};
-    }
+  struct Options : EpsOptions {
+    static Options read(c10::ArrayRef<double> values) { return {EpsOptions::read(name, values)}; }
   };
 
   enum {

@@ -24,14 +24,8 @@ struct Adamax {
   static constexpr std::array<const char*, 2> states{"mu", "nu"};
   static constexpr std::array<const char*, 4> hyperparameters{"lr", "beta1", "beta2",
                                                               "weight_decay"};
-  struct Options {
-    static constexpr std::array<const char*, 2> names{"eps", "maximize"};
-    double eps;
-    bool maximize;
-    static Options read(c10::ArrayRef<double> values) {
-      const auto v = read_options(name, values, names);
-      return {v[0], v[1] != 0};
-    }
+  struct Options : EpsOptions {
+    static Options read(c10::ArrayRef<double> values) { return {EpsOptions::read(name, values)}; }
   };
 
   enum {

@@ -89,6 +89,18 @@ std::array<double, N> read_options(const char* op, c10::ArrayRef<double> values,
   return out;
 }
 
+// The options of the rules that take an eps and maximize, nothing else
+// (Adadelta, Adagrad, Adamax, Adan): a rule's Options derives from it.
+struct EpsOptions {
+  static constexpr std::array<const char*, 2> names{"eps", "maximize"};
+  double eps;
+  bool maximize;
+  static EpsOptions read(const char* op, c10::ArrayRef<double> values) {
+    const auto v = read_options(op, values, names);
+    return {v[0], v[1] != 0};
+  }
+};
+
 // The step's coefficients with their derivatives with respect to the
 // hyperparameters (forward-mode differentiation), at the given values and step.
 template <class Rule, size_t NH = Rule::hyperparameters.size()>
