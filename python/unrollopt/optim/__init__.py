@@ -169,6 +169,8 @@ class _Optimizer(torch.optim.Optimizer):
         masks = [self._decay_mask(group) for group in self.param_groups]
         for group, config, mask in zip(self.param_groups, configs, masks):
             keys = [self._definition.state_keys[name] for name in config.state_names]
+            initial = {name: float(group[setting]) for name, setting in self._definition.initial.items()}
+            scalar_name = self._definition.scalar.name if self._definition.scalar is not None else None
             schedule = group["lr"] if callable(group["lr"]) else None
             # One fused call per step number (parameters of a group share it
             # unless some had no gradient in earlier steps), step count for a
@@ -182,20 +184,18 @@ class _Optimizer(torch.optim.Optimizer):
                 state = self.state[p]
                 count = self._count(state) if schedule is not None else None
                 decayed = mask is None or mask[i]
-                scalar = self._definition.scalar
-                shared = float(state[scalar.name]) if scalar is not None and scalar.name in state else None
+                shared = float(state[scalar_name]) if scalar_name in state else None  # (NAdam's product)
                 by_step[self._next_step(state), shared, count, decayed].append((p, state))
             for (step, _, count, decayed), members in by_step.items():
                 step_config = config
                 scalar = self._scalar(config, members[0][1], step)
                 if scalar is not None:
-                    step_config = step_config.replace(**{self._definition.scalar.name: float(scalar)})  # type: ignore[union-attr]
+                    step_config = step_config.replace(**{scalar_name: float(scalar)})
                 if schedule is not None:
                     step_config = step_config.replace(lr=schedule(torch.tensor(int(count))))
                 if not decayed:
                     step_config = step_config.replace(weight_decay=0.0)
                 params = [p for p, _ in members]
-                initial = {name: float(group[setting]) for name, setting in self._definition.initial.items()}
                 # New state starts at zero; it is stored only once the step succeeded.
                 states = [
                     [
