@@ -1,4 +1,4 @@
-// The fused CUDA kernels: each rule's own math (../src/rules/) over lists of
+// The fused CUDA kernels: each rule's own math (../include/unrollopt/rules/) over lists of
 // tensors, many tensors per launch (multi-tensor apply); half and bfloat16 are
 // computed in float32. Each block computes the step's coefficients from the
 // step and hyperparameters where they are, and the backward reduces the
@@ -17,8 +17,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include "../src/rules/all.h"
 #include "kernels.h"
+#include "unrollopt/rules/all.h"
 
 namespace unrollopt::cuda {
 namespace {

@@ -14,6 +14,7 @@
 
 #include "checks.h"
 #include "unrollopt/ops.h"
+#include "unrollopt/optimizers.h"
 #include "unrollopt/update.h"
 
 namespace unrollopt {
@@ -37,20 +38,32 @@ std::vector<at::Tensor> apply_updates(at::TensorList params, at::TensorList upda
 
 namespace detail {
 
-const std::vector<std::pair<std::string, SettingRange>>& bounded_settings() {
-  static const std::vector<std::pair<std::string, SettingRange>> all{{"beta1", {0, 1, true}},
-                                                                     {"beta2", {0, 1, true}},
-                                                                     {"beta3", {0, 1, true}},
-                                                                     {"alpha", {0, 1}},
-                                                                     {"rho", {0, 1}}};
-  return all;
+SettingRange setting_range(std::string_view name) {
+  // Decay rates: beta1, beta2, ... in [0, 1) (at 1 an average never forgets its
+  // start, and bias corrections divide by 0); alpha and rho in [0, 1].
+  const auto digits = name.substr(std::min<size_t>(4, name.size()));
+  if (name.starts_with("beta") && !digits.empty() &&
+      std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return {0, 1, true};
+  }
+  if (name == "alpha" || name == "rho") return {0, 1};
+  return {};
 }
 
-SettingRange setting_range(std::string_view name) {
-  for (const auto& [n, r] : bounded_settings()) {
-    if (n == name) return r;
-  }
-  return {};
+const std::vector<std::pair<std::string, SettingRange>>& bounded_settings() {
+  static const auto all = [] {
+    std::vector<std::pair<std::string, SettingRange>> out;
+    for (const auto& [optimizer, settings] : default_settings()) {
+      for (const auto& [name, value] : settings) {
+        const SettingRange r = setting_range(name);
+        const bool seen = std::any_of(out.begin(), out.end(),
+                                      [&, &name = name](const auto& e) { return e.first == name; });
+        if (!seen && (r.low != 0 || !std::isinf(r.high))) out.emplace_back(name, r);
+      }
+    }
+    return out;
+  }();
+  return all;
 }
 
 void check_setting(std::string_view optimizer, std::string_view name, double value,
@@ -94,15 +107,12 @@ void warn_if_first_order(std::string_view op, at::TensorList grads, at::TensorLi
 
 Step fused_update(std::string_view op, at::TensorList grads,
                   const std::vector<std::vector<at::Tensor>>& states, at::TensorList params,
-                  const at::Tensor& count, const std::vector<Hyperparameter>& hyper,
-                  const std::vector<double>& options) {
-  std::vector<at::Tensor> flat, hyper_tensors;
+                  const at::Tensor& count, at::TensorList hyper, c10::ArrayRef<double> options) {
+  std::vector<at::Tensor> flat;
   for (const auto& state : states) flat.insert(flat.end(), state.begin(), state.end());
-  for (const auto& h : hyper) hyper_tensors.push_back(h.tensor());
   Step next;
   next.count = at::add(count, 1);
-  auto [updates, new_flat] =
-      ops::fused_step(op, grads, flat, params, next.count, hyper_tensors, options);
+  auto [updates, new_flat] = ops::fused_step(op, grads, flat, params, next.count, hyper, options);
   next.updates = std::move(updates);
   const auto n = static_cast<std::ptrdiff_t>(grads.size());
   for (size_t k = 0; k < states.size(); ++k) {

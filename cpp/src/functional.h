@@ -14,7 +14,7 @@
 namespace unrollopt::detail {
 
 // An optimizer's setting (a hyperparameter or a numeric option) within its
-// range, by name: beta1 and beta2 in [0, 1), alpha and rho in [0, 1], every
+// range, by name: beta1, beta2, ... in [0, 1), alpha and rho in [0, 1], every
 // other in [0, inf]. The one check of the C++ and the Python optimizers (through
 // _C.check_setting), so both say the same: c10::ValueError "Invalid NAME: VALUE
 // (expected 0 <= NAME[ < 1])", after "unrollopt.OPTIMIZER: " where `optimizer` is
@@ -27,7 +27,7 @@ struct SettingRange {
   double low = 0, high = std::numeric_limits<double>::infinity();
   bool high_open = false;
 };
-// The settings whose range is not [0, inf] (the table check_setting reads).
+// The settings of the optimizers whose range is not [0, inf], by name.
 const std::vector<std::pair<std::string, SettingRange>>& bounded_settings();
 SettingRange setting_range(std::string_view name);
 
@@ -49,7 +49,6 @@ void warn_if_first_order(std::string_view op, at::TensorList grads, at::TensorLi
 // One out-of-place step of the operator unrollopt::<op>.
 Step fused_update(std::string_view op, at::TensorList grads,
                   const std::vector<std::vector<at::Tensor>>& states, at::TensorList params,
-                  const at::Tensor& count, const std::vector<Hyperparameter>& hyper,
-                  const std::vector<double>& options);
+                  const at::Tensor& count, at::TensorList hyper, c10::ArrayRef<double> options);
 
 }  // namespace unrollopt::detail

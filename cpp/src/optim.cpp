@@ -1,5 +1,6 @@
-// The torch::optim optimizers of unrollopt/optim.h, from one template over the
-// Specs (optimizer_spec.h): the step is the operator NAME_ with update_params.
+// The torch::optim optimizers of unrollopt/optim.h, one template over the
+// optimizers' declarations (declaration.h): the step is the operator NAME_
+// with update_params.
 
 #include "unrollopt/optim.h"
 
@@ -14,14 +15,14 @@
 #include <torch/optim/serialize.h>
 #include <torch/serialize/archive.h>
 
+#include "declaration.h"
 #include "functional.h"
-#include "optimizer_spec.h"
 #include "unrollopt/ops.h"
 
 namespace unrollopt::optim {
 namespace {
 
-const std::string kStep = "step", kMuProduct = "mu_product";
+const std::string kStep = "step";
 
 }  // namespace
 
@@ -33,13 +34,13 @@ double GroupOptions<Options>::get_lr() const {
 template <class Options>
 void GroupOptions<Options>::set_lr(double lr) {
   // Schedulers change the rate between steps: checked here, not at every step.
-  detail::check_setting(detail::Spec<Options>::name, "lr", lr);
+  detail::check_setting(Options::name, "lr", lr);
   value.lr = lr;
 }
 
 template <class Options>
 void GroupOptions<Options>::serialize(torch::serialize::OutputArchive& archive) const {
-  for (const auto& f : detail::Spec<Options>::fields(value)) {
+  for (const auto& f : Options::settings(value)) {
     std::visit(
         [&](const auto* v) {
           using T = std::decay_t<decltype(*v)>;
@@ -55,7 +56,7 @@ void GroupOptions<Options>::serialize(torch::serialize::OutputArchive& archive) 
 
 template <class Options>
 void GroupOptions<Options>::serialize(torch::serialize::InputArchive& archive) {
-  for (const auto& f : detail::Spec<Options>::fields(value)) {
+  for (const auto& f : Options::settings(value)) {
     std::visit(
         [&](auto* v) {
           using T = std::decay_t<decltype(*v)>;
@@ -84,9 +85,18 @@ at::Tensor ParamState::get(const std::string& name) const {
   return {};
 }
 
+void ParamState::set(const std::string& name, at::Tensor value) {
+  for (auto& [n, t] : tensors) {
+    if (n == name) {
+      t = std::move(value);
+      return;
+    }
+  }
+  tensors.emplace_back(name, std::move(value));
+}
+
 void ParamState::serialize(torch::serialize::OutputArchive& archive) const {
   archive.write(kStep, c10::IValue(step));
-  if (mu_product.defined()) archive.write(kMuProduct, mu_product);
   for (const auto& [name, t] : tensors) archive.write(name, t);
 }
 
@@ -100,11 +110,7 @@ void ParamState::serialize(torch::serialize::InputArchive& archive) {
     } else {
       at::Tensor t;
       archive.read(key, t);
-      if (key == kMuProduct) {
-        mu_product = t;
-      } else {
-        tensors.emplace_back(key, t);
-      }
+      tensors.emplace_back(key, t);
     }
   }
 }
@@ -129,7 +135,7 @@ void Optimizer<Options>::keep_options(size_t index,
                                       const torch::optim::OptimizerParamGroup& given) {
   if (given.has_options()) {
     const auto* options = dynamic_cast<const GroupOptions<Options>*>(&given.options());
-    TORCH_CHECK_TYPE(options, "unrollopt.optim.", detail::Spec<Options>::name,
+    TORCH_CHECK_TYPE(options, "unrollopt.optim.", Options::name,
                      ": a parameter group's options must be GroupOptions of its options type");
     unrollopt::Optimizer<Options> checked(options->value);  // raises for a setting out of range
     param_groups_[index].set_options(given.options().clone());
@@ -141,7 +147,6 @@ void Optimizer<Options>::keep_options(size_t index,
 
 template <class Options>
 at::Tensor Optimizer<Options>::step(LossClosure closure) {
-  using S = detail::Spec<Options>;
   at::Tensor loss;
   if (closure) {
     at::AutoGradMode enable_grad(true);
@@ -150,44 +155,32 @@ at::Tensor Optimizer<Options>::step(LossClosure closure) {
   at::NoGradGuard no_grad;
   for (auto& group : param_groups_) {
     const Options& o = static_cast<const GroupOptions<Options>&>(group.options()).value;
-    const std::string op = S::op(o);
-    const auto& description = ops::describe(op);
-    const auto fields = S::fields(o);
-    std::vector<at::Tensor> hyper;
-    std::vector<double> flags;
-    size_t mu_product_index = 0;
-    for (const auto& name : description.hyperparameters) {
-      if (name == kMuProduct) {  // NAdam's: per bucket, below
-        mu_product_index = hyper.size();
-        hyper.emplace_back();
-        continue;
-      }
-      const auto& field = detail::find_field(fields, name, S::name, op);
-      hyper.push_back(std::get<const Hyperparameter*>(field.value)->tensor());
-    }
-    for (const auto& name : description.options) {
-      flags.push_back(detail::option_value(fields, name, S::name, op));
-    }
-    // The parameters with a gradient, by the step they take (and NAdam's product).
+    auto a = detail::operator_arguments(o);
+    const auto& state_names = a.description->states;
+    // The parameters with a gradient, by the step they take (and the scalar state).
     std::map<std::pair<int64_t, double>, std::vector<std::pair<at::Tensor, ParamState*>>> buckets;
     for (const auto& p : group.params()) {
       if (!p.grad().defined()) continue;
-      TORCH_CHECK(!p.grad().is_sparse(), "unrollopt.optim.", S::name,
+      TORCH_CHECK(!p.grad().is_sparse(), "unrollopt.optim.", Options::name,
                   " does not support sparse gradients");
       auto& slot = state_[p.unsafeGetTensorImpl()];
       if (!slot) {
         auto fresh = std::make_unique<ParamState>();
-        for (const auto& name : description.states) {
-          double initial = 0.0;
-          if constexpr (detail::HasInitial<S, Options>) initial = S::initial(o, name);
+        for (const auto& name : state_names) {
+          const double initial = detail::initial_value(o, name);
           fresh->tensors.emplace_back(name, at::full_like(p, initial, at::MemoryFormat::Preserve));
         }
-        if constexpr (detail::is_nadam<Options>) fresh->mu_product = at::ones({}, at::kDouble);
+        if constexpr (detail::HasScalarState<Options>) {
+          fresh->tensors.emplace_back(Options::scalar_name, at::ones({}, at::kDouble));
+        }
         slot = std::move(fresh);
       }
       auto* state = static_cast<ParamState*>(slot.get());
-      const double product = state->mu_product.defined() ? state->mu_product.item<double>() : 0.0;
-      buckets[{state->step, product}].emplace_back(p, state);
+      double scalar = 0.0;
+      if constexpr (detail::HasScalarState<Options>) {
+        scalar = state->get(Options::scalar_name).template item<double>();
+      }
+      buckets[{state->step, scalar}].emplace_back(p, state);
     }
     for (auto& [key, members] : buckets) {
       const int64_t t = key.first + 1;
@@ -196,25 +189,25 @@ at::Tensor Optimizer<Options>::step(LossClosure closure) {
         params.push_back(p);
         grads.push_back(p.grad());
       }
-      for (const auto& name : description.states) {
+      for (const auto& name : state_names) {
         for (const auto& [p, state] : members) {
           at::Tensor s = state->get(name);
-          TORCH_CHECK_VALUE(s.defined(), "unrollopt.optim.", S::name,
+          TORCH_CHECK_VALUE(s.defined(), "unrollopt.optim.", Options::name,
                             ": a parameter's state lacks ", name,
                             " (a state saved with other options?)");
           states.push_back(s);
         }
       }
-      at::Tensor product;
-      if constexpr (detail::is_nadam<Options>) {  // this bucket's product
-        product = detail::nadam_product(o, members.front().second->mu_product, t);
-        hyper[mu_product_index] = product;
+      at::Tensor scalar;
+      if constexpr (detail::HasScalarState<Options>) {  // this bucket's
+        scalar = o.next_scalar(members.front().second->get(Options::scalar_name), t);
+        a.hyper[a.scalar] = scalar;
       }
-      ops::fused_step_(op, params, grads, states, at::scalar_tensor(t, at::kLong), hyper, flags,
-                       /*update_params=*/true);
+      ops::fused_step_(a.op, params, grads, states, at::scalar_tensor(t, at::kLong), a.hyper,
+                       a.options, /*update_params=*/true);
       for (auto& [p, state] : members) {
         state->step = t;
-        if (product.defined()) state->mu_product = product;
+        if constexpr (detail::HasScalarState<Options>) state->set(Options::scalar_name, scalar);
       }
     }
   }
@@ -231,9 +224,9 @@ void Optimizer<Options>::load(torch::serialize::InputArchive& archive) {
   torch::optim::serialize<ParamState, GroupOptions<Options>>(archive, *this);
 }
 
-#define UNROLLOPT_OPTIM(Name, Options)   \
-  template struct GroupOptions<Options>; \
-  template class Optimizer<Options>;
+#define UNROLLOPT_OPTIM(Name)                  \
+  template struct GroupOptions<Name##Options>; \
+  template class Optimizer<Name##Options>;
 UNROLLOPT_FOR_EACH_OPTIMIZER(UNROLLOPT_OPTIM)
 #undef UNROLLOPT_OPTIM
 

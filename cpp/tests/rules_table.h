@@ -10,8 +10,8 @@
 
 #include <ATen/ATen.h>
 
-#include "rules/all.h"
 #include "testing.h"
+#include "unrollopt/rules/all.h"
 
 namespace unrollopt::testing {
 

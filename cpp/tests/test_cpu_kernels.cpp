@@ -9,8 +9,8 @@
 #include <ATen/ATen.h>
 
 #include "cpu/kernels.h"
-#include "rules/all.h"
 #include "testing.h"
+#include "unrollopt/rules/all.h"
 
 namespace {
 

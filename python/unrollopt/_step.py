@@ -25,7 +25,7 @@ _DESCRIPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]
 
 def describe(op: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """(state names, hyperparameter names, option names) of the operator ``op``,
-    in its order: its rule's own lists (``cpp/src/rules/``), from ``_C``.
+    in its order: its rule's own lists (``cpp/include/unrollopt/rules/``), from ``_C``.
     (Cached in a dict: torch.compile traces that, and warns of functools.cache.)"""
     found = _DESCRIPTIONS.get(op)
     if found is None:

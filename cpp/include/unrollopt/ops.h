@@ -2,7 +2,7 @@
 // The fused operators, as registered with PyTorch's dispatcher in the
 // `unrollopt` namespace (torch.ops.unrollopt.* in Python). Each optimizer rule
 // NAME (operator_names(): "adam", "adamw_amsgrad", "lion", "sgd_momentum", ...;
-// the rules are cpp/src/rules/) has three operators, with CPU, Meta (shapes
+// the rules are cpp/include/unrollopt/rules/) has three operators, with CPU, Meta (shapes
 // only, for torch.compile) and Autograd kernels; these functions call them
 // through the dispatcher:
 //
@@ -38,7 +38,7 @@ namespace unrollopt::ops {
 using TensorVector = std::vector<at::Tensor>;
 
 // The names of an operator's arguments, in its order: each state list, each
-// hyperparameter, each option (the rule's own lists, cpp/src/rules/).
+// hyperparameter, each option (the rule's own lists, cpp/include/unrollopt/rules/).
 struct OperatorDescription {
   std::vector<std::string> states, hyperparameters, options;
 };

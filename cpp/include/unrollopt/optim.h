@@ -47,11 +47,13 @@ struct GroupOptions : torch::optim::OptimizerCloneableOptions<GroupOptions<Optio
 // A parameter's state: its step count and the operator's state tensors.
 struct ParamState : torch::optim::OptimizerCloneableParamState<ParamState> {
   int64_t step = 0;
-  std::vector<std::pair<std::string, at::Tensor>> tensors;  // by the operator's state names
-  at::Tensor mu_product;                                    // NAdam's, 0-d float64
+  // By the operator's state names, and a scalar state (NAdam's mu_product) by its name.
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
 
   // The state tensor `name`; undefined if the parameter has none.
   at::Tensor get(const std::string& name) const;
+  // Replaces the state tensor `name`, or adds it.
+  void set(const std::string& name, at::Tensor value);
 
   void serialize(torch::serialize::OutputArchive& archive) const override;
   void serialize(torch::serialize::InputArchive& archive) override;
@@ -82,7 +84,7 @@ class Optimizer : public torch::optim::Optimizer {
   void keep_options(size_t index, const torch::optim::OptimizerParamGroup& given);
 };
 
-#define UNROLLOPT_NAME_OPTIMIZER(Name, Options) using Name = Optimizer<Options>;
+#define UNROLLOPT_NAME_OPTIMIZER(Name) using Name = Optimizer<Name##Options>;
 UNROLLOPT_FOR_EACH_OPTIMIZER(UNROLLOPT_NAME_OPTIMIZER)
 #undef UNROLLOPT_NAME_OPTIMIZER
 using SGD = Sgd;  // torch::optim's spelling

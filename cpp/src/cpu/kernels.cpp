@@ -4,9 +4,9 @@
 
 #include <ATen/Dispatch.h>
 
-#include "../rules/all.h"
 #include "kernels.h"
 #include "multi_tensor.h"
+#include "unrollopt/rules/all.h"
 
 namespace unrollopt::cpu::CPU_CAPABILITY {
 namespace {

@@ -16,7 +16,7 @@
 
 #include "../checks.h"
 #include "../cpu/kernels.h"
-#include "../rules/rule.h"
+#include "unrollopt/rules/rule.h"
 
 namespace unrollopt::fused {
 

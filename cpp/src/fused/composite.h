@@ -12,8 +12,8 @@
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 
-#include "../math_ops.h"
 #include "arguments.h"
+#include "unrollopt/rules/math.h"
 
 namespace unrollopt::fused {
 

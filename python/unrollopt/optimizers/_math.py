@@ -1,5 +1,5 @@
 """Math the plain steps share: the square root of a mean of squares with the
-exact derivative (the plain path's copy of ``cpp/src/rules/rule.h``'s
+exact derivative (the plain path's copy of ``cpp/include/unrollopt/rules/rule.h``'s
 ``root_of_mean_square``)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 class Upscaled:
     """Inputs scaled by a power of two S where ``tiny`` is below the smallest
     normal number (0 elsewhere), for computing a mean of squares again, times
-    S^2, where its terms underflowed (cpp/src/rules/rule.h's Upscaled: 2^96 for
+    S^2, where its terms underflowed (cpp/include/unrollopt/rules/rule.h's Upscaled: 2^96 for
     float32, computed in float32 for half types, 2^600 for float64)."""
 
     def __init__(self, tiny: torch.Tensor, compute: torch.dtype):
@@ -36,7 +36,7 @@ class Upscaled:
 
 def root_of_mean_square(w, live, tiny, mean):
     """sqrt(w) for a mean of squares w, with the derivative plain sqrt lacks
-    (the plain path's copy of cpp/src/rules/rule.h's root_of_mean_square):
+    (the plain path's copy of cpp/include/unrollopt/rules/rule.h's root_of_mean_square):
 
     - where ``live`` is 0 the update does not depend on w (it multiplies 0), so
       its derivative there is 0 (plain sqrt would give 0 * inf = NaN where

@@ -1,5 +1,5 @@
 """Adadelta (Zeiler, 2012), as ``torch.optim.Adadelta``. The fused step is
-``cpp/src/rules/adadelta.h``."""
+``cpp/include/unrollopt/rules/adadelta.h``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Adagrad (Duchi, Hazan and Singer, 2011), as ``torch.optim.Adagrad``. The
-fused step is ``cpp/src/rules/adagrad.h``."""
+fused step is ``cpp/include/unrollopt/rules/adagrad.h``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Adam (Kingma and Ba, 2015) and AdamW (Loshchilov and Hutter, 2019): they
 differ only in where the weight decay enters. The fused step is
-``cpp/src/rules/adam.h``; the plain step's pieces serve RAdam and NAdam too."""
+``cpp/include/unrollopt/rules/adam.h``; the plain step's pieces serve RAdam and NAdam too."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Adamax (Kingma and Ba, 2015, section 7.1), Adam with the infinity norm. The
-fused step is ``cpp/src/rules/adamax.h``."""
+fused step is ``cpp/include/unrollopt/rules/adamax.h``."""
 
 from __future__ import annotations
 

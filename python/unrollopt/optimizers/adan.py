@@ -1,7 +1,7 @@
 """Adan (Xie et al., 2022, "Adan: Adaptive Nesterov Momentum Algorithm for
 Faster Optimizing Deep Models"), as the authors' implementation computes it:
 Nesterov momentum from an average of gradient differences, and a proximal
-weight decay. The fused step is ``cpp/src/rules/adan.h``."""
+weight decay. The fused step is ``cpp/include/unrollopt/rules/adan.h``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms"),
-the sign of an interpolated momentum. The fused step is ``cpp/src/rules/lion.h``."""
+the sign of an interpolated momentum. The fused step is ``cpp/include/unrollopt/rules/lion.h``."""
 
 from __future__ import annotations
 

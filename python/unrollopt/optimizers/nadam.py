@@ -1,5 +1,5 @@
 """NAdam (Dozat, 2016), Adam with Nesterov momentum. The fused step is
-``cpp/src/rules/nadam.h``; the product of momentum coefficients is a state of
+``cpp/include/unrollopt/rules/nadam.h``; the product of momentum coefficients is a state of
 its own (:class:`unrollopt._optimizer.Scalar`), which every engine keeps."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """RAdam (Liu et al., 2020), Adam with a rectified adaptive step. The fused
-step is ``cpp/src/rules/radam.h``."""
+step is ``cpp/include/unrollopt/rules/radam.h``."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
     rho_inf = 2 / (1 - beta2) - 1
     rho_t = rho_inf - 2 * t * beta2**t / bc2
     # The rectified or the plain-momentum step; the unused branch gets harmless
-    # values (as in cpp/src/rules/radam.h).
+    # values (as in cpp/include/unrollopt/rules/radam.h).
     rectified = rho_t > 5
     if isinstance(rectified, torch.Tensor) or rectified:  # (rho_inf may be 4 where not rectified)
         arg = _select(rectified, (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 1.0)

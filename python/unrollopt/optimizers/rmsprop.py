@@ -1,6 +1,6 @@
 """RMSprop (Hinton, Srivastava and Swersky, 2012), as ``torch.optim.RMSprop``,
 with optax's ``nesterov`` and ``initial_scale``. The fused step is
-``cpp/src/rules/rmsprop.h`` (four operators: centered or not, with momentum or not)."""
+``cpp/include/unrollopt/rules/rmsprop.h`` (four operators: centered or not, with momentum or not)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Stochastic gradient descent with ``torch.optim.SGD``'s momentum. The fused
-step is ``cpp/src/rules/sgd.h`` (two operators: with momentum or without)."""
+step is ``cpp/include/unrollopt/rules/sgd.h`` (two operators: with momentum or without)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@
 // (then g' = 0 for s >= 0, u does not depend on s' and d u / d s' = 0, where
 // plain autograd meets sqrt'(0)), and where g'^2 underflowed (root_of_mean_square).
 
+#include "optimizer.h"
 #include "rule.h"
 
 namespace unrollopt::rules {
@@ -74,3 +75,25 @@ struct Adagrad {
 };
 
 }  // namespace unrollopt::rules
+
+namespace unrollopt {
+
+struct AdagradState {
+  std::vector<at::Tensor> sum;  // the sums of squared gradients
+  at::Tensor count;
+  UNROLLOPT_STATES(sum)
+};
+
+// unrollopt::Adagrad.
+struct AdagradOptions {
+  Hyperparameter lr = 1e-2, lr_decay = 0.0, weight_decay = 0.0;
+  double initial_accumulator_value = 0.0, eps = 1e-10;
+
+  static constexpr const char* name = "Adagrad";
+  using State = AdagradState;
+  using Rule = rules::Adagrad;
+  UNROLLOPT_SETTINGS(lr, lr_decay, weight_decay, initial_accumulator_value, eps)
+  double initial(std::string_view) const { return initial_accumulator_value; }
+};
+
+}  // namespace unrollopt

@@ -17,6 +17,8 @@
 // exact, and finite where nu' = 0 and the step does not depend on it, and
 // where g'^2 underflowed (root_of_mean_square).
 
+#include "adam.h"
+#include "optimizer.h"
 #include "rule.h"
 
 namespace unrollopt::rules {
@@ -128,3 +130,20 @@ struct Radam {
 };
 
 }  // namespace unrollopt::rules
+
+namespace unrollopt {
+
+// unrollopt::RAdam.
+struct RAdamOptions {
+  Hyperparameter lr = 1e-3, beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8;
+  Hyperparameter weight_decay = 0.0;
+  bool decoupled_weight_decay = false;
+
+  static constexpr const char* name = "RAdam";
+  using State = AdamState;  // without nu_max
+  using Rule = rules::Radam;
+  UNROLLOPT_SETTINGS(lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay)
+};
+
+}  // namespace unrollopt

@@ -17,6 +17,7 @@
 // g' = 0 for s >= 0), and where g'^2 underflowed (root_of_mean_square). Where
 // the exact w is 0 but g' != 0 the derivative is truly infinite.
 
+#include "optimizer.h"
 #include "rule.h"
 
 namespace unrollopt::rules {
@@ -215,3 +216,42 @@ using RmspropMomentum = RmspropRule<false, true>;
 using RmspropCenteredMomentum = RmspropRule<true, true>;
 
 }  // namespace unrollopt::rules
+
+namespace unrollopt {
+
+struct RMSpropState {
+  std::vector<at::Tensor> square_avg;
+  std::vector<at::Tensor> grad_avg;         // centered only; else empty
+  std::vector<at::Tensor> momentum_buffer;  // with momentum only; else empty
+  at::Tensor count;
+  UNROLLOPT_STATES(square_avg, grad_avg, momentum_buffer)
+};
+
+// unrollopt::RMSprop (torch.optim.RMSprop's, with optax's nesterov and initial_scale).
+struct RMSpropOptions {
+  Hyperparameter lr = 1e-2, alpha = 0.99;
+  double eps = 1e-8;
+  Hyperparameter weight_decay = 0.0;
+  // A momentum that is 0 and does not require grad means no momentum buffer.
+  Hyperparameter momentum = 0.0;
+  bool centered = false;
+  double initial_scale = 0.0;  // the running average of squares starts here
+  bool nesterov = false;
+
+  static constexpr const char* name = "RMSprop";
+  using State = RMSpropState;
+  std::string op() const {
+    return std::string("rmsprop") + (centered ? "_centered" : "") +
+           (detail::present(momentum) ? "_momentum" : "");
+  }
+  UNROLLOPT_SETTINGS(lr, alpha, eps, weight_decay, momentum, centered, initial_scale, nesterov)
+  void check() const {
+    TORCH_CHECK_VALUE(!nesterov || detail::present(momentum),
+                      "unrollopt.RMSprop: nesterov=true needs a momentum (got momentum=0)");
+  }
+  double initial(std::string_view state) const {
+    return state == "square_avg" ? initial_scale : 0.0;
+  }
+};
+
+}  // namespace unrollopt

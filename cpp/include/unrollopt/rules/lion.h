@@ -12,6 +12,7 @@
 // gradients flow through mu' (to g, mu, beta2), through the decay (to p,
 // weight_decay) and to lr.
 
+#include "optimizer.h"
 #include "rule.h"
 
 namespace unrollopt::rules {
@@ -68,3 +69,26 @@ struct Lion {
 };
 
 }  // namespace unrollopt::rules
+
+namespace unrollopt {
+
+struct LionState {
+  std::vector<at::Tensor> mu;  // the momentum
+  at::Tensor count;
+  UNROLLOPT_STATES(mu)
+};
+
+// unrollopt::Lion (Chen et al., 2023): the sign of an interpolated momentum.
+struct LionOptions {
+  Hyperparameter lr = 1e-4;
+  Hyperparameter beta1 = 0.9;         // the interpolation whose sign is the step
+  Hyperparameter beta2 = 0.99;        // the momentum's decay
+  Hyperparameter weight_decay = 0.0;  // decoupled, as AdamW's
+
+  static constexpr const char* name = "Lion";
+  using State = LionState;
+  using Rule = rules::Lion;
+  UNROLLOPT_SETTINGS(lr, beta1, beta2, weight_decay)
+};
+
+}  // namespace unrollopt

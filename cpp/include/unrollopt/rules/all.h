@@ -1,7 +1,9 @@
 #pragma once
 // Every optimizer rule, and X(rule) for each: the one list the kernels
 // (CPU and CUDA) are instantiated from and the operators registered from
-// (cpp/CMakeLists.txt reads the list and makes one registering source per rule).
+// (cpp/CMakeLists.txt reads the list and makes one registering source per rule);
+// and every optimizer of the C++ API, X(Name) for unrollopt::Name (from
+// NameOptions, declared with its rules) and unrollopt::optim::Name.
 
 #include "adadelta.h"
 #include "adagrad.h"
@@ -32,3 +34,16 @@
   X(unrollopt::rules::RmspropCenteredMomentum) \
   X(unrollopt::rules::Sgd)                     \
   X(unrollopt::rules::SgdMomentum)
+
+#define UNROLLOPT_FOR_EACH_OPTIMIZER(X) \
+  X(Adam)                               \
+  X(AdamW)                              \
+  X(Adamax)                             \
+  X(RAdam)                              \
+  X(NAdam)                              \
+  X(RMSprop)                            \
+  X(Adagrad)                            \
+  X(Adadelta)                           \
+  X(Lion)                               \
+  X(Adan)                               \
+  X(Sgd)

@@ -16,6 +16,7 @@
 // autograd meets sqrt'(0)) and where g'^2 underflowed (root_of_mean_square). The maximum passes its
 // cotangent to the argument it selected, to nu_max at a tie (as Adamax's).
 
+#include "optimizer.h"
 #include "rule.h"
 
 namespace unrollopt::rules {
@@ -182,3 +183,33 @@ using AdamAmsgrad = AdamFamily<false, true>;
 using AdamWAmsgrad = AdamFamily<true, true>;
 
 }  // namespace unrollopt::rules
+
+namespace unrollopt {
+
+// Adam, AdamW, Adamax and RAdam's state.
+struct AdamState {
+  std::vector<at::Tensor> mu, nu;  // first and second moments (Adamax: the infinity norm)
+  at::Tensor count;                // 0-d int64: the number of steps taken
+  std::vector<at::Tensor> nu_max;  // AMSGrad's running maximum of nu; empty without
+  UNROLLOPT_STATES(mu, nu, nu_max)
+};
+
+// unrollopt::Adam (Decoupled = false) and unrollopt::AdamW (true).
+template <bool Decoupled>
+struct AdamFamilyOptions {
+  Hyperparameter lr = 1e-3, beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8, eps_root = 0.0;
+  Hyperparameter weight_decay = Decoupled ? 1e-2 : 0.0;
+  bool amsgrad = false;
+
+  static constexpr const char* name = Decoupled ? "AdamW" : "Adam";
+  using State = AdamState;
+  std::string op() const {
+    return amsgrad ? rules::AdamFamily<Decoupled, true>::name : rules::AdamFamily<Decoupled>::name;
+  }
+  UNROLLOPT_SETTINGS(lr, beta1, beta2, eps, eps_root, weight_decay, amsgrad)
+};
+using AdamOptions = AdamFamilyOptions<false>;
+using AdamWOptions = AdamFamilyOptions<true>;
+
+}  // namespace unrollopt

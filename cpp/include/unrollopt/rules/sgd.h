@@ -6,6 +6,7 @@
 // sgd_momentum:        b' = g' at t = 1, else momentum * b + (1 - dampening) * g'
 //                      u  = -lr * (nesterov ? g' + momentum * b' : b')
 
+#include "optimizer.h"
 #include "rule.h"
 
 namespace unrollopt::rules {
@@ -115,3 +116,31 @@ struct SgdMomentum {
 };
 
 }  // namespace unrollopt::rules
+
+namespace unrollopt {
+
+struct SgdState {
+  std::vector<at::Tensor> momentum_buffer;  // one per parameter; empty without momentum
+  at::Tensor count;                         // 0-d int64: the number of steps taken
+  UNROLLOPT_STATES(momentum_buffer)
+};
+
+// unrollopt::Sgd (torch.optim.SGD's momentum, dampening, Nesterov, weight decay).
+struct SgdOptions {
+  // A momentum that is 0 and does not require grad means plain SGD (no buffer).
+  Hyperparameter lr = 1e-3, momentum = 0.0, dampening = 0.0, weight_decay = 0.0;
+  bool nesterov = false;
+
+  static constexpr const char* name = "Sgd";
+  using State = SgdState;
+  std::string op() const {
+    return detail::present(momentum) ? rules::SgdMomentum::name : rules::Sgd::name;
+  }
+  UNROLLOPT_SETTINGS(lr, momentum, dampening, weight_decay, nesterov)
+  void check() const {
+    TORCH_CHECK_VALUE(!nesterov || (detail::present(momentum) && !detail::present(dampening)),
+                      "unrollopt.Sgd: nesterov=true requires a momentum and zero dampening");
+  }
+};
+
+}  // namespace unrollopt

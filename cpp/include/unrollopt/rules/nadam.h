@@ -13,6 +13,7 @@
 // The vector-Jacobian product is exact, and finite where v' = 0 and the step
 // does not depend on it, and where g'^2 underflowed (root_of_mean_square).
 
+#include "optimizer.h"
 #include "rule.h"
 
 namespace unrollopt::rules {
@@ -125,3 +126,36 @@ struct Nadam {
 };
 
 }  // namespace unrollopt::rules
+
+namespace unrollopt {
+
+struct NAdamState {
+  std::vector<at::Tensor> mu, nu;
+  at::Tensor mu_product;  // 0-d float64: the product of the momentum coefficients so far
+  at::Tensor count;
+  UNROLLOPT_STATES(mu, nu)
+  static constexpr auto scalar = &NAdamState::mu_product;
+};
+
+// unrollopt::NAdam.
+struct NAdamOptions {
+  Hyperparameter lr = 2e-3, beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8;
+  Hyperparameter weight_decay = 0.0;
+  double momentum_decay = 4e-3;
+  bool decoupled_weight_decay = false;
+
+  static constexpr const char* name = "NAdam";
+  using State = NAdamState;
+  using Rule = rules::Nadam;
+  UNROLLOPT_SETTINGS(lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay)
+
+  // The rule's hyperparameter mu_product after step t (1 before the first;
+  // differentiable with respect to a tensor beta1): times mu_t = beta1 (1 - 0.96^(t psi) / 2).
+  static constexpr const char* scalar_name = "mu_product";
+  at::Tensor next_scalar(const at::Tensor& product, double t) const {
+    return product.mul(beta1.tensor().mul(1 - 0.5 * std::pow(0.96, t * momentum_decay)));
+  }
+};
+
+}  // namespace unrollopt

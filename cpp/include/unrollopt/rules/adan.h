@@ -15,6 +15,7 @@
 // The vector-Jacobian product is exact, including where n = 0 (u does not
 // depend on nu' there) and where z^2 underflowed (root_of_mean_square).
 
+#include "optimizer.h"
 #include "rule.h"
 
 namespace unrollopt::rules {
@@ -136,3 +137,27 @@ struct Adan {
 };
 
 }  // namespace unrollopt::rules
+
+namespace unrollopt {
+
+struct AdanState {
+  // The averages of g, of g - g_prev and of (g + beta2 (g - g_prev))^2, and g_prev.
+  std::vector<at::Tensor> mu, delta, nu, prev_grad;
+  at::Tensor count;
+  UNROLLOPT_STATES(mu, delta, nu, prev_grad)
+};
+
+// unrollopt::Adan, with the authors' defaults.
+struct AdanOptions {
+  Hyperparameter lr = 1e-3;
+  Hyperparameter beta1 = 0.98, beta2 = 0.92, beta3 = 0.99;  // the averages' decays, as above
+  double eps = 1e-8;
+  Hyperparameter weight_decay = 0.0;  // proximal: p / (1 + lr * weight_decay)
+
+  static constexpr const char* name = "Adan";
+  using State = AdanState;
+  using Rule = rules::Adan;
+  UNROLLOPT_SETTINGS(lr, beta1, beta2, beta3, eps, weight_decay)
+};
+
+}  // namespace unrollopt

@@ -15,6 +15,8 @@
 // (second-order) form differentiates consistently with the kernel. nu' > 0 for
 // eps > 0; with eps = 0 and nu' = 0 the step itself is 0/0.
 
+#include "adam.h"
+#include "optimizer.h"
 #include "rule.h"
 
 namespace unrollopt::rules {
@@ -102,3 +104,19 @@ struct Adamax {
 };
 
 }  // namespace unrollopt::rules
+
+namespace unrollopt {
+
+// unrollopt::Adamax (torch.optim.Adamax's defaults).
+struct AdamaxOptions {
+  Hyperparameter lr = 2e-3, beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8;
+  Hyperparameter weight_decay = 0.0;
+
+  static constexpr const char* name = "Adamax";
+  using State = AdamState;  // without nu_max
+  using Rule = rules::Adamax;
+  UNROLLOPT_SETTINGS(lr, beta1, beta2, eps, weight_decay)
+};
+
+}  // namespace unrollopt

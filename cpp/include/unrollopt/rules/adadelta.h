@@ -11,6 +11,7 @@
 // by sqrt(s'), 0/0 where s' = 0, and sqrt(a) has an infinite derivative at
 // a = 0 where g' != 0: no removable singularity to handle.)
 
+#include "optimizer.h"
 #include "rule.h"
 
 namespace unrollopt::rules {
@@ -79,3 +80,25 @@ struct Adadelta {
 };
 
 }  // namespace unrollopt::rules
+
+namespace unrollopt {
+
+struct AdadeltaState {
+  std::vector<at::Tensor> square_avg, acc_delta;
+  at::Tensor count;
+  UNROLLOPT_STATES(square_avg, acc_delta)
+};
+
+// unrollopt::Adadelta (torch.optim.Adadelta's defaults).
+struct AdadeltaOptions {
+  Hyperparameter lr = 1.0, rho = 0.9;
+  double eps = 1e-6;
+  Hyperparameter weight_decay = 0.0;
+
+  static constexpr const char* name = "Adadelta";
+  using State = AdadeltaState;
+  using Rule = rules::Adadelta;
+  UNROLLOPT_SETTINGS(lr, rho, eps, weight_decay)
+};
+
+}  // namespace unrollopt

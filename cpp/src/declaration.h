@@ -1,0 +1,109 @@
+#pragma once
+// What the functional optimizers (optimizers.cpp) and the torch::optim ones
+// (optim.cpp) read from an optimizer's declaration (rules/optimizer.h): the
+// operator its settings select, the operator's arguments taken from the
+// settings by the rule's names, the checks and the initial values.
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include "functional.h"
+#include "unrollopt/ops.h"
+#include "unrollopt/rules/optimizer.h"
+
+namespace unrollopt::detail {
+
+template <class O>
+std::string op_of(const O& o) {
+  if constexpr (requires { o.op(); }) {
+    return o.op();
+  } else {
+    return O::Rule::name;
+  }
+}
+
+template <class O>
+concept HasScalarState = requires(const O& o, const at::Tensor& t) { o.next_scalar(t, 1.0); };
+
+template <class O>
+double initial_value(const O& o, std::string_view state) {
+  if constexpr (requires { o.initial(state); }) {
+    return o.initial(state);
+  } else {
+    return 0.0;
+  }
+}
+
+// Every number in its range (a hyperparameter on a GPU is not read: that would
+// synchronise), then the checks across settings.
+template <class O>
+void check_options(const O& o) {
+  for (const auto& f : O::settings(o)) {
+    if (const auto* h = std::get_if<const Hyperparameter*>(&f.value)) {
+      if ((*h)->tensor().is_cpu()) check_setting(O::name, f.name, (*h)->value());
+    } else if (const auto* d = std::get_if<const double*>(&f.value)) {
+      check_setting(O::name, f.name, **d);
+    }
+  }
+  if constexpr (requires { o.check(); }) o.check();
+}
+
+// The arguments of the operator the options select, from the settings named
+// as the rule's hyperparameters and options. The scalar state's place among
+// the hyperparameters (scalar) is left undefined: the caller's, per step.
+struct OperatorArguments {
+  static constexpr size_t npos = static_cast<size_t>(-1);
+  std::string op;
+  const ops::OperatorDescription* description;
+  std::vector<at::Tensor> hyper;
+  std::vector<double> options;
+  size_t scalar = npos;
+};
+
+template <class O>
+OperatorArguments operator_arguments(const O& o) {
+  OperatorArguments out{op_of(o), nullptr, {}, {}};
+  out.description = &ops::describe(out.op);
+  const auto settings = O::settings(o);
+  auto find = [&](std::string_view name) -> const auto& {
+    for (const auto& f : settings) {
+      if (name == f.name) return f.value;
+    }
+    // A declaration that does not fit its rule: a bug here, not the caller's.
+    TORCH_CHECK(false, "unrollopt.", O::name, ": the operator ", out.op, " takes ", name,
+                ", which the options lack");
+  };
+  for (const auto& name : out.description->hyperparameters) {
+    if constexpr (HasScalarState<O>) {
+      if (name == O::scalar_name) {
+        out.scalar = out.hyper.size();
+        out.hyper.emplace_back();
+        continue;
+      }
+    }
+    const auto* h = std::get_if<const Hyperparameter*>(&find(name));
+    TORCH_CHECK(h, "unrollopt.", O::name, ": ", name, " is a hyperparameter of ", out.op);
+    out.hyper.push_back((*h)->tensor());
+  }
+  for (const auto& name : out.description->options) {
+    out.options.push_back(std::visit(
+        [&](const auto* v) -> double {
+          if constexpr (std::is_same_v<std::decay_t<decltype(*v)>, Hyperparameter>) {
+            TORCH_CHECK(false, "unrollopt.", O::name, ": ", name, " is an option of ", out.op);
+          } else {
+            return static_cast<double>(*v);
+          }
+        },
+        find(name)));
+  }
+  return out;
+}
+
+}  // namespace unrollopt::detail
