@@ -13,7 +13,8 @@ step), in every way a user would write it, timed interleaved in one run:
   (``pip install --no-deps torchopt==0.7.3 higher==0.2.1 optree graphviz``).
 
     python bench/maml.py [--threads 1 2] [--repeats 40] [--output docs/maml_benchmark.md]
-    python bench/maml.py --compiled [...]   (the torch.compile rows: bench/maml_compiled.py)
+    python bench/maml.py --compiled [...] [--jax-python PATH]   (the torch.compile rows, and
+        JAX + optax's where installed: bench/maml_compiled.py, bench/maml_jax.py)
 """
 
 from __future__ import annotations
@@ -234,13 +235,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--output", help="also write the tables to this markdown file")
     parser.add_argument("--compiled", action="store_true", help="the torch.compile rows (bench/maml_compiled.py)")
+    parser.add_argument("--jax-python", default=sys.executable,
+                        help="with --compiled: the Python with jax and optax for their rows (default: this one)")  # fmt: skip
     args = parser.parse_args()
     load = os.getloadavg()[0]
     if args.compiled:
         import maml_compiled
 
         rows = maml_compiled.bench(load_example(), outer_iteration, HAND_WRITTEN, measure_interleaved,
-                                   args.threads, args.repeats)  # fmt: skip
+                                   args.threads, args.repeats, args.jax_python)  # fmt: skip
         header = (f"{cpu_model()}, {os.cpu_count()} CPUs; torch {torch.__version__}, unrollopt "
                   f"{unrollopt.__version__}; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; "
                   f"medians of {args.repeats} interleaved repeats after 3 warm-up calls; first call = "

@@ -16,16 +16,22 @@ meta-batch 4, 10 shots, 5 inner steps, outer Adam step) with the meta-batch's
 
 Each variant compiles its own code object (variants that shared one would
 share dynamo's cache and pay for each other's guards). Timed interleaved,
-medians; the first call (compilation) is reported separately. JAX + optax
-is not measured (not installed here).
+medians; the first call (compilation) is reported separately. And the peer,
+JAX + optax under ``jit`` (bench/maml_jax.py), where an interpreter with
+``jax`` and ``optax`` is given (``--jax-python``, default this one): in a
+process of its own on as many CPUs as threads, after the PyTorch rows of
+that thread count (so not interleaved with them).
 
-    python bench/maml.py --compiled [--threads 1 2] [--repeats 100]
+    python bench/maml.py --compiled [--threads 1 2] [--repeats 100] [--jax-python PATH]
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 import types
+from pathlib import Path
 
 import torch
 from torch.func import functional_call, grad, grad_and_value, vmap
@@ -118,13 +124,38 @@ def variants(ex, hand_written: dict, inner: str) -> dict:
     return out
 
 
-def bench(ex, outer_iteration, hand_written, measure_interleaved, threads_list, repeats: int) -> list[dict]:
+JAX = "JAX + optax, jit (own process)"
+
+
+def jax_timings(python: str, threads: int, repeats: int) -> dict:
+    """bench/maml_jax.py's timings by inner optimizer, or {"missing": why}."""
+    command = [
+        python,
+        str(Path(__file__).with_name("maml_jax.py")),
+        "--threads",
+        str(threads),
+        "--repeats",
+        str(repeats),
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"missing": str(e)}
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return {"missing": lines[-1] if lines else f"exit status {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench(ex, outer_iteration, hand_written, measure_interleaved, threads_list, repeats: int,
+          jax_python: str | None = None) -> list[dict]:  # fmt: skip
     """Rows (inner, threads, variant -> median ms, and compile seconds) measured in this run."""
     saved = torch.get_num_threads()
     torch._dynamo.config.cache_size_limit = 64
     rows = []
     for threads in threads_list:
         torch.set_num_threads(threads)
+        first_row = len(rows)
         for inner in ("sgd", "adam"):
             torch._dynamo.reset()  # each thread count compiles afresh (Inductor's kernels depend on it)
             runs, compile_s = {}, {}
@@ -137,6 +168,15 @@ def bench(ex, outer_iteration, hand_written, measure_interleaved, threads_list, 
             timings = measure_interleaved(runs, repeats, warmup=3)
             rows.append({"inner": inner, "threads": threads, "ms": {k: t.ms for k, t in timings.items()},
                          "first_call_s": compile_s})  # fmt: skip
+        if jax_python:
+            peer = jax_timings(jax_python, threads, repeats)
+            for row in rows[first_row:]:
+                if row["inner"] in peer:
+                    row["ms"][JAX] = peer[row["inner"]]["ms"]
+                    row["first_call_s"][JAX] = peer[row["inner"]]["first_call_s"]
+                    row["jax"] = peer["jax"]
+                else:
+                    row["jax_missing"] = peer.get("missing", "no timing")
     torch.set_num_threads(saved)
     return rows
 
@@ -147,11 +187,17 @@ REFERENCE = "hand-written, compiled"
 def report(rows: list[dict], header: str) -> str:
     out = [header, ""]
     for row in rows:
-        out += [f"### {row['inner']}, {row['threads']} thread(s), compiled", "",
-                f"| variant | ms per outer iteration | / {REFERENCE} | first call (s) |",
-                "|---|---|---|---|"]  # fmt: skip
         ms = row["ms"]
+        peer = JAX in ms
+        out += [f"### {row['inner']}, {row['threads']} thread(s), compiled", "",
+                f"| variant | ms per outer iteration | / {REFERENCE} |{' / JAX + optax |' if peer else ''} first call (s) |",
+                "|---|---|---|" + ("---|" if peer else "") + "---|"]  # fmt: skip
         for k, v in sorted(ms.items(), key=lambda kv: kv[1]):
-            out.append(f"| {k} | {v:.3f} | {v / ms[REFERENCE]:.2f} | {row['first_call_s'][k]:.1f} |")
+            versus_jax = f" {v / ms[JAX]:.2f} |" if peer else ""
+            out.append(f"| {k} | {v:.3f} | {v / ms[REFERENCE]:.2f} |{versus_jax} {row['first_call_s'][k]:.1f} |")
+        if peer:
+            out += ["", f"JAX {row['jax']}: not interleaved with the rows above (a process of its own, after them)."]
+        elif "jax_missing" in row:
+            out += ["", f"JAX + optax not measured: {row['jax_missing']}"]
         out.append("")
     return "\n".join(out)

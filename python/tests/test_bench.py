@@ -86,6 +86,22 @@ def test_maml_variants_agree(inner):
     assert_all_close(results, rtol=1e-4, atol=1e-6)
 
 
+def test_jax_peer_runs_or_says_why_not():
+    """bench/maml_jax.py (JAX + optax, the compiled rows' peer) gives a time for
+    each inner optimizer where jax and optax are installed; where not, the
+    compiled rows get the reason instead of failing."""
+    import maml_compiled
+
+    got = maml_compiled.jax_timings(sys.executable, threads=1, repeats=2)
+    try:
+        import jax  # noqa: F401
+        import optax  # noqa: F401
+    except ImportError:
+        assert "No module named" in got["missing"], got
+        return
+    assert got["sgd"]["ms"] > 0 and got["adam"]["ms"] > 0 and got["adam"]["first_call_s"] > 0
+
+
 @pytest.mark.parametrize("inner", ["sgd", "adam"])
 def test_conv4_variants_agree(inner):
     """bench/conv4.py's variants (a narrow Conv4, 2 inner steps) give the same
