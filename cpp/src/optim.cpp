@@ -54,6 +54,8 @@ void GroupOptions<Options>::serialize(torch::serialize::OutputArchive& archive) 
   }
 }
 
+// A setting the archive lacks (one written before that setting was saved)
+// keeps its value.
 template <class Options>
 void GroupOptions<Options>::serialize(torch::serialize::InputArchive& archive) {
   for (const auto& f : Options::settings(value)) {
@@ -62,11 +64,10 @@ void GroupOptions<Options>::serialize(torch::serialize::InputArchive& archive) {
           using T = std::decay_t<decltype(*v)>;
           if constexpr (std::is_same_v<T, Hyperparameter>) {
             at::Tensor t;
-            archive.read(f.name, t);
-            *v = t;
+            if (archive.try_read(f.name, t)) *v = t;
           } else {
             c10::IValue iv;
-            archive.read(f.name, iv);
+            if (!archive.try_read(f.name, iv)) return;
             if constexpr (std::is_same_v<T, bool>) {
               *v = iv.toBool();
             } else {

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include <torch/optim.h>
@@ -202,6 +203,35 @@ TEST(Optim, SaveAndLoadContinueTheTrajectory) {
   train(second, resumed, pr, 3, kSteps);
   for (size_t i = 0; i < straight.size(); ++i) {
     EXPECT_TRUE(torch::equal(straight[i], resumed[i])) << i;
+  }
+}
+
+// Every setting is saved; one that an archive lacks (written before it was
+// saved: amsgrad, centered, ...) keeps its value on loading.
+TEST(Optim, GroupOptionsLoadArchivesThatLackASetting) {
+  torch::serialize::OutputArchive out;
+  out.write("lr", torch::tensor(0.25, torch::kDouble));
+  out.write("maximize", c10::IValue(true));
+  std::stringstream buffer;
+  out.save_to(buffer);
+  torch::serialize::InputArchive in;
+  in.load_from(buffer);
+  uo::GroupOptions<unrollopt::AdamOptions> options(unrollopt::AdamOptions{.amsgrad = true});
+  options.serialize(in);
+  EXPECT_DOUBLE_EQ(options.get_lr(), 0.25);
+  EXPECT_TRUE(options.value.maximize);
+  EXPECT_TRUE(options.value.amsgrad);
+  EXPECT_DOUBLE_EQ(options.value.beta2.value(), 0.999);
+
+  torch::serialize::OutputArchive all;
+  options.serialize(all);
+  std::stringstream saved;
+  all.save_to(saved);
+  torch::serialize::InputArchive read;
+  read.load_from(saved);
+  const std::vector<std::string> keys = read.keys();
+  for (const auto& field : unrollopt::AdamOptions::settings(options.value)) {
+    EXPECT_NE(std::find(keys.begin(), keys.end(), field.name), keys.end()) << field.name;
   }
 }
 
