@@ -57,14 +57,14 @@ void check_options(const O& o) {
 
 // The arguments of the operator the options select, from the settings named
 // as the rule's hyperparameters and options. The scalar state's place among
-// the hyperparameters (scalar) is left undefined: the caller's, per step.
+// the hyperparameters (scalar_index) is left undefined: the caller's, per step.
 struct OperatorArguments {
   static constexpr size_t npos = static_cast<size_t>(-1);
   std::string op;
   const ops::OperatorDescription* description;
   std::vector<at::Tensor> hyper;
   std::vector<double> options;
-  size_t scalar = npos;
+  size_t scalar_index = npos;
 };
 
 template <class O>
@@ -83,7 +83,7 @@ OperatorArguments operator_arguments(const O& o) {
   for (const auto& name : out.description->hyperparameters) {
     if constexpr (HasScalarState<O>) {
       if (name == O::scalar_name) {
-        out.scalar = out.hyper.size();
+        out.scalar_index = out.hyper.size();
         out.hyper.emplace_back();
         continue;
       }
@@ -91,6 +91,10 @@ OperatorArguments operator_arguments(const O& o) {
     const auto* h = std::get_if<const Hyperparameter*>(&find(name));
     TORCH_CHECK(h, "unrollopt.", O::name, ": ", name, " is a hyperparameter of ", out.op);
     out.hyper.push_back((*h)->tensor());
+  }
+  if constexpr (HasScalarState<O>) {
+    TORCH_CHECK(out.scalar_index != OperatorArguments::npos, "unrollopt.", O::name,
+                ": the operator ", out.op, " takes no hyperparameter ", O::scalar_name);
   }
   for (const auto& name : out.description->options) {
     out.options.push_back(std::visit(

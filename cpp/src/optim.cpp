@@ -4,12 +4,10 @@
 
 #include "unrollopt/optim.h"
 
-#include <cmath>
 #include <map>
 #include <tuple>
 
 #include <ATen/ops/full_like.h>
-#include <ATen/ops/mul.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <torch/optim/serialize.h>
@@ -54,8 +52,9 @@ void GroupOptions<Options>::serialize(torch::serialize::OutputArchive& archive) 
   }
 }
 
-// A setting the archive lacks (one written before that setting was saved)
-// keeps its value.
+// Every number must be there (an archive of other options is refused); a
+// flag that is not keeps its value (archives written before amsgrad,
+// centered and moment_requires_grad were saved).
 template <class Options>
 void GroupOptions<Options>::serialize(torch::serialize::InputArchive& archive) {
   for (const auto& f : Options::settings(value)) {
@@ -64,15 +63,15 @@ void GroupOptions<Options>::serialize(torch::serialize::InputArchive& archive) {
           using T = std::decay_t<decltype(*v)>;
           if constexpr (std::is_same_v<T, Hyperparameter>) {
             at::Tensor t;
-            if (archive.try_read(f.name, t)) *v = t;
+            archive.read(f.name, t);
+            *v = t;
+          } else if constexpr (std::is_same_v<T, bool>) {
+            c10::IValue iv;
+            if (archive.try_read(f.name, iv)) *v = iv.toBool();
           } else {
             c10::IValue iv;
-            if (!archive.try_read(f.name, iv)) return;
-            if constexpr (std::is_same_v<T, bool>) {
-              *v = iv.toBool();
-            } else {
-              *v = iv.toDouble();
-            }
+            archive.read(f.name, iv);
+            *v = iv.toDouble();
           }
         },
         f.value);
@@ -158,7 +157,7 @@ at::Tensor Optimizer<Options>::step(LossClosure closure) {
     const Options& o = static_cast<const GroupOptions<Options>&>(group.options()).value;
     auto a = detail::operator_arguments(o);
     const auto& state_names = a.description->states;
-    // The parameters with a gradient, by the step they take (and the scalar state).
+    // The parameters with a gradient, by the step they take (and the scalar state's value).
     std::map<std::pair<int64_t, double>, std::vector<std::pair<at::Tensor, ParamState*>>> buckets;
     for (const auto& p : group.params()) {
       if (!p.grad().defined()) continue;
@@ -177,11 +176,15 @@ at::Tensor Optimizer<Options>::step(LossClosure closure) {
         slot = std::move(fresh);
       }
       auto* state = static_cast<ParamState*>(slot.get());
-      double scalar = 0.0;
+      double product = 0.0;
       if constexpr (detail::HasScalarState<Options>) {
-        scalar = state->get(Options::scalar_name).template item<double>();
+        const at::Tensor saved = state->get(Options::scalar_name);
+        TORCH_CHECK_VALUE(saved.defined(), "unrollopt.optim.", Options::name,
+                          ": a parameter's state lacks ", Options::scalar_name,
+                          " (a state saved with other options?)");
+        product = saved.template item<double>();
       }
-      buckets[{state->step, scalar}].emplace_back(p, state);
+      buckets[{state->step, product}].emplace_back(p, state);
     }
     for (auto& [key, members] : buckets) {
       const int64_t t = key.first + 1;
@@ -199,16 +202,16 @@ at::Tensor Optimizer<Options>::step(LossClosure closure) {
           states.push_back(s);
         }
       }
-      at::Tensor scalar;
+      at::Tensor next;
       if constexpr (detail::HasScalarState<Options>) {  // this bucket's
-        scalar = o.next_scalar(members.front().second->get(Options::scalar_name), t);
-        a.hyper[a.scalar] = scalar;
+        next = o.next_scalar(members.front().second->get(Options::scalar_name), t);
+        a.hyper[a.scalar_index] = next;
       }
       ops::fused_step_(a.op, params, grads, states, at::scalar_tensor(t, at::kLong), a.hyper,
                        a.options, /*update_params=*/true);
       for (auto& [p, state] : members) {
         state->step = t;
-        if constexpr (detail::HasScalarState<Options>) state->set(Options::scalar_name, scalar);
+        if constexpr (detail::HasScalarState<Options>) state->set(Options::scalar_name, next);
       }
     }
   }

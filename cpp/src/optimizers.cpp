@@ -57,7 +57,8 @@ typename Optimizer<Options>::State Optimizer<Options>::init(at::TensorList param
     }
   }
   state.count = at::zeros({}, at::kLong);
-  if constexpr (detail::HasScalarState<Options>) state.*State::scalar = at::ones({}, at::kDouble);
+  if constexpr (detail::HasScalarState<Options>)
+    state.*State::scalar_state = at::ones({}, at::kDouble);
   return state;
 }
 
@@ -73,8 +74,8 @@ std::pair<std::vector<at::Tensor>, typename Optimizer<Options>::State> Optimizer
     TORCH_CHECK_VALUE(state.count.defined() && state.count.is_cpu(), "unrollopt.", Options::name,
                       ".update: state.count must be a CPU tensor (from init)");
     const double t = static_cast<double>(state.count.template item<int64_t>() + 1);
-    next.*State::scalar = options_.next_scalar(state.*State::scalar, t);
-    a.hyper[a.scalar] = next.*State::scalar;
+    next.*State::scalar_state = options_.next_scalar(state.*State::scalar_state, t);
+    a.hyper[a.scalar_index] = next.*State::scalar_state;
   }
   const auto lists = state_lists<Options>(next, a);  // still the given state's
   std::vector<std::vector<at::Tensor>> states;

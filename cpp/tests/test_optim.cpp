@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <memory>
 #include <sstream>
 
 #include <torch/optim.h>
@@ -206,22 +207,36 @@ TEST(Optim, SaveAndLoadContinueTheTrajectory) {
   }
 }
 
-// Every setting is saved; one that an archive lacks (written before it was
-// saved: amsgrad, centered, ...) keeps its value on loading.
-TEST(Optim, GroupOptionsLoadArchivesThatLackASetting) {
-  torch::serialize::OutputArchive out;
-  out.write("lr", torch::tensor(0.25, torch::kDouble));
-  out.write("maximize", c10::IValue(true));
-  std::stringstream buffer;
-  out.save_to(buffer);
+// Every setting is saved. On loading, a flag the archive lacks (written before
+// amsgrad, centered and moment_requires_grad were saved) keeps its value; a
+// number it lacks (an archive of another optimizer's options) is an error.
+TEST(Optim, GroupOptionsLoadArchivesThatLackAFlag) {
+  const auto archive_of = [](bool with_beta2) {
+    torch::serialize::OutputArchive out;
+    out.write("lr", torch::tensor(0.25, torch::kDouble));
+    out.write("beta1", torch::tensor(0.8, torch::kDouble));
+    if (with_beta2) out.write("beta2", torch::tensor(0.99, torch::kDouble));
+    out.write("eps", c10::IValue(1e-6));
+    out.write("eps_root", c10::IValue(0.0));
+    out.write("weight_decay", torch::tensor(0.0, torch::kDouble));
+    out.write("maximize", c10::IValue(true));
+    auto buffer = std::make_shared<std::stringstream>();
+    out.save_to(*buffer);
+    return buffer;
+  };
   torch::serialize::InputArchive in;
-  in.load_from(buffer);
+  in.load_from(*archive_of(true));
   uo::GroupOptions<unrollopt::AdamOptions> options(unrollopt::AdamOptions{.amsgrad = true});
   options.serialize(in);
   EXPECT_DOUBLE_EQ(options.get_lr(), 0.25);
+  EXPECT_DOUBLE_EQ(options.value.beta2.value(), 0.99);
+  EXPECT_DOUBLE_EQ(options.value.eps, 1e-6);
   EXPECT_TRUE(options.value.maximize);
   EXPECT_TRUE(options.value.amsgrad);
-  EXPECT_DOUBLE_EQ(options.value.beta2.value(), 0.999);
+
+  torch::serialize::InputArchive lacking;
+  lacking.load_from(*archive_of(false));
+  EXPECT_THROW(options.serialize(lacking), c10::Error);
 
   torch::serialize::OutputArchive all;
   options.serialize(all);

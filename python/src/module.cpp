@@ -81,8 +81,8 @@ NB_MODULE(_C, m) {
         }
         return out;
       },
-      "(name, low, high, high_open) of the settings whose range is not [0, inf]: the table "
-      "check_setting reads.");
+      "(name, low, high, high_open) of the C++ optimizers' settings whose range is not [0, inf], "
+      "by check_setting's rule (beta1, beta2, ... in [0, 1), alpha and rho in [0, 1]).");
   m.def(
       "accelerated_op_available",
       [](const std::string& device) {

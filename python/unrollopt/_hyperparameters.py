@@ -14,16 +14,16 @@ from unrollopt import _C
 #: grad, to meta-learn it).
 Hyperparameter = Union[float, torch.Tensor]
 
-#: The settings whose range is not [0, inf], from the C++ check's own table (read
+#: The settings whose range is not [0, inf], by the C++ check's own rule (read
 #: once, so that the check below traces under torch.compile).
 _RANGES = {name: (low, high, high_open) for name, low, high, high_open in _C.bounded_settings()}
 
 
 def check(name: str, value: object, *, range: str | None = None) -> Hyperparameter:  # noqa: A002
     """Returns ``value`` if it lies in the range of the setting ``range``
-    (default ``name``: beta1 and beta2 in [0, 1), alpha and rho in [0, 1], every
+    (default ``name``: beta1, beta2, ... in [0, 1), alpha and rho in [0, 1], every
     other in [0, inf]); else raises ValueError, by the C++ optimizers' own check
-    (``_C.check_setting``: the comparison here reads its table), or TypeError for a value that is not a number or a
+    (``_C.check_setting``: the comparison here reads its ranges), or TypeError for a value that is not a number or a
     0-d float tensor. A tensor on a GPU is returned unchecked (reading it would
     synchronise), and so is one batched by ``torch.vmap`` (its values cannot be
     read there)."""

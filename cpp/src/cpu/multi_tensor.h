@@ -13,7 +13,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/vec.h>
 
-#include "unrollopt/rules/math.h"
+#include "unrollopt/rules/math_ops.h"
 
 #ifndef CPU_CAPABILITY
 #error "multi_tensor.h is for the code compiled per CPU capability (cpu/kernels.cpp)"

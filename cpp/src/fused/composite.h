@@ -13,7 +13,7 @@
 #include <ATen/ops/zeros_like.h>
 
 #include "arguments.h"
-#include "unrollopt/rules/math.h"
+#include "unrollopt/rules/math_ops.h"
 
 namespace unrollopt::fused {
 

@@ -134,7 +134,7 @@ struct NAdamState {
   at::Tensor mu_product;  // 0-d float64: the product of the momentum coefficients so far
   at::Tensor count;
   UNROLLOPT_STATES(mu, nu)
-  static constexpr auto scalar = &NAdamState::mu_product;
+  static constexpr auto scalar_state = &NAdamState::mu_product;
 };
 
 // unrollopt::NAdam.

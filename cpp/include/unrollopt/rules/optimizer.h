@@ -14,7 +14,7 @@
 //     optional: void check() const               checks across settings
 //               double initial(std::string_view state) const   a state's initial value
 //               at::Tensor next_scalar(const at::Tensor& previous, double step) const,
-//                   scalar_name, and XState::scalar (a member pointer): a 0-d
+//                   scalar_name, and XState::scalar_state (a member pointer): a 0-d
 //                   state, 1 at first, that each step computes and the rule takes
 //                   as its hyperparameter scalar_name (NAdam's mu_product)
 //   };

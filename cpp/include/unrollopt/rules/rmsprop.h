@@ -22,12 +22,12 @@
 
 namespace unrollopt::rules {
 
-struct RmspropOptions {
+struct RmspropFlags {
   static constexpr std::array<const char*, 3> names{"eps", "nesterov", "maximize"};
   double eps;
   bool nesterov;  // read by the momentum rules only
   bool maximize;
-  static RmspropOptions read(const char* op, c10::ArrayRef<double> values) {
+  static RmspropFlags read(const char* op, c10::ArrayRef<double> values) {
     const auto v = read_options(op, values, names);
     return {v[0], v[1] != 0, v[2] != 0};
   }
@@ -74,10 +74,8 @@ struct RmspropRule : RmspropNames<Centered, Momentum> {
   // Index of each state.
   static constexpr size_t kSq = 0, kGa = 1, kBuf = Centered ? 2 : 1;
 
-  struct Options : RmspropOptions {
-    static Options read(c10::ArrayRef<double> values) {
-      return {RmspropOptions::read(name, values)};
-    }
+  struct Options : RmspropFlags {
+    static Options read(c10::ArrayRef<double> values) { return {RmspropFlags::read(name, values)}; }
   };
 
   // The last three are coefficients of the momentum rules only.

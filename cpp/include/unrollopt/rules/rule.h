@@ -26,7 +26,7 @@
 #include <c10/util/Exception.h>
 #include <c10/util/StringUtil.h>
 
-#include "math.h"
+#include "math_ops.h"
 
 namespace unrollopt::rules {
 

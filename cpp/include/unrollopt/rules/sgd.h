@@ -11,10 +11,10 @@
 
 namespace unrollopt::rules {
 
-struct SgdOptions {
+struct SgdFlags {
   static constexpr std::array<const char*, 2> names{"maximize", "nesterov"};
   bool maximize, nesterov;
-  static SgdOptions read(const char* op, c10::ArrayRef<double> values) {
+  static SgdFlags read(const char* op, c10::ArrayRef<double> values) {
     const auto v = read_options(op, values, names);
     return {v[0] != 0, v[1] != 0};
   }
@@ -24,8 +24,8 @@ struct Sgd {
   static constexpr const char* name = "sgd";
   static constexpr std::array<const char*, 0> states{};
   static constexpr std::array<const char*, 2> hyperparameters{"lr", "weight_decay"};
-  struct Options : SgdOptions {
-    static Options read(c10::ArrayRef<double> values) { return {SgdOptions::read(name, values)}; }
+  struct Options : SgdFlags {
+    static Options read(c10::ArrayRef<double> values) { return {SgdFlags::read(name, values)}; }
   };
 
   enum { sign, weight_decay, neg_lr, num_coef };
@@ -57,8 +57,8 @@ struct SgdMomentum {
   static constexpr std::array<const char*, 1> states{"momentum_buffer"};
   static constexpr std::array<const char*, 4> hyperparameters{"lr", "momentum", "dampening",
                                                               "weight_decay"};
-  struct Options : SgdOptions {
-    static Options read(c10::ArrayRef<double> values) { return {SgdOptions::read(name, values)}; }
+  struct Options : SgdFlags {
+    static Options read(c10::ArrayRef<double> values) { return {SgdFlags::read(name, values)}; }
   };
 
   enum {
