@@ -14,7 +14,6 @@
 
 #include "checks.h"
 #include "unrollopt/ops.h"
-#include "unrollopt/optimizers.h"
 #include "unrollopt/update.h"
 
 namespace unrollopt {
@@ -48,22 +47,6 @@ SettingRange setting_range(std::string_view name) {
   }
   if (name == "alpha" || name == "rho") return {0, 1};
   return {};
-}
-
-const std::vector<std::pair<std::string, SettingRange>>& bounded_settings() {
-  static const auto all = [] {
-    std::vector<std::pair<std::string, SettingRange>> out;
-    for (const auto& [optimizer, settings] : default_settings()) {
-      for (const auto& [name, value] : settings) {
-        const SettingRange r = setting_range(name);
-        const bool seen = std::any_of(out.begin(), out.end(),
-                                      [&, &name = name](const auto& e) { return e.first == name; });
-        if (!seen && (r.low != 0 || !std::isinf(r.high))) out.emplace_back(name, r);
-      }
-    }
-    return out;
-  }();
-  return all;
 }
 
 void check_setting(std::string_view optimizer, std::string_view name, double value,

@@ -5,6 +5,8 @@
 
 #include "unrollopt/optimizers.h"
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -116,6 +118,26 @@ std::vector<std::pair<std::string, Settings>> default_settings() {
 #undef UNROLLOPT_DEFAULTS
   return out;
 }
+
+namespace detail {
+// Derived from the optimizers' settings (the rule is setting_range's).
+const std::vector<std::pair<std::string, SettingRange>>& bounded_settings() {
+  static const auto all = [] {
+    std::vector<std::pair<std::string, SettingRange>> out;
+    for (const auto& [optimizer, settings] : default_settings()) {
+      for (const auto& [name, value] : settings) {
+        const SettingRange r = setting_range(name);
+        const bool seen = std::any_of(out.begin(), out.end(),
+                                      [&, &name = name](const auto& e) { return e.first == name; });
+        if (!seen && (r.low != 0 || !std::isinf(r.high))) out.emplace_back(name, r);
+      }
+    }
+    return out;
+  }();
+  return all;
+}
+
+}  // namespace detail
 
 #define UNROLLOPT_INSTANTIATE(Name) template class Optimizer<Name##Options>;
 UNROLLOPT_FOR_EACH_OPTIMIZER(UNROLLOPT_INSTANTIATE)
