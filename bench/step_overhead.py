@@ -80,7 +80,7 @@ def update_vs_bare(name: str, shapes, repeats: int) -> dict:
     state = opt.init(params)
     _, state = opt.update(grads, state, params=params, inplace=False)  # past the first step
     c = config_of(opt)
-    states = [t for field in c.state_names for t in getattr(state, field)]
+    states = [list(getattr(state, field)) for field in c.state_names]
     count = state.count + 1
     op = getattr(torch.ops.unrollopt, c.op)
     p = list(params) if c.uses_params else []
@@ -90,7 +90,7 @@ def update_vs_bare(name: str, shapes, repeats: int) -> dict:
                       for n, t in zip(c.hyper_names, c.tensors))  # fmt: skip
     g = list(grads)
     r = interleaved({
-        "bare": lambda: op(g, states, p, count, hyper, c.options),
+        "bare": lambda: op(g, *states, p, count, *hyper, *c.options),
         "update": lambda: opt.update(grads, state, params=params, inplace=False),
     }, repeats)  # fmt: skip
     return {"optimizer": name, "tensors": len(shapes), **r}

@@ -369,12 +369,16 @@ def nondiff_problem(total: int, tensors: int, variant: str):
     if variant == "unrollopt op":
         definition = adam_module.adam.definition
         config = definition.config(definition.settings(lr=LR))
-        grads, moments = [p.grad for p in params], [torch.zeros_like(p) for p in params + params]
+        grads, mu, nu = (
+            [p.grad for p in params],
+            [torch.zeros_like(p) for p in params],
+            [torch.zeros_like(p) for p in params],
+        )
         count = torch.tensor(1.0, dtype=torch.float64)  # always the first step
 
         def run():
             with torch.no_grad():
-                torch.ops.unrollopt.adam_(params, grads, moments, count, config.tensors, config.options, True)
+                torch.ops.unrollopt.adam_(params, grads, mu, nu, count, *config.tensors, *config.options, True)
             return params
 
         return run

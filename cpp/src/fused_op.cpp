@@ -122,33 +122,13 @@ void copy_back(at::TensorList targets, at::TensorList worked) {
   }
 }
 
-namespace {
-template <class Predicate>
-bool any_of(std::initializer_list<at::TensorList> lists,
-            std::initializer_list<const OptionalTensors*> optional_lists, Predicate pred) {
+bool any_requires_grad(std::initializer_list<at::TensorList> lists) {
   for (const auto& list : lists) {
     for (const auto& t : list) {
-      if (t.defined() && pred(t)) return true;
-    }
-  }
-  for (const auto* list : optional_lists) {
-    for (const std::optional<at::Tensor>& t : *list) {
-      if (t.has_value() && t->defined() && pred(*t)) return true;
+      if (t.defined() && t.requires_grad()) return true;
     }
   }
   return false;
-}
-}  // namespace
-
-bool any_requires_grad(std::initializer_list<at::TensorList> lists,
-                       std::initializer_list<const OptionalTensors*> optional_lists) {
-  return any_of(lists, optional_lists, [](const at::Tensor& t) { return t.requires_grad(); });
-}
-
-bool any_forward_grad(std::initializer_list<at::TensorList> lists,
-                      std::initializer_list<const OptionalTensors*> optional_lists) {
-  return any_of(lists, optional_lists,
-                [](const at::Tensor& t) { return t._fw_grad(/*level=*/0).defined(); });
 }
 
 }  // namespace fused

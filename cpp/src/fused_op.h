@@ -1,34 +1,28 @@
 #pragma once
-// The three operators of an optimizer rule (rules/rule.h), for any rule:
+// The three operators of an optimizer rule (rules/rule.h), for any rule, with
+// typed schemas made from the rule's names (fused/schema.h has Adam's):
 //
-//   unrollopt::NAME(Tensor[] grads, Tensor[] states, Tensor[] params, Tensor step,
-//                   Tensor[] hyperparameters, float[] options)
-//       -> (Tensor[] updates, Tensor[] states)
-//   unrollopt::NAME_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] states, Tensor step,
-//                    Tensor[] hyperparameters, float[] options, bool update_params) -> ()
-//   unrollopt::NAME_backward(Tensor?[] grad_updates, Tensor?[] grad_states, Tensor[] grads,
-//                    Tensor[] states, Tensor[] params, Tensor step, Tensor[] hyperparameters,
-//                    float[] options, bool[] output_mask)
-//       -> (Tensor[] grad_grads, Tensor[] grad_states, Tensor[] grad_params,
-//           Tensor[] grad_hyperparameters)
+//   NAME           out of place and differentiable (its Autograd kernel runs
+//                  NAME_backward): -> (updates, new states)
+//   NAME_          in place: with update_params, params += update; otherwise
+//                  grads are overwritten by the updates. Not differentiable.
+//   NAME_backward  the vector-Jacobian product of NAME; output_mask selects its
+//                  outputs (unselected lists are empty, unselected
+//                  hyperparameter gradients zeros). Itself differentiable.
 //
-// `states` holds the rule's state lists one after another (all first states,
-// then all second states, ...). NAME is out of place and differentiable (its
-// Autograd kernel runs NAME_backward); NAME_ updates in place (with
-// update_params, params += update; otherwise grads are overwritten by the
-// updates) and is not differentiable. NAME_backward's output_mask selects
-// (grads, states, params, each hyperparameter); unselected lists are empty and
-// unselected hyperparameter gradients are zeros. Each has CPU, Meta and Autograd
-// kernels, and CUDA ones in a CUDA build, registered by UNROLLOPT_REGISTER_RULE
-// in a source CMake makes for each rule of rules/all.h; their vmap rules are Python's
-// (python/unrollopt/_vmap.py: torch.func is Python's, and the functorch C++
-// headers of the torch wheels do not compile outside torch's own build).
+// Each has CPU, Meta and Autograd kernels, and CUDA ones in a CUDA build,
+// registered by UNROLLOPT_REGISTER_RULE in a source CMake makes for each rule
+// of rules/all.h; their vmap rules are Python's (python/unrollopt/_vmap.py:
+// torch.func is Python's, and the functorch C++ headers of the torch wheels do
+// not compile outside torch's own build).
 
 // The parts, each a struct template over the rule: fused/arguments.h (counts,
 // checks, values), fused/kernels.h (CPU, CUDA and Meta kernels),
 // fused/composite.h (the step and its vjp in ATen ops, for forward mode and
-// second order), fused/autograd.h (Autograd kernels and nodes); this file
-// defines the operators and registers the kernels.
+// second order), fused/autograd.h (Autograd kernels and nodes). The kernels
+// take the arguments as lists (all state lists in one, the hyperparameters in
+// one, the options as numbers); fused/schema.h converts. This file defines the
+// operators and registers the kernels.
 
 #include <string>
 #include <vector>
@@ -42,6 +36,7 @@
 
 #include "fused/autograd.h"
 #include "fused/kernels.h"
+#include "fused/schema.h"
 #include "unrollopt/ops.h"
 
 namespace unrollopt::fused {
@@ -55,50 +50,49 @@ template <class Rule>
 struct Op {
   using K = Kernels<Rule>;
   using AG = Autograd<Rule>;
+  static constexpr size_t NS = Rule::states.size(), NH = Rule::hyperparameters.size(),
+                          NO = Rule::Options::names.size();
 
+  static ops::OperatorDescription names() {
+    const auto& o = Rule::Options::names;
+    return {{Rule::states.begin(), Rule::states.end()},
+            {Rule::hyperparameters.begin(), Rule::hyperparameters.end()},
+            {o.begin(), o.end()},
+            {o.end() - Rule::Options::num_flags, o.end()}};
+  }
   static void define(torch::Library& m) {
-    ops::describe_operator(Rule::name,
-                           {{Rule::states.begin(), Rule::states.end()},
-                            {Rule::hyperparameters.begin(), Rule::hyperparameters.end()},
-                            {Rule::Options::names.begin(), Rule::Options::names.end()}});
     const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
+    for (const auto& schema : schemas(Rule::name, names())) m.def(schema.c_str(), tags);
+  }
+  // The kernels (over lists) as boxed kernels of the typed operators.
+  template <auto Forward, auto Inplace, auto Backward>
+  static void impl(torch::Library& m) {
     const std::string name = Rule::name;
-    const std::string schemas[] = {
-        name +
-            "(Tensor[] grads, Tensor[] states, Tensor[] params, Tensor step, "
-            "Tensor[] hyperparameters, float[] options) -> (Tensor[], Tensor[])",
-        name +
-            "_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] states, Tensor step, "
-            "Tensor[] hyperparameters, float[] options, bool update_params) -> ()",
-        name +
-            "_backward(Tensor?[] grad_updates, Tensor?[] grad_states, Tensor[] grads, "
-            "Tensor[] states, Tensor[] params, Tensor step, Tensor[] hyperparameters, "
-            "float[] options, bool[] output_mask) -> (Tensor[], Tensor[], Tensor[], Tensor[])"};
-    for (const auto& schema : schemas) m.def(schema.c_str(), tags);
+    using F = torch::CppFunction;
+    m.impl(name.c_str(), F::makeFromBoxedFunction<&boxed_forward<Forward, NS, NH, NO>>());
+    m.impl((name + "_").c_str(), F::makeFromBoxedFunction<&boxed_inplace<Inplace, NS, NH, NO>>());
+    m.impl((name + "_backward").c_str(),
+           F::makeFromBoxedFunction<&boxed_backward<Backward, NS, NH, NO>>());
   }
   template <bool Cuda>
   static void impl_device(torch::Library& m) {
-    const std::string name = Rule::name;
-    m.impl(name.c_str(), TORCH_FN(K::template forward_kernel<Cuda>));
-    m.impl((name + "_").c_str(), TORCH_FN(K::template inplace_kernel<Cuda>));
-    m.impl((name + "_backward").c_str(), TORCH_FN(K::template backward_kernel<Cuda>));
+    impl<&K::template forward_kernel<Cuda>, &K::template inplace_kernel<Cuda>,
+         &K::template backward_kernel<Cuda>>(m);
   }
   static void impl_meta(torch::Library& m) {
+    impl<&K::forward_meta, &K::inplace_meta, &K::backward_meta>(m);
+  }
+  static void impl_autograd(torch::Library& m) {
     const std::string name = Rule::name;
-    m.impl(name.c_str(), TORCH_FN(K::forward_meta));
-    m.impl((name + "_").c_str(), TORCH_FN(K::inplace_meta));
-    m.impl((name + "_backward").c_str(), TORCH_FN(K::backward_meta));
+    using F = torch::CppFunction;
+    m.impl(name.c_str(), F::makeFromBoxedFunction<&AG::forward>());
+    m.impl((name + "_").c_str(), F::makeFromBoxedFunction<&AG::inplace>());
+    m.impl((name + "_backward").c_str(), F::makeFromBoxedFunction<&AG::backward>());
   }
   static void impl_no_cuda(torch::Library& m) {
     const std::string name = Rule::name;
     for (const std::string& op : {name, name + "_", name + "_backward"})
       m.impl(op.c_str(), torch::CppFunction::makeFromBoxedFunction<&no_cuda_kernels>());
-  }
-  static void impl_autograd(torch::Library& m) {
-    const std::string name = Rule::name;
-    m.impl(name.c_str(), TORCH_FN(AG::forward));
-    m.impl((name + "_").c_str(), TORCH_FN(AG::inplace));
-    m.impl((name + "_backward").c_str(), TORCH_FN(AG::backward));
   }
 };
 

@@ -1,71 +1,83 @@
-// The C++ entry points of the operators: typed calls through the dispatcher, so
-// that C++ callers get the same Autograd, CPU and Meta kernels as Python.
+// The C++ entry points of the operators: calls through the dispatcher, so that
+// C++ callers get the same Autograd, CPU and Meta kernels as Python.
 
 #include "unrollopt/ops.h"
 
 #include <algorithm>
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/StringUtil.h>
 
+#include "fused/schema.h"
+
 namespace unrollopt::ops {
-namespace {
-std::map<std::string, OperatorDescription, std::less<>>& descriptions() {
-  static std::map<std::string, OperatorDescription, std::less<>> all;
-  return all;
-}
-
-std::string known_optimizers() { return c10::Join(", ", operator_names()); }
-}  // namespace
-
-void describe_operator(std::string name, OperatorDescription description) {
-  descriptions().insert_or_assign(std::move(name), std::move(description));
-}
 
 std::vector<std::string> operator_names() {
+  // An operator is NAME where NAME_backward exists too.
   std::vector<std::string> names;
-  for (const auto& [name, _] : descriptions()) names.push_back(name);
-  return names;  // sorted: the map's order
-}
-
-const OperatorDescription& describe(std::string_view optimizer) {
-  const auto it = descriptions().find(optimizer);
-  TORCH_CHECK_VALUE(it != descriptions().end(), "unrollopt::ops: no optimizer named \"", optimizer,
-                    "\"; the operators are: ", known_optimizers());
-  return it->second;
+  auto& dispatcher = c10::Dispatcher::singleton();
+  for (const auto& op : dispatcher.getAllOpNames()) {
+    constexpr std::string_view prefix = "unrollopt::";
+    if (op.name.rfind(prefix, 0) != 0 || !op.overload_name.empty()) continue;
+    if (dispatcher.findSchema({op.name + "_backward", ""}).has_value()) {
+      names.push_back(op.name.substr(prefix.size()));
+    }
+  }
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 namespace {
-template <class Signature>
-c10::TypedOperatorHandle<Signature> op(std::string_view optimizer, const char* suffix) {
-  const std::string name = "unrollopt::" + std::string(optimizer) + suffix;
-  const auto handle = c10::Dispatcher::singleton().findSchema({name, ""});
-  TORCH_CHECK_VALUE(handle.has_value(), "unrollopt::ops: no optimizer named \"", optimizer,
-                    "\"; the operators are: ", known_optimizers());
-  return handle->typed<Signature>();
+struct Operator {
+  c10::OperatorHandle forward, inplace, backward;
+  OperatorDescription description;
+};
+
+// unrollopt::NAME's three operators, looked up once.
+const Operator& find(std::string_view optimizer) {
+  static std::mutex mutex;
+  static std::map<std::string, Operator, std::less<>> found;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (const auto it = found.find(optimizer); it != found.end()) return it->second;
+  auto& dispatcher = c10::Dispatcher::singleton();
+  const std::string name = "unrollopt::" + std::string(optimizer);
+  const auto forward = dispatcher.findSchema({name, ""});
+  const auto inplace = dispatcher.findSchema({name + "_", ""});
+  const auto backward = dispatcher.findSchema({name + "_backward", ""});
+  TORCH_CHECK_VALUE(forward && inplace && backward, "unrollopt::ops: no optimizer named \"",
+                    optimizer, "\"; the operators are: ", c10::Join(", ", operator_names()));
+  // std::map's elements stay where they are: the reference outlives the lock.
+  return found
+      .emplace(std::string(optimizer),
+               Operator{*forward, *inplace, *backward, fused::describe(forward->schema())})
+      .first->second;
 }
 }  // namespace
+
+const OperatorDescription& describe(std::string_view optimizer) {
+  return find(optimizer).description;
+}
 
 std::tuple<TensorVector, TensorVector> fused_step(std::string_view optimizer, at::TensorList grads,
                                                   at::TensorList states, at::TensorList params,
                                                   const at::Tensor& step,
                                                   at::TensorList hyperparameters,
                                                   c10::ArrayRef<double> options) {
-  return op<std::tuple<TensorVector, TensorVector>(at::TensorList, at::TensorList, at::TensorList,
-                                                   const at::Tensor&, at::TensorList,
-                                                   c10::ArrayRef<double>)>(optimizer, "")
-      .call(grads, states, params, step, hyperparameters, options);
+  const Operator& op = find(optimizer);
+  return fused::call_forward(op.forward, op.description, grads, states, params, step,
+                             hyperparameters, options);
 }
 
 void fused_step_(std::string_view optimizer, at::TensorList params, at::TensorList grads,
                  at::TensorList states, const at::Tensor& step, at::TensorList hyperparameters,
                  c10::ArrayRef<double> options, bool update_params) {
-  op<void(at::TensorList, at::TensorList, at::TensorList, const at::Tensor&, at::TensorList,
-          c10::ArrayRef<double>, bool)>(optimizer, "_")
-      .call(params, grads, states, step, hyperparameters, options, update_params);
+  const Operator& op = find(optimizer);
+  fused::call_inplace(op.inplace, op.description, params, grads, states, step, hyperparameters,
+                      options, update_params);
 }
 
 std::tuple<TensorVector, TensorVector, TensorVector, TensorVector> fused_step_backward(
@@ -74,13 +86,9 @@ std::tuple<TensorVector, TensorVector, TensorVector, TensorVector> fused_step_ba
     at::TensorList states, at::TensorList params, const at::Tensor& step,
     at::TensorList hyperparameters, c10::ArrayRef<double> options,
     const c10::List<bool>& output_mask) {
-  using Result = std::tuple<TensorVector, TensorVector, TensorVector, TensorVector>;
-  return op<Result(const c10::List<std::optional<at::Tensor>>&,
-                   const c10::List<std::optional<at::Tensor>>&, at::TensorList, at::TensorList,
-                   at::TensorList, const at::Tensor&, at::TensorList, c10::ArrayRef<double>,
-                   const c10::List<bool>&)>(optimizer, "_backward")
-      .call(grad_updates, grad_states, grads, states, params, step, hyperparameters, options,
-            output_mask);
+  const Operator& op = find(optimizer);
+  return fused::call_backward(op.backward, op.description, grad_updates, grad_states, grads, states,
+                              params, step, hyperparameters, options, output_mask);
 }
 
 }  // namespace unrollopt::ops

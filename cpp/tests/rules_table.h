@@ -17,7 +17,7 @@ namespace unrollopt::testing {
 
 struct RuleRow {
   std::string name;  // the operator's
-  std::vector<std::string> states, hyperparameters, options;
+  std::vector<std::string> states, hyperparameters, options, flags;
 };
 // ctest shows a row by its name (GoogleTest would print its bytes).
 inline void PrintTo(const RuleRow& r, std::ostream* os) { *os << r.name; }
@@ -26,11 +26,13 @@ inline void PrintTo(const RuleRow& r, std::ostream* os) { *os << r.name; }
 // listed here.
 inline std::vector<RuleRow> every_rule() {
   std::vector<RuleRow> out;
-#define UNROLLOPT_TEST_ROW(Rule)                                               \
-  out.push_back({Rule::name,                                                   \
-                 {Rule::states.begin(), Rule::states.end()},                   \
-                 {Rule::hyperparameters.begin(), Rule::hyperparameters.end()}, \
-                 {Rule::Options::names.begin(), Rule::Options::names.end()}});
+#define UNROLLOPT_TEST_ROW(Rule)                                     \
+  out.push_back(                                                     \
+      {Rule::name,                                                   \
+       {Rule::states.begin(), Rule::states.end()},                   \
+       {Rule::hyperparameters.begin(), Rule::hyperparameters.end()}, \
+       {Rule::Options::names.begin(), Rule::Options::names.end()},   \
+       {Rule::Options::names.end() - Rule::Options::num_flags, Rule::Options::names.end()}});
   UNROLLOPT_FOR_EACH_RULE(UNROLLOPT_TEST_ROW)
 #undef UNROLLOPT_TEST_ROW
   return out;

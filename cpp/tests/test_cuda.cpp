@@ -4,6 +4,7 @@
 // reason, without a GPU or without CUDA kernels in this build.
 
 #include <gtest/gtest.h>
+#include <algorithm>
 
 #include <string>
 #include <vector>
@@ -187,7 +188,21 @@ TEST(Cuda, EveryOperatorHasACudaEntry) {
     const Inputs in = make_inputs(opt, 3);
     const auto op =
         c10::Dispatcher::singleton().findSchemaOrThrow(("unrollopt::" + opt.name).c_str(), "");
-    torch::jit::Stack stack{in.grads, in.states, in.params, in.step, in.hyper, opt.options};
+    // The operator's own arguments: one list per state, one tensor per
+    // hyperparameter, a float or a bool per option.
+    const auto& d = unrollopt::ops::describe(opt.name);
+    const size_t n = in.grads.size();
+    torch::jit::Stack stack{in.grads};
+    for (size_t k = 0; k < d.states.size(); ++k) {
+      stack.emplace_back(at::TensorList(in.states).slice(k * n, n).vec());
+    }
+    stack.emplace_back(in.params);
+    stack.emplace_back(in.step);
+    for (const auto& h : in.hyper) stack.emplace_back(h);
+    for (size_t i = 0; i < d.options.size(); ++i) {
+      const bool flag = std::find(d.flags.begin(), d.flags.end(), d.options[i]) != d.flags.end();
+      stack.push_back(flag ? c10::IValue(opt.options[i] != 0) : c10::IValue(opt.options[i]));
+    }
     try {
       op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CUDA), &stack);
       ADD_FAILURE() << opt.name << ": no error";

@@ -14,6 +14,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include "reference_steps.h"
@@ -514,6 +515,37 @@ TEST(Ops, EveryRuleIsRegistered) {
   std::sort(rules.begin(), rules.end());
   EXPECT_EQ(rules, unrollopt::ops::operator_names());
   EXPECT_EQ(rules.size(), 17u);
+}
+
+// The operators describe themselves: their schemas carry the rule's names and
+// ops::describe reads them back.
+TEST(Ops, SchemasCarryTheRulesNames) {
+  for (const auto& r : every_rule()) {
+    const auto& d = unrollopt::ops::describe(r.name);
+    EXPECT_EQ(d.states, r.states) << r.name;
+    EXPECT_EQ(d.hyperparameters, r.hyperparameters) << r.name;
+    EXPECT_EQ(d.options, r.options) << r.name;
+    EXPECT_EQ(d.flags, r.flags) << r.name;
+  }
+  const auto schema = [](const char* name) {
+    return c10::toString(c10::Dispatcher::singleton().findSchemaOrThrow(name, "").schema());
+  };
+  EXPECT_EQ(schema("unrollopt::adam"),
+            "unrollopt::adam(Tensor[] grads, Tensor[] mu, Tensor[] nu, Tensor[] params, "
+            "Tensor step, Tensor lr, Tensor beta1, Tensor beta2, Tensor weight_decay, float eps, "
+            "float eps_root, bool maximize) -> (Tensor[] updates, Tensor[] mu_out, "
+            "Tensor[] nu_out)");
+  EXPECT_EQ(schema("unrollopt::sgd_momentum_"),
+            "unrollopt::sgd_momentum_(Tensor(a!)[] params, Tensor(b!)[] grads, "
+            "Tensor(c!)[] momentum_buffer, Tensor step, Tensor lr, Tensor momentum, "
+            "Tensor dampening, Tensor weight_decay, bool maximize, bool nesterov, "
+            "bool update_params) -> ()");
+  EXPECT_EQ(schema("unrollopt::lion_backward"),
+            "unrollopt::lion_backward(Tensor?[] grad_updates, Tensor?[] grad_mu_out, "
+            "Tensor[] grads, Tensor[] mu, Tensor[] params, Tensor step, Tensor lr, Tensor beta1, "
+            "Tensor beta2, Tensor weight_decay, bool maximize, bool[] output_mask) -> "
+            "(Tensor[] grad_grads, Tensor[] grad_mu, Tensor[] grad_params, Tensor grad_lr, "
+            "Tensor grad_beta1, Tensor grad_beta2, Tensor grad_weight_decay)");
 }
 
 TEST(Info, AcceleratedOpAvailable) {

@@ -56,11 +56,12 @@ NB_MODULE(_C, m) {
       "describe",
       [](const std::string& op) {
         const auto& d = unrollopt::ops::describe(op);
-        return std::make_tuple(d.states, d.hyperparameters, d.options);
+        return std::make_tuple(d.states, d.hyperparameters, d.options, d.flags);
       },
       nb::arg("op"),
-      "(states, hyperparameters, options): the names of the operator's arguments, in its order "
-      "(its rule's own lists). ValueError for an unknown name.");
+      "(states, hyperparameters, options, flags): the names of the operator's arguments, in its "
+      "order, read from its schema; flags are the options of type bool. ValueError for an "
+      "unknown name.");
   m.def("operator_names", &unrollopt::ops::operator_names, "Every operator's name, sorted.");
   m.def("default_settings", &unrollopt::default_settings,
         "The C++ optimizers' settings at their defaults: [(name, [(setting, value)])].");

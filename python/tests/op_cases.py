@@ -1,7 +1,8 @@
 """The operator cases the operator tests share (test_ops.py, test_cuda.py): one
 or more per rule, with its hyperparameter values, options and step number, and
-the inputs they are checked at. The argument names come from the operators
-themselves (unrollopt._C.describe: each rule's own lists)."""
+the inputs they are checked at. The argument names come from the operators'
+schemas (unrollopt._C.describe: each rule's own lists). The tests call the
+operators with the arguments grouped (:class:`Grouped`)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,70 @@ _DESCRIPTIONS = {op: unrollopt._C.describe(op) for op in unrollopt._C.operator_n
 STATE_NAMES = {op: tuple(d[0]) for op, d in _DESCRIPTIONS.items()}
 HYPER_NAMES = {op: tuple(d[1]) for op, d in _DESCRIPTIONS.items()}
 OPTION_NAMES = {op: tuple(d[2]) for op, d in _DESCRIPTIONS.items()}
+FLAG_NAMES = {op: frozenset(d[3]) for op, d in _DESCRIPTIONS.items()}
+
+
+def _split(flat, k, n):
+    return [list(flat[j * n : (j + 1) * n]) for j in range(k)]
+
+
+class Grouped:
+    """Calls ``torch.ops.unrollopt.<op><suffix>`` (suffix "", "_" or
+    "_backward") with its arguments grouped: the state lists one after another
+    in one list (and their cotangents), the hyperparameters in one list, the
+    options in one (flags as numbers), the backward's output_mask as (grads,
+    states, params, each hyperparameter); and returns its outputs grouped the
+    same way. ``typed(*args)`` gives the operator's own arguments, ``default``
+    its OpOverload."""
+
+    def __init__(self, op: str, suffix: str):
+        self.op, self.suffix = op, suffix
+        self.packet = getattr(OPS, op + suffix)
+        self.default = self.packet.default
+        self.ns = len(STATE_NAMES[op])
+
+    def _options(self, options):
+        return [bool(v) if name in FLAG_NAMES[self.op] else float(v) for name, v in zip(OPTION_NAMES[self.op], options)]
+
+    def typed(self, *args):
+        ns = self.ns
+        if self.suffix == "":
+            grads, states, params, step, hyper, options = args
+            return (grads, *_split(states, ns, len(grads)), params, step, *hyper, *self._options(options))
+        if self.suffix == "_":
+            params, grads, states, step, hyper, options, update_params = args
+            return (
+                params,
+                grads,
+                *_split(states, ns, len(grads)),
+                step,
+                *hyper,
+                *self._options(options),
+                update_params,
+            )
+        gu, gs, grads, states, params, step, hyper, options, mask = args
+        n = len(grads)
+        typed_mask = [mask[0], *[mask[1]] * ns, *mask[2:]]
+        return (
+            gu,
+            *_split(gs, ns, n),
+            grads,
+            *_split(states, ns, n),
+            params,
+            step,
+            *hyper,
+            *self._options(options),
+            typed_mask,
+        )
+
+    def __call__(self, *args):
+        out = self.packet(*self.typed(*args))
+        ns = self.ns
+        if self.suffix == "":  # a single list where there are no states
+            return (out, []) if ns == 0 else (out[0], [t for ts in out[1:] for t in ts])
+        if self.suffix == "_":
+            return out
+        return out[0], [t for ts in out[1 : 1 + ns] for t in ts], out[1 + ns], list(out[2 + ns :])
 
 
 @dataclass(frozen=True)
@@ -59,16 +124,16 @@ class Case:
         return len(HYPER_NAMES[self.op])
 
     @property
-    def forward(self):
-        return getattr(OPS, self.op)
+    def forward(self) -> Grouped:
+        return Grouped(self.op, "")
 
     @property
-    def inplace(self):
-        return getattr(OPS, self.op + "_")
+    def inplace(self) -> Grouped:
+        return Grouped(self.op, "_")
 
     @property
-    def backward(self):
-        return getattr(OPS, self.op + "_backward")
+    def backward(self) -> Grouped:
+        return Grouped(self.op, "_backward")
 
     def mask(self, value=True) -> list[bool]:
         return [value] * (3 + self.nh)

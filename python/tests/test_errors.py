@@ -8,9 +8,8 @@ import warnings
 
 import pytest
 import torch
+from op_cases import Grouped
 from references import F64, assert_unchanged, gen, is_finite, rand_pos, randn, snapshot, unrollopt
-
-OPS = torch.ops.unrollopt
 
 BAD_HYPERPARAMETERS = [
     ("lr", dict(lr=-0.1)),
@@ -253,7 +252,7 @@ def test_inplace_op_refuses_inputs_that_require_grad(op):
     state_names, _, values, options = OP_SETUPS[op]
     g = gen(6)
     h = [torch.tensor(x, dtype=F64) for x in values]
-    inplace = getattr(OPS, op + "_")
+    inplace = Grouped(op, "_")
     for culprit in ("grads", "states", "params", "hyperparameters"):
         grads = [randn(g, 3, requires_grad=culprit == "grads")]
         states = [randn(g, 3, requires_grad=culprit == "states") for _ in state_names]
@@ -280,18 +279,25 @@ def test_inplace_op_refuses_inputs_that_require_grad(op):
 @pytest.mark.parametrize("op", list(OP_SETUPS))
 def test_op_input_checks(op):
     state_names, hyper_names, values, options = OP_SETUPS[op]
-    fwd, inplace, bwd = (getattr(OPS, op + suffix) for suffix in ("", "_", "_backward"))
+    # Called with the arguments grouped (op_cases.Grouped), and as the schema has them.
+    fwd, inplace, bwd = (Grouped(op, suffix) for suffix in ("", "_", "_backward"))
     g = [randn(gen(7), 3), randn(gen(8), 2)]
     ns, nh = len(state_names), len(hyper_names)
     states = [t.clone() for _ in state_names for t in g]
     h = [torch.tensor(x, dtype=F64) for x in values]
     step = torch.tensor(1)
     mask = [True] * (3 + nh)
+    typed_options = fwd.typed(g, states, [], step, h, options)[3 + ns + nh :]
     # A well-formed call works (the checks below are not vacuous).
     u, s = fwd(g, states, g, step, h, options)
     assert len(u) == 2 and len(s) == 2 * ns
-    with pytest.raises(ValueError, match=re.escape(f"states has {2 * ns + 1} tensors; expected {ns} per grad")):
-        fwd(g, states + g[:1], [], step, h, options)
+    for k, name in enumerate(state_names):  # each state list is named
+        lists = [[t.clone() for t in g] for _ in state_names]
+        lists[k].append(g[0].clone())
+        with pytest.raises(ValueError, match=re.escape(f"unrollopt.{op}: {name} has 3 tensors but grads has 2")):
+            fwd.default(g, *lists, [], step, *h, *typed_options)
+        with pytest.raises(ValueError, match=re.escape(f"{name} has 3 tensors but grads has 2")):
+            inplace.default([], g, *lists, step, *h, *typed_options, False)
     with pytest.raises(ValueError, match="params has 1 tensors"):
         fwd(g, states, g[:1], step, h, options)
     with pytest.raises(ValueError, match="shape"):
@@ -304,20 +310,25 @@ def test_op_input_checks(op):
         fwd(g, states, [], step, [h[0], torch.tensor(0), *h[2:]], options)
     with pytest.raises(ValueError, match="step must be a 0-d tensor"):
         fwd(g, states, [], torch.ones(1), h, options)
-    with pytest.raises(ValueError, match=f"expected {nh} hyperparameters"):
-        fwd(g, states, [], step, h[:-1], options)
-    with pytest.raises(ValueError, match=f"options must hold {len(options)} values"):
-        fwd(g, states, [], step, h, options[:-1])
+    # A missing argument: the schema names it.
+    with pytest.raises(RuntimeError, match=f"missing value for argument '{hyper_names[-1]}'"):
+        fwd.default(*fwd.typed(g, states, [], step, h, options)[: 3 + ns + nh - 1])
     with pytest.raises(ValueError, match="weight_decay is not 0, so params are needed"):
         fwd(g, states, [], step, [*h[:-1], torch.tensor(0.1, dtype=F64)], options)
     with pytest.raises(ValueError, match="update_params=True needs params"):
         inplace([], [t.clone() for t in g], [t.clone() for t in states], step, h, options, True)
-    with pytest.raises(ValueError, match="grad_updates has 1 entries"):
+    with pytest.raises(ValueError, match="grad_updates has 1 entries but grads has 2"):
         bwd([g[0]], [None] * (2 * ns), g, states, g, step, h, options, mask)
-    with pytest.raises(ValueError, match=f"grad_states has {2 * ns + 1} entries"):
-        bwd(g, [None] * (2 * ns + 1), g, states, g, step, h, options, mask)
-    with pytest.raises(ValueError, match=f"output_mask must hold {3 + nh} values"):
-        bwd(g, [None] * (2 * ns), g, states, g, step, h, options, mask[:-1])
+    for k, name in enumerate(state_names):
+        cotangents = [[None, None] for _ in state_names]
+        cotangents[k].append(None)
+        args = bwd.typed(g, [None] * (2 * ns), g, states, g, step, h, options, mask)
+        with pytest.raises(ValueError, match=re.escape(f"grad_{name}_out has 3 entries but grads has 2")):
+            bwd.default(args[0], *cotangents, *args[1 + ns :])
+    typed_mask = bwd.typed(g, [None] * (2 * ns), g, states, g, step, h, options, mask)[-1]
+    assert len(typed_mask) == 2 + ns + nh  # one per output
+    with pytest.raises(ValueError, match=f"output_mask must hold {2 + ns + nh} values, one per output"):
+        bwd.default(*bwd.typed(g, [None] * (2 * ns), g, states, g, step, h, options, mask)[:-1], typed_mask[:-1])
     with pytest.raises(ValueError, match="the gradient of params needs params"):
         bwd(g, [None] * (2 * ns), g, states, [], step, h, options, mask)
 

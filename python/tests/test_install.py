@@ -67,7 +67,10 @@ def test_the_operator_on_cuda_says_why():
     # torch.ops.unrollopt would: an error naming the cause and the fix.
     g = OnCuda(torch.randn(4))
     with pytest.raises(NotImplementedError) as error:
-        torch.ops.unrollopt.adam([g], [OnCuda(torch.zeros(4)), OnCuda(torch.zeros(4))], [], torch.tensor(1.0), [], [])
+        hyper = [torch.tensor(v) for v in (0.1, 0.9, 0.999, 0.0)]
+        torch.ops.unrollopt.adam(
+            [g], [OnCuda(torch.zeros(4))], [OnCuda(torch.zeros(4))], [], torch.tensor(1.0), *hyper, 1e-8, 0.0, False
+        )
     message = str(error.value)
     assert "unrollopt::adam on CUDA tensors: this build of unrollopt has no CUDA kernels" in message
     assert _build_info.NO_CUDA_REASON in message

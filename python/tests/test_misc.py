@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 import torch
+from op_cases import Grouped
 from references import F64, gen, rand_pos, randn, unrollopt
 
 # --- accelerated_op_available -------------------------------------------------------
@@ -51,9 +52,9 @@ def test_accelerated_op_not_available_without_cuda(devices):
 # Per operator: which states (from kernel_inputs), hyperparameters and options;
 # between them every coefficient of every rule is live.
 KERNEL_OPS = {
-    "adam": (("m", "v"), (0.01, 0.9, 0.999, 0.05), [1e-6, 1e-8, 0.0]),
-    "sgd": ((), (0.01, 0.05), [1.0, 0.0]),
-    "sgd_momentum": (("m",), (0.01, 0.9, 0.1, 0.05), [0.0, 1.0]),
+    "adam": (("m", "v"), (0.01, 0.9, 0.999, 0.05), [1e-6, 1e-8, False]),
+    "sgd": ((), (0.01, 0.05), [True, False]),
+    "sgd_momentum": (("m",), (0.01, 0.9, 0.1, 0.05), [False, True]),
 }
 
 
@@ -65,16 +66,19 @@ def compute(d):
     out = {}
     for op, (state_keys, hyper, options) in d["ops"].items():
         hyper = [torch.tensor(h, dtype=torch.float64) for h in hyper]
+        ns = len(state_keys)
         for dtype in (torch.float64, torch.float32, torch.bfloat16):
             g, p = ([t.to(dtype) for t in d[k]] for k in ("g", "p"))
-            states = [t.to(dtype) for k in state_keys for t in d[k]]
-            u, s = getattr(torch.ops.unrollopt, op)(g, states, p, d["step"], hyper, options)
-            out[(op, str(dtype))] = u + s
-        states = [t for k in state_keys for t in d[k]]
-        cs = [t for k in ("cm", "cv")[: len(state_keys)] for t in d[k]]
-        out[(op, "backward")] = getattr(torch.ops.unrollopt, op + "_backward")(
-            d["cu"], cs, d["g"], states, d["p"], d["step"], hyper, options, [True] * (3 + len(hyper))
+            states = [[t.to(dtype) for t in d[k]] for k in state_keys]
+            r = getattr(torch.ops.unrollopt, op)(g, *states, p, d["step"], *hyper, *options)
+            out[(op, str(dtype))] = r if ns == 0 else [t for ts in r for t in ts]  # updates, then states
+        states = [d[k] for k in state_keys]
+        cs = [d[k] for k in ("cm", "cv")[:ns]]
+        mask = [True] * (2 + ns + len(hyper))
+        r = getattr(torch.ops.unrollopt, op + "_backward")(
+            d["cu"], *cs, d["g"], *states, d["p"], d["step"], *hyper, *options, mask
         )
+        out[(op, "backward")] = (r[0], [t for ts in r[1 : 1 + ns] for t in ts], r[1 + ns], list(r[2 + ns :]))
     return out
 
 
@@ -197,14 +201,14 @@ def test_thread_count_does_not_change_results(op):
 
     def run():
         hyper = [torch.tensor(v, dtype=F64, requires_grad=True) for v in values]
-        u, s = getattr(torch.ops.unrollopt, op)(grads, states, params, torch.tensor(7), hyper, options)
+        u, s = Grouped(op, "")(grads, states, params, torch.tensor(7), hyper, options)
         loss = sum((ui * c).sum() for ui, c in zip(u, cot)) + sum(si.sum() for si in s)
         hg = torch.autograd.grad(loss, hyper)
         # And the in-place op.
         ps = [p.clone() for p in params]
         ss = [t.clone() for t in states]
         with torch.no_grad():
-            getattr(torch.ops.unrollopt, op + "_")(
+            Grouped(op, "_")(
                 ps, [t.clone() for t in grads], ss, torch.tensor(7), [h.detach() for h in hyper], options, True
             )
         return [t.detach() for t in (*u, *s, *ps, *ss)], hg

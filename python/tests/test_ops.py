@@ -4,7 +4,10 @@ hand-written backward with respect to every input (hyperparameters included),
 values against independent float64 references, the in-place op against the
 out-of-place one, output_mask semantics, Meta kernels and torch.library.opcheck.
 
-All three ops share one schema (cpp/include/unrollopt/ops.h):
+Each has a typed schema with its rule's names (cpp/src/fused/schema.h), e.g.
+``adam(Tensor[] grads, Tensor[] mu, Tensor[] nu, Tensor[] params, Tensor step,
+Tensor lr, ..., float eps, float eps_root, bool maximize)``. Most tests call them
+with the arguments grouped (op_cases.Grouped):
 
     NAME(grads, states, params, step, hyperparameters, options) -> (updates, new_states)
     NAME_(params, grads, states, step, hyperparameters, options, update_params) -> ()
@@ -12,7 +15,8 @@ All three ops share one schema (cpp/include/unrollopt/ops.h):
                   hyperparameters, options, output_mask)
         -> (grad_grads, grad_states, grad_params, grad_hyperparameters)
 
-with ``states`` all first states, then all second states, ...
+with ``states`` all first states, then all second states, ..., and
+output_mask (grads, states, params, each hyperparameter).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import pytest
 import torch
 from op_cases import (
     CASES,
+    FLAG_NAMES,
+    HYPER_NAMES,
     OP_CASES,
     OPCHECK_CASES,
     OPS,
@@ -42,6 +48,62 @@ def test_cases_cover_every_operator():
     assert {c.op for c in CASES} == set(STATE_NAMES)
     for op in STATE_NAMES:
         assert hasattr(OPS, op) and hasattr(OPS, op + "_") and hasattr(OPS, op + "_backward")
+
+
+def test_operators_describe_themselves():
+    """The schemas carry each rule's names: the arguments by name and type, so
+    that keywords work and a missing argument is named."""
+    assert str(OPS.adam.default._schema) == (
+        "unrollopt::adam(Tensor[] grads, Tensor[] mu, Tensor[] nu, Tensor[] params, Tensor step, Tensor lr, "
+        "Tensor beta1, Tensor beta2, Tensor weight_decay, float eps, float eps_root, bool maximize) -> "
+        "(Tensor[] updates, Tensor[] mu_out, Tensor[] nu_out)"
+    )
+    for op, states in STATE_NAMES.items():
+        hyper, options = HYPER_NAMES[op], OPTION_NAMES[op]
+        args = [(a.name, str(a.type)) for a in getattr(OPS, op).default._schema.arguments]
+        assert args == [
+            ("grads", "List[Tensor]"),
+            *((s, "List[Tensor]") for s in states),
+            ("params", "List[Tensor]"),
+            ("step", "Tensor"),
+            *((h, "Tensor") for h in hyper),
+            *((o, "bool" if o in FLAG_NAMES[op] else "float") for o in options),
+        ], op
+        backward = [r.name for r in getattr(OPS, op + "_backward").default._schema.returns]
+        assert backward == ["grad_grads", *(f"grad_{s}" for s in states), "grad_params", *(f"grad_{h}" for h in hyper)]
+    # Called by keyword, the same step.
+    g, mu, nu = randn(gen(1), 3), randn(gen(2), 3), randn(gen(3), 3).abs()
+    hyper = dict(
+        lr=torch.tensor(0.1), beta1=torch.tensor(0.9), beta2=torch.tensor(0.99), weight_decay=torch.tensor(0.0)
+    )
+    positional = OPS.adam([g], [mu], [nu], [], torch.tensor(2), *hyper.values(), 1e-8, 0.0, False)
+    keywords = OPS.adam(
+        grads=[g], mu=[mu], nu=[nu], params=[], step=torch.tensor(2), **hyper, eps=1e-8, eps_root=0.0, maximize=False
+    )
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(positional, keywords))
+    with pytest.raises(RuntimeError, match="missing value for argument 'beta2'"):
+        OPS.adam([g], [mu], [nu], [], torch.tensor(2), lr=hyper["lr"], beta1=hyper["beta1"])
+
+
+@cases([c for c in CASES if c.ns >= 2])
+def test_backward_output_mask_selects_each_state_list(case):
+    """The operator's output_mask has one entry per output: one state list alone
+    is computed as with every output selected, and the others are empty."""
+    grads, states, params, hyper = make_inputs(case, 17, shapes=[(4,), (3,)])
+    c = gen(18)
+    cu = [randn(c, 4), randn(c, 3)]
+    cs = [randn(c, *t.shape) for t in states]
+    args = case.backward.typed(cu, cs, grads, states, params, torch.tensor(case.step), hyper, case.options, case.mask())
+    n_out = 2 + case.ns + case.nh
+    full = case.backward.default(*args)
+    for k in range(case.ns):
+        mask = [j == 1 + k for j in range(n_out)]
+        part = case.backward.default(*args[:-1], mask)
+        for j in range(1 + case.ns + 1):
+            if j == 1 + k:
+                assert_close(part[j], full[j], rtol=0, atol=0)
+            else:
+                assert part[j] == [], (k, j)
 
 
 # --- gradcheck / gradgradcheck --------------------------------------------------
@@ -430,7 +492,7 @@ def opcheck_samples(case):
 @pytest.mark.parametrize("index", range(5))
 def test_opcheck(case, index):
     args = opcheck_samples(case)[index]
-    torch.library.opcheck(case.forward.default, args)
+    torch.library.opcheck(case.forward.default, case.forward.typed(*args))
 
 
 @cases(OPCHECK_CASES)
@@ -438,7 +500,7 @@ def test_opcheck(case, index):
 def test_opcheck_inplace(case, update_params):
     grads, states, params, hyper = make_inputs(case, 12)
     args = (params, grads, states, torch.tensor(2), hyper, list(case.options), update_params)
-    torch.library.opcheck(case.inplace.default, args)
+    torch.library.opcheck(case.inplace.default, case.inplace.typed(*args))
 
 
 @cases(OPCHECK_CASES)
@@ -451,7 +513,7 @@ def test_opcheck_backward(case, requires_grad):
     # Skip the states' gradient and the second hyperparameter's.
     mask = [True, False, True, True, False] + [True] * (case.nh - 2)
     args = (cu, cs, grads, states, params, torch.tensor(2), hyper, list(case.options), mask)
-    torch.library.opcheck(case.backward.default, args)
+    torch.library.opcheck(case.backward.default, case.backward.typed(*args))
 
 
 @cases(CASES)

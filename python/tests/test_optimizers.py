@@ -2281,11 +2281,23 @@ def test_adamax_derivative_conventions_at_ties_and_zero_gradient():
     hyper = [torch.tensor(v, dtype=F64) for v in (0.1, 0.8, b2, 0.0)]
     cu = torch.tensor([1.0, -2.0, 0.5, 1.5, -1.0], dtype=F64)
     cs = [torch.tensor([0.3, 0.2, -0.1, 0.4, 0.6], dtype=F64), torch.tensor([0.7, -0.4, 0.9, 0.2, -0.3], dtype=F64)]
-    opts = [eps, 0.0]
-    u, (m1, v1) = torch.ops.unrollopt.adamax([g], [mu, nu], [], torch.tensor(2), hyper, opts)
-    gg, gs, _, gh = torch.ops.unrollopt.adamax_backward(
-        [cu], cs, [g], [mu, nu], [], torch.tensor(2), hyper, opts, [True, True, False, True, True, True, True]
+    step = torch.tensor(2)
+    u, [m1], [v1] = torch.ops.unrollopt.adamax([g], [mu], [nu], [], step, *hyper, eps=eps, maximize=False)
+    gg, [g_mu], [g_nu], _, *gh = torch.ops.unrollopt.adamax_backward(
+        [cu],
+        cs[:1],
+        cs[1:],
+        [g],
+        [mu],
+        [nu],
+        [],
+        step,
+        *hyper,
+        eps,
+        False,
+        [True, True, True, False, True, True, True, True],
     )
+    gs = [g_mu, g_nu]
     # By hand: selection of beta2 * nu where beta2 * nu >= |g'| + eps.
     sel_a = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0], dtype=F64)
     sign = torch.tensor([1.0, 0.0, 0.0, -1.0, 1.0], dtype=F64)

@@ -40,10 +40,10 @@ def test_a_large_step_runs_on_two_threads():
         hyper = [torch.tensor(v, dtype=torch.float64) for v in (1e-3, 0.9, 0.999, 0.0)]
         step = torch.tensor(3.0, dtype=torch.float64)
         op = torch.ops.unrollopt.adam_
-        op(params, grads, states, step, hyper, [1e-8, 0.0, 0.0], True)  # starts the pool
+        op(params, grads, states[:1], states[1:], step, *hyper, 1e-8, 0.0, False, True)  # starts the pool
         before = cpu_ticks_per_thread()
         for _ in range(40):
-            op(params, grads, states, step, hyper, [1e-8, 0.0, 0.0], True)
+            op(params, grads, states[:1], states[1:], step, *hyper, 1e-8, 0.0, False, True)
         after = cpu_ticks_per_thread()
     finally:
         torch.set_num_threads(old)

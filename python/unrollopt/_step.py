@@ -20,16 +20,19 @@ Tensors = Sequence[torch.Tensor]
 States = Sequence[Tensors]
 
 
-_DESCRIPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
+Description = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], frozenset[str]]
+_DESCRIPTIONS: dict[str, Description] = {}
 
 
-def describe(op: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """(state names, hyperparameter names, option names) of the operator ``op``,
-    in its order: its rule's own lists (``cpp/include/unrollopt/rules/``), from ``_C``.
+def describe(op: str) -> Description:
+    """(state names, hyperparameter names, option names, flags) of the operator
+    ``op``, in its order, read from its schema (``torch.ops.unrollopt.<op>``:
+    its rule's own lists); the flags are the options of type bool.
     (Cached in a dict: torch.compile traces that, and warns of functools.cache.)"""
     found = _DESCRIPTIONS.get(op)
     if found is None:
-        found = _DESCRIPTIONS[op] = tuple(tuple(names) for names in _C.describe(op))
+        states, hyper, options, flags = _C.describe(op)
+        found = _DESCRIPTIONS[op] = (tuple(states), tuple(hyper), tuple(options), frozenset(flags))
     return found
 
 
@@ -44,7 +47,7 @@ class Config:
 
     op: str  # operator name, e.g. "adam"
     hyper: tuple[Hyperparameter, ...]  # numbers or 0-d tensors
-    options: tuple[float, ...]
+    options: tuple[float | bool, ...]  # as the operator takes them: a flag is a bool
     state_names: tuple[str, ...] = field(init=False, compare=False)
     hyper_names: tuple[str, ...] = field(init=False, compare=False)
     option_names: tuple[str, ...] = field(init=False, compare=False)
@@ -52,7 +55,7 @@ class Config:
     tensors: tuple[torch.Tensor, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        states, hyper_names, option_names = describe(self.op)
+        states, hyper_names, option_names, _ = describe(self.op)
         object.__setattr__(self, "state_names", states)
         object.__setattr__(self, "hyper_names", hyper_names)
         object.__setattr__(self, "option_names", option_names)
@@ -62,16 +65,17 @@ class Config:
     def of(cls, op: str, settings: dict[str, Hyperparameter]) -> "Config":
         """The settings of ``op`` (each checked already) picked by name from
         ``settings``; the operator says their order."""
-        _, hyper_names, option_names = describe(op)
+        _, hyper_names, option_names, flags = describe(op)
         missing = [name for name in (*hyper_names, *option_names) if name not in settings]
         if missing:  # a bug here, not the caller's
             raise AssertionError(f"unrollopt.{op} takes {missing}, not given")
-        return cls(op, tuple(settings[n] for n in hyper_names), tuple(float(settings[n]) for n in option_names))
+        options = tuple(bool(settings[n]) if n in flags else float(settings[n]) for n in option_names)
+        return cls(op, tuple(settings[n] for n in hyper_names), options)
 
     def __getitem__(self, name: str) -> Hyperparameter:
         return self.hyper[self.hyper_names.index(name)]
 
-    def option(self, name: str) -> float:
+    def option(self, name: str) -> float | bool:
         return self.options[self.option_names.index(name)]
 
     def values(self, *names: str) -> tuple:
@@ -202,23 +206,23 @@ def step(
     if fused:
         # The operator checks everything before it computes or writes anything;
         # where it refuses, the Python checks find the clearer message.
-        flat = [t for ts in states for t in ts]
         try:
             if inplace:
                 getattr(torch.ops.unrollopt, config.op + "_")(
-                    params, grads, flat, count, config.tensors, config.options, update_params
+                    params, grads, *states, count, *config.tensors, *config.options, update_params
                 )
                 return list(params if update_params else grads), [list(ts) for ts in states]
-            updates, flat = getattr(torch.ops.unrollopt, config.op)(
-                grads, flat, params, count, config.tensors, config.options
+            out = getattr(torch.ops.unrollopt, config.op)(
+                grads, *states, params, count, *config.tensors, *config.options
             )
         except (TypeError, RuntimeError):
             clearer = _diagnosis(what, config, grads, states, params)
             if clearer is None:
                 raise
             raise clearer from None
-        n = len(grads)
-        return updates, [flat[k * n : (k + 1) * n] for k in range(len(states))]
+        if not states:  # one output: the updates
+            return out, []
+        return out[0], list(out[1:])
 
     check_tensors(what, grads=grads, params=params, **dict(zip(config.state_names, states)))
     # The operator's own checks, for the plain path (C++, which torch.compile

@@ -11,15 +11,20 @@ call: the operator then runs once per sample.
 
 The kernels unwrap and wrap batched tensors themselves, without
 ``torch.library.register_vmap``'s generic pytree handling: on MAML-size models
-this rule runs at every inner step, and its cost adds to each.
+this rule runs at every inner step, and its cost adds to each. One rule
+serves every operator: :class:`_Layout` says where the operator's lists, step
+and hyperparameters are in its schema.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch._C import _functorch
+
+from unrollopt import _C
 
 Dims = Sequence[Optional[int]]
 
@@ -58,32 +63,26 @@ def _unbatch_scalars(step, step_d, hyper, h_d):
 
 
 def _batched_indices(n: int, lists: Sequence[tuple[Sequence[Any], Dims]]) -> list[bool]:
-    """Which of the n parameter indices have a batched tensor in one of the lists
-    (a list of states holds n tensors per state)."""
+    """Which of the n parameter indices have a batched tensor in one of the lists."""
     out = [False] * n
     for items, dims in lists:
         for j, d in enumerate(dims):
             if d is not None and items[j] is not None:
-                out[j % n] = True
+                out[j] = True
     return out
 
 
 def _lift(items: Sequence[Any], dims: Dims, batched: list[bool], size: int) -> list:
-    n = len(batched)
-    return [_at_front(t, d, size) if batched[j % n] else t for j, (t, d) in enumerate(zip(items, dims))]
-
-
-def _lift_all(lists: Sequence[tuple[Sequence[Any], Dims]], batched: list[bool], size: int) -> list[list]:
-    return [_lift(items, dims, batched, size) for items, dims in lists]
+    return [_at_front(t, d, size) if batched[j] else t for j, (t, d) in enumerate(zip(items, dims))]
 
 
 def _out_dims(items: Sequence[Any], batched: list[bool]) -> list[Optional[int]]:
-    n = len(batched)
-    return [0 if batched[j % n] else None for j in range(len(items))]
+    return [0 if batched[j] else None for j in range(len(items))]
 
 
-def _per_sample(op, size: int, args: Sequence[Any], dims: Sequence[Any], num_outputs: int):
-    """Runs ``op`` once per sample and stacks every output along dimension 0."""
+def _per_sample(op, size: int, args: Sequence[Any], dims: Sequence[Any]):
+    """Runs ``op`` once per sample and stacks every output along dimension 0:
+    (outputs, out_dims), each output a list of tensors or a tensor."""
     outs = []
     for b in range(size):
         call = []
@@ -94,74 +93,123 @@ def _per_sample(op, size: int, args: Sequence[Any], dims: Sequence[Any], num_out
                 call.append(_sample(a, d, b))
             else:
                 call.append(a)
-        outs.append(op(*call))
-    stacked = tuple([torch.stack(ts) for ts in zip(*(o[k] for o in outs))] for k in range(num_outputs))
-    return stacked, tuple([0] * len(s) for s in stacked)
+        out = op(*call)
+        outs.append(out if isinstance(out, tuple) else (out,))
+    stacked = [
+        torch.stack([o[k] for o in outs]) if isinstance(outs[0][k], torch.Tensor) else
+        [torch.stack(ts) for ts in zip(*(o[k] for o in outs))]
+        for k in range(len(outs[0]))
+    ]  # fmt: skip
+    return stacked, [0 if isinstance(x, torch.Tensor) else [0] * len(x) for x in stacked]
 
 
-def _forward_rule(op):
-    def rule(size, in_dims, grads, states, params, step, hyper, options):
-        g_d, s_d, p_d, step_d, h_d, _ = in_dims
-        scalars = _unbatch_scalars(step, step_d, hyper, h_d)
+@dataclass(frozen=True)
+class _Layout:
+    """Where an operator's arguments are in its schema: the lists of tensors
+    (grads, each state, params; before them the backward's cotangents), the
+    grads among them, the step, the hyperparameters (after the step), and
+    whether the first outputs' lists are per parameter index."""
+
+    lists: tuple[int, ...]
+    grads: int
+    step: int
+    nh: int
+    ns: int
+
+    @classmethod
+    def of(cls, name: str) -> "_Layout":
+        kind = "_backward" if name.endswith("_backward") else "_" if name.endswith("_") else ""
+        states, hyper, _, _ = _C.describe(name[: len(name) - len(kind)])
+        ns = len(states)
+        # NAME: grads, states..., params; NAME_: params, grads, states...;
+        # NAME_backward: grad_updates, grad_states..., grads, states..., params.
+        num_lists = {"": 2 + ns, "_": 2 + ns, "_backward": 3 + 2 * ns}[kind]
+        grads = {"": 0, "_": 1, "_backward": 1 + ns}[kind]
+        return cls(tuple(range(num_lists)), grads, num_lists, len(hyper), ns)
+
+    def scalars(self, args: Sequence[Any], dims: Sequence[Any]):
+        """The step and hyperparameters as one value for the whole batch, or None."""
+        h = slice(self.step + 1, self.step + 1 + self.nh)
+        return _unbatch_scalars(args[self.step], dims[self.step], args[h], dims[h])
+
+    def batched(self, args: Sequence[Any], dims: Sequence[Any]) -> list[bool]:
+        """Which parameter indices have a batched tensor in one of the lists."""
+        return _batched_indices(len(args[self.grads]), [(args[i], dims[i]) for i in self.lists])
+
+    def lifted(self, size: int, args: Sequence[Any], dims: Sequence[Any], scalars) -> tuple[list, list[bool]]:
+        """The arguments with each batched parameter index's tensors lifted to a
+        leading batch dimension and the common step and hyperparameters; and
+        which indices are batched."""
+        batched = self.batched(args, dims)
+        out = list(args)
+        for i in self.lists:
+            out[i] = _lift(args[i], dims[i], batched, size)
+        out[self.step] = scalars[0]
+        out[self.step + 1 : self.step + 1 + self.nh] = scalars[1]
+        return out, batched
+
+
+def _forward_rule(op, layout: _Layout):
+    def rule(size, in_dims, *args):
+        scalars = layout.scalars(args, in_dims)
         if scalars is None:
-            return _per_sample(op, size, (grads, states, params, step, hyper, options), in_dims, 2)
-        step, hyper = scalars
-        lists = [(grads, g_d), (states, s_d), (params, p_d)]
-        batched = _batched_indices(len(grads), lists)
-        updates, new_states = op(*_lift_all(lists, batched, size), step, hyper, options)
-        return (updates, new_states), (_out_dims(updates, batched), _out_dims(new_states, batched))
+            return _per_sample(op, size, args, in_dims)
+        call, batched = layout.lifted(size, args, in_dims, scalars)
+        out = op(*call)
+        outs = [out] if layout.ns == 0 else list(out)  # updates, each state list
+        return outs, [_out_dims(o, batched) for o in outs]
 
     return rule
 
 
-def _backward_rule(op):
-    def rule(size, in_dims, grad_updates, grad_states, grads, states, params, step, hyper, options, mask):
-        gu_d, gs_d, g_d, s_d, p_d, step_d, h_d, _, _ = in_dims
-        scalars = _unbatch_scalars(step, step_d, hyper, h_d)
-        if scalars is None or any(mask[3:]):
+def _backward_rule(op, layout: _Layout):
+    def rule(size, in_dims, *args):
+        scalars = layout.scalars(args, in_dims)
+        mask = args[-1]
+        if scalars is None or any(mask[len(mask) - layout.nh :]):
             # Per-sample hyperparameter gradients are not sums over the batch.
-            args = (grad_updates, grad_states, grads, states, params, step, hyper, options, mask)
-            return _per_sample(op, size, args, in_dims, 4)
-        step, hyper = scalars
-        lists = [(grad_updates, gu_d), (grad_states, gs_d), (grads, g_d), (states, s_d), (params, p_d)]
-        batched = _batched_indices(len(grads), lists)
-        out = op(*_lift_all(lists, batched, size), step, hyper, options, mask)
-        grad_g, grad_s, grad_p, grad_h = out
-        dims = (
-            _out_dims(grad_g, batched),
-            _out_dims(grad_s, batched),
-            _out_dims(grad_p, batched),
-            [None] * len(grad_h),
-        )
-        return out, dims
+            return _per_sample(op, size, args, in_dims)
+        call, batched = layout.lifted(size, args, in_dims, scalars)
+        out = op(*call)  # grad lists (grads, each state, params), then each hyperparameter's
+        return list(out), [None if isinstance(o, torch.Tensor) else _out_dims(o, batched) for o in out]
 
     return rule
 
 
-def _inplace_rule(op):
-    def rule(size, in_dims, params, grads, states, step, hyper, options, update_params):
-        p_d, g_d, s_d, step_d, h_d, _, _ = in_dims
-        written = [(params if update_params else grads, p_d if update_params else g_d), (states, s_d)]
-        lists = [(params, p_d), (grads, g_d), (states, s_d)]
-        batched = _batched_indices(len(grads), lists)
-        for _, dims in written:
-            for j, d in enumerate(dims):
-                if batched[j % len(grads)] and d is None:
+def _inplace_rule(op, layout: _Layout):
+    def rule(size, in_dims, *args):
+        update_params = args[-1]
+        batched = layout.batched(args, in_dims)
+        written = [0 if update_params else 1, *range(2, 2 + layout.ns)]  # params or grads, states
+        for i in written:
+            for j, d in enumerate(in_dims[i]):
+                if batched[j] and d is None:
                     raise ValueError(
                         f"unrollopt.{op._schema.name.split('::')[1]} under vmap: a tensor it would write in "
                         "place is not batched while the others at its index are (vmap cannot write a batch "
                         "into one tensor); batch it too, or use the out-of-place update(..., inplace=False)"
                     )
-        scalars = _unbatch_scalars(step, step_d, hyper, h_d)
+        scalars = layout.scalars(args, in_dims)
         if scalars is None:  # each sample written in place through its slices
-            args = (params, grads, states, step, hyper, options, update_params)
-            _per_sample(op, size, args, in_dims, 0)
+            _per_sample(op, size, args, in_dims)
         else:
-            step, hyper = scalars
-            op(*_lift_all(lists, batched, size), step, hyper, options, update_params)
+            call, _ = layout.lifted(size, args, in_dims, scalars)
+            op(*call)
         return None, None
 
     return rule
+
+
+def _unwrap(a: Any, level: int) -> tuple[Any, Any, bool]:
+    """(value, batch dimension(s), whether batched) of an argument."""
+    if isinstance(a, (list, tuple)) and a and (isinstance(a[0], torch.Tensor) or a[0] is None):
+        pairs = [(None, None) if t is None else _functorch._unwrap_batched(t, level) for t in a]
+        dims = [d for _, d in pairs]
+        return [v for v, _ in pairs], dims, any(d is not None for d in dims)
+    if isinstance(a, torch.Tensor):
+        v, d = _functorch._unwrap_batched(a, level)
+        return v, d, d is not None
+    return a, [None] * len(a) if isinstance(a, (list, tuple)) else None, False
 
 
 def _kernel(rule: Callable, op) -> Callable:
@@ -173,30 +221,18 @@ def _kernel(rule: Callable, op) -> Callable:
             interpreter = _functorch.peek_interpreter_stack()
             level = interpreter.level()
             size = _functorch.CVmapInterpreterPtr(interpreter).batchSize()
-            values, dims, any_batched = [], [], False
-            for a in args:
-                if isinstance(a, (list, tuple)) and a and (isinstance(a[0], torch.Tensor) or a[0] is None):
-                    pairs = [(None, None) if t is None else _functorch._unwrap_batched(t, level) for t in a]
-                    values.append([v for v, _ in pairs])
-                    dims.append([d for _, d in pairs])
-                    any_batched = any_batched or any(d is not None for d in dims[-1])
-                elif isinstance(a, torch.Tensor):
-                    v, d = _functorch._unwrap_batched(a, level)
-                    values.append(v)
-                    dims.append(d)
-                    any_batched = any_batched or d is not None
-                else:
-                    values.append(a)
-                    dims.append([None] * len(a) if isinstance(a, (list, tuple)) else None)
-            if not any_batched:  # batched at another level only
+            unwrapped = [_unwrap(a, level) for a in args]
+            if not any(b for _, _, b in unwrapped):  # batched at another level only
                 return op(*args)
-            outputs, out_dims = rule(size, dims, *values)
+            outputs, out_dims = rule(size, [d for _, d, _ in unwrapped], *(v for v, _, _ in unwrapped))
             if outputs is None:
                 return None
-            return tuple(
-                [t if d is None else _functorch._add_batch_dim(t, d, level) for t, d in zip(ts, ds)]
+            wrap = lambda t, d: t if d is None else _functorch._add_batch_dim(t, d, level)  # noqa: E731
+            result = tuple(
+                wrap(ts, ds) if isinstance(ts, torch.Tensor) else [wrap(t, d) for t, d in zip(ts, ds)]
                 for ts, ds in zip(outputs, out_dims)
             )
+            return result[0] if len(result) == 1 else result  # a single output: not a tuple
 
     return kernel
 
@@ -214,4 +250,4 @@ def register() -> None:
         else:
             make = _forward_rule
         op = getattr(torch.ops.unrollopt, name).default
-        _LIBRARY.impl(name, _kernel(make(op), op), "FuncTorchBatched", with_keyset=True)
+        _LIBRARY.impl(name, _kernel(make(op, _Layout.of(name)), op), "FuncTorchBatched", with_keyset=True)

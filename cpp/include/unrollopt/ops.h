@@ -3,27 +3,32 @@
 // `unrollopt` namespace (torch.ops.unrollopt.* in Python). Each optimizer rule
 // NAME (operator_names(): "adam", "adamw_amsgrad", "lion", "sgd_momentum", ...;
 // the rules are cpp/include/unrollopt/rules/) has three operators, with CPU, Meta (shapes
-// only, for torch.compile) and Autograd kernels; these functions call them
-// through the dispatcher:
+// only, for torch.compile) and Autograd kernels:
 //
 //   NAME           one step out of place, differentiable with respect to grads,
 //                  states, params and hyperparameters (exact hand-written backward)
 //   NAME_          the same step in place, not differentiable
 //   NAME_backward  its vector-Jacobian product, itself differentiable
 //
-// Arguments, for n parameters:
+// Each has a typed schema with the rule's names, e.g.
+//   adam(Tensor[] grads, Tensor[] mu, Tensor[] nu, Tensor[] params, Tensor step,
+//        Tensor lr, Tensor beta1, Tensor beta2, Tensor weight_decay,
+//        float eps, float eps_root, bool maximize)
+//       -> (Tensor[] updates, Tensor[] mu_out, Tensor[] nu_out)
+// (all three in src/fused/schema.h). The functions below call them through the
+// dispatcher with the arguments in lists, the same for every rule:
 //   grads, params      n tensors each (params may be empty when weight_decay is 0)
-//   states             the optimizer's state lists one after another (n tensors
-//                      each), in the order of describe(NAME).states
+//   states             the state lists one after another (n tensors each), in
+//                      the order of describe(NAME).states
 //   step               0-d tensor: the step number after incrementing (1 on the first)
 //   hyperparameters    0-d floating-point tensors (they may require grad), in the
 //                      order of describe(NAME).hyperparameters
 //   options            numbers and flags (0 or 1), in the order of describe(NAME).options
 //
-// describe(NAME) gives these names at run time, from the rule itself, e.g.
-// adam: states mu, nu; hyperparameters lr, beta1, beta2, weight_decay; options
-// eps, eps_root, maximize. Hyperparameters are tensors so that they can
-// require grad and change between calls without recompiling a traced graph.
+// describe(NAME) reads these names from the schema, e.g. adam: states mu, nu;
+// hyperparameters lr, beta1, beta2, weight_decay; options eps, eps_root,
+// maximize (a flag). Hyperparameters are tensors so that they can require grad
+// and change between calls without recompiling a traced graph.
 
 #include <string>
 #include <string_view>
@@ -38,20 +43,18 @@ namespace unrollopt::ops {
 using TensorVector = std::vector<at::Tensor>;
 
 // The names of an operator's arguments, in its order: each state list, each
-// hyperparameter, each option (the rule's own lists, cpp/include/unrollopt/rules/).
+// hyperparameter, each option (the rule's own lists, cpp/include/unrollopt/rules/),
+// and which options are flags (bool in the schema; the others are float).
 struct OperatorDescription {
-  std::vector<std::string> states, hyperparameters, options;
+  std::vector<std::string> states, hyperparameters, options, flags;
 };
 
-// The description of unrollopt::NAME; c10::ValueError, listing the operators,
-// for an unknown name.
+// The description of unrollopt::NAME, from its schema; c10::ValueError, listing
+// the operators, for an unknown name.
 const OperatorDescription& describe(std::string_view optimizer);
 
-// The names of every operator, sorted.
+// The names of every operator (NAME, without NAME_ and NAME_backward), sorted.
 std::vector<std::string> operator_names();
-
-// Records an operator's description (called where each rule is registered).
-void describe_operator(std::string name, OperatorDescription description);
 
 // unrollopt::NAME: (updates, new states).
 std::tuple<TensorVector, TensorVector> fused_step(std::string_view optimizer, at::TensorList grads,
@@ -68,8 +71,9 @@ void fused_step_(std::string_view optimizer, at::TensorList params, at::TensorLi
 
 // unrollopt::NAME_backward: (grad of grads, of states, of params, of each
 // hyperparameter). Undefined cotangents count as zeros. `output_mask` selects
-// (grads, states, params, hyperparameters...); unselected lists are empty and
-// unselected hyperparameter gradients are zeros.
+// (grads, states, params, each hyperparameter): 3 + NH values, where the
+// operator's own output_mask has one per output; unselected lists are empty
+// and unselected hyperparameter gradients are zeros.
 std::tuple<TensorVector, TensorVector, TensorVector, TensorVector> fused_step_backward(
     std::string_view optimizer, const c10::List<std::optional<at::Tensor>>& grad_updates,
     const c10::List<std::optional<at::Tensor>>& grad_states, at::TensorList grads,

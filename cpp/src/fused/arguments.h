@@ -16,14 +16,10 @@
 
 #include "../checks.h"
 #include "../cpu/kernels.h"
+#include "schema.h"
 #include "unrollopt/rules/rule.h"
 
 namespace unrollopt::fused {
-
-using TensorVector = std::vector<at::Tensor>;
-using OptionalTensors = c10::List<std::optional<at::Tensor>>;
-using ForwardResult = std::tuple<TensorVector, TensorVector>;
-using BackwardResult = std::tuple<TensorVector, TensorVector, TensorVector, TensorVector>;
 
 // Shared, rule-independent pieces (fused_op.cpp).
 TensorVector contiguous(at::TensorList list);

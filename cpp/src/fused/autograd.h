@@ -21,14 +21,11 @@
 #include "arguments.h"
 #include "composite.h"
 #include "kernels.h"
+#include "unrollopt/ops.h"
 
 namespace unrollopt::fused {
 
-bool any_requires_grad(std::initializer_list<at::TensorList> lists,
-                       std::initializer_list<const OptionalTensors*> optional_lists);
-// Whether any has a forward-mode tangent (jvp, jacfwd).
-bool any_forward_grad(std::initializer_list<at::TensorList> lists,
-                      std::initializer_list<const OptionalTensors*> optional_lists);
+bool any_requires_grad(std::initializer_list<at::TensorList> lists);
 
 // An autograd node of these operators: it saves their inputs (the lists and
 // sizes to find them again) and recomputes from them.
@@ -63,29 +60,57 @@ struct Autograd {
 
   // --- NAME ---------------------------------------------------------------------
 
-  static ForwardResult forward(at::TensorList grads, at::TensorList states, at::TensorList params,
-                               const at::Tensor& step, at::TensorList hyper,
-                               c10::ArrayRef<double> options) {
-    if (any_forward_grad({grads, states, params, hyper}, {})) {
-      return Composite<Rule>::forward(grads, states, params, step, hyper, options);
+  static constexpr Counts counts{NS, NH, Rule::Options::names.size()};
+
+  static const c10::OperatorHandle& backward_op() {
+    static const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow(A::qualified("_backward").c_str(), "");
+    return op;
+  }
+
+  // Sets the history of the operator's outputs on top of the stack (lists of
+  // tensors or tensors) to `node`, in order.
+  // (A shared_ptr or, in newer torch, an intrusive_ptr: torch_compat.h.)
+  template <class NodePointer>
+  static void set_history(const torch::jit::Stack& stack, size_t outputs, const NodePointer& node) {
+    for (const c10::IValue& out : torch::jit::last(stack, outputs)) {
+      if (out.isTensor()) {
+        torch::autograd::set_history(out.toTensor(), node);
+      } else {
+        for (const at::Tensor& t : out.toTensorList()) torch::autograd::set_history(t, node);
+      }
     }
-    auto out = [&] {
-      at::AutoDispatchBelowADInplaceOrView guard;
-      return forward_handle().call(grads, states, params, step, hyper, options);
-    }();
-    if (!at::GradMode::is_enabled() || !any_requires_grad({grads, states, params, hyper}, {})) {
-      return out;
+  }
+
+  // The Autograd kernels are boxed: below Autograd they redispatch the stack
+  // they were given.
+  static bool requires_grad(const at::Tensor& t) { return t.requires_grad(); }
+  static bool forward_grad(const at::Tensor& t) { return t._fw_grad(/*level=*/0).defined(); }
+  // Whether to record a node: read from the stack without copying the lists
+  // first (the backward's own call, from its node, records none).
+  static bool records(const c10::OperatorHandle& op, const torch::jit::Stack& stack) {
+    return at::GradMode::is_enabled() && any_argument(op, stack, &requires_grad);
+  }
+
+  static void forward(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
+                      torch::jit::Stack* stack) {
+    if (any_argument(op, *stack, &forward_grad)) {  // forward mode: the composite step
+      const auto [grads, states, params, step, hyper, options] = read_forward(op, *stack, counts);
+      drop_arguments(op, *stack);
+      push_forward(*stack, Composite<Rule>::forward(grads, states, params, step, hyper, options),
+                   NS);
+      return;
     }
+    if (!records(op, *stack)) return redispatch_below_autograd(op, keys, stack);
+    const auto [grads, states, params, step, hyper, options] = read_forward(op, *stack, counts);
+    redispatch_below_autograd(op, keys, stack);
     auto node = torch_compat::make_node<Backward>();
     node->set_next_edges(torch::autograd::collect_next_edges(grads, states, params, step, hyper));
     node->save({grads, states, params, at::TensorList(step), hyper});
     node->n = grads.size();
     node->n_params = params.size();
-    node->options = options.vec();
-    auto& [update, new_states] = out;
-    torch::autograd::set_history(update, node);
-    torch::autograd::set_history(new_states, node);
-    return out;
+    node->options = options;
+    set_history(*stack, 1 + NS, node);  // updates, then each state list
   }
 
   // The node of NAME. Saved: grads, states, params, step, hyperparameters. The
@@ -102,9 +127,10 @@ struct Autograd {
       OptionalTensors grad_updates, grad_states;
       for (size_t i = 0; i < n; ++i) grad_updates.push_back(grad_out[i]);
       for (size_t i = n; i < (1 + NS) * n; ++i) grad_states.push_back(grad_out[i]);
-      auto [grad_g, grad_s, grad_p, grad_h] = backward_handle().call(
-          grad_updates, grad_states, in.slice(0, n), in.slice(n, NS * n),
-          in.slice((1 + NS) * n, n_params), in[h], in.slice(h + 1, NH), options, mask);
+      auto [grad_g, grad_s, grad_p, grad_h] =
+          call_backward(backward_op(), ops::describe(Rule::name), grad_updates, grad_states,
+                        in.slice(0, n), in.slice(n, NS * n), in.slice((1 + NS) * n, n_params),
+                        in[h], in.slice(h + 1, NH), options, mask);
       torch::autograd::variable_list result;
       result.reserve(all.size());
       const auto emit = [&](const TensorVector& list, size_t len) {
@@ -136,37 +162,33 @@ struct Autograd {
 
   // --- NAME_backward ------------------------------------------------------------
 
-  static BackwardResult backward(const OptionalTensors& grad_updates,
-                                 const OptionalTensors& grad_states, at::TensorList grads,
-                                 at::TensorList states, at::TensorList params,
-                                 const at::Tensor& step, at::TensorList hyper,
-                                 c10::ArrayRef<double> options, const c10::List<bool>& mask) {
-    if (any_forward_grad({grads, states, params, hyper}, {&grad_updates, &grad_states})) {
-      return Composite<Rule>::backward(grad_updates, grad_states, grads, states, params, step,
-                                       hyper, options, mask);
+  static void backward(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
+                       torch::jit::Stack* stack) {
+    const bool forward_mode = any_argument(op, *stack, &forward_grad);
+    if (!forward_mode && !records(op, *stack)) return redispatch_below_autograd(op, keys, stack);
+    const BackwardArguments a = read_backward(op, *stack, counts);
+    const auto& [grads, states, params, step, hyper, options] =
+        static_cast<const StepArguments&>(a);
+    if (forward_mode) {
+      drop_arguments(op, *stack);
+      push_backward(*stack,
+                    Composite<Rule>::backward(a.grad_updates, a.grad_states, grads, states, params,
+                                              step, hyper, options, a.mask),
+                    NS, a.wanted);
+      return;
     }
-    BackwardResult out = [&] {
-      at::AutoDispatchBelowADInplaceOrView guard;
-      return backward_handle().call(grad_updates, grad_states, grads, states, params, step, hyper,
-                                    options, mask);
-    }();
-    if (!at::GradMode::is_enabled() ||
-        !any_requires_grad({grads, states, params, hyper}, {&grad_updates, &grad_states})) {
-      return out;
-    }
-    const TensorVector gu = as_vector(grad_updates), gs = as_vector(grad_states);
+    redispatch_below_autograd(op, keys, stack);
+    const TensorVector gu = as_vector(a.grad_updates), gs = as_vector(a.grad_states);
     auto node = torch_compat::make_node<DoubleBackward>();
     node->save({gu, gs, grads, states, params, at::TensorList(step), hyper});
     node->set_next_edges(
         torch::autograd::collect_next_edges(gu, gs, grads, states, params, step, hyper));
     node->n = grads.size();
     node->n_params = params.size();
-    node->options = options.vec();
-    node->mask = mask.copy();
-    auto& [grad_g, grad_s, grad_p, grad_h] = out;
-    for (TensorVector* list : {&grad_g, &grad_s, &grad_p, &grad_h})
-      torch::autograd::set_history(*list, node);
-    return out;
+    node->options = options;
+    node->mask = a.mask.copy();
+    node->wanted = a.wanted;
+    set_history(*stack, 2 + NS + NH, node);
   }
 
   // The node of NAME_backward, for second order: the vector-Jacobian product of
@@ -176,7 +198,8 @@ struct Autograd {
   // never differentiate it: the fused backward runs, and this waits.)
   struct DoubleBackward : public SavedInputs {
     // Saved: grad_updates, grad_states, grads, states, params, step, hyperparameters.
-    c10::List<bool> mask;
+    c10::List<bool> mask;      // the kernels' (grads, states, params, each hyperparameter)
+    std::vector<bool> wanted;  // the operator's: one per output (each state list)
 
     std::string name() const override { return A::qualified("_backwardBackward"); }
 
@@ -185,10 +208,18 @@ struct Autograd {
       const torch::autograd::variable_list all = fresh_aliases(unpack());
       const BackwardResult r = composite_backward(all);
       torch::autograd::variable_list outputs, cotangents, inputs;
+      // The node's outputs, in order: the lists the operator returned (an
+      // unselected state list is empty), then the hyperparameters' gradients.
+      const auto& [grad_g, grad_s, grad_p, grad_h] = r;
+      std::vector<at::TensorList> lists{grad_g};
+      for (size_t k = 0; k < NS; ++k) {
+        if (wanted[1 + k]) lists.push_back(at::TensorList(grad_s).slice(k * n, n));
+      }
+      lists.push_back(grad_p);
+      lists.push_back(grad_h);
       size_t k = 0;
-      for (const TensorVector* list :
-           {&std::get<0>(r), &std::get<1>(r), &std::get<2>(r), &std::get<3>(r)}) {
-        for (const auto& t : *list) {
+      for (at::TensorList list : lists) {
+        for (const auto& t : list) {
           if (grad_out[k].defined() && t.requires_grad()) {
             outputs.push_back(t);
             cotangents.push_back(grad_out[k]);
@@ -247,9 +278,11 @@ struct Autograd {
 
   // --- NAME_ --------------------------------------------------------------------
 
-  static void inplace(at::TensorList params, at::TensorList grads, at::TensorList states,
-                      const at::Tensor& step, at::TensorList hyper, c10::ArrayRef<double> options,
-                      bool update_params) {
+  static void inplace(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
+                      torch::jit::Stack* stack) {
+    const InplaceArguments a = read_inplace(op, *stack, counts);
+    const auto& [grads, states, params, step, hyper, options] =
+        static_cast<const StepArguments&>(a);
     // Refused where autograd would need what the step overwrites or reads: grads,
     // states or hyperparameters that require grad, params that it writes or that
     // are results of a differentiable step. Leaf params only read (a weight decay
@@ -259,42 +292,19 @@ struct Autograd {
                          [](const at::Tensor& t) { return t.requires_grad() && !t.is_leaf(); });
     };
     TORCH_CHECK(!at::GradMode::is_enabled() ||
-                    !(any_requires_grad({grads, states, hyper}, {}) ||
-                      (update_params ? any_requires_grad({params}, {}) : non_leaf(params))),
+                    !(any_requires_grad({grads, states, hyper}) ||
+                      (a.update_params ? any_requires_grad({params}) : non_leaf(params))),
                 "unrollopt.", Rule::name,
                 "_ updates tensors in place and is not differentiable, but an input requires "
                 "grad. For a differentiable step use the out-of-place unrollopt.",
                 Rule::name,
                 " (update(..., inplace=False)); for a plain optimizer step run "
                 "under torch.no_grad().");
-    {
-      at::AutoDispatchBelowADInplaceOrView guard;
-      inplace_handle().call(params, grads, states, step, hyper, options, update_params);
-    }
-    for (at::TensorList list : {update_params ? params : grads, states}) {
+    redispatch_below_autograd(op, keys, stack);
+    for (at::TensorList list : {a.update_params ? at::TensorList(params) : at::TensorList(grads),
+                                at::TensorList(states)}) {
       for (const auto& t : list) torch::autograd::impl::bump_version(t);
     }
-  }
-
-  // --- the operators, as the dispatcher holds them -------------------------------
-
-  static const auto& forward_handle() {
-    static const auto handle = c10::Dispatcher::singleton()
-                                   .findSchemaOrThrow(A::qualified("").c_str(), "")
-                                   .template typed<decltype(K::template forward_kernel<false>)>();
-    return handle;
-  }
-  static const auto& inplace_handle() {
-    static const auto handle = c10::Dispatcher::singleton()
-                                   .findSchemaOrThrow(A::qualified("_").c_str(), "")
-                                   .template typed<decltype(K::template inplace_kernel<false>)>();
-    return handle;
-  }
-  static const auto& backward_handle() {
-    static const auto handle = c10::Dispatcher::singleton()
-                                   .findSchemaOrThrow(A::qualified("_backward").c_str(), "")
-                                   .template typed<decltype(K::template backward_kernel<false>)>();
-    return handle;
   }
 };
 

@@ -37,6 +37,7 @@ struct AdamFamily {
                                                               "weight_decay"};
   struct Options {
     static constexpr std::array<const char*, 3> names{"eps", "eps_root", "maximize"};
+    static constexpr size_t num_flags = 1;
     double eps, eps_root;
     bool maximize;
     static Options read(c10::ArrayRef<double> values) {

@@ -24,6 +24,7 @@ struct Lion {
                                                               "weight_decay"};
   struct Options {
     static constexpr std::array<const char*, 1> names{"maximize"};
+    static constexpr size_t num_flags = 1;
     bool maximize;
     static Options read(c10::ArrayRef<double> values) {
       return {read_options(name, values, names)[0] != 0};

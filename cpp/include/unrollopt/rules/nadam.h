@@ -26,6 +26,7 @@ struct Nadam {
   struct Options {
     static constexpr std::array<const char*, 4> names{"eps", "momentum_decay",
                                                       "decoupled_weight_decay", "maximize"};
+    static constexpr size_t num_flags = 2;
     double eps, momentum_decay;
     bool decoupled, maximize;
     static Options read(c10::ArrayRef<double> values) {

@@ -30,6 +30,7 @@ struct Radam {
                                                               "weight_decay"};
   struct Options {
     static constexpr std::array<const char*, 3> names{"eps", "decoupled_weight_decay", "maximize"};
+    static constexpr size_t num_flags = 2;
     double eps;
     bool decoupled, maximize;
     static Options read(c10::ArrayRef<double> values) {

@@ -24,6 +24,7 @@ namespace unrollopt::rules {
 
 struct RmspropFlags {
   static constexpr std::array<const char*, 3> names{"eps", "nesterov", "maximize"};
+  static constexpr size_t num_flags = 2;
   double eps;
   bool nesterov;  // read by the momentum rules only
   bool maximize;

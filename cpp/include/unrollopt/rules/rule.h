@@ -5,7 +5,9 @@
 //   name                      the operator's name ("adam": unrollopt::adam, adam_, adam_backward)
 //   states                    names of its per-parameter state tensors
 //   hyperparameters           names of its hyperparameters (0-d tensors, differentiable)
-//   struct Options            its non-differentiable options, parsed from a float list
+//   struct Options            its non-differentiable options: their names (numbers
+//                             first, then num_flags flags: float and bool in the
+//                             operators' schemas), read from a list of numbers
 //   enum { ..., num_coef }    the coefficients of one step
 //   coef<S>(hyper, step, options) -> std::array<S, num_coef>
 //       the coefficients from the hyperparameters and the step number (counting
@@ -93,6 +95,7 @@ std::array<double, N> read_options(const char* op, c10::ArrayRef<double> values,
 // (Adadelta, Adagrad, Adamax, Adan): a rule's Options derives from it.
 struct EpsOptions {
   static constexpr std::array<const char*, 2> names{"eps", "maximize"};
+  static constexpr size_t num_flags = 1;
   double eps;
   bool maximize;
   static EpsOptions read(const char* op, c10::ArrayRef<double> values) {

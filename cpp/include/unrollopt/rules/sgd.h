@@ -13,6 +13,7 @@ namespace unrollopt::rules {
 
 struct SgdFlags {
   static constexpr std::array<const char*, 2> names{"maximize", "nesterov"};
+  static constexpr size_t num_flags = 2;
   bool maximize, nesterov;
   static SgdFlags read(const char* op, c10::ArrayRef<double> values) {
     const auto v = read_options(op, values, names);
