@@ -35,7 +35,7 @@ import itertools
 import pathlib
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 import torch
@@ -953,27 +953,6 @@ def test_cpp_optimizers_have_the_aliases_defaults():
         assert settings, name
         for setting, value in settings:
             assert defaults[setting] == value, (name, setting)
-
-
-def test_defaults_are_stated_once_in_the_cpp_declaration():
-    """The aliases' defaults are the C++ declarations' (rules/<name>.h): a
-    Python declaration writes each as ``...``, and one that writes a number is
-    refused (the values themselves are checked against torch.optim's below)."""
-
-    def adam(lr: float = 1e-3): ...
-
-    with pytest.raises(AssertionError, match=re.escape("lr's default is the C++ declaration's: write ...")):
-        unrollopt._optimizer._with_defaults("adam", inspect.signature(adam))
-
-    def adamw(lr: float = ..., *, mask: Any = ...): ...
-
-    with pytest.raises(AssertionError, match=re.escape("mask's default is not the C++ declaration's")):
-        unrollopt._optimizer._with_defaults("adamw", inspect.signature(adamw))
-    signature = inspect.signature(unrollopt.adamw)
-    assert signature.parameters["betas"].default == (0.9, 0.999)
-    assert signature.parameters["weight_decay"].default == 1e-2
-    assert signature.parameters["amsgrad"].default is False
-    assert inspect.signature(unrollopt.adan).parameters["betas"].default == (0.98, 0.92, 0.99)
 
 
 @pytest.mark.parametrize("case", [c for c in by_case() if c.values[0].defaults_keys])

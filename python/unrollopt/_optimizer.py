@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import torch
 
-from unrollopt import _C, _hyperparameters, _step, _transformation
+from unrollopt import _hyperparameters, _step, _transformation
 from unrollopt._recorded import recorded
 from unrollopt.base import GradientTransformation
 
@@ -193,8 +193,7 @@ FLAGS = tuple(
 
 def optimizer(state: type, plain: _step.PlainStep, **facts: Any) -> Callable[[F], F]:
     """Declares an optimizer: decorates a function whose signature and
-    docstring are the alias's (its body is ``...``; a default written ``...``
-    is the C++ declaration's, ``rules/<name>.h``) and returns the alias, a
+    docstring are the alias's (its body is ``...``) and returns the alias, a
     recorded constructor of its transformation, with the :class:`Definition`
     as its ``definition``. The alias takes the declared settings and then
     the :data:`FLAGS` every optimizer has. ``facts`` are the Definition's other
@@ -207,7 +206,7 @@ def optimizer(state: type, plain: _step.PlainStep, **facts: Any) -> Callable[[F]
 
     def declare(declaration: F) -> F:
         name = declaration.__name__
-        declared = _with_defaults(name, inspect.signature(declaration))
+        declared = inspect.signature(declaration)
         signature = declared.replace(parameters=[*declared.parameters.values(), *FLAGS])
         facts.setdefault("operator", lambda settings: name)
         definition = Definition(name, signature, state, plain, **facts)
@@ -226,31 +225,6 @@ def optimizer(state: type, plain: _step.PlainStep, **facts: Any) -> Callable[[F]
         return made  # type: ignore[return-value]
 
     return declare
-
-
-#: The C++ declarations' defaults (``rules/<name>.h``), by optimizer and setting.
-_DEFAULTS = {name.lower(): dict(settings) for name, settings in _C.default_settings()}
-
-
-def _with_defaults(name: str, declared: inspect.Signature) -> inspect.Signature:
-    """The declared signature with each default written ``...`` taken from the
-    C++ declaration: the one place an optimizer's defaults are stated (a flag a
-    bool, ``betas`` the tuple of ``beta1``, ``beta2``, ...)."""
-    defaults = _DEFAULTS[name]
-    parameters = []
-    for p in declared.parameters.values():
-        declares = p.name in defaults or p.name == "betas"
-        if declares != (p.default is ...):
-            raise AssertionError(
-                f"unrollopt.{name}: {p.name}'s default is "
-                + ("the C++ declaration's: write ..." if declares else "not the C++ declaration's: write it")
-            )
-        if p.name == "betas":
-            p = p.replace(default=tuple(v for k, v in defaults.items() if k in _BETAS))
-        elif declares:
-            p = p.replace(default=bool(defaults[p.name]) if p.annotation == "bool" else defaults[p.name])
-        parameters.append(p)
-    return declared.replace(parameters=parameters)
 
 
 def _docstring(declaration: Callable[..., Any], signature: inspect.Signature, state: type) -> str:

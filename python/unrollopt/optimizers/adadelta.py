@@ -50,10 +50,10 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
     state_keys={"square_avg": "square_avg", "acc_delta": "acc_delta"},
 )
 def adadelta(
-    lr: LearningRate = ...,
-    rho: Hyperparameter = ...,
-    eps: float = ...,
-    weight_decay: Hyperparameter = ...,
+    lr: LearningRate = 1.0,
+    rho: Hyperparameter = 0.9,
+    eps: float = 1e-6,
+    weight_decay: Hyperparameter = 0.0,
 ) -> GradientTransformation:
     r"""Adadelta (Zeiler, 2012) as ``torch.optim.Adadelta`` computes it, as a
     differentiable transformation.

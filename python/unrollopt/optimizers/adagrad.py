@@ -54,11 +54,11 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
     sum at the constructor's value).""",
 )
 def adagrad(
-    lr: LearningRate = ...,
-    lr_decay: Hyperparameter = ...,
-    weight_decay: Hyperparameter = ...,
-    initial_accumulator_value: float = ...,
-    eps: float = ...,
+    lr: LearningRate = 1e-2,
+    lr_decay: Hyperparameter = 0.0,
+    weight_decay: Hyperparameter = 0.0,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-10,
 ) -> GradientTransformation:
     r"""Adagrad (Duchi, Hazan and Singer, 2011) as ``torch.optim.Adagrad``
     computes it, as a differentiable transformation.

@@ -108,13 +108,13 @@ STATE_KEYS = {"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"}
     notes="``eps_root`` is the one addition.",
 )
 def adam(
-    lr: LearningRate = ...,
-    betas: tuple[Hyperparameter, Hyperparameter] = ...,
-    eps: float = ...,
-    weight_decay: Hyperparameter = ...,
+    lr: LearningRate = 1e-3,
+    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: Hyperparameter = 0.0,
     *,
-    eps_root: float = ...,
-    amsgrad: bool = ...,
+    eps_root: float = 0.0,
+    amsgrad: bool = False,
 ) -> GradientTransformation:
     r"""Adam (Kingma and Ba, 2015) as a differentiable transformation.
 
@@ -159,13 +159,13 @@ def adam(
     the group or a function of the tuple of the group's parameters giving one.""",
 )
 def adamw(
-    lr: LearningRate = ...,
-    betas: tuple[Hyperparameter, Hyperparameter] = ...,
-    eps: float = ...,
-    weight_decay: Hyperparameter = ...,
+    lr: LearningRate = 1e-3,
+    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: Hyperparameter = 1e-2,
     *,
-    eps_root: float = ...,
-    amsgrad: bool = ...,
+    eps_root: float = 0.0,
+    amsgrad: bool = False,
     mask: Any = None,
 ) -> GradientTransformation:
     r"""AdamW (Loshchilov and Hutter, 2019): Adam with decoupled weight decay, as

@@ -45,10 +45,10 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
     state_keys={"mu": "exp_avg", "nu": "exp_inf"},
 )
 def adamax(
-    lr: LearningRate = ...,
-    betas: tuple[Hyperparameter, Hyperparameter] = ...,
-    eps: float = ...,
-    weight_decay: Hyperparameter = ...,
+    lr: LearningRate = 2e-3,
+    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: Hyperparameter = 0.0,
 ) -> GradientTransformation:
     r"""Adamax (Kingma and Ba, 2015, section 7.1), Adam with the infinity norm, as
     ``torch.optim.Adamax`` computes it, as a differentiable transformation.

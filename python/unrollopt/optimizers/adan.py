@@ -75,10 +75,10 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
     notes="The state keys are those of the authors' implementation.",
 )
 def adan(
-    lr: LearningRate = ...,
-    betas: tuple[Hyperparameter, Hyperparameter, Hyperparameter] = ...,
-    eps: float = ...,
-    weight_decay: Hyperparameter = ...,
+    lr: LearningRate = 1e-3,
+    betas: tuple[Hyperparameter, Hyperparameter, Hyperparameter] = (0.98, 0.92, 0.99),
+    eps: float = 1e-8,
+    weight_decay: Hyperparameter = 0.0,
 ) -> GradientTransformation:
     r"""Adan (Xie et al., 2022, "Adan: Adaptive Nesterov Momentum Algorithm for
     Faster Optimizing Deep Models") as the authors' implementation computes it,

@@ -51,9 +51,9 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
     notes="``mask`` limits the weight decay as :class:`AdamW`'s does.",
 )
 def lion(
-    lr: LearningRate = ...,
-    betas: tuple[Hyperparameter, Hyperparameter] = ...,
-    weight_decay: Hyperparameter = ...,
+    lr: LearningRate = 1e-4,
+    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.99),
+    weight_decay: Hyperparameter = 0.0,
     *,
     mask: Any = None,
 ) -> GradientTransformation:

@@ -70,13 +70,13 @@ def _advance_product(product: torch.Tensor, c: _step.Config, t):
     default scalar dtype).""",
 )
 def nadam(
-    lr: LearningRate = ...,
-    betas: tuple[Hyperparameter, Hyperparameter] = ...,
-    eps: float = ...,
-    weight_decay: Hyperparameter = ...,
-    momentum_decay: float = ...,
+    lr: LearningRate = 2e-3,
+    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: Hyperparameter = 0.0,
+    momentum_decay: float = 4e-3,
     *,
-    decoupled_weight_decay: bool = ...,
+    decoupled_weight_decay: bool = False,
 ) -> GradientTransformation:
     r"""NAdam (Dozat, 2016), Adam with Nesterov momentum, as
     ``torch.optim.NAdam`` computes it, as a differentiable transformation.

@@ -62,12 +62,12 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
     positional=("decoupled_weight_decay",),
 )
 def radam(
-    lr: LearningRate = ...,
-    betas: tuple[Hyperparameter, Hyperparameter] = ...,
-    eps: float = ...,
-    weight_decay: Hyperparameter = ...,
+    lr: LearningRate = 1e-3,
+    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: Hyperparameter = 0.0,
     *,
-    decoupled_weight_decay: bool = ...,
+    decoupled_weight_decay: bool = False,
 ) -> GradientTransformation:
     r"""RAdam (Liu et al., 2020), Adam with a rectified adaptive step, as
     ``torch.optim.RAdam`` computes it, as a differentiable transformation.

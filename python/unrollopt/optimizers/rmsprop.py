@@ -94,15 +94,15 @@ def check(settings: dict[str, Any]) -> None:
     not use it.""",
 )
 def rmsprop(
-    lr: LearningRate = ...,
-    alpha: Hyperparameter = ...,
-    eps: float = ...,
-    weight_decay: Hyperparameter = ...,
-    momentum: Hyperparameter = ...,
-    centered: bool = ...,
+    lr: LearningRate = 1e-2,
+    alpha: Hyperparameter = 0.99,
+    eps: float = 1e-8,
+    weight_decay: Hyperparameter = 0.0,
+    momentum: Hyperparameter = 0.0,
+    centered: bool = False,
     *,
-    initial_scale: float = ...,
-    nesterov: bool = ...,
+    initial_scale: float = 0.0,
+    nesterov: bool = False,
 ) -> GradientTransformation:
     r"""RMSprop (Hinton, Srivastava and Swersky, 2012) as ``torch.optim.RMSprop``
     computes it, as a differentiable transformation.

@@ -74,11 +74,11 @@ def check(settings: dict[str, Any]) -> None:
     counts_steps=False,
 )
 def sgd(
-    lr: LearningRate = ...,
-    momentum: Hyperparameter = ...,
-    dampening: Hyperparameter = ...,
-    weight_decay: Hyperparameter = ...,
-    nesterov: bool = ...,
+    lr: LearningRate = 1e-3,
+    momentum: Hyperparameter = 0.0,
+    dampening: Hyperparameter = 0.0,
+    weight_decay: Hyperparameter = 0.0,
+    nesterov: bool = False,
 ) -> GradientTransformation:
     r"""Stochastic gradient descent, with ``torch.optim.SGD``'s momentum, as a
     differentiable transformation.
