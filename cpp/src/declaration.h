@@ -20,10 +20,29 @@
 
 namespace unrollopt::detail {
 
+// Whether a setting is on: a flag true, a number not 0, a hyperparameter present.
+template <class O>
+bool is_on(const O& o, std::string_view name) {
+  for (const auto& f : O::settings(o)) {
+    if (name != f.name) continue;
+    if (const auto* h = std::get_if<const Hyperparameter*>(&f.value)) return present(**h);
+    if (const auto* d = std::get_if<const double*>(&f.value)) return **d != 0;
+    return *std::get<const bool*>(f.value);
+  }
+  // A declaration that names a setting it lacks: a bug here, not the caller's.
+  TORCH_CHECK(false, "unrollopt.", O::name, " has no setting ", name);
+}
+
+// The rule the settings select: Rule, or the family's name with "_" and each
+// variant that is on.
 template <class O>
 std::string op_of(const O& o) {
-  if constexpr (requires { o.op(); }) {
-    return o.op();
+  if constexpr (requires { O::variants; }) {
+    std::string op = O::family;
+    for (const char* v : O::variants) {
+      if (is_on(o, v)) op += std::string("_") + v;
+    }
+    return op;
   } else {
     return O::Rule::name;
   }
@@ -34,11 +53,15 @@ concept HasScalarState = requires(const O& o, const at::Tensor& t) { o.next_scal
 
 template <class O>
 double initial_value(const O& o, std::string_view state) {
-  if constexpr (requires { o.initial(state); }) {
-    return o.initial(state);
-  } else {
-    return 0.0;
+  if constexpr (requires { O::initial_states; }) {
+    for (const auto& [s, setting] : O::initial_states) {
+      if (state != s) continue;
+      for (const auto& f : O::settings(o)) {
+        if (std::string_view(setting) == f.name) return *std::get<const double*>(f.value);
+      }
+    }
   }
+  return 0.0;
 }
 
 // Every number in its range (a hyperparameter on a GPU is not read: that would
@@ -52,7 +75,12 @@ void check_options(const O& o) {
       check_setting(O::name, f.name, **d);
     }
   }
-  if constexpr (requires { o.check(); }) o.check();
+  if constexpr (requires { O::requirements; }) {
+    for (const auto& r : O::requirements) {
+      TORCH_CHECK_VALUE(!is_on(o, r.flag) || is_on(o, r.setting) == r.on, "unrollopt.", O::name,
+                        ": ", r.flag, "=true requires ", r.setting, r.on ? " != 0" : " = 0");
+    }
+  }
 }
 
 // The arguments of the operator the options select, from the settings named

@@ -119,6 +119,35 @@ std::vector<std::pair<std::string, Settings>> default_settings() {
   return out;
 }
 
+namespace {
+template <class O>
+Declaration declaration_of() {
+  Declaration d{O::name, {}, {}, {}, {}};
+  if constexpr (requires { O::variants; }) {
+    d.op = O::family;
+    d.variants.assign(O::variants.begin(), O::variants.end());
+  } else {
+    d.op = O::Rule::name;
+  }
+  if constexpr (requires { O::requirements; }) {
+    for (const auto& r : O::requirements) d.requirements.emplace_back(r.flag, r.setting, r.on);
+  }
+  if constexpr (requires { O::initial_states; }) {
+    for (const auto& [state, setting] : O::initial_states)
+      d.initial_states.emplace_back(state, setting);
+  }
+  return d;
+}
+}  // namespace
+
+std::vector<Declaration> declarations() {
+  std::vector<Declaration> out;
+#define UNROLLOPT_DECLARATION(Name) out.push_back(declaration_of<Name##Options>());
+  UNROLLOPT_FOR_EACH_OPTIMIZER(UNROLLOPT_DECLARATION)
+#undef UNROLLOPT_DECLARATION
+  return out;
+}
+
 namespace detail {
 // Derived from the optimizers' settings (the rule is setting_range's).
 const std::vector<std::pair<std::string, SettingRange>>& bounded_settings() {

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,16 @@ inline Problem problem(uint64_t seed, const std::vector<int64_t>& sizes, int ste
     pr.grads.push_back(std::move(g));
   }
   return pr;
+}
+
+// The message of the c10::Error that f throws ("" if none).
+inline std::string error_message(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  return "";
 }
 
 }  // namespace unrollopt::testing

@@ -66,6 +66,21 @@ NB_MODULE(_C, m) {
   m.def("default_settings", &unrollopt::default_settings,
         "The C++ optimizers' settings at their defaults: [(name, [(setting, value)])].");
   m.def(
+      "declarations",
+      [] {
+        std::vector<std::tuple<std::string, std::string, std::vector<std::string>,
+                               std::vector<std::tuple<std::string, std::string, bool>>,
+                               std::vector<std::pair<std::string, std::string>>>>
+            out;
+        for (auto& d : unrollopt::declarations()) {
+          out.emplace_back(d.name, d.op, d.variants, d.requirements, d.initial_states);
+        }
+        return out;
+      },
+      "Each C++ optimizer's choices as data: (name, rule or family, variants, requirements "
+      "(flag, setting, must be on), initial states (state, setting)); see Declaration in "
+      "unrollopt/optimizers.h.");
+  m.def(
       "check_setting",
       [](const std::string& name, double value, const std::string& range) {
         unrollopt::detail::check_setting("", name, value, range);

@@ -955,6 +955,34 @@ def test_cpp_optimizers_have_the_aliases_defaults():
             assert defaults[setting] == value, (name, setting)
 
 
+def test_the_cpp_declarations_state_the_choices_python_applies():
+    """Which operator the settings select, the requirements across settings and
+    the initial states are stated once, as data in the C++ declarations
+    (rules/<name>.h); Python applies them to its own settings."""
+    choices = unrollopt._optimizer.CHOICES
+    assert set(choices) == {name.lower() for name, _ in unrollopt._C.default_settings()}
+    rmsprop = choices["rmsprop"]
+    assert (rmsprop.op, rmsprop.variants) == ("rmsprop", ("centered", "momentum"))
+    assert rmsprop.requirements == (("nesterov", "momentum", True),)
+    assert rmsprop.initial == {"square_avg": "initial_scale"}
+    assert choices["sgd"].requirements == (("nesterov", "momentum", True), ("nesterov", "dampening", False))
+    assert choices["adagrad"].initial == {"sum": "initial_accumulator_value"}
+    assert (choices["adamw"].op, choices["adamw"].variants) == ("adamw", ("amsgrad",))
+    assert (choices["adan"].op, choices["adan"].variants) == ("adan", ())
+
+    def op(alias, **settings):
+        definition = alias.definition
+        return definition.config(definition.settings(**settings)).op
+
+    assert op(unrollopt.rmsprop, centered=True, momentum=0.9) == "rmsprop_centered_momentum"
+    assert op(unrollopt.rmsprop, momentum=torch.tensor(0.0)) == "rmsprop_momentum"  # a tensor may change
+    assert op(unrollopt.sgd) == "sgd" and op(unrollopt.adamw, amsgrad=True) == "adamw_amsgrad"
+    with pytest.raises(ValueError, match=re.escape("unrollopt.sgd: nesterov=True requires dampening = 0")):
+        unrollopt.sgd(0.1, momentum=0.9, dampening=0.1, nesterov=True)
+    with pytest.raises(ValueError, match=re.escape("unrollopt.rmsprop: nesterov=True requires momentum != 0")):
+        unrollopt.RMSprop([torch.zeros(2, requires_grad=True)], nesterov=True)
+
+
 @pytest.mark.parametrize("case", [c for c in by_case() if c.values[0].defaults_keys])
 def test_defaults_match_torch(case):
     p = torch.zeros(2, requires_grad=True)

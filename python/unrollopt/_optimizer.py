@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import torch
 
-from unrollopt import _hyperparameters, _step, _transformation
+from unrollopt import _C, _hyperparameters, _step, _transformation
 from unrollopt._recorded import recorded
 from unrollopt.base import GradientTransformation
 
@@ -58,15 +58,47 @@ class Scalar:
     advance: Callable[[torch.Tensor, _step.Config, Any], torch.Tensor]
 
 
+def _on(value: Any) -> bool:
+    """A flag that is true, or a hyperparameter that is not a constant 0."""
+    return value if isinstance(value, bool) else not _hyperparameters.is_zero(value)
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What an optimizer's C++ declaration (``rules/<name>.h``) states as data,
+    applied to the settings by name: the operator they select (its rule, or
+    its family's name with ``_`` and each variant setting that is on), the
+    requirements across settings, the states that start at a setting."""
+
+    op: str
+    variants: tuple[str, ...]
+    requirements: tuple[tuple[str, str, bool], ...]  # (flag, setting, must be on)
+    initial: dict[str, str]  # state -> setting
+
+    def operator(self, settings: dict[str, Any]) -> str:
+        return self.op + "".join(f"_{v}" for v in self.variants if _on(settings[v]))
+
+    def check(self, name: str, settings: dict[str, Any]) -> None:
+        for flag, setting, on in self.requirements:
+            if _on(settings[flag]) and _on(settings[setting]) != on:
+                raise ValueError(f"unrollopt.{name}: {flag}=True requires {setting} {'!= 0' if on else '= 0'}")
+
+
+#: Every optimizer's choices, by the alias's name.
+CHOICES = {
+    name.lower(): Choices(op, tuple(variants), tuple(requirements), dict(initial))
+    for name, op, variants, requirements, initial in _C.declarations()
+}
+
+
 @dataclass(frozen=True)
 class Definition:
     """One optimizer, as every engine sees it.
 
     - ``name``, ``signature``: the alias's (its settings, defaults and annotations);
     - ``state``: its state NamedTuple; ``plain``: its plain-PyTorch step;
-    - ``operator(settings)``: the fused operator the settings select;
-      ``check(settings)``: checks across settings (each one alone is checked by name);
-    - ``initial``: state -> the setting giving its initial value (default 0);
+    - ``choices``: its C++ declaration's (:class:`Choices`: the operator the
+      settings select, the checks across settings, the initial states);
     - ``scalar``: a 0-d state of its own (:class:`Scalar`);
     - for the ``torch.optim``-style class: its ``class_name`` (and other
       ``spellings``), ``torch_class`` (the ``torch.optim`` class it behaves as,
@@ -80,9 +112,7 @@ class Definition:
     signature: inspect.Signature
     state: type
     plain: _step.PlainStep
-    operator: Callable[[dict[str, Any]], str]
-    check: Optional[Callable[[dict[str, Any]], None]] = None
-    initial: dict[str, str] = field(default_factory=dict)
+    choices: Choices
     scalar: Optional[Scalar] = None
     class_name: str = ""
     spellings: tuple[str, ...] = ()
@@ -117,15 +147,14 @@ class Definition:
                 values[name] = bool(value)
             elif kind == "number":
                 values[name] = _hyperparameters.check(name, value)
-        if self.check is not None:
-            self.check(values)
+        self.choices.check(self.name, values)
         if self.scalar is not None:  # set at each step
             values[self.scalar.name] = self.scalar.initial
-        return _step.Config.of(self.operator(values), values)
+        return _step.Config.of(self.choices.operator(values), values)
 
     def initial_values(self, settings: dict[str, Any]) -> dict[str, float]:
         """Each state's initial value (those not 0), checked."""
-        return {state: float(_hyperparameters.check(name, settings[name])) for state, name in self.initial.items()}
+        return {state: float(_hyperparameters.check(n, settings[n])) for state, n in self.choices.initial.items()}
 
     def transformation(self, settings: dict[str, Any]) -> GradientTransformation:
         """The alias's ``(init, update)`` pair for these settings (by name)."""
@@ -197,7 +226,7 @@ def optimizer(state: type, plain: _step.PlainStep, **facts: Any) -> Callable[[F]
     recorded constructor of its transformation, with the :class:`Definition`
     as its ``definition``. The alias takes the declared settings and then
     the :data:`FLAGS` every optimizer has. ``facts`` are the Definition's other
-    fields; an ``operator`` not given is the alias's name.
+    fields (the choices are the C++ declaration's: :data:`CHOICES`).
 
     The docstring's ``Args:`` list the optimizer's own settings; those in
     :data:`SHARED_ARGS` that it does not describe are added from there, in the
@@ -208,8 +237,7 @@ def optimizer(state: type, plain: _step.PlainStep, **facts: Any) -> Callable[[F]
         name = declaration.__name__
         declared = inspect.signature(declaration)
         signature = declared.replace(parameters=[*declared.parameters.values(), *FLAGS])
-        facts.setdefault("operator", lambda settings: name)
-        definition = Definition(name, signature, state, plain, **facts)
+        definition = Definition(name, signature, state, plain, CHOICES[name], **facts)
 
         def alias(*args: Any, **kwargs: Any) -> GradientTransformation:
             return definition.transformation(definition.settings(*args, **kwargs))

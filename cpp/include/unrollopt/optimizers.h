@@ -25,6 +25,7 @@
 // names (unrollopt/rules/optimizer.h).
 
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -68,5 +69,18 @@ UNROLLOPT_FOR_EACH_OPTIMIZER(UNROLLOPT_NAME_OPTIMIZER)
 // {"beta1", 0.9}, ...}}, ... (numbers as they are, flags as 0 or 1).
 using Settings = std::vector<std::pair<std::string, double>>;
 std::vector<std::pair<std::string, Settings>> default_settings();
+
+// Every optimizer's choices as data, as its declaration states them (for other
+// languages' bindings, which apply them to their own settings): the rule, or
+// the family of rules and the settings that select a variant
+// (family + "_" + each that is on); the requirements across settings
+// (flag, setting, whether it must be on); the states that start at a setting.
+struct Declaration {
+  std::string name, op;
+  std::vector<std::string> variants;
+  std::vector<std::tuple<std::string, std::string, bool>> requirements;
+  std::vector<std::pair<std::string, std::string>> initial_states;
+};
+std::vector<Declaration> declarations();
 
 }  // namespace unrollopt

@@ -169,7 +169,7 @@ class _Optimizer(torch.optim.Optimizer):
         masks = [self._decay_mask(group) for group in self.param_groups]
         for group, config, mask in zip(self.param_groups, configs, masks):
             keys = [self._definition.state_keys[name] for name in config.state_names]
-            initial = {name: float(group[setting]) for name, setting in self._definition.initial.items()}
+            initial = {name: float(group[setting]) for name, setting in self._definition.choices.initial.items()}
             scalar_name = self._definition.scalar.name if self._definition.scalar is not None else None
             schedule = group["lr"] if callable(group["lr"]) else None
             # One fused call per step number (parameters of a group share it

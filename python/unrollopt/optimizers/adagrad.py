@@ -43,7 +43,6 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
 @optimizer(
     AdagradState,
     plain,
-    initial={"sum": "initial_accumulator_value"},
     class_name="Adagrad",
     spellings=("AdaGrad",),
     torch_class="torch.optim.Adagrad",

@@ -100,7 +100,6 @@ STATE_KEYS = {"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"}
 @optimizer(
     ScaleByAdamState,
     plain,
-    operator=lambda s: "adam_amsgrad" if s["amsgrad"] else "adam",
     class_name="Adam",
     torch_class="torch.optim.Adam",
     state_keys=STATE_KEYS,
@@ -148,7 +147,6 @@ def adam(
 @optimizer(
     ScaleByAdamState,
     plain,
-    operator=lambda s: "adamw_amsgrad" if s["amsgrad"] else "adamw",
     class_name="AdamW",
     torch_class="torch.optim.AdamW",
     state_keys=STATE_KEYS,

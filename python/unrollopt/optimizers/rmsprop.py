@@ -1,14 +1,17 @@
 """RMSprop (Hinton, Srivastava and Swersky, 2012), as ``torch.optim.RMSprop``,
 with optax's ``nesterov`` and ``initial_scale``. The fused step is
-``cpp/include/unrollopt/rules/rmsprop.h`` (four operators: centered or not, with momentum or not)."""
+``cpp/include/unrollopt/rules/rmsprop.h`` (four operators: centered or not, with
+momentum or not; ``RMSpropOptions`` there says which the settings select, that
+``nesterov`` requires a momentum, and that ``square_avg`` starts at
+``initial_scale``)."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
-from unrollopt import _hyperparameters, _step
+from unrollopt import _step
 from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
 from unrollopt._transformation import LearningRate
@@ -68,23 +71,9 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
     return updates, new_states
 
 
-def operator(settings: dict[str, Any]) -> str:
-    """A momentum that is a constant 0 means no buffer (a tensor may be learned)."""
-    momentum = not _hyperparameters.is_zero(settings["momentum"])
-    return "rmsprop" + ("_centered" if settings["centered"] else "") + ("_momentum" if momentum else "")
-
-
-def check(settings: dict[str, Any]) -> None:
-    if settings["nesterov"] and _hyperparameters.is_zero(settings["momentum"]):
-        raise ValueError("nesterov=True needs a momentum (got momentum=0)")
-
-
 @optimizer(
     RMSPropState,
     plain,
-    operator=operator,
-    check=check,
-    initial={"square_avg": "initial_scale"},
     class_name="RMSprop",
     spellings=("RMSProp",),
     torch_class="torch.optim.RMSprop",

@@ -1,9 +1,11 @@
 """Stochastic gradient descent with ``torch.optim.SGD``'s momentum. The fused
-step is ``cpp/include/unrollopt/rules/sgd.h`` (two operators: with momentum or without)."""
+step is ``cpp/include/unrollopt/rules/sgd.h`` (two operators: with momentum or
+without; ``SgdOptions`` there says which the settings select, and that
+``nesterov`` requires a momentum and no dampening)."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -51,23 +53,9 @@ def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_p
     return updates, [buffers] if states else []
 
 
-def operator(settings: dict[str, Any]) -> str:
-    """A momentum that is a constant 0 means plain SGD, no buffer (a tensor may be learned)."""
-    return "sgd" if _hyperparameters.is_zero(settings["momentum"]) else "sgd_momentum"
-
-
-def check(settings: dict[str, Any]) -> None:
-    if settings["nesterov"] and (
-        _hyperparameters.is_zero(settings["momentum"]) or not _hyperparameters.is_zero(settings["dampening"])
-    ):
-        raise ValueError("nesterov=True requires a momentum and zero dampening")
-
-
 @optimizer(
     SgdState,
     plain,
-    operator=operator,
-    check=check,
     class_name="SGD",
     torch_class="torch.optim.SGD",
     state_keys={"momentum_buffer": "momentum_buffer"},

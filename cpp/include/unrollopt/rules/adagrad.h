@@ -93,7 +93,8 @@ struct AdagradOptions {
   using State = AdagradState;
   using Rule = rules::Adagrad;
   UNROLLOPT_SETTINGS(lr, lr_decay, weight_decay, initial_accumulator_value, eps)
-  double initial(std::string_view) const { return initial_accumulator_value; }
+  static constexpr std::array<detail::InitialState, 1> initial_states{
+      {{"sum", "initial_accumulator_value"}}};
 };
 
 }  // namespace unrollopt

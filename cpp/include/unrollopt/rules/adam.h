@@ -205,9 +205,8 @@ struct AdamFamilyOptions {
 
   static constexpr const char* name = Decoupled ? "AdamW" : "Adam";
   using State = AdamState;
-  std::string op() const {
-    return amsgrad ? rules::AdamFamily<Decoupled, true>::name : rules::AdamFamily<Decoupled>::name;
-  }
+  static constexpr const char* family = rules::AdamFamily<Decoupled>::name;  // + _amsgrad
+  static constexpr std::array variants{"amsgrad"};
   UNROLLOPT_SETTINGS(lr, beta1, beta2, eps, eps_root, weight_decay, amsgrad)
 };
 using AdamOptions = AdamFamilyOptions<false>;

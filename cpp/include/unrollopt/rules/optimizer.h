@@ -9,11 +9,17 @@
 //         settings every optimizer has, last: maximize and moment_requires_grad
 //     static constexpr const char* name = "X";   unrollopt::X, in messages
 //     using State = XState;
-//     using Rule = rules::X;                      or: std::string op() const, the rule's
-//                                                 name the settings select
-//     optional: void check() const               checks across settings
-//               double initial(std::string_view state) const   a state's initial value
-//               at::Tensor next_scalar(const at::Tensor& previous, double step) const,
+//     using Rule = rules::X;                      the rule; or a family of rules:
+//     static constexpr const char* family = "x";  with variants, the settings
+//     static constexpr std::array variants{"a"};  that select "x_a" when on (a flag
+//                                                 true, a hyperparameter present)
+//     optional, as data that Python reads too (every engine, any language):
+//       static constexpr std::array<detail::Requirement, N> requirements
+//           {{"nesterov", "momentum", true}}: with the first setting on, the
+//           second must be on (true) or off (false)
+//       static constexpr std::array<detail::InitialState, N> initial_states
+//           {{"square_avg", "initial_scale"}}: a state that starts at a setting
+//       at::Tensor next_scalar(const at::Tensor& previous, double step) const,
 //                   scalar_name, and XState::scalar_state (a member pointer): a 0-d
 //                   state, 1 at first, that each step computes and the rule takes
 //                   as its hyperparameter scalar_name (NAdam's mu_product)
@@ -24,6 +30,7 @@
 // one of the rule's hyperparameters or options is passed as that; every number
 // is checked against its range by name (detail::check_setting).
 
+#include <array>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -53,6 +60,18 @@ using FieldsOf = std::vector<Field<std::is_const_v<O>>>;
 inline bool present(const Hyperparameter& h) {
   return h.tensor().requires_grad() || !h.tensor().is_cpu() || h.value() != 0;
 }
+
+// With `flag` on, `setting` must be on (`on`) or off; see the contract above.
+struct Requirement {
+  const char* flag;
+  const char* setting;
+  bool on;
+};
+// `state` starts at the value of the number `setting`.
+struct InitialState {
+  const char* state;
+  const char* setting;
+};
 
 }  // namespace unrollopt::detail
 

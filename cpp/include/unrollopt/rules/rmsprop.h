@@ -239,18 +239,13 @@ struct RMSpropOptions {
 
   static constexpr const char* name = "RMSprop";
   using State = RMSpropState;
-  std::string op() const {
-    return std::string("rmsprop") + (centered ? "_centered" : "") +
-           (detail::present(momentum) ? "_momentum" : "");
-  }
+  static constexpr const char* family = "rmsprop";
+  static constexpr std::array variants{"centered", "momentum"};
   UNROLLOPT_SETTINGS(lr, alpha, eps, weight_decay, momentum, centered, initial_scale, nesterov)
-  void check() const {
-    TORCH_CHECK_VALUE(!nesterov || detail::present(momentum),
-                      "unrollopt.RMSprop: nesterov=true needs a momentum (got momentum=0)");
-  }
-  double initial(std::string_view state) const {
-    return state == "square_avg" ? initial_scale : 0.0;
-  }
+  static constexpr std::array<detail::Requirement, 1> requirements{
+      {{"nesterov", "momentum", true}}};
+  static constexpr std::array<detail::InitialState, 1> initial_states{
+      {{"square_avg", "initial_scale"}}};
 };
 
 }  // namespace unrollopt

@@ -134,14 +134,11 @@ struct SgdOptions {
 
   static constexpr const char* name = "Sgd";
   using State = SgdState;
-  std::string op() const {
-    return detail::present(momentum) ? rules::SgdMomentum::name : rules::Sgd::name;
-  }
+  static constexpr const char* family = rules::Sgd::name;  // sgd, sgd_momentum
+  static constexpr std::array variants{"momentum"};
   UNROLLOPT_SETTINGS(lr, momentum, dampening, weight_decay, nesterov)
-  void check() const {
-    TORCH_CHECK_VALUE(!nesterov || (detail::present(momentum) && !detail::present(dampening)),
-                      "unrollopt.Sgd: nesterov=true requires a momentum and zero dampening");
-  }
+  static constexpr std::array<detail::Requirement, 2> requirements{
+      {{"nesterov", "momentum", true}, {"nesterov", "dampening", false}}};
 };
 
 }  // namespace unrollopt
