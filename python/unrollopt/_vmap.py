@@ -107,8 +107,8 @@ def _per_sample(op, size: int, args: Sequence[Any], dims: Sequence[Any]):
 class _Layout:
     """Where an operator's arguments are in its schema: the lists of tensors
     (grads, each state, params; before them the backward's cotangents), the
-    grads among them, the step, the hyperparameters (after the step), and
-    whether the first outputs' lists are per parameter index."""
+    grads among them, the step, and how many hyperparameters (after the step)
+    and states there are."""
 
     lists: tuple[int, ...]
     grads: int
