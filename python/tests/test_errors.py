@@ -325,6 +325,9 @@ def test_op_input_checks(op):
         args = bwd.typed(g, [None] * (2 * ns), g, states, g, step, h, options, mask)
         with pytest.raises(ValueError, match=re.escape(f"grad_{name}_out has 3 entries but grads has 2")):
             bwd.default(args[0], *cotangents, *args[1 + ns :])
+        cotangents[k] = [None, torch.zeros(5, dtype=F64)]  # the second has the wrong shape
+        with pytest.raises(ValueError, match=re.escape(f"grad_{name}_out[1] has shape [5] but grads[1] has shape [2]")):
+            bwd.default(args[0], *cotangents, *args[1 + ns :])
     typed_mask = bwd.typed(g, [None] * (2 * ns), g, states, g, step, h, options, mask)[-1]
     assert len(typed_mask) == 2 + ns + nh  # one per output
     with pytest.raises(ValueError, match=f"output_mask must hold {2 + ns + nh} values, one per output"):

@@ -102,13 +102,23 @@ struct Kernels {
 
   // --- NAME_backward -------------------------------------------------------------
 
-  static void check_cotangents(const char* name, const OptionalTensors& list, at::TensorList like) {
+  // Each cotangent list (grad_updates, then grad_<state>_out for each state,
+  // one after another in grad_states) like the grads, each named.
+  static void check_cotangents(const OptionalTensors& grad_updates,
+                               const OptionalTensors& grad_states, at::TensorList grads) {
     const std::string op = std::string(Rule::name) + "_backward";
-    TORCH_CHECK_VALUE(list.size() == like.size(), "unrollopt.", op, ": ", name, " has ",
-                      list.size(), " entries; expected ", like.size());
-    for (size_t i = 0; i < list.size(); ++i) {
-      const std::optional<at::Tensor> t = list[i];
-      if (t.has_value() && t->defined()) check_like(op.c_str(), name, i, *t, like[i]);
+    const size_t n = grads.size();
+    TORCH_CHECK_VALUE(grad_updates.size() == n, "unrollopt.", op, ": grad_updates has ",
+                      grad_updates.size(), " entries; expected ", n);
+    TORCH_CHECK_VALUE(grad_states.size() == NS * n, "unrollopt.", op, ": grad_states has ",
+                      grad_states.size(), " entries; expected ", NS * n);
+    for (size_t k = 0; k <= NS; ++k) {
+      const std::string name =
+          k == 0 ? "grad_updates" : "grad_" + std::string(Rule::states[k - 1]) + "_out";
+      for (size_t i = 0; i < n; ++i) {
+        const std::optional<at::Tensor> t = k == 0 ? grad_updates[i] : grad_states[(k - 1) * n + i];
+        if (t.has_value() && t->defined()) check_like(op.c_str(), name.c_str(), i, *t, grads[i]);
+      }
     }
   }
 
@@ -121,8 +131,7 @@ struct Kernels {
     const std::string op = std::string(Rule::name) + "_backward";
     A::check(op.c_str(), grads, states, params, step, hyper);
     Rule::Options::read(options);
-    check_cotangents("grad_updates", grad_updates, grads);
-    check_cotangents("grad_states", grad_states, states);
+    check_cotangents(grad_updates, grad_states, grads);
     TORCH_CHECK_VALUE(mask.size() == 3 + NH, "unrollopt.", op, ": output_mask must hold ", 3 + NH,
                       " values (grads, states, params, ", c10::Join(", ", Rule::hyperparameters),
                       ")");
