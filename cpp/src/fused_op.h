@@ -50,8 +50,7 @@ template <class Rule>
 struct Op {
   using K = Kernels<Rule>;
   using AG = Autograd<Rule>;
-  static constexpr size_t NS = Rule::states.size(), NH = Rule::hyperparameters.size(),
-                          NO = Rule::Options::names.size();
+  static constexpr Counts C = Arguments<Rule>::counts;
 
   static ops::OperatorDescription names() {
     const auto& o = Rule::Options::names;
@@ -69,10 +68,9 @@ struct Op {
   static void impl(torch::Library& m) {
     const std::string name = Rule::name;
     using F = torch::CppFunction;
-    m.impl(name.c_str(), F::makeFromBoxedFunction<&boxed_forward<Forward, NS, NH, NO>>());
-    m.impl((name + "_").c_str(), F::makeFromBoxedFunction<&boxed_inplace<Inplace, NS, NH, NO>>());
-    m.impl((name + "_backward").c_str(),
-           F::makeFromBoxedFunction<&boxed_backward<Backward, NS, NH, NO>>());
+    m.impl(name.c_str(), F::makeFromBoxedFunction<&boxed_forward<Forward, C>>());
+    m.impl((name + "_").c_str(), F::makeFromBoxedFunction<&boxed_inplace<Inplace, C>>());
+    m.impl((name + "_backward").c_str(), F::makeFromBoxedFunction<&boxed_backward<Backward, C>>());
   }
   template <bool Cuda>
   static void impl_device(torch::Library& m) {

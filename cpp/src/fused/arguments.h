@@ -34,6 +34,7 @@ struct Arguments {
   static constexpr size_t NS = Rule::states.size();
   static constexpr size_t NH = Rule::hyperparameters.size();
   static constexpr size_t NC = Rule::num_coef;
+  static constexpr Counts counts{NS, NH, Rule::Options::names.size()};
 
   static std::string qualified(const char* suffix) {
     return std::string("unrollopt::") + Rule::name + suffix;
@@ -48,19 +49,15 @@ struct Arguments {
     return out;
   }
 
+  // The lists' counts are the schema's (schema.cpp checks each list's size).
   static void check(const char* op, at::TensorList grads, at::TensorList states,
                     at::TensorList params, const at::Tensor& step, at::TensorList hyper) {
-    TORCH_CHECK_VALUE(states.size() == NS * grads.size(), "unrollopt.", op, ": states has ",
-                      states.size(), " tensors; expected ", NS, " per grad (",
-                      c10::Join(", ", Rule::states), ")");
     const auto lists = split(states, grads.size());
     std::array<NamedTensorList, NS> named;
     for (size_t k = 0; k < NS; ++k) named[k] = {Rule::states[k], lists[k]};
     check_parameter_lists(op, grads, named, params);
     check_hyperparameter(op, "step", step);
     check_step(op, step);
-    TORCH_CHECK_VALUE(hyper.size() == NH, "unrollopt.", op, ": expected ", NH, " hyperparameters (",
-                      c10::Join(", ", Rule::hyperparameters), "), got ", hyper.size());
     for (size_t i = 0; i < NH; ++i) check_hyperparameter(op, Rule::hyperparameters[i], hyper[i]);
   }
 

@@ -60,7 +60,7 @@ struct Autograd {
 
   // --- NAME ---------------------------------------------------------------------
 
-  static constexpr Counts counts{NS, NH, Rule::Options::names.size()};
+  static constexpr Counts counts = A::counts;
 
   static const c10::OperatorHandle& backward_op() {
     static const auto op =

@@ -107,11 +107,7 @@ struct Kernels {
   static void check_cotangents(const OptionalTensors& grad_updates,
                                const OptionalTensors& grad_states, at::TensorList grads) {
     const std::string op = std::string(Rule::name) + "_backward";
-    const size_t n = grads.size();
-    TORCH_CHECK_VALUE(grad_updates.size() == n, "unrollopt.", op, ": grad_updates has ",
-                      grad_updates.size(), " entries; expected ", n);
-    TORCH_CHECK_VALUE(grad_states.size() == NS * n, "unrollopt.", op, ": grad_states has ",
-                      grad_states.size(), " entries; expected ", NS * n);
+    const size_t n = grads.size();  // each list's size: checked by schema.cpp
     for (size_t k = 0; k <= NS; ++k) {
       const std::string name =
           k == 0 ? "grad_updates" : "grad_" + std::string(Rule::states[k - 1]) + "_out";
@@ -132,9 +128,6 @@ struct Kernels {
     A::check(op.c_str(), grads, states, params, step, hyper);
     Rule::Options::read(options);
     check_cotangents(grad_updates, grad_states, grads);
-    TORCH_CHECK_VALUE(mask.size() == 3 + NH, "unrollopt.", op, ": output_mask must hold ", 3 + NH,
-                      " values (grads, states, params, ", c10::Join(", ", Rule::hyperparameters),
-                      ")");
     TORCH_CHECK_VALUE(!mask[2] || !params.empty(), "unrollopt.", op,
                       ": the gradient of params needs params");
     BackwardResult out;

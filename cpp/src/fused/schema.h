@@ -119,18 +119,18 @@ void redispatch_below_autograd(const c10::OperatorHandle& op, c10::DispatchKeySe
 // The boxed kernel of an operator from its kernel over lists.
 template <ForwardResult (*Kernel)(at::TensorList, at::TensorList, at::TensorList, const at::Tensor&,
                                   at::TensorList, c10::ArrayRef<double>),
-          size_t NS, size_t NH, size_t NO>
+          Counts C>
 void boxed_forward(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
-  const StepArguments a = read_forward(op, *stack, {NS, NH, NO});
+  const StepArguments a = read_forward(op, *stack, C);
   drop_arguments(op, *stack);
-  push_forward(*stack, Kernel(a.grads, a.states, a.params, a.step, a.hyper, a.options), NS);
+  push_forward(*stack, Kernel(a.grads, a.states, a.params, a.step, a.hyper, a.options), C.states);
 }
 
 template <void (*Kernel)(at::TensorList, at::TensorList, at::TensorList, const at::Tensor&,
                          at::TensorList, c10::ArrayRef<double>, bool),
-          size_t NS, size_t NH, size_t NO>
+          Counts C>
 void boxed_inplace(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
-  const InplaceArguments a = read_inplace(op, *stack, {NS, NH, NO});
+  const InplaceArguments a = read_inplace(op, *stack, C);
   drop_arguments(op, *stack);
   Kernel(a.params, a.grads, a.states, a.step, a.hyper, a.options, a.update_params);
 }
@@ -138,14 +138,14 @@ void boxed_inplace(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 template <BackwardResult (*Kernel)(const OptionalTensors&, const OptionalTensors&, at::TensorList,
                                    at::TensorList, at::TensorList, const at::Tensor&,
                                    at::TensorList, c10::ArrayRef<double>, const c10::List<bool>&),
-          size_t NS, size_t NH, size_t NO>
+          Counts C>
 void boxed_backward(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
-  const BackwardArguments a = read_backward(op, *stack, {NS, NH, NO});
+  const BackwardArguments a = read_backward(op, *stack, C);
   drop_arguments(op, *stack);
   push_backward(*stack,
                 Kernel(a.grad_updates, a.grad_states, a.grads, a.states, a.params, a.step, a.hyper,
                        a.options, a.mask),
-                NS, a.wanted);
+                C.states, a.wanted);
 }
 
 }  // namespace unrollopt::fused
