@@ -69,7 +69,7 @@ def differentiable_step(n: int, fused: bool):
 
     def run():
         (update,), ((new_mu,), (new_nu,)) = _step.step(
-            definition.plain, [grad], [[mu], [nu]], [param], count, config, fused=fused, inplace=False
+            [grad], [[mu], [nu]], [param], count, config, fused=fused, inplace=False
         )
         torch.autograd.grad([update, new_mu, new_nu], [grad, mu, nu, param], cotangents)
 

@@ -144,13 +144,15 @@ void check_no_aliasing(const char* op, c10::ArrayRef<NamedTensorList> written,
   }
 }
 
-void check_step(const char* op, const at::Tensor& step) {
-  // A GPU tensor would synchronise; one of torch.func's or of a Python mode
-  // (batched, wrapped, fake) cannot be read here.
-  constexpr c10::DispatchKeySet functorch(
+bool readable(const at::Tensor& t) {
+  constexpr c10::DispatchKeySet wrapped(
       {c10::DispatchKey::FuncTorchBatched, c10::DispatchKey::FuncTorchGradWrapper,
        c10::DispatchKey::Functionalize, c10::DispatchKey::Python});
-  if (!step.defined() || !step.is_cpu() || step.key_set().has_any(functorch)) return;
+  return t.defined() && t.is_cpu() && !t.key_set().has_any(wrapped);
+}
+
+void check_step(const char* op, const at::Tensor& step) {
+  if (!readable(step)) return;
   const double value = step.item<double>();
   TORCH_CHECK_VALUE(value >= 1, "unrollopt.", op,
                     ": step must be >= 1 (the step number after incrementing: 1 on the first "

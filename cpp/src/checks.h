@@ -31,6 +31,11 @@ void check_writable(const char* op, const char* name, at::TensorList list);
 void check_no_aliasing(const char* op, c10::ArrayRef<NamedTensorList> written,
                        c10::ArrayRef<NamedTensorList> read);
 
+// Whether a kernel may read `t`'s values here: a CPU tensor (reading a GPU's
+// would synchronise) that is not one of torch.func's (batched, wrapped), of
+// functionalization's or of a Python mode's (fake, traced by torch.compile).
+bool readable(const at::Tensor& t);
+
 // The step number, where it can be read without a synchronisation (a CPU
 // tensor): at least 1 (steps count from 1, and step 0 divides by a zero bias
 // correction).

@@ -4,6 +4,11 @@
 #include <cstdlib>
 #include <string_view>
 
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/_unsafe_view.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/split_with_sizes_copy.h>
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -46,9 +51,58 @@ at::Tensor sign(const at::Tensor& x) { return x.sign().where(x == x, x.detach())
 at::Tensor fmadd(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
   return a * b + c;
 }
+at::Tensor differentiable_root(
+    const at::Tensor& w, const at::Tensor& live, const at::Tensor& tiny,
+    c10::function_ref<at::Tensor(const at::Tensor&, const at::Tensor&)> exact) {
+  if (!at::GradMode::is_enabled()) return w.sqrt();  // nothing differentiates it
+  const at::Tensor is_live = live != 0;
+  const double smallest = tiny.scalar_type() == at::kDouble ? DBL_MIN : FLT_MIN;
+  // Where the values can be read (checks.h), the common cases in a few passes:
+  // nothing tiny where live, and everything live.
+  if (readable(w) && readable(live) && readable(tiny) &&
+      !((tiny < smallest) & is_live).any().item<bool>()) {
+    if (is_live.all().item<bool>()) return w.sqrt();
+    return w.where(is_live, 1.0).sqrt().where(is_live, w.detach().sqrt());
+  }
+  return exact(w.where(is_live, 1.0), tiny.where(is_live, 1.0)).where(is_live, w.detach().sqrt());
+}
 }  // namespace math
 
 namespace fused {
+
+bool concatenates(at::TensorList grads) {
+  constexpr c10::DispatchKeySet traced({c10::DispatchKey::Functionalize, c10::DispatchKey::Python});
+  constexpr int64_t kSmall = int64_t{1} << 14;
+  if (grads.size() < 2) return false;
+  int64_t total = 0;
+  for (const at::Tensor& g : grads) {
+    if (g.scalar_type() != grads[0].scalar_type() || g.device() != grads[0].device() ||
+        g.key_set().has_any(traced)) {
+      return false;
+    }
+    total += g.numel();
+  }
+  return total <= kSmall * static_cast<int64_t>(grads.size());
+}
+
+at::Tensor concatenated(at::TensorList list, at::ScalarType dtype) {
+  TensorVector flat;
+  flat.reserve(list.size());
+  for (const at::Tensor& t : list) flat.push_back(t.reshape(-1));
+  return at::cat(flat).to(dtype);
+}
+
+TensorVector split_like(const at::Tensor& flat, at::TensorList like) {
+  std::vector<int64_t> sizes;
+  sizes.reserve(like.size());
+  for (const at::Tensor& t : like) sizes.push_back(t.numel());
+  // Not views (results must not be: stop_gradient detaches states in place,
+  // which a view refuses); copies, which vmap batches, unlike
+  // unsafe_split_with_sizes (and the tensors are small).
+  TensorVector out = at::split_with_sizes_copy(flat, sizes);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = at::_unsafe_view(out[i], like[i].sizes());
+  return out;
+}
 
 TensorVector contiguous(at::TensorList list) {
   TensorVector out;

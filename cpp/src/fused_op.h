@@ -1,17 +1,20 @@
 #pragma once
-// The three operators of an optimizer rule (rules/rule.h), for any rule, with
-// typed schemas made from the rule's names (fused/schema.h has Adam's):
+// The operators of an optimizer rule (rules/rule.h), for any rule, with typed
+// schemas made from the rule's names (fused/schema.h has Adam's):
 //
 //   NAME           out of place and differentiable (its Autograd kernel runs
 //                  NAME_backward): -> (updates, new states)
+//   NAME_plain     the same step in ATen operations (composite.h: the rule on
+//                  tensors), which autograd differentiates and torch.compile
+//                  and vmap decompose: the plain path (use_accelerated_op=False).
 //   NAME_          in place: with update_params, params += update; otherwise
 //                  grads are overwritten by the updates. Not differentiable.
 //   NAME_backward  the vector-Jacobian product of NAME; output_mask selects its
 //                  outputs (unselected lists are empty, unselected
 //                  hyperparameter gradients zeros). Itself differentiable.
 //
-// Each has CPU, Meta and Autograd kernels, and CUDA ones in a CUDA build,
-// registered by UNROLLOPT_REGISTER_RULE in a source CMake makes for each rule
+// The fused ones have CPU, Meta and Autograd kernels, and CUDA ones in a CUDA
+// build, registered by UNROLLOPT_REGISTER_RULE in a source CMake makes for each rule
 // of rules/all.h; their vmap rules are Python's (python/unrollopt/_vmap.py:
 // torch.func is Python's, and the functorch C++ headers of the torch wheels do
 // not compile outside torch's own build).
@@ -87,6 +90,14 @@ struct Op {
     m.impl((name + "_").c_str(), F::makeFromBoxedFunction<&AG::inplace>());
     m.impl((name + "_backward").c_str(), F::makeFromBoxedFunction<&AG::backward>());
   }
+  // NAME_plain: one kernel for every device and for autograd
+  // (CompositeImplicitAutograd), and the same one under vmap (the ATen
+  // operations it calls batch themselves).
+  static void impl_plain(torch::Library& m) {
+    m.impl(
+        (std::string(Rule::name) + "_plain").c_str(),
+        torch::CppFunction::makeFromBoxedFunction<&boxed_forward<&Composite<Rule>::forward, C>>());
+  }
   static void impl_no_cuda(torch::Library& m) {
     const std::string name = Rule::name;
     for (const std::string& op : {name, name + "_", name + "_backward"})
@@ -102,6 +113,12 @@ struct Op {
   TORCH_LIBRARY_IMPL(unrollopt, CPU, m) { unrollopt::fused::Op<Rule>::impl_device<false>(m); } \
   TORCH_LIBRARY_IMPL(unrollopt, Meta, m) { unrollopt::fused::Op<Rule>::impl_meta(m); }         \
   TORCH_LIBRARY_IMPL(unrollopt, Autograd, m) { unrollopt::fused::Op<Rule>::impl_autograd(m); } \
+  TORCH_LIBRARY_IMPL(unrollopt, CompositeImplicitAutograd, m) {                                \
+    unrollopt::fused::Op<Rule>::impl_plain(m);                                                 \
+  }                                                                                            \
+  TORCH_LIBRARY_IMPL(unrollopt, FuncTorchBatched, m) {                                         \
+    unrollopt::fused::Op<Rule>::impl_plain(m);                                                 \
+  }                                                                                            \
   UNROLLOPT_REGISTER_CUDA(Rule)
 
 #ifdef UNROLLOPT_WITH_CUDA

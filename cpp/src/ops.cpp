@@ -33,11 +33,11 @@ std::vector<std::string> operator_names() {
 
 namespace {
 struct Operator {
-  c10::OperatorHandle forward, inplace, backward;
+  c10::OperatorHandle forward, plain, inplace, backward;
   OperatorDescription description;
 };
 
-// unrollopt::NAME's three operators, looked up once.
+// unrollopt::NAME's operators, looked up once.
 const Operator& find(std::string_view optimizer) {
   static std::mutex mutex;
   static std::map<std::string, Operator, std::less<>> found;
@@ -46,14 +46,16 @@ const Operator& find(std::string_view optimizer) {
   auto& dispatcher = c10::Dispatcher::singleton();
   const std::string name = "unrollopt::" + std::string(optimizer);
   const auto forward = dispatcher.findSchema({name, ""});
+  const auto plain = dispatcher.findSchema({name + "_plain", ""});
   const auto inplace = dispatcher.findSchema({name + "_", ""});
   const auto backward = dispatcher.findSchema({name + "_backward", ""});
-  TORCH_CHECK_VALUE(forward && inplace && backward, "unrollopt::ops: no optimizer named \"",
-                    optimizer, "\"; the operators are: ", c10::Join(", ", operator_names()));
+  TORCH_CHECK_VALUE(forward && plain && inplace && backward,
+                    "unrollopt::ops: no optimizer named \"", optimizer,
+                    "\"; the operators are: ", c10::Join(", ", operator_names()));
   // std::map's elements stay where they are: the reference outlives the lock.
   return found
       .emplace(std::string(optimizer),
-               Operator{*forward, *inplace, *backward, fused::describe(forward->schema())})
+               Operator{*forward, *plain, *inplace, *backward, fused::describe(forward->schema())})
       .first->second;
 }
 }  // namespace
@@ -70,6 +72,16 @@ std::tuple<TensorVector, TensorVector> fused_step(std::string_view optimizer, at
   const Operator& op = find(optimizer);
   return fused::call_forward(op.forward, op.description, grads, states, params, step,
                              hyperparameters, options);
+}
+
+std::tuple<TensorVector, TensorVector> plain_step(std::string_view optimizer, at::TensorList grads,
+                                                  at::TensorList states, at::TensorList params,
+                                                  const at::Tensor& step,
+                                                  at::TensorList hyperparameters,
+                                                  c10::ArrayRef<double> options) {
+  const Operator& op = find(optimizer);
+  return fused::call_forward(op.plain, op.description, grads, states, params, step, hyperparameters,
+                             options);
 }
 
 void fused_step_(std::string_view optimizer, at::TensorList params, at::TensorList grads,

@@ -6,9 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -84,6 +86,16 @@ std::tuple<TensorVector, TensorVector> fused(const RuleRow& r, const Args& a) {
                                     a.options);
 }
 
+std::tuple<TensorVector, TensorVector> plain(const RuleRow& r, const Args& a) {
+  return unrollopt::ops::plain_step(r.name, a.grads, a.states, a.params, a.step, a.hyper,
+                                    a.options);
+}
+
+// The two out-of-place steps: the fused operator and its plain twin (NAME_plain,
+// the rule in ATen operations, differentiated by autograd).
+using StepFn = std::tuple<TensorVector, TensorVector> (*)(const RuleRow&, const Args&);
+const std::array<std::pair<const char*, StepFn>, 2> kPaths{{{"fused", &fused}, {"plain", &plain}}};
+
 void fused_inplace(const RuleRow& r, const Args& a, bool update_params) {
   unrollopt::ops::fused_step_(r.name, a.params, a.grads, a.states, a.step, a.hyper, a.options,
                               update_params);
@@ -148,22 +160,25 @@ INSTANTIATE_TEST_SUITE_P(Operators, Forward,
 TEST_P(Forward, MatchesFloat64Reference) {
   const auto& [r, c] = GetParam();
   const Args a = random_args(r, {0, 1, 3, 1025, 2049, 65537}, c.dtype, 1, c.flags, c.step);
-  const auto [update, states] = fused(r, a);
-  ASSERT_EQ(update.size(), a.n());
-  ASSERT_EQ(states.size(), a.states.size());
-  for (size_t i = 0; i < a.n(); ++i) {
-    const ReferenceStep ref = reference(r, a, i);
-    EXPECT_EQ(update[i].scalar_type(), c.dtype);
-    if (ref.decided.defined()) {  // compared where rounding cannot decide it
-      EXPECT_LE(ref.decided.logical_not().sum().item<int64_t>(), update[i].numel() / 100);
-      expect_close(update[i].masked_select(ref.decided), ref.update.masked_select(ref.decided),
-                   c.rtol, c.atol, "update " + std::to_string(i));
-    } else {
-      expect_close(update[i], ref.update, c.rtol, c.atol, "update " + std::to_string(i));
-    }
-    for (size_t k = 0; k < r.states.size(); ++k) {
-      expect_close(states[k * a.n() + i], ref.states[k], c.rtol, c.atol,
-                   r.states[k] + " " + std::to_string(i));
+  for (const auto& [path, step] : kPaths) {
+    SCOPED_TRACE(path);
+    const auto [update, states] = step(r, a);
+    ASSERT_EQ(update.size(), a.n());
+    ASSERT_EQ(states.size(), a.states.size());
+    for (size_t i = 0; i < a.n(); ++i) {
+      const ReferenceStep ref = reference(r, a, i);
+      EXPECT_EQ(update[i].scalar_type(), c.dtype);
+      if (ref.decided.defined()) {  // compared where rounding cannot decide it
+        EXPECT_LE(ref.decided.logical_not().sum().item<int64_t>(), update[i].numel() / 100);
+        expect_close(update[i].masked_select(ref.decided), ref.update.masked_select(ref.decided),
+                     c.rtol, c.atol, "update " + std::to_string(i));
+      } else {
+        expect_close(update[i], ref.update, c.rtol, c.atol, "update " + std::to_string(i));
+      }
+      for (size_t k = 0; k < r.states.size(); ++k) {
+        expect_close(states[k * a.n() + i], ref.states[k], c.rtol, c.atol,
+                     r.states[k] + " " + std::to_string(i));
+      }
     }
   }
 }
@@ -193,12 +208,15 @@ TEST_P(EveryRule, NonFiniteGradientsPropagate) {
   Args a = random_args(r, {6}, at::kDouble, 9, /*flags=*/false);
   a.grads[0][1] = std::numeric_limits<double>::quiet_NaN();
   a.grads[0][2] = std::numeric_limits<double>::infinity();
-  const auto [update, states] = fused(r, a);
-  EXPECT_TRUE(std::isnan(update[0][1].item<double>()));
-  // The first state (the update, without states) takes the infinity.
-  const Tensor& first = states.empty() ? update[0] : states[0];
-  EXPECT_FALSE(std::isfinite(first[2].item<double>()));
-  EXPECT_TRUE(at::isfinite(update[0].narrow(0, 3, 3)).all().item<bool>());
+  for (const auto& [path, step] : kPaths) {
+    SCOPED_TRACE(path);
+    const auto [update, states] = step(r, a);
+    EXPECT_TRUE(std::isnan(update[0][1].item<double>()));
+    // The first state (the update, without states) takes the infinity.
+    const Tensor& first = states.empty() ? update[0] : states[0];
+    EXPECT_FALSE(std::isfinite(first[2].item<double>()));
+    EXPECT_TRUE(at::isfinite(update[0].narrow(0, 3, 3)).all().item<bool>());
+  }
 }
 
 TEST_P(EveryRule, ResultsDoNotDependOnThreadCount) {
@@ -257,26 +275,29 @@ TEST_P(Backward, MatchesAutogradOfReference) {
   for (auto* list : {&a.grads, &a.states, &a.params, &a.hyper}) {
     for (auto& t : *list) inputs.push_back(t.requires_grad_(true));
   }
-  const auto [update, states] = fused(r, a);
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
-  TensorVector outputs, expected, cotangents;
-  for (size_t i = 0; i < a.n(); ++i) {
-    const ReferenceStep ref = reference(r, a, i);
-    outputs.push_back(update[i]);
-    expected.push_back(ref.update);
-    for (size_t k = 0; k < r.states.size(); ++k) {
-      outputs.push_back(states[k * a.n() + i]);
-      expected.push_back(ref.states[k]);
+  for (const auto& [path, step] : kPaths) {
+    SCOPED_TRACE(path);
+    const auto [update, states] = step(r, a);
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+    TensorVector outputs, expected, cotangents;
+    for (size_t i = 0; i < a.n(); ++i) {
+      const ReferenceStep ref = reference(r, a, i);
+      outputs.push_back(update[i]);
+      expected.push_back(ref.update);
+      for (size_t k = 0; k < r.states.size(); ++k) {
+        outputs.push_back(states[k * a.n() + i]);
+        expected.push_back(ref.states[k]);
+      }
     }
-  }
-  for (const auto& out : outputs) cotangents.push_back(at::randn(out.sizes(), gen, kF64));
-  const auto got = torch::autograd::grad(outputs, inputs, cotangents, true, false, true);
-  const auto want = torch::autograd::grad(expected, inputs, cotangents, true, false, true);
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    ASSERT_TRUE(got[i].defined()) << "gradient " << i;
-    const Tensor w = want[i].defined() ? want[i] : at::zeros_like(inputs[i]);
-    const bool hyper = i >= inputs.size() - a.hyper.size();
-    expect_close(got[i], w, hyper ? 1e-11 : 1e-12, 1e-13, "gradient " + std::to_string(i));
+    for (const auto& out : outputs) cotangents.push_back(at::randn(out.sizes(), gen, kF64));
+    const auto got = torch::autograd::grad(outputs, inputs, cotangents, true, false, true);
+    const auto want = torch::autograd::grad(expected, inputs, cotangents, true, false, true);
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      ASSERT_TRUE(got[i].defined()) << "gradient " << i;
+      const Tensor w = want[i].defined() ? want[i] : at::zeros_like(inputs[i]);
+      const bool hyper = i >= inputs.size() - a.hyper.size();
+      expect_close(got[i], w, hyper ? 1e-11 : 1e-12, 1e-13, "gradient " + std::to_string(i));
+    }
   }
 }
 
@@ -294,15 +315,18 @@ TEST_P(EveryRule, GradientsFiniteWhereEverythingIsZero) {
   for (auto* list : {&a.grads, &a.states}) {
     for (auto& t : *list) inputs.push_back(t.requires_grad_(true));
   }
-  const auto [update, states] = fused(r, a);
-  TensorVector outputs{update[0]};
-  outputs.insert(outputs.end(), states.begin(), states.end());
-  TensorVector cotangents;
-  for (const auto& out : outputs) cotangents.push_back(at::randn(out.sizes(), kF64));
-  const auto grads = torch::autograd::grad(outputs, inputs, cotangents, true, false, true);
-  ASSERT_TRUE(grads[0].defined()) << "the gradient of grads";
-  for (size_t i = 0; i < grads.size(); ++i) {
-    if (grads[i].defined()) EXPECT_TRUE(at::isfinite(grads[i]).all().item<bool>()) << i;
+  for (const auto& [path, step] : kPaths) {
+    SCOPED_TRACE(path);
+    const auto [update, states] = step(r, a);
+    TensorVector outputs{update[0]};
+    outputs.insert(outputs.end(), states.begin(), states.end());
+    TensorVector cotangents;
+    for (const auto& out : outputs) cotangents.push_back(at::randn(out.sizes(), kF64));
+    const auto grads = torch::autograd::grad(outputs, inputs, cotangents, true, false, true);
+    ASSERT_TRUE(grads[0].defined()) << "the gradient of grads";
+    for (size_t i = 0; i < grads.size(); ++i) {
+      if (grads[i].defined()) EXPECT_TRUE(at::isfinite(grads[i]).all().item<bool>()) << i;
+    }
   }
 }
 
@@ -317,19 +341,22 @@ TEST(Adam, ExactWhereSecondMomentIsZero) {
     for (auto& t : *list) t.narrow(0, 0, 4).zero_();
     for (auto& t : *list) t.requires_grad_(true);
   }
-  const auto [update, states] = fused(r, a);
-  const Tensor gu = at::randn({8}, kF64), gm = at::randn({8}, kF64), gv = at::randn({8}, kF64);
-  const auto grads = torch::autograd::grad({update[0], states[0], states[1]},
-                                           {a.grads[0], a.states[0], a.states[1]}, {gu, gm, gv});
-  for (const auto& g : grads) EXPECT_TRUE(at::isfinite(g).all().item<bool>());
-  const double lr = test_value("adam", "lr"), beta1 = test_value("adam", "beta1"),
-               beta2 = test_value("adam", "beta2"), eps = test_value("adam", "eps");
-  const double bc1 = 1 - beta1;  // step 1
-  const Tensor zero_part =
-      gu.narrow(0, 0, 4) * (-lr / bc1 * (1 - beta1) / eps) + gm.narrow(0, 0, 4) * (1 - beta1);
-  expect_close(grads[0].narrow(0, 0, 4), zero_part, 1e-14, 0, "grad of g where g = 0");
-  expect_close(grads[2].narrow(0, 0, 4), gv.narrow(0, 0, 4) * beta2, 1e-14, 0,
-               "grad of nu where nu' = 0");
+  for (const auto& [path, step] : kPaths) {
+    SCOPED_TRACE(path);
+    const auto [update, states] = step(r, a);
+    const Tensor gu = at::randn({8}, kF64), gm = at::randn({8}, kF64), gv = at::randn({8}, kF64);
+    const auto grads = torch::autograd::grad({update[0], states[0], states[1]},
+                                             {a.grads[0], a.states[0], a.states[1]}, {gu, gm, gv});
+    for (const auto& g : grads) EXPECT_TRUE(at::isfinite(g).all().item<bool>());
+    const double lr = test_value("adam", "lr"), beta1 = test_value("adam", "beta1"),
+                 beta2 = test_value("adam", "beta2"), eps = test_value("adam", "eps");
+    const double bc1 = 1 - beta1;  // step 1
+    const Tensor zero_part =
+        gu.narrow(0, 0, 4) * (-lr / bc1 * (1 - beta1) / eps) + gm.narrow(0, 0, 4) * (1 - beta1);
+    expect_close(grads[0].narrow(0, 0, 4), zero_part, 1e-14, 0, "grad of g where g = 0");
+    expect_close(grads[2].narrow(0, 0, 4), gv.narrow(0, 0, 4) * beta2, 1e-14, 0,
+                 "grad of nu where nu' = 0");
+  }
 }
 
 // Three unrolled steps on a quadratic, the gradients with create_graph: the
@@ -346,21 +373,23 @@ TEST_P(EveryRule, UnrolledMetaGradientMatchesReference) {
   };
   const TensorVector hyper = test_hyper(r, /*requires_grad=*/true);
   const std::vector<double> options = test_options(r);
-  const auto unroll = [&](bool use_reference) {
+  // path: "reference", "fused" or "plain".
+  const auto unroll = [&](std::string_view path) {
     const Tensor phi = phi0.clone().requires_grad_(true);
     Tensor theta = theta0.clone().requires_grad_(true);
     TensorVector states;
     for (size_t k = 0; k < r.states.size(); ++k) states.push_back(at::zeros({4}, kF64));
     for (int k = 1; k <= 3; ++k) {
       const Tensor g = inner_grad(theta, phi);
-      if (use_reference) {
+      if (path == "reference") {
         auto step = reference_step(r.name, r.hyperparameters, r.options, g, states, theta, hyper,
                                    options, k);
         theta = theta + step.update;
         states = step.states;
       } else {
-        auto [u, s] = unrollopt::ops::fused_step(r.name, {g}, states, {theta},
-                                                 at::scalar_tensor(k, at::kLong), hyper, options);
+        const auto op = path == "fused" ? &unrollopt::ops::fused_step : &unrollopt::ops::plain_step;
+        auto [u, s] =
+            op(r.name, {g}, states, {theta}, at::scalar_tensor(k, at::kLong), hyper, options);
         theta = theta + u[0];
         states = s;
       }
@@ -372,16 +401,20 @@ TEST_P(EveryRule, UnrolledMetaGradientMatchesReference) {
       out.push_back(grad.defined() ? grad : at::zeros({}, kF64));
     return out;
   };
-  const TensorVector fused = unroll(false), expected = unroll(true);
-  expect_close(fused[0], expected[0], 1e-12, 0, "parameters after 3 steps");
-  for (const auto& t : fused) EXPECT_TRUE(at::isfinite(t).all().item<bool>());
-  // Every step scales with lr; Lion's depends on the gradients only through a
-  // sign, so its meta-gradient of phi is 0.
-  EXPECT_NE(fused[2].item<double>(), 0) << "gradient of lr";
-  if (r.name != "lion") EXPECT_GT(fused[1].abs().max().item<double>(), 0) << "meta-gradient";
-  for (size_t i = 1; i < fused.size(); ++i) {
-    const std::string what = i == 1 ? "meta-gradient" : "gradient of " + r.hyperparameters[i - 2];
-    expect_close(fused[i], expected[i], 1e-10, 1e-14, what);
+  const TensorVector expected = unroll("reference");
+  for (const char* path : {"fused", "plain"}) {
+    SCOPED_TRACE(path);
+    const TensorVector got = unroll(path);
+    expect_close(got[0], expected[0], 1e-12, 0, "parameters after 3 steps");
+    for (const auto& t : got) EXPECT_TRUE(at::isfinite(t).all().item<bool>());
+    // Every step scales with lr; Lion's depends on the gradients only through a
+    // sign, so its meta-gradient of phi is 0.
+    EXPECT_NE(got[2].item<double>(), 0) << "gradient of lr";
+    if (r.name != "lion") EXPECT_GT(got[1].abs().max().item<double>(), 0) << "meta-gradient";
+    for (size_t i = 1; i < got.size(); ++i) {
+      const std::string what = i == 1 ? "meta-gradient" : "gradient of " + r.hyperparameters[i - 2];
+      expect_close(got[i], expected[i], 1e-10, 1e-14, what);
+    }
   }
 }
 

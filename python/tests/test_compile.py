@@ -9,7 +9,8 @@ Notes from getting this to work (torch 2.13):
 * Under compile an optimizer built inside the compiled function with a tensor
   lr checks its range with torch._assert_async (reading the value would break
   the graph), and a differentiable fused step (inplace=False) runs the plain
-  math, which Inductor fuses and differentiates itself.
+  path (unrollopt.NAME_plain, which AOTAutograd decomposes into ATen
+  operations), which Inductor fuses and differentiates itself.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from __future__ import annotations
 import pytest
 import torch
 from references import F64, gen, max_rel_err, randn, unrollopt
+from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.testing import CompileCounterWithBackend
+from torch._functorch.aot_autograd import make_boxed_func
 
 
 def make_data():
@@ -48,21 +51,38 @@ def test_compiled_unrolled_loop_matches_eager():
     run = make_run(opt, lr)
     x, y, w0 = make_data()
     eager_out, eager_meta = run(x, y, w0)
-    counter = CompileCounterWithBackend("aot_eager")
+    captured, compiled_graphs = [], []
+
+    def capture(gm, example_inputs):  # what AOTAutograd hands to a compiler (Inductor)
+        compiled_graphs.append(gm)
+        return make_boxed_func(gm.forward)
+
+    aot = aot_autograd(fw_compiler=capture, bw_compiler=capture)
+
+    def backend(gm, example_inputs):
+        captured.append(gm)
+        return aot(gm, example_inputs)
+
     with torch._dynamo.config.patch(trace_autograd_ops=True):
-        compiled = torch.compile(run, fullgraph=True, backend=counter)
+        compiled = torch.compile(run, fullgraph=True, backend=backend)
         out, meta = compiled(x, y, w0)
     assert max_rel_err(out, eager_out) <= 1e-14
     for got, exp in zip(meta, eager_meta):
         assert got.abs().max() > 0
         assert max_rel_err(got, exp) <= 1e-12
-    # A differentiable fused step runs the plain math under compile (ATen
-    # operations Inductor can fuse with the gradient around them): the
-    # operator is not in the captured graph, and the values are eager's.
-    calls = ("call_function", "call_method")
-    targets = [str(n.target) for gm in counter.graphs for n in gm.graph.nodes if n.op in calls]
-    assert not any("unrollopt" in t for t in targets), targets
-    assert any("sqrt" in t for t in targets), targets
+
+    # A differentiable fused step takes the plain path under compile
+    # (unrollopt.adam_plain), which AOTAutograd decomposes into the ATen
+    # operations of the rule: the compiler gets those, to fuse with the
+    # gradient around them, and no unrollopt operator; the values are eager's.
+    def targets(graphs):
+        calls = ("call_function", "call_method")
+        return [str(n.target) for gm in graphs for n in gm.graph.nodes if n.op in calls]
+
+    assert any("unrollopt.adam_plain" in t for t in targets(captured)), targets(captured)
+    assert not any(t.startswith("unrollopt.adam.") for t in targets(captured)), targets(captured)
+    assert compiled_graphs and not any("unrollopt" in t for t in targets(compiled_graphs)), targets(compiled_graphs)
+    assert any("sqrt" in t for t in targets(compiled_graphs)), targets(compiled_graphs)
 
 
 def test_adam_constructed_inside_with_tensor_lr_compiles_and_checks_its_range():

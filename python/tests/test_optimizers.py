@@ -1142,6 +1142,44 @@ def test_zero_grad_and_params_without_grad_are_skipped(fused, case):
 
 
 @pytest.mark.parametrize("case", by_case())
+def test_plain_step_of_small_tensors_is_each_ones(case):
+    """The plain path steps several small tensors of one dtype together (flattened
+    and concatenated: one set of ATen operations instead of one per tensor):
+    each tensor's updates, states and meta-gradients are those of the tensor
+    stepped alone, bit for bit (the same element-wise operations), and the
+    results are not views (stop_gradient detaches states in place)."""
+    opt = case.alias(lr=case.meta_lr, use_accelerated_op=False)
+    g = gen(11)
+    params = [randn(g, 3, 4, requires_grad=True), randn(g, 5, requires_grad=True), randn(g, 2, 1, requires_grad=True)]
+
+    def two_steps(ps):
+        state = opt.init(tuple(p.detach() for p in ps))
+        qs = tuple(ps)
+        for _ in range(2):
+            grads = tuple(q * q - 0.5 * q for q in qs)  # depend on the parameters: a meta-gradient
+            updates, state = opt.update(grads, state, params=qs, inplace=False)
+            qs = unrollopt.apply_updates(qs, updates, inplace=False)
+        meta = torch.autograd.grad(sum((q**3).sum() for q in qs), ps)
+        return updates, state, meta
+
+    updates, state, meta = two_steps(params)
+    leaves = torch.utils._pytree.tree_leaves(state)
+    assert not any(t._is_view() for t in (*updates, *leaves))
+    for i, p in enumerate(params):
+        alone_updates, alone_state, alone_meta = two_steps([p])
+        assert torch.equal(updates[i], alone_updates[0])
+        assert torch.equal(meta[i], alone_meta[0])
+        for name in state._fields:  # a pytree like the parameters, (), or the step count
+            a, b = getattr(state, name), getattr(alone_state, name)
+            assert (
+                torch.equal(a[i], b[0])
+                if isinstance(a, tuple) and a
+                else torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+            ), name
+    unrollopt.stop_gradient(state)
+
+
+@pytest.mark.parametrize("case", by_case())
 def test_mixed_dtypes_in_one_group(fused, case):
     """float64 and float32 parameters in one group: each stepped in its own
     dtype (its state too), as the reference steps them."""

@@ -1,6 +1,6 @@
 """What an optimizer is, stated once: :func:`optimizer` turns the declaration
 in its module (``unrollopt/optimizers/<name>.py``: the alias's signature and
-docstring, its state, its plain step and a few facts) into the functional
+docstring, its state and a few facts) into the functional
 alias, and keeps a :class:`Definition` that every other engine reads (the
 ``torch.optim``-style class, the Meta class, the transforms)."""
 
@@ -96,7 +96,7 @@ class Definition:
     """One optimizer, as every engine sees it.
 
     - ``name``, ``signature``: the alias's (its settings, defaults and annotations);
-    - ``state``: its state NamedTuple; ``plain``: its plain-PyTorch step;
+    - ``state``: its state NamedTuple;
     - ``choices``: its C++ declaration's (:class:`Choices`: the operator the
       settings select, the checks across settings, the initial states);
     - ``scalar``: a 0-d state of its own (:class:`Scalar`);
@@ -111,7 +111,6 @@ class Definition:
     name: str
     signature: inspect.Signature
     state: type
-    plain: _step.PlainStep
     choices: Choices
     scalar: Optional[Scalar] = None
     class_name: str = ""
@@ -172,7 +171,6 @@ class Definition:
     def _pair(self, config: _step.Config, settings: dict[str, Any], **engine: Any) -> GradientTransformation:
         return _transformation.transformation(
             config,
-            self.plain,
             self.state,
             fused=bool(settings["use_accelerated_op"]),
             moment_requires_grad=bool(settings["moment_requires_grad"]),
@@ -220,7 +218,7 @@ FLAGS = tuple(
 )
 
 
-def optimizer(state: type, plain: _step.PlainStep, **facts: Any) -> Callable[[F], F]:
+def optimizer(state: type, **facts: Any) -> Callable[[F], F]:
     """Declares an optimizer: decorates a function whose signature and
     docstring are the alias's (its body is ``...``) and returns the alias, a
     recorded constructor of its transformation, with the :class:`Definition`
@@ -237,7 +235,7 @@ def optimizer(state: type, plain: _step.PlainStep, **facts: Any) -> Callable[[F]
         name = declaration.__name__
         declared = inspect.signature(declaration)
         signature = declared.replace(parameters=[*declared.parameters.values(), *FLAGS])
-        definition = Definition(name, signature, state, plain, CHOICES[name], **facts)
+        definition = Definition(name, signature, state, CHOICES[name], **facts)
 
         def alias(*args: Any, **kwargs: Any) -> GradientTransformation:
             return definition.transformation(definition.settings(*args, **kwargs))

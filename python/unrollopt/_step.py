@@ -1,14 +1,15 @@
 """One optimizer step over lists of tensors, shared by every optimizer, by
-either path: the fused operator ``torch.ops.unrollopt.<name>`` or the
-optimizer's plain-PyTorch math, behind the same checks and the same in-place
-semantics; and :class:`Config`, an optimizer's checked settings for its operator."""
+either path: the fused operator ``torch.ops.unrollopt.<name>`` or its plain
+twin ``<name>_plain`` (the same rule in ATen operations), behind the same
+checks and the same in-place semantics; and :class:`Config`, an optimizer's
+checked settings for its operator."""
 
 from __future__ import annotations
 
 import contextvars
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -93,10 +94,6 @@ class Config:
         return "weight_decay" in self.hyper_names and not _hyperparameters.is_zero(self["weight_decay"])
 
 
-# plain(grads, states, params, count, config, inplace, update_params) -> (updates, states)
-PlainStep = Callable[[Tensors, States, Tensors, torch.Tensor, Config, bool, bool], tuple[list, list]]
-
-
 def check_tensors(what: str, **lists: Tensors) -> None:
     """TypeError, naming the argument, for anything in the lists that is not a tensor."""
     for name, ts in lists.items():
@@ -172,7 +169,6 @@ def check_inplace_allowed(
 
 
 def step(
-    plain: PlainStep,
     grads: Tensors,
     states: States,
     params: Tensors,
@@ -188,20 +184,23 @@ def step(
     list per state of the optimizer, ``params`` may be empty when the step does
     not read them; ``what`` names the caller in errors (default: the operator).
 
+    ``fused`` selects the operator ``torch.ops.unrollopt.<op>`` (its kernels and
+    hand-written backward), otherwise ``<op>_plain``: the same rule as ATen
+    operations, differentiated by autograd (the plain path).
+
     Out of place it returns new ``(updates, states)``. In place it overwrites
     the states, and writes the updates into ``grads`` or, with
     ``update_params``, adds them to ``params``; it returns the overwritten lists.
     """
     what = what or config.op
     if fused and not inplace and torch.compiler.is_compiling():
-        # Under torch.compile a differentiable step runs the plain math: the
+        # Under torch.compile a differentiable step takes the plain path: the
         # same rule (same float64 bias corrections, same exact derivative where
         # a second moment is 0), as ATen operations that Inductor fuses with the
         # gradient computation around them and differentiates itself, where the
         # operator would be an opaque call of its own, forward and backward
         # (measured: 1.6x slower on MAML-size work). An in-place step keeps the
-        # operator: it is not differentiated, and the plain in-place path's
-        # checks are C++ calls that dynamo cannot trace.
+        # operator: it is not differentiated.
         fused = False
     if fused:
         # The operator checks everything before it computes or writes anything;
@@ -209,37 +208,45 @@ def step(
         try:
             if inplace:
                 getattr(torch.ops.unrollopt, config.op + "_")(
-                    params, grads, *states, count, *config.tensors, *config.options, update_params
+                    params, grads, *states, count, *_tensors(config), *config.options, update_params
                 )
                 return list(params if update_params else grads), [list(ts) for ts in states]
-            out = getattr(torch.ops.unrollopt, config.op)(
-                grads, *states, params, count, *config.tensors, *config.options
-            )
+            return _call(config.op, grads, states, params, count, config)
         except (TypeError, RuntimeError):
             clearer = _diagnosis(what, config, grads, states, params)
             if clearer is None:
                 raise
             raise clearer from None
-        if not states:  # one output: the updates
-            return out, []
-        return out[0], list(out[1:])
 
     check_tensors(what, grads=grads, params=params, **dict(zip(config.state_names, states)))
-    # The operator's own checks, for the plain path (C++, which torch.compile
-    # cannot trace: there the tensor operations' own errors stand in for them,
-    # and its guards re-check what it compiled for).
+    # The plain step reads the parameters only for a weight decay (a 0 times an
+    # infinite parameter would be a NaN).
+    read = list(params) if config.uses_params else []
+    if not inplace:
+        return _call(config.op + "_plain", grads, states, read, count, config)
+    target = ("params", list(params)) if update_params else ("grads", list(grads))
+    other = ("grads", list(grads)) if update_params else ("params", list(params))
     named = [(name, list(ts)) for name, ts in zip(config.state_names, states)]
-    if not torch.compiler.is_compiling():
-        _C.check_parameter_lists(config.op, list(grads), named, list(params))
-    if inplace:
-        target = ("params", list(params)) if update_params else ("grads", list(grads))
-        other = ("grads", list(grads)) if update_params else ("params", list(params))
-        for name, ts in [target, *named]:
-            _C.check_writable(config.op, name, ts)
-        _C.check_no_aliasing(config.op, [target, *named], [other])
-        with torch.no_grad():  # not differentiable (the caller refused what would need it)
-            return plain(grads, states, params, count, config, inplace, update_params)
-    return plain(grads, states, params, count, config, inplace, update_params)
+    for name, ts in [target, *named]:
+        _C.check_writable(config.op, name, ts)
+    _C.check_no_aliasing(config.op, [target, *named], [other])
+    with torch.no_grad():  # not differentiable (the caller refused what would need it)
+        updates, new_states = _call(config.op + "_plain", grads, states, read, count, config)
+        # (tensor by tensor: the _foreach_ operations have no vmap rule)
+        for old, new in zip(states, new_states):
+            for t, value in zip(old, new):
+                t.copy_(value)
+        for t, u in zip(target[1], updates):
+            t.add_(u) if update_params else t.copy_(u)
+    return list(target[1]), [list(ts) for ts in states]
+
+
+def _call(op: str, grads: Tensors, states: States, params: Tensors, count: torch.Tensor, config: Config):
+    """``torch.ops.unrollopt.<op>`` out of place: (updates, new states)."""
+    out = getattr(torch.ops.unrollopt, op)(grads, *states, params, count, *_tensors(config), *config.options)
+    if not states:  # one output: the updates
+        return out, []
+    return out[0], list(out[1:])
 
 
 def _diagnosis(what: str, config: Config, grads: Tensors, states: States, params: Tensors) -> Optional[Exception]:
@@ -257,11 +264,11 @@ def _diagnosis(what: str, config: Config, grads: Tensors, states: States, params
     return None
 
 
-def finish(
-    u: torch.Tensor, i: int, grads: Tensors, params: Tensors, inplace: bool, update_params: bool
-) -> torch.Tensor:
-    """Where a plain step's update goes: returned, written into the gradient,
-    or added to the parameter."""
-    if not inplace:
-        return u
-    return params[i].add_(u) if update_params else grads[i].copy_(u)
+def _tensors(config: Config) -> tuple[torch.Tensor, ...]:
+    """The hyperparameters as the operators take them. Under torch.compile a
+    number becomes a constant of the graph: the 0-d tensors made once would
+    be inputs of it, and dynamo traces a function again to specialize each
+    float input (a second trace: twice the compile time)."""
+    if torch.compiler.is_compiling():
+        return tuple(_hyperparameters.as_tensor(h) for h in config.hyper)
+    return config.tensors

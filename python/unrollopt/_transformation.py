@@ -1,6 +1,6 @@
 """The engine under every optimizer alias (:mod:`unrollopt.alias`) and
 stateful transform (:mod:`unrollopt.transform`): an ``(init, update)`` pair
-over pytrees from an operator's :class:`_step.Config` and plain step."""
+over pytrees from an operator's :class:`_step.Config`."""
 
 from __future__ import annotations
 
@@ -50,7 +50,6 @@ def learning_rate(lr: LearningRate) -> tuple[Hyperparameter, Optional[Callable],
 
 def transformation(
     config: _step.Config,
-    plain: _step.PlainStep,
     state_type: Callable[..., Any],
     *,
     fused: bool,
@@ -149,7 +148,7 @@ def transformation(
         def run(gk: list, sk: list, pk: list, cfg: _step.Config) -> tuple[list, list]:
             # (the operator reads the parameters only for a weight decay)
             pk = pk if cfg.uses_params else []
-            return _step.step(plain, gk, sk, pk, count, cfg, fused=fused, inplace=inplace, what="update")
+            return _step.step(gk, sk, pk, count, cfg, fused=fused, inplace=inplace, what="update")
 
         decayed = mask_leaves(decay_mask, params, spec)
         if not g:  # an empty tree, or no gradients: nothing to compute

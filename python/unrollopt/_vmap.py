@@ -238,16 +238,11 @@ def _kernel(rule: Callable, op) -> Callable:
 
 
 def register() -> None:
-    """Registers the kernels of every operator in the ``unrollopt`` namespace."""
+    """Registers the kernels of every fused operator (``NAME``, ``NAME_``,
+    ``NAME_backward``; ``NAME_plain`` batches the ATen operations it is made of)."""
     global _LIBRARY
     _LIBRARY = torch.library.Library("unrollopt", "IMPL")
-    names = {name.split("::")[1] for name in torch._C._dispatch_get_all_op_names() if name.startswith("unrollopt::")}
-    for name in sorted(names):
-        if name.endswith("_backward"):
-            make = _backward_rule
-        elif name.endswith("_"):
-            make = _inplace_rule
-        else:
-            make = _forward_rule
-        op = getattr(torch.ops.unrollopt, name).default
-        _LIBRARY.impl(name, _kernel(make(op, _Layout.of(name)), op), "FuncTorchBatched", with_keyset=True)
+    for base in _C.operator_names():
+        for name, make in ((base, _forward_rule), (base + "_", _inplace_rule), (base + "_backward", _backward_rule)):
+            op = getattr(torch.ops.unrollopt, name).default
+            _LIBRARY.impl(name, _kernel(make(op, _Layout.of(name)), op), "FuncTorchBatched", with_keyset=True)

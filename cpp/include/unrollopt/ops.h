@@ -2,20 +2,24 @@
 // The fused operators, as registered with PyTorch's dispatcher in the
 // `unrollopt` namespace (torch.ops.unrollopt.* in Python). Each optimizer rule
 // NAME (operator_names(): "adam", "adamw_amsgrad", "lion", "sgd_momentum", ...;
-// the rules are cpp/include/unrollopt/rules/) has three operators, with CPU, Meta (shapes
-// only, for torch.compile) and Autograd kernels:
+// the rules are cpp/include/unrollopt/rules/) has three fused operators, with
+// CPU, Meta (shapes only, for torch.compile) and Autograd kernels:
 //
 //   NAME           one step out of place, differentiable with respect to grads,
 //                  states, params and hyperparameters (exact hand-written backward)
 //   NAME_          the same step in place, not differentiable
 //   NAME_backward  its vector-Jacobian product, itself differentiable
 //
+// and NAME_plain, the same step as NAME in ATen operations (the rule on
+// tensors), which autograd differentiates like any libtorch code: the plain
+// path (Python's use_accelerated_op=False), on any device.
+//
 // Each has a typed schema with the rule's names, e.g.
 //   adam(Tensor[] grads, Tensor[] mu, Tensor[] nu, Tensor[] params, Tensor step,
 //        Tensor lr, Tensor beta1, Tensor beta2, Tensor weight_decay,
 //        float eps, float eps_root, bool maximize)
 //       -> (Tensor[] updates, Tensor[] mu_out, Tensor[] nu_out)
-// (all three in src/fused/schema.h). The functions below call them through the
+// (all in src/fused/schema.h). The functions below call them through the
 // dispatcher with the arguments in lists, the same for every rule:
 //   grads, params      n tensors each (params may be empty when weight_decay is 0)
 //   states             the state lists one after another (n tensors each), in
@@ -58,6 +62,13 @@ std::vector<std::string> operator_names();
 
 // unrollopt::NAME: (updates, new states).
 std::tuple<TensorVector, TensorVector> fused_step(std::string_view optimizer, at::TensorList grads,
+                                                  at::TensorList states, at::TensorList params,
+                                                  const at::Tensor& step,
+                                                  at::TensorList hyperparameters,
+                                                  c10::ArrayRef<double> options);
+
+// unrollopt::NAME_plain: (updates, new states), as fused_step.
+std::tuple<TensorVector, TensorVector> plain_step(std::string_view optimizer, at::TensorList grads,
                                                   at::TensorList states, at::TensorList params,
                                                   const at::Tensor& step,
                                                   at::TensorList hyperparameters,

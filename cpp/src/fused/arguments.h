@@ -61,12 +61,11 @@ struct Arguments {
     for (size_t i = 0; i < NH; ++i) check_hyperparameter(op, Rule::hyperparameters[i], hyper[i]);
   }
 
-  // A weight decay needs params. Checked where the value is on the CPU: reading
-  // it from a GPU would synchronise.
+  // A weight decay needs params. Checked where the value can be read (checks.h).
   static void check_decay_params(at::TensorList hyper, at::TensorList params) {
     for (size_t i = 0; i < NH && params.empty(); ++i) {
       TORCH_CHECK_VALUE(std::string_view(Rule::hyperparameters[i]) != "weight_decay" ||
-                            !hyper[i].is_cpu() || hyper[i].item<double>() == 0,
+                            !readable(hyper[i]) || hyper[i].item<double>() == 0,
                         "unrollopt.", Rule::name, ": weight_decay is not 0, so params are needed");
     }
   }

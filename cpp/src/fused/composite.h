@@ -2,9 +2,9 @@
 // A rule's step and its vector-Jacobian product in differentiable ATen ops
 // (the rule's own forward and vjp on at::Tensor, coefficients in float64 from
 // the hyperparameters; half and bfloat16 computed in float32, as in the fused
-// kernels). Their derivatives come from aten: the Autograd kernels
-// (autograd.h) run them for forward mode (jvp, jacfwd) and to differentiate
-// the backward (second order).
+// kernels). Their derivatives come from aten: the step is NAME_plain, the plain
+// path (fused_op.h), and the Autograd kernels (autograd.h) run it for forward
+// mode (jvp, jacfwd) and the vjp to differentiate the backward (second order).
 
 #include <array>
 
@@ -17,12 +17,29 @@
 
 namespace unrollopt::fused {
 
+// The step runs once on its tensors concatenated (each flattened) where they
+// are several, small (2^14 elements each on average) and of one dtype: the
+// ATen operations, and their autograd nodes, then number those of one tensor
+// instead of one tensor's times n (whose per-call cost is what the step of a
+// small model takes). Not where torch.compile traces it (fake or functional
+// tensors): Inductor fuses the operations itself, and a concatenation would be
+// a copy for it to keep. (fused_op.cpp)
+bool concatenates(at::TensorList grads);
+// The tensors flattened and concatenated, in `dtype`.
+at::Tensor concatenated(at::TensorList list, at::ScalarType dtype);
+// `flat` split into tensors shaped as `like`'s (copies, not views).
+TensorVector split_like(const at::Tensor& flat, at::TensorList like);
+
 template <class Rule>
 struct Composite {
   using A = Arguments<Rule>;
   static constexpr size_t NS = A::NS;
   static constexpr size_t NH = A::NH;
   static constexpr size_t NC = A::NC;
+
+  // The parameters where none are given (no weight decay): a 0-d zero, which
+  // the step's terms broadcast (a tensor of zeros would cost passes over it).
+  static at::Tensor no_params(const at::Tensor& g) { return at::zeros({}, g.options()); }
 
   // Where the fused kernels compute a dtype in.
   static at::ScalarType compute_type(at::ScalarType dtype) {
@@ -43,15 +60,30 @@ struct Composite {
     const auto st = A::split(states, n);
     ForwardResult out;
     auto& [update, new_states] = out;
+    if (concatenates(grads)) {
+      const at::ScalarType dtype = grads[0].scalar_type();
+      const at::ScalarType compute = compute_type(dtype);
+      std::array<at::Tensor, NS> state;
+      for (size_t k = 0; k < NS; ++k) state[k] = concatenated(st[k], compute);
+      const at::Tensor g = concatenated(grads, compute);
+      const auto r = Rule::forward(
+          g, state, params.empty() ? no_params(g) : concatenated(params, compute), coef);
+      update = split_like(r[0].to(dtype), grads);
+      for (size_t k = 0; k < NS; ++k) {
+        const TensorVector list = split_like(r[1 + k].to(dtype), grads);
+        new_states.insert(new_states.end(), list.begin(), list.end());
+      }
+      return out;
+    }
     std::array<TensorVector, NS> state_lists;
     for (size_t i = 0; i < n; ++i) {
       const at::ScalarType dtype = grads[i].scalar_type();
       const at::ScalarType compute = compute_type(dtype);
       std::array<at::Tensor, NS> state;
       for (size_t k = 0; k < NS; ++k) state[k] = st[k][i].to(compute);
-      const at::Tensor p =
-          params.empty() ? at::zeros_like(grads[i], compute) : params[i].to(compute);
-      const auto r = Rule::forward(grads[i].to(compute), state, p, coef);
+      const at::Tensor g = grads[i].to(compute);
+      const auto r =
+          Rule::forward(g, state, params.empty() ? no_params(g) : params[i].to(compute), coef);
       update.push_back(r[0].to(dtype));
       for (size_t k = 0; k < NS; ++k) state_lists[k].push_back(r[1 + k].to(dtype));
     }

@@ -29,8 +29,9 @@ std::vector<std::string> schemas(const std::string& name, const ops::OperatorDes
   for (const auto& o : d.options) scalars += (is_flag(o) ? ", bool " : ", float ") + o;
   std::string grad_hyper;
   for (const auto& h : d.hyperparameters) grad_hyper += ", Tensor grad_" + h;
-  return {name + "(Tensor[] grads" + lists("Tensor[]", "", "") + ", Tensor[] params" + scalars +
-              ") -> (Tensor[] updates" + lists("Tensor[]", "", "_out") + ")",
+  const std::string step = "(Tensor[] grads" + lists("Tensor[]", "", "") + ", Tensor[] params" +
+                           scalars + ") -> (Tensor[] updates" + lists("Tensor[]", "", "_out") + ")";
+  return {name + step, name + "_plain" + step,
           name + "_(Tensor(a!)[] params, Tensor(b!)[] grads" + lists("Tensor[]", "", "", 'c') +
               scalars + ", bool update_params) -> ()",
           name + "_backward(Tensor?[] grad_updates" + lists("Tensor?[]", "grad_", "_out") +

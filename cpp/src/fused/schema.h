@@ -45,8 +45,9 @@ using OptionalTensors = c10::List<std::optional<at::Tensor>>;
 using ForwardResult = std::tuple<TensorVector, TensorVector>;
 using BackwardResult = std::tuple<TensorVector, TensorVector, TensorVector, TensorVector>;
 
-// The schemas of NAME, NAME_ and NAME_backward (without the namespace); the
-// last `num_flags` options are flags (bool), the others numbers (float).
+// The schemas of NAME, NAME_plain, NAME_ and NAME_backward (without the
+// namespace); the last `num_flags` options are flags (bool), the others
+// numbers (float).
 std::vector<std::string> schemas(const std::string& name, const ops::OperatorDescription& names);
 
 // The names of an operator's arguments, read from the schema of any of its

@@ -207,7 +207,6 @@ class _Optimizer(torch.optim.Optimizer):
                     for name, key in zip(config.state_names, keys)
                 ]
                 _step.step(
-                    self._definition.plain,
                     [p.grad for p in params],
                     states,
                     params,

@@ -1,5 +1,5 @@
 """Every optimizer, one module each (``adam.py``: Adam's and AdamW's state,
-alias with its settings, defaults and equations, plain step, and the facts the
+alias with its settings, defaults and equations, and the facts the
 ``torch.optim``-style class needs), and :data:`DEFINITIONS`, the list every
 engine is made from (:mod:`unrollopt.alias`, :mod:`unrollopt.optim`,
 :mod:`unrollopt.meta`). A module added here is found: nothing else lists it."""

@@ -1,4 +1,4 @@
-"""Adadelta (Zeiler, 2012), as ``torch.optim.Adadelta``. The fused step is
+"""Adadelta (Zeiler, 2012), as ``torch.optim.Adadelta``. The step (fused and plain) is
 ``cpp/include/unrollopt/rules/adadelta.h``."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from typing import NamedTuple
 
 import torch
 
-from unrollopt import _step
 from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
 from unrollopt._transformation import LearningRate
@@ -24,26 +23,8 @@ class AdadeltaState(NamedTuple):
     count: torch.Tensor
 
 
-def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
-    lr, rho, weight_decay, eps, maximize = c.values("lr", "rho", "weight_decay", "eps", "maximize")
-    updates, sqs, accs = [], [], []
-    for i, g in enumerate(grads):
-        g = -g if maximize else g
-        if params and c.uses_params:
-            g = g + weight_decay * params[i]
-        sq, acc = states[0][i], states[1][i]
-        sq = sq.mul_(rho).add_((1 - rho) * g * g) if inplace else rho * sq + (1 - rho) * g * g
-        delta = (acc + eps).sqrt() / (sq + eps).sqrt() * g
-        acc = acc.mul_(rho).add_((1 - rho) * delta * delta) if inplace else rho * acc + (1 - rho) * delta * delta
-        updates.append(_step.finish(-lr * delta, i, grads, params, inplace, update_params))
-        sqs.append(sq)
-        accs.append(acc)
-    return updates, [sqs, accs]
-
-
 @optimizer(
     AdadeltaState,
-    plain,
     class_name="Adadelta",
     spellings=("AdaDelta",),
     torch_class="torch.optim.Adadelta",

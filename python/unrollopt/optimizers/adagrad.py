@@ -7,12 +7,10 @@ from typing import NamedTuple
 
 import torch
 
-from unrollopt import _step
 from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
 from unrollopt._transformation import LearningRate
 from unrollopt.base import GradientTransformation, Params
-from unrollopt.optimizers._math import root_of_mean_square
 
 
 class AdagradState(NamedTuple):
@@ -23,26 +21,8 @@ class AdagradState(NamedTuple):
     count: torch.Tensor
 
 
-def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
-    lr, lr_decay, weight_decay, eps, maximize = c.values("lr", "lr_decay", "weight_decay", "eps", "maximize")
-    clr = lr / (1 + (count.to(torch.float64) - 1) * lr_decay)
-    updates, sums = [], []
-    for i, g in enumerate(grads):
-        g = -g if maximize else g
-        if params and c.uses_params:
-            g = g + weight_decay * params[i]
-        old = states[0][i]
-        s = old.add_(g * g) if inplace else old + g * g
-        q = root_of_mean_square(s, g, s, lambda up, g=g, old=old: up.squares(old) + up.square(g))
-        u = -clr * (g / (q + eps))
-        updates.append(_step.finish(u, i, grads, params, inplace, update_params))
-        sums.append(s)
-    return updates, [sums]
-
-
 @optimizer(
     AdagradState,
-    plain,
     class_name="Adagrad",
     spellings=("AdaGrad",),
     torch_class="torch.optim.Adagrad",

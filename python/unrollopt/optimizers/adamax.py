@@ -3,9 +3,6 @@ fused step is ``cpp/include/unrollopt/rules/adamax.h``."""
 
 from __future__ import annotations
 
-import torch
-
-from unrollopt import _step
 from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
 from unrollopt._transformation import LearningRate
@@ -13,32 +10,8 @@ from unrollopt.base import GradientTransformation
 from unrollopt.optimizers.adam import ScaleByAdamState
 
 
-def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
-    lr, beta1, beta2, weight_decay, eps, maximize = c.values("lr", "beta1", "beta2", "weight_decay", "eps", "maximize")
-    step_size = -lr / (1 - beta1 ** count.to(torch.float64))
-    updates, mus, nus = [], [], []
-    for i, g in enumerate(grads):
-        m, v = states[0][i], states[1][i]
-        g = -g if maximize else g
-        if params and c.uses_params:
-            g = g + weight_decay * params[i]
-        new_v = torch.maximum(beta2 * v, g.abs() + eps)
-        if inplace:
-            m = m.mul_(beta1).add_((1 - beta1) * g)
-            v = v.copy_(new_v)
-        else:
-            m = beta1 * m + (1 - beta1) * g
-            v = new_v
-        u = step_size * (m / v)
-        updates.append(_step.finish(u, i, grads, params, inplace, update_params))
-        mus.append(m)
-        nus.append(v)
-    return updates, [mus, nus]
-
-
 @optimizer(
     ScaleByAdamState,
-    plain,
     class_name="Adamax",
     spellings=("AdaMax",),
     torch_class="torch.optim.Adamax",
@@ -67,8 +40,8 @@ def adamax(
     where the step is not differentiable (the fused operator's backward): the
     maximum passes the cotangent to the argument it selected, to
     :math:`\beta_2 \nu_{t-1}` at a tie; :math:`d|x|/dx` is the sign of
-    :math:`x`, 0 at 0. (The plain path is differentiated by autograd, whose
-    ``torch.maximum`` splits a tie evenly.)
+    :math:`x`, 0 at 0. (The plain path, the same rule in ATen operations,
+    makes the same choices.)
 
     Args:
         betas: decay rates of the first moment and of the infinity norm, each in [0, 1).

@@ -1,7 +1,7 @@
 """Adan (Xie et al., 2022, "Adan: Adaptive Nesterov Momentum Algorithm for
 Faster Optimizing Deep Models"), as the authors' implementation computes it:
 Nesterov momentum from an average of gradient differences, and a proximal
-weight decay. The fused step is ``cpp/include/unrollopt/rules/adan.h``."""
+weight decay. The step (fused and plain) is ``cpp/include/unrollopt/rules/adan.h``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ from typing import NamedTuple
 
 import torch
 
-from unrollopt import _hyperparameters, _step
 from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
 from unrollopt._transformation import LearningRate
 from unrollopt.base import GradientTransformation, Params
-from unrollopt.optimizers._math import root_of_mean_square
 
 
 class AdanState(NamedTuple):
@@ -30,46 +28,8 @@ class AdanState(NamedTuple):
     count: torch.Tensor
 
 
-def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
-    lr, b1, b2, b3, wd, eps, maximize = c.values("lr", "beta1", "beta2", "beta3", "weight_decay", "eps", "maximize")
-    t = count.to(torch.float64)
-    # The first step has no previous gradient: its difference is 0. (A step
-    # count batched by vmap, or traced by torch.compile, is a tensor choice.)
-    traced = _hyperparameters.is_batched(count) or torch.compiler.is_compiling()
-    diff = (count > 1).to(torch.float64) if traced else float(int(count) > 1)
-    shrink = 1 / (1 + lr * wd)
-    mu_scale = -lr * shrink / (1 - b1**t)
-    delta_scale = -lr * shrink * b2 / (1 - b2**t)
-    sqrt_bc3 = (1 - b3**t).sqrt()
-    decay = len(params) > 0 and c.uses_params
-    updates, new_states = [], [[], [], [], []]
-    for i, g in enumerate(grads):
-        g = -g if maximize else g
-        m, delta, nu, prev = (s[i] for s in states)
-        d = diff * (g - prev)
-        z = g + b2 * d
-
-        def mean(up, z=z, nu=nu):
-            return b3 * up.squares(nu) + (1 - b3) * up.square(z)
-
-        if inplace:
-            m, delta = m.mul_(b1).add_((1 - b1) * g), delta.mul_(b2).add_((1 - b2) * d)
-            nu, prev = nu.mul_(b3).add_((1 - b3) * z * z), prev.copy_(g)
-        else:
-            m, delta, nu, prev = b1 * m + (1 - b1) * g, b2 * delta + (1 - b2) * d, b3 * nu + (1 - b3) * z * z, g
-        n = mu_scale * m + delta_scale * delta
-        u = n / (root_of_mean_square(nu, n, nu, mean) / sqrt_bc3 + eps)
-        if decay:
-            u = u - lr * wd * shrink * params[i]
-        for k, s in enumerate((m, delta, nu, prev)):
-            new_states[k].append(s)
-        updates.append(_step.finish(u, i, grads, params, inplace, update_params))
-    return updates, new_states
-
-
 @optimizer(
     AdanState,
-    plain,
     class_name="Adan",
     state_keys={"mu": "exp_avg", "delta": "exp_avg_diff", "nu": "exp_avg_sq", "prev_grad": "pre_grad"},
     notes="The state keys are those of the authors' implementation.",

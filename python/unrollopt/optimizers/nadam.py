@@ -1,4 +1,4 @@
-"""NAdam (Dozat, 2016), Adam with Nesterov momentum. The fused step is
+"""NAdam (Dozat, 2016), Adam with Nesterov momentum. The step (fused and plain) is
 ``cpp/include/unrollopt/rules/nadam.h``; the product of momentum coefficients is a state of
 its own (:class:`unrollopt._optimizer.Scalar`), which every engine keeps."""
 
@@ -14,7 +14,6 @@ from unrollopt._optimizer import Scalar, optimizer
 from unrollopt._transformation import LearningRate
 from unrollopt.base import GradientTransformation, Params
 from unrollopt.optimizers import adam
-from unrollopt.optimizers._math import root_of_mean_square
 
 
 class NAdamState(NamedTuple):
@@ -34,24 +33,6 @@ def momentum_coefficient(beta1, t, momentum_decay: float):
     return beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
 
 
-def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
-    lr, beta1, beta2, product = c.values("lr", "beta1", "beta2", "mu_product")
-    eps, momentum_decay, decoupled, maximize = c.values("eps", "momentum_decay", "decoupled_weight_decay", "maximize")
-    t = count.to(torch.float64)
-    mu_t = momentum_coefficient(beta1, t, momentum_decay)
-    mu_next = momentum_coefficient(beta1, t + 1, momentum_decay)
-    grad_step = -lr * (1 - mu_t) / (1 - product)
-    moment_step = -lr * mu_next / (1 - product * mu_next)
-    sqrt_bc2 = (1 - beta2**t).sqrt()
-
-    def direction(g, m, v, mean):
-        n = grad_step * g + moment_step * m
-        return n / (root_of_mean_square(v, n, v, mean) / sqrt_bc2 + eps)
-
-    return adam.steps(grads, states, params, c, inplace, update_params, direction,
-                      maximize=maximize, decoupled=decoupled)  # fmt: skip
-
-
 def _advance_product(product: torch.Tensor, c: _step.Config, t):
     """P_t = P_{t-1} m_t (in the previous product's dtype: torch.optim.NAdam's arithmetic)."""
     return product * momentum_coefficient(c["beta1"], t, c.option("momentum_decay"))
@@ -59,7 +40,6 @@ def _advance_product(product: torch.Tensor, c: _step.Config, t):
 
 @optimizer(
     NAdamState,
-    plain,
     scalar=Scalar("mu_product", 1.0, _advance_product),
     class_name="NAdam",
     torch_class="torch.optim.NAdam",

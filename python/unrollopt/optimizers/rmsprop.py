@@ -1,5 +1,5 @@
 """RMSprop (Hinton, Srivastava and Swersky, 2012), as ``torch.optim.RMSprop``,
-with optax's ``nesterov`` and ``initial_scale``. The fused step is
+with optax's ``nesterov`` and ``initial_scale``. The step (fused and plain) is
 ``cpp/include/unrollopt/rules/rmsprop.h`` (four operators: centered or not, with
 momentum or not; ``RMSpropOptions`` there says which the settings select, that
 ``nesterov`` requires a momentum, and that ``square_avg`` starts at
@@ -11,12 +11,10 @@ from typing import NamedTuple
 
 import torch
 
-from unrollopt import _step
 from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
 from unrollopt._transformation import LearningRate
 from unrollopt.base import GradientTransformation, Params
-from unrollopt.optimizers._math import root_of_mean_square
 
 
 class RMSPropState(NamedTuple):
@@ -31,49 +29,8 @@ class RMSPropState(NamedTuple):
     count: torch.Tensor
 
 
-def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
-    eps, nesterov, maximize = c.values("eps", "nesterov", "maximize")
-    lr, alpha = c["lr"], c["alpha"]
-    centered = "grad_avg" in c.state_names
-    momentum = c["momentum"] if "momentum_buffer" in c.state_names else None
-    updates = []
-    new_states = [[] for _ in c.state_names]
-    for i, g in enumerate(grads):
-        g = -g if maximize else g
-        if params and c.uses_params:
-            g = g + c["weight_decay"] * params[i]
-        k = 0
-        old_sq, old_ga = states[0][i], states[1][i] if centered else None
-
-        def mean(up, g=g, old_sq=old_sq, old_ga=old_ga):
-            w_up = alpha * up.squares(old_sq) + (1 - alpha) * up.square(g)
-            return w_up - up.square(alpha * old_ga + (1 - alpha) * g) if centered else w_up
-
-        sq = old_sq.mul_(alpha).add_((1 - alpha) * g * g) if inplace else alpha * old_sq + (1 - alpha) * g * g
-        new_states[0].append(sq)
-        w = sq
-        if centered:
-            k += 1
-            ga = old_ga.mul_(alpha).add_((1 - alpha) * g) if inplace else alpha * old_ga + (1 - alpha) * g
-            new_states[k].append(ga)
-            w = sq - ga * ga
-        # Recomputed where the mean of squares s' underflowed (w <= s').
-        step = g / (root_of_mean_square(w, g, sq, mean) + eps)
-        if momentum is not None:
-            k += 1
-            buf = states[k][i]
-            ratio = step
-            step = buf.mul_(momentum).add_(ratio) if inplace else momentum * buf + ratio
-            new_states[k].append(step)
-            if nesterov:
-                step = ratio + momentum * step
-        updates.append(_step.finish(-lr * step, i, grads, params, inplace, update_params))
-    return updates, new_states
-
-
 @optimizer(
     RMSPropState,
-    plain,
     class_name="RMSprop",
     spellings=("RMSProp",),
     torch_class="torch.optim.RMSprop",

@@ -1,5 +1,5 @@
-"""Stochastic gradient descent with ``torch.optim.SGD``'s momentum. The fused
-step is ``cpp/include/unrollopt/rules/sgd.h`` (two operators: with momentum or
+"""Stochastic gradient descent with ``torch.optim.SGD``'s momentum. The step (fused
+and plain) is ``cpp/include/unrollopt/rules/sgd.h`` (two operators: with momentum or
 without; ``SgdOptions`` there says which the settings select, and that
 ``nesterov`` requires a momentum and no dampening)."""
 
@@ -9,7 +9,6 @@ from typing import NamedTuple
 
 import torch
 
-from unrollopt import _hyperparameters, _step
 from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
 from unrollopt._transformation import LearningRate
@@ -24,38 +23,8 @@ class SgdState(NamedTuple):
     count: torch.Tensor
 
 
-def plain(grads, states, params, count, c: _step.Config, inplace: bool, update_params: bool):
-    maximize, nesterov = c.values("maximize", "nesterov")
-    # The first step starts the buffer at g; a step count batched by vmap, or
-    # traced by torch.compile (reading it would break the graph), is a tensor choice.
-    traced = _hyperparameters.is_batched(count) or torch.compiler.is_compiling()
-    first = count == 1 if traced else int(count) == 1
-    updates, buffers = [], []
-    for i, g in enumerate(grads):
-        g = -g if maximize else g
-        if params and c.uses_params:
-            g = g + c["weight_decay"] * params[i]
-        d = g
-        if states:  # with momentum
-            momentum, buf = c["momentum"], states[0][i]
-            if isinstance(first, torch.Tensor):
-                buf = torch.where(first, g, momentum * buf + (1 - c["dampening"]) * g)
-                buf = states[0][i].copy_(buf) if inplace else buf
-            elif first:
-                buf = buf.copy_(g) if inplace else g.clone()
-            elif inplace:
-                buf = buf.mul_(momentum).add_((1 - c["dampening"]) * g)
-            else:
-                buf = momentum * buf + (1 - c["dampening"]) * g
-            d = g + momentum * buf if nesterov else buf
-            buffers.append(buf)
-        updates.append(_step.finish(-c["lr"] * d, i, grads, params, inplace, update_params))
-    return updates, [buffers] if states else []
-
-
 @optimizer(
     SgdState,
-    plain,
     class_name="SGD",
     torch_class="torch.optim.SGD",
     state_keys={"momentum_buffer": "momentum_buffer"},

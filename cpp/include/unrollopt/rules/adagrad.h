@@ -37,12 +37,19 @@ struct Adagrad {
             -lr / (1 + (t - 1) * lr_decay)};
   }
 
+  // sqrt(sum'): take_root.
+  template <Pass P, class V>
+  UNROLLOPT_INLINE static V root(const V& sum, const V& gp, const std::array<V, 1>& s) {
+    return take_root<P>(sum, gp, sum,
+                        [&](const Upscaled<V>& up) { return up.squares(s[0]) + up.square(gp); });
+  }
+
   template <class V, class C>
   UNROLLOPT_INLINE static std::array<V, 2> forward(const V& g, const std::array<V, 1>& s,
                                                    const V& p, const C& c) {
     const V gp = c[sign] * g + c[weight_decay] * p;
     const V sum = s[0] + gp * gp;
-    return {c[step_size] * (gp / (math::sqrt(sum) + c[eps])), sum};
+    return {c[step_size] * (gp / (root<Pass::forward>(sum, gp, s) + c[eps])), sum};
   }
 
   template <class V, class C>
@@ -53,8 +60,7 @@ struct Adagrad {
     // terms are computed.
     const V gp = math::fmadd(c[sign], g, c[weight_decay] * p);
     const V sum = math::fmadd(gp, gp, s[0]);
-    const V q = root_of_mean_square(
-        sum, sum, [&](const Upscaled<V>& up) { return up.squares(s[0]) + up.square(gp); });
+    const V q = root<Pass::vjp>(sum, gp, s);
     const V inv_d = math::reciprocal(q + c[eps]);
     const V r = gp * inv_d;
     const V gr = gu * c[step_size];

@@ -92,6 +92,18 @@ struct AdamFamily {
     return math::where_ge(a, b, a) + (b - math::where_ge(a, b, b));
   }
 
+  // sqrt(w + eps_root (1 - beta2^t)), w = nu' (or AMSGrad's maximum): take_root.
+  template <Pass P, class V, class C>
+  UNROLLOPT_INLINE static V root(const V& w, const V& mu, const V& gp, const std::array<V, NS>& s,
+                                 const C& c) {
+    const V w_root = w + c[eps_root_bc2];
+    return take_root<P>(w_root, mu, w_root, [&](const Upscaled<V>& up) {
+      V nu_up = c[beta2] * up.squares(s[1]) + c[one_minus_beta2] * up.square(gp);
+      if constexpr (Amsgrad) nu_up = max_first<V>(up.squares(s[2]), nu_up);
+      return nu_up + up.squares(c[eps_root_bc2]);
+    });
+  }
+
   template <class V, class C>
   UNROLLOPT_INLINE static std::array<V, 1 + NS> forward(const V& g, const std::array<V, NS>& s,
                                                         const V& p, const C& c) {
@@ -106,7 +118,7 @@ struct AdamFamily {
       w = max_first<V>(s[2], nu);
       out[3] = w;
     }
-    const V d = math::sqrt(w + c[eps_root_bc2]) * c[inv_sqrt_bc2] + c[eps];
+    const V d = root<Pass::forward>(w, mu, gp, s, c) * c[inv_sqrt_bc2] + c[eps];
     const V u = c[step_size] * (mu / d);
     if constexpr (Decoupled) {
       out[0] = u + c[decay] * p;
@@ -126,12 +138,7 @@ struct AdamFamily {
     const V nu = c[beta2] * s[1] + c[one_minus_beta2] * (gp * gp);
     V w = nu;
     if constexpr (Amsgrad) w = max_first<V>(s[2], nu);
-    const V w_root = w + c[eps_root_bc2];
-    const V q = root_of_mean_square(w_root, w_root, [&](const Upscaled<V>& up) {
-      V nu_up = c[beta2] * up.squares(s[1]) + c[one_minus_beta2] * up.square(gp);
-      if constexpr (Amsgrad) nu_up = max_first<V>(up.squares(s[2]), nu_up);
-      return nu_up + up.squares(c[eps_root_bc2]);
-    });
+    const V q = root<Pass::vjp>(w, mu, gp, s, c);
     const V inv_d = math::reciprocal(q * c[inv_sqrt_bc2] + c[eps]);
     const V r = mu * inv_d;
     // Backward through u = step_size * r, r = mu / d, d = q * inv_sqrt_bc2 + eps.

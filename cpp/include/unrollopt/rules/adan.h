@@ -85,12 +85,21 @@ struct Adan {
             c[beta3] * s[2] + c[one_minus_beta3] * (z * z)};
   }
 
+  // sqrt(nu'): take_root (the update is n times a function of it).
+  template <Pass P, class V, class C>
+  UNROLLOPT_INLINE static V root(const Moments<V>& m, const V& n, const std::array<V, 4>& s,
+                                 const C& c) {
+    return take_root<P>(m.nu, n, m.nu, [&](const Upscaled<V>& up) {
+      return c[beta3] * up.squares(s[2]) + c[one_minus_beta3] * up.square(m.z);
+    });
+  }
+
   template <class V, class C>
   UNROLLOPT_INLINE static std::array<V, 5> forward(const V& g, const std::array<V, 4>& s,
                                                    const V& p, const C& c) {
     const Moments<V> m = moments(g, s, c);
     const V n = c[mu_scale] * m.mu + c[delta_scale] * m.delta;
-    const V den = math::sqrt(m.nu) * c[inv_sqrt_bc3] + c[eps];
+    const V den = root<Pass::forward>(m, n, s, c) * c[inv_sqrt_bc3] + c[eps];
     return {n / den + c[decay] * p, m.mu, m.delta, m.nu, m.gp};
   }
 
@@ -100,9 +109,7 @@ struct Adan {
                                                   const C& c) {
     const Moments<V> m = moments(g, s, c);
     const V n = c[mu_scale] * m.mu + c[delta_scale] * m.delta;
-    const V q = root_of_mean_square(m.nu, m.nu, [&](const Upscaled<V>& up) {
-      return c[beta3] * up.squares(s[2]) + c[one_minus_beta3] * up.square(m.z);
-    });
+    const V q = root<Pass::vjp>(m, n, s, c);
     const V inv_den = math::reciprocal(q * c[inv_sqrt_bc3] + c[eps]);
     const V r = n * inv_den;
     // Backward through u = r + decay * p, r = n / den, den = q * inv_sqrt_bc3 + eps.

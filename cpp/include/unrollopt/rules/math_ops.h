@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/FunctionRef.h>
 #ifndef __CUDACC__
 #include <ATen/cpu/vec/vec.h>
 #endif
@@ -116,6 +117,13 @@ at::Tensor if_greater(const at::Tensor& x, double threshold, const at::Tensor& a
 at::Tensor add(const at::Tensor& a, const at::Tensor& b);
 at::Tensor mul(const at::Tensor& a, const at::Tensor& b);
 at::Tensor zeros_like(const at::Tensor& t);
+// The root of a mean of squares w in the plain path's step (rules/rule.h's
+// take_root): sqrt(w), with the derivative 0 where `live` is 0 and, where
+// `tiny` is below the smallest normal number, the derivative of
+// `exact(w_live, tiny_live)` (their values 1 where `live` is 0).
+at::Tensor differentiable_root(
+    const at::Tensor& w, const at::Tensor& live, const at::Tensor& tiny,
+    c10::function_ref<at::Tensor(const at::Tensor&, const at::Tensor&)> exact);
 
 // A number (double, or a 0-d tensor) with its gradient with respect to N
 // variables (forward-mode differentiation): how a step's coefficients depend on

@@ -114,6 +114,18 @@ struct RmspropRule : RmspropNames<Centered, Momentum> {
     return c;
   }
 
+  // sqrt(w), w = s' (centered: s' - a'^2), recomputed where the mean of
+  // squares s' underflowed (w <= s'): take_root.
+  template <Pass P, class V, class C>
+  UNROLLOPT_INLINE static V root(const V& w, const V& sq, const V& gp, const std::array<V, NS>& s,
+                                 const C& c) {
+    return take_root<P>(w, gp, sq, [&](const Upscaled<V>& up) {
+      V w_up = c[alpha] * up.squares(s[kSq]) + c[one_minus_alpha] * up.square(gp);
+      if constexpr (Centered) w_up = w_up - up.square(c[alpha] * s[kGa] + c[one_minus_alpha] * gp);
+      return w_up;
+    });
+  }
+
   template <class V, class C>
   UNROLLOPT_INLINE static std::array<V, 1 + NS> forward(const V& g, const std::array<V, NS>& s,
                                                         const V& p, const C& c) {
@@ -127,7 +139,7 @@ struct RmspropRule : RmspropNames<Centered, Momentum> {
       out[1 + kGa] = ga;
       w = sq - ga * ga;
     }
-    const V ratio = gp / (math::sqrt(w) + c[eps]);
+    const V ratio = gp / (root<Pass::forward>(w, sq, gp, s, c) + c[eps]);
     if constexpr (Momentum) {
       const V buf = math::fmadd(c[momentum], s[kBuf], ratio);
       out[1 + kBuf] = buf;
@@ -152,12 +164,7 @@ struct RmspropRule : RmspropNames<Centered, Momentum> {
       ga = math::fmadd(c[alpha], s[kGa], c[one_minus_alpha] * gp);
       w = sq - ga * ga;
     }
-    // Recomputed where the mean of squares s' underflowed (w <= s').
-    const V q = root_of_mean_square(w, sq, [&](const Upscaled<V>& up) {
-      V w_up = c[alpha] * up.squares(s[kSq]) + c[one_minus_alpha] * up.square(gp);
-      if constexpr (Centered) w_up = w_up - up.square(c[alpha] * s[kGa] + c[one_minus_alpha] * gp);
-      return w_up;
-    });
+    const V q = root<Pass::vjp>(w, sq, gp, s, c);
     const V inv_d = math::reciprocal(q + c[eps]);
     const V ratio = gp * inv_d;
     Vjp<V, NS, num_coef> r;

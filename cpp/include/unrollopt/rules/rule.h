@@ -18,9 +18,9 @@
 //       the exact vector-Jacobian product: cotangents of g, the states, p and of
 //       every coefficient (summed by the caller, then chained to the
 //       hyperparameters through the derivative of coef)
-// A rule that takes the root of a mean of squares takes it in its vjp with
-// root_of_mean_square (below), so that squares that underflowed do not make
-// the derivative infinite.
+// A rule that takes the root of a mean of squares takes it with take_root
+// (below) in both functions, so that squares that underflowed do not make the
+// derivative infinite, nor a root that the update does not depend on make it NaN.
 
 #include <array>
 
@@ -78,6 +78,31 @@ UNROLLOPT_INLINE V root_of_mean_square(const V& w, const V& tiny, const F& mean)
   const V scaled = math::where_tiny(tiny, mean(Upscaled<V>{tiny}), one);
   return math::where_tiny(tiny, math::downscale(tiny, math::sqrt(scaled)),
                           math::sqrt(math::where_tiny(tiny, one, w)));
+}
+
+// The two functions of a rule (above) that take a root.
+enum class Pass { forward, vjp };
+
+// The root of a mean of squares w, as a rule takes it in both functions
+// (written once, in a function of the rule's own that gives the arguments):
+// - in its vjp: root_of_mean_square(w, tiny, mean);
+// - in its forward, on numbers (the kernels, which nothing differentiates): sqrt(w);
+// - in its forward on tensors (the composite step: the plain path, which autograd
+//   differentiates): the same value, with the derivatives the vjp has: 0 where
+//   `live` is 0 (the update multiplies `live` by a function of the root there,
+//   so it does not depend on w; plain sqrt'(0) would make 0 * inf = NaN), and
+//   root_of_mean_square's where squares underflowed (math::differentiable_root).
+template <Pass P, class V, class F>
+UNROLLOPT_INLINE V take_root(const V& w, const V& live, const V& tiny, const F& mean) {
+  if constexpr (P == Pass::vjp) {
+    return root_of_mean_square(w, tiny, mean);
+  } else if constexpr (std::is_same_v<V, at::Tensor>) {
+    return math::differentiable_root(w, live, tiny, [&](const V& w_live, const V& tiny_live) {
+      return root_of_mean_square(w_live, tiny_live, mean);
+    });
+  } else {
+    return math::sqrt(w);
+  }
 }
 
 // Reads `names.size()` options from the operator's float list.
