@@ -1141,6 +1141,24 @@ def test_zero_grad_and_params_without_grad_are_skipped(fused, case):
             assert max_rel_err(opt.state[p][key], ref.state[q][key]) <= 1e-14, key
 
 
+def test_forward_mode_is_exact_where_the_second_moment_is_zero(fused):
+    """jvp through Adam where g = 0 and the moments are 0: the update is
+    -lr (1 - beta1) g / (bc1 (sqrt((1 - beta2) / bc2) |g| + eps)), whose
+    derivative there is -lr (1 - beta1) / (bc1 eps) = -lr / eps at step 1
+    (finite; plain sqrt'(0) would make it NaN), on both paths."""
+    lr, eps = 0.1, 1e-8
+    opt = unrollopt.adam(lr=lr, eps=eps, use_accelerated_op=fused)
+    state = opt.init((torch.zeros(4, dtype=F64),))
+
+    def step(g):
+        return opt.update((g,), state, inplace=False)[0][0]
+
+    g = torch.tensor([0.0, 1.0, 0.0, -2.0], dtype=F64)
+    _, tangent = torch.func.jvp(step, (g,), (torch.ones(4, dtype=F64),))
+    assert torch.isfinite(tangent).all()
+    torch.testing.assert_close(tangent[[0, 2]], torch.full((2,), -lr / eps, dtype=F64), rtol=1e-14, atol=0)
+
+
 @pytest.mark.parametrize("case", by_case())
 def test_plain_step_of_small_tensors_is_each_ones(case):
     """The plain path steps several small tensors of one dtype together (flattened
