@@ -64,25 +64,19 @@ const OperatorDescription& describe(std::string_view optimizer) {
   return find(optimizer).description;
 }
 
-std::tuple<TensorVector, TensorVector> fused_step(std::string_view optimizer, at::TensorList grads,
-                                                  at::TensorList states, at::TensorList params,
-                                                  const at::Tensor& step,
-                                                  at::TensorList hyperparameters,
-                                                  c10::ArrayRef<double> options) {
-  const Operator& op = find(optimizer);
-  return fused::call_forward(op.forward, op.description, grads, states, params, step,
-                             hyperparameters, options);
-}
-
-std::tuple<TensorVector, TensorVector> plain_step(std::string_view optimizer, at::TensorList grads,
-                                                  at::TensorList states, at::TensorList params,
-                                                  const at::Tensor& step,
-                                                  at::TensorList hyperparameters,
-                                                  c10::ArrayRef<double> options) {
-  const Operator& op = find(optimizer);
-  return fused::call_forward(op.plain, op.description, grads, states, params, step, hyperparameters,
-                             options);
-}
+// NAME and NAME_plain take the same arguments.
+#define UNROLLOPT_OUT_OF_PLACE_STEP(function, handle)                                  \
+  std::tuple<TensorVector, TensorVector> function(                                     \
+      std::string_view optimizer, at::TensorList grads, at::TensorList states,         \
+      at::TensorList params, const at::Tensor& step, at::TensorList hyperparameters,   \
+      c10::ArrayRef<double> options) {                                                 \
+    const Operator& op = find(optimizer);                                              \
+    return fused::call_forward(op.handle, op.description, grads, states, params, step, \
+                               hyperparameters, options);                              \
+  }
+UNROLLOPT_OUT_OF_PLACE_STEP(fused_step, forward)
+UNROLLOPT_OUT_OF_PLACE_STEP(plain_step, plain)
+#undef UNROLLOPT_OUT_OF_PLACE_STEP
 
 void fused_step_(std::string_view optimizer, at::TensorList params, at::TensorList grads,
                  at::TensorList states, const at::Tensor& step, at::TensorList hyperparameters,

@@ -71,15 +71,6 @@ struct Nadam {
             o.decoupled ? -lr * wd : zero};
   }
 
-  // sqrt(v'): take_root (the update is n times a function of it).
-  template <Pass P, class V, class C>
-  UNROLLOPT_INLINE static V root(const V& v, const V& n, const V& gp, const std::array<V, 2>& s,
-                                 const C& c) {
-    return take_root<P>(v, n, v, [&](const Upscaled<V>& up) {
-      return c[beta2] * up.squares(s[1]) + c[one_minus_beta2] * up.square(gp);
-    });
-  }
-
   template <class V, class C>
   UNROLLOPT_INLINE static std::array<V, 3> forward(const V& g, const std::array<V, 2>& s,
                                                    const V& p, const C& c) {
@@ -87,7 +78,9 @@ struct Nadam {
     const V m = math::fmadd(c[beta1], s[0], c[one_minus_beta1] * gp);
     const V v = math::fmadd(c[beta2], s[1], c[one_minus_beta2] * (gp * gp));
     const V n = math::fmadd(c[grad_step], gp, c[moment_step] * m);
-    const V d = math::fmadd(root<Pass::forward>(v, n, gp, s, c), c[inv_sqrt_bc2], c[eps]);
+    const V d =
+        math::fmadd(second_moment_root<Pass::forward>(v, n, c[beta2], c[one_minus_beta2], s[1], gp),
+                    c[inv_sqrt_bc2], c[eps]);
     return {math::fmadd(n, math::reciprocal(d), c[update_decay] * p), m, v};
   }
 
@@ -100,7 +93,7 @@ struct Nadam {
     const V m = math::fmadd(c[beta1], s[0], c[one_minus_beta1] * gp);
     const V v = math::fmadd(c[beta2], s[1], c[one_minus_beta2] * (gp * gp));
     const V n = math::fmadd(c[grad_step], gp, c[moment_step] * m);
-    const V q = root<Pass::vjp>(v, n, gp, s, c);
+    const V q = second_moment_root<Pass::vjp>(v, n, c[beta2], c[one_minus_beta2], s[1], gp);
     const V inv_d = math::reciprocal(math::fmadd(q, c[inv_sqrt_bc2], c[eps]));
     const V r = n * inv_d;
     // Backward through u = n / d + update_decay * p, n = grad_step * g' +

@@ -79,22 +79,15 @@ struct Radam {
             o.decoupled ? -lr * wd : zero};
   }
 
-  // sqrt(nu'): take_root.
-  template <Pass P, class V, class C>
-  UNROLLOPT_INLINE static V root(const V& nu, const V& mu, const V& gp, const std::array<V, 2>& s,
-                                 const C& c) {
-    return take_root<P>(nu, mu, nu, [&](const Upscaled<V>& up) {
-      return c[beta2] * up.squares(s[1]) + c[one_minus_beta2] * up.square(gp);
-    });
-  }
-
   template <class V, class C>
   UNROLLOPT_INLINE static std::array<V, 3> forward(const V& g, const std::array<V, 2>& s,
                                                    const V& p, const C& c) {
     const V gp = math::fmadd(c[sign], g, c[grad_decay] * p);
     const V mu = math::fmadd(c[beta1], s[0], c[one_minus_beta1] * gp);
     const V nu = math::fmadd(c[beta2], s[1], c[one_minus_beta2] * (gp * gp));
-    const V r = mu / (root<Pass::forward>(nu, mu, gp, s, c) + c[eps]);
+    const V r =
+        mu / (second_moment_root<Pass::forward>(nu, mu, c[beta2], c[one_minus_beta2], s[1], gp) +
+              c[eps]);
     const V u = math::fmadd(c[sgd], mu, math::fmadd(c[adaptive], r, c[update_decay] * p));
     return {u, mu, nu};
   }
@@ -107,7 +100,7 @@ struct Radam {
     const V gp = math::fmadd(c[sign], g, c[grad_decay] * p);
     const V mu = math::fmadd(c[beta1], s[0], c[one_minus_beta1] * gp);
     const V nu = math::fmadd(c[beta2], s[1], c[one_minus_beta2] * (gp * gp));
-    const V q = root<Pass::vjp>(nu, mu, gp, s, c);
+    const V q = second_moment_root<Pass::vjp>(nu, mu, c[beta2], c[one_minus_beta2], s[1], gp);
     const V inv_d = math::reciprocal(q + c[eps]);
     const V r = mu * inv_d;
     // Backward through u = sgd * mu' + adaptive * r + update_decay * p, r = mu' / d,

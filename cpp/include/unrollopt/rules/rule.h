@@ -105,6 +105,17 @@ UNROLLOPT_INLINE V take_root(const V& w, const V& live, const V& tiny, const F& 
   }
 }
 
+// The root of a second moment nu' = beta2 nu + (1 - beta2) g'^2 (RAdam's and
+// NAdam's; Adam's adds eps_root and AMSGrad), recomputed where it underflowed
+// from the old moment `nu` and the decayed gradient `gp`: take_root.
+template <Pass P, class V, class C>
+UNROLLOPT_INLINE V second_moment_root(const V& nu_new, const V& live, const C& beta2,
+                                      const C& one_minus_beta2, const V& nu, const V& gp) {
+  return take_root<P>(nu_new, live, nu_new, [&](const Upscaled<V>& up) {
+    return beta2 * up.squares(nu) + one_minus_beta2 * up.square(gp);
+  });
+}
+
 // Reads `names.size()` options from the operator's float list.
 template <size_t N>
 std::array<double, N> read_options(const char* op, c10::ArrayRef<double> values,
