@@ -8,6 +8,7 @@
 #include <ATen/ops/_unsafe_view.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/split_with_sizes_copy.h>
+#include <c10/core/impl/TorchDispatchModeTLS.h>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -71,9 +72,12 @@ at::Tensor differentiable_root(
 namespace fused {
 
 bool concatenates(at::TensorList grads) {
+  // Traced: a Python dispatch mode is on (torch.compile's fake and functional
+  // modes, also under vmap, whose batched tensors hide what they wrap), or the
+  // tensors themselves are fake or functional.
   constexpr c10::DispatchKeySet traced({c10::DispatchKey::Functionalize, c10::DispatchKey::Python});
   constexpr int64_t kSmall = int64_t{1} << 14;
-  if (grads.size() < 2) return false;
+  if (grads.size() < 2 || c10::impl::dispatch_mode_enabled()) return false;
   int64_t total = 0;
   for (const at::Tensor& g : grads) {
     if (g.scalar_type() != grads[0].scalar_type() || g.device() != grads[0].device() ||

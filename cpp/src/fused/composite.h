@@ -21,9 +21,9 @@ namespace unrollopt::fused {
 // are several, small (2^14 elements each on average) and of one dtype: the
 // ATen operations, and their autograd nodes, then number those of one tensor
 // instead of one tensor's times n (whose per-call cost is what the step of a
-// small model takes). Not where torch.compile traces it (fake or functional
-// tensors): Inductor fuses the operations itself, and a concatenation would be
-// a copy for it to keep. (fused_op.cpp)
+// small model takes). Not where torch.compile traces it: Inductor fuses the
+// operations of each tensor itself, and a concatenation would be copies for it
+// to keep. (fused_op.cpp)
 bool concatenates(at::TensorList grads);
 // The tensors flattened and concatenated, in `dtype`.
 at::Tensor concatenated(at::TensorList list, at::ScalarType dtype);
