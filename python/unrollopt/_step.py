@@ -202,30 +202,36 @@ def step(
         # (measured: 1.6x slower on MAML-size work). An in-place step keeps the
         # operator: it is not differentiated.
         fused = False
+    # The step reads the parameters only for a weight decay (a 0 times an
+    # infinite parameter would be a NaN); with update_params it writes them.
+    read = list(params) if config.uses_params else []
     if fused:
         # The operator checks everything before it computes or writes anything;
         # where it refuses, the Python checks find the clearer message.
         try:
             if inplace:
                 getattr(torch.ops.unrollopt, config.op + "_")(
-                    params, grads, *states, count, *_tensors(config), *config.options, update_params
+                    params if update_params else read,
+                    grads,
+                    *states,
+                    count,
+                    *_tensors(config),
+                    *config.options,
+                    update_params,
                 )
                 return list(params if update_params else grads), [list(ts) for ts in states]
-            return _call(config.op, grads, states, params, count, config)
+            return _call(config.op, grads, states, read, count, config)
         except (TypeError, RuntimeError):
-            clearer = _diagnosis(what, config, grads, states, params)
+            clearer = _diagnosis(what, config, grads, states, read)
             if clearer is None:
                 raise
             raise clearer from None
 
-    check_tensors(what, grads=grads, params=params, **dict(zip(config.state_names, states)))
-    # The plain step reads the parameters only for a weight decay (a 0 times an
-    # infinite parameter would be a NaN).
-    read = list(params) if config.uses_params else []
+    check_tensors(what, grads=grads, params=read, **dict(zip(config.state_names, states)))
     if not inplace:
         return _call(config.op + "_plain", grads, states, read, count, config)
     target = ("params", list(params)) if update_params else ("grads", list(grads))
-    other = ("grads", list(grads)) if update_params else ("params", list(params))
+    other = ("grads", list(grads)) if update_params else ("params", read)
     named = [(name, list(ts)) for name, ts in zip(config.state_names, states)]
     for name, ts in [target, *named]:
         _C.check_writable(config.op, name, ts)

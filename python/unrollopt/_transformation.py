@@ -146,8 +146,6 @@ def transformation(
         ks = range(len(g)) if live is None else live  # each computed leaf's index among all
 
         def run(gk: list, sk: list, pk: list, cfg: _step.Config) -> tuple[list, list]:
-            # (the operator reads the parameters only for a weight decay)
-            pk = pk if cfg.uses_params else []
             return _step.step(gk, sk, pk, count, cfg, fused=fused, inplace=inplace, what="update")
 
         decayed = mask_leaves(decay_mask, params, spec)
