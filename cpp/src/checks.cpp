@@ -144,11 +144,15 @@ void check_no_aliasing(const char* op, c10::ArrayRef<NamedTensorList> written,
   }
 }
 
+bool traced(const at::Tensor& t) {
+  constexpr c10::DispatchKeySet keys({c10::DispatchKey::Functionalize, c10::DispatchKey::Python});
+  return t.key_set().has_any(keys);
+}
+
 bool readable(const at::Tensor& t) {
-  constexpr c10::DispatchKeySet wrapped(
-      {c10::DispatchKey::FuncTorchBatched, c10::DispatchKey::FuncTorchGradWrapper,
-       c10::DispatchKey::Functionalize, c10::DispatchKey::Python});
-  return t.defined() && t.is_cpu() && !t.key_set().has_any(wrapped);
+  constexpr c10::DispatchKeySet functorch(
+      {c10::DispatchKey::FuncTorchBatched, c10::DispatchKey::FuncTorchGradWrapper});
+  return t.defined() && t.is_cpu() && !t.key_set().has_any(functorch) && !traced(t);
 }
 
 void check_step(const char* op, const at::Tensor& step) {

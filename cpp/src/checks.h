@@ -31,6 +31,9 @@ void check_writable(const char* op, const char* name, at::TensorList list);
 void check_no_aliasing(const char* op, c10::ArrayRef<NamedTensorList> written,
                        c10::ArrayRef<NamedTensorList> read);
 
+// Whether `t` is a tensor torch.compile traces (fake or functional).
+bool traced(const at::Tensor& t);
+
 // Whether a kernel may read `t`'s values here: a CPU tensor (reading a GPU's
 // would synchronise) that is not one of torch.func's (batched, wrapped), of
 // functionalization's or of a Python mode's (fake, traced by torch.compile).

@@ -75,13 +75,11 @@ bool concatenates(at::TensorList grads) {
   // Traced: a Python dispatch mode is on (torch.compile's fake and functional
   // modes, also under vmap, whose batched tensors hide what they wrap), or the
   // tensors themselves are fake or functional.
-  constexpr c10::DispatchKeySet traced({c10::DispatchKey::Functionalize, c10::DispatchKey::Python});
   constexpr int64_t kSmall = int64_t{1} << 14;
   if (grads.size() < 2 || c10::impl::dispatch_mode_enabled()) return false;
   int64_t total = 0;
   for (const at::Tensor& g : grads) {
-    if (g.scalar_type() != grads[0].scalar_type() || g.device() != grads[0].device() ||
-        g.key_set().has_any(traced)) {
+    if (g.scalar_type() != grads[0].scalar_type() || g.device() != grads[0].device() || traced(g)) {
       return false;
     }
     total += g.numel();
