@@ -48,8 +48,9 @@ std::string op_of(const O& o) {
   }
 }
 
+// An optimizer whose rule keeps a scalar state (rules/rule.h: NAdam's mu_product).
 template <class O>
-concept HasScalarState = requires(const O& o, const at::Tensor& t) { o.next_scalar(t, 1.0); };
+concept HasScalarState = requires { O::Rule::scalar; };
 
 template <class O>
 double initial_value(const O& o, std::string_view state) {
@@ -110,7 +111,7 @@ OperatorArguments operator_arguments(const O& o) {
   };
   for (const auto& name : out.description->hyperparameters) {
     if constexpr (HasScalarState<O>) {
-      if (name == O::scalar_name) {
+      if (name == O::Rule::scalar.name) {
         out.scalar_index = out.hyper.size();
         out.hyper.emplace_back();
         continue;
@@ -122,7 +123,7 @@ OperatorArguments operator_arguments(const O& o) {
   }
   if constexpr (HasScalarState<O>) {
     TORCH_CHECK(out.scalar_index != OperatorArguments::npos, "unrollopt.", O::name,
-                ": the operator ", out.op, " takes no hyperparameter ", O::scalar_name);
+                ": the operator ", out.op, " takes no hyperparameter ", O::Rule::scalar.name);
   }
   for (const auto& name : out.description->options) {
     out.options.push_back(std::visit(

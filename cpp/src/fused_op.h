@@ -12,6 +12,8 @@
 //   NAME_backward  the vector-Jacobian product of NAME; output_mask selects its
 //                  outputs (unselected lists are empty, unselected
 //                  hyperparameter gradients zeros). Itself differentiable.
+//   NAME_next_S    for a rule with a scalar state S (NAdam's mu_product): its
+//                  value after a step, in ATen operations, as NAME_plain.
 //
 // The fused ones have CPU, Meta and Autograd kernels, and CUDA ones in a CUDA
 // build, registered by UNROLLOPT_REGISTER_RULE in a source CMake makes for each rule
@@ -64,7 +66,9 @@ struct Op {
   }
   static void define(torch::Library& m) {
     const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
-    for (const auto& schema : schemas(Rule::name, names())) m.def(schema.c_str(), tags);
+    const char* scalar = nullptr;
+    if constexpr (requires { Rule::scalar; }) scalar = Rule::scalar.name;
+    for (const auto& schema : schemas(Rule::name, names(), scalar)) m.def(schema.c_str(), tags);
   }
   // The kernels (over lists) as boxed kernels of the typed operators.
   template <auto Forward, auto Inplace, auto Backward>
@@ -90,13 +94,22 @@ struct Op {
     m.impl((name + "_").c_str(), F::makeFromBoxedFunction<&AG::inplace>());
     m.impl((name + "_backward").c_str(), F::makeFromBoxedFunction<&AG::backward>());
   }
-  // NAME_plain: one kernel for every device and for autograd
-  // (CompositeImplicitAutograd), and the same one under vmap (the ATen
-  // operations it calls batch themselves).
+  // NAME_plain (and NAME_next_S): one kernel for every device and for
+  // autograd (CompositeImplicitAutograd), and the same one under vmap (the
+  // ATen operations it calls batch themselves).
   static void impl_plain(torch::Library& m) {
-    m.impl(
-        (std::string(Rule::name) + "_plain").c_str(),
-        torch::CppFunction::makeFromBoxedFunction<&boxed_forward<&Composite<Rule>::forward, C>>());
+    using F = torch::CppFunction;
+    m.impl((std::string(Rule::name) + "_plain").c_str(),
+           F::makeFromBoxedFunction<&boxed_forward<&Composite<Rule>::forward, C>>());
+    if constexpr (requires { Rule::scalar; }) {
+      m.impl((std::string(Rule::name) + "_next_" + Rule::scalar.name).c_str(),
+             F::makeFromBoxedFunction<&boxed_next_scalar>());
+    }
+  }
+  static void boxed_next_scalar(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+    const StepArguments a = read_scalars(*stack, C);
+    drop_arguments(op, *stack);
+    stack->emplace_back(Composite<Rule>::next_scalar(a.step, a.hyper, a.options));
   }
   static void impl_no_cuda(torch::Library& m) {
     const std::string name = Rule::name;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,7 @@ namespace {
 struct Operator {
   c10::OperatorHandle forward, plain, inplace, backward;
   OperatorDescription description;
+  std::optional<c10::OperatorHandle> next_scalar;  // NAME_next_S, for a rule with one
 };
 
 // unrollopt::NAME's operators, looked up once.
@@ -52,10 +54,14 @@ const Operator& find(std::string_view optimizer) {
   TORCH_CHECK_VALUE(forward && plain && inplace && backward,
                     "unrollopt::ops: no optimizer named \"", optimizer,
                     "\"; the operators are: ", c10::Join(", ", operator_names()));
+  std::optional<c10::OperatorHandle> next_scalar;
+  for (const auto& op : dispatcher.getAllOpNames()) {
+    if (op.name.rfind(name + "_next_", 0) == 0) next_scalar = dispatcher.findSchema(op);
+  }
   // std::map's elements stay where they are: the reference outlives the lock.
   return found
-      .emplace(std::string(optimizer),
-               Operator{*forward, *plain, *inplace, *backward, fused::describe(forward->schema())})
+      .emplace(std::string(optimizer), Operator{*forward, *plain, *inplace, *backward,
+                                                fused::describe(forward->schema()), next_scalar})
       .first->second;
 }
 }  // namespace
@@ -77,6 +83,14 @@ const OperatorDescription& describe(std::string_view optimizer) {
 UNROLLOPT_OUT_OF_PLACE_STEP(fused_step, forward)
 UNROLLOPT_OUT_OF_PLACE_STEP(plain_step, plain)
 #undef UNROLLOPT_OUT_OF_PLACE_STEP
+
+at::Tensor next_scalar(std::string_view optimizer, const at::Tensor& step,
+                       at::TensorList hyperparameters, c10::ArrayRef<double> options) {
+  const Operator& op = find(optimizer);
+  TORCH_CHECK_VALUE(op.next_scalar, "unrollopt::ops::next_scalar: the rule ", optimizer,
+                    " keeps no scalar state");
+  return fused::call_next_scalar(*op.next_scalar, op.description, step, hyperparameters, options);
+}
 
 void fused_step_(std::string_view optimizer, at::TensorList params, at::TensorList grads,
                  at::TensorList states, const at::Tensor& step, at::TensorList hyperparameters,

@@ -7,8 +7,8 @@
 #include <map>
 #include <tuple>
 
+#include <ATen/ops/full.h>
 #include <ATen/ops/full_like.h>
-#include <ATen/ops/ones.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <torch/optim/serialize.h>
 #include <torch/serialize/archive.h>
@@ -171,16 +171,17 @@ at::Tensor Optimizer<Options>::step(LossClosure closure) {
           fresh->tensors.emplace_back(name, at::full_like(p, initial, at::MemoryFormat::Preserve));
         }
         if constexpr (detail::HasScalarState<Options>) {
-          fresh->tensors.emplace_back(Options::scalar_name, at::ones({}, at::kDouble));
+          fresh->tensors.emplace_back(Options::Rule::scalar.name,
+                                      at::full({}, Options::Rule::scalar.initial, at::kDouble));
         }
         slot = std::move(fresh);
       }
       auto* state = static_cast<ParamState*>(slot.get());
       double product = 0.0;
       if constexpr (detail::HasScalarState<Options>) {
-        const at::Tensor saved = state->get(Options::scalar_name);
+        const at::Tensor saved = state->get(Options::Rule::scalar.name);
         TORCH_CHECK_VALUE(saved.defined(), "unrollopt.optim.", Options::name,
-                          ": a parameter's state lacks ", Options::scalar_name,
+                          ": a parameter's state lacks ", Options::Rule::scalar.name,
                           " (a state saved with other options?)");
         product = saved.template item<double>();
       }
@@ -202,16 +203,18 @@ at::Tensor Optimizer<Options>::step(LossClosure closure) {
           states.push_back(s);
         }
       }
+      const at::Tensor step = at::scalar_tensor(t, at::kLong);
       at::Tensor next;
       if constexpr (detail::HasScalarState<Options>) {  // this bucket's
-        next = o.next_scalar(members.front().second->get(Options::scalar_name), t);
+        a.hyper[a.scalar_index] = members.front().second->get(Options::Rule::scalar.name);
+        next = ops::next_scalar(a.op, step, a.hyper, a.options);
         a.hyper[a.scalar_index] = next;
       }
-      ops::fused_step_(a.op, params, grads, states, at::scalar_tensor(t, at::kLong), a.hyper,
-                       a.options, /*update_params=*/true);
+      ops::fused_step_(a.op, params, grads, states, step, a.hyper, a.options,
+                       /*update_params=*/true);
       for (auto& [p, state] : members) {
         state->step = t;
-        if constexpr (detail::HasScalarState<Options>) state->set(Options::scalar_name, next);
+        if constexpr (detail::HasScalarState<Options>) state->set(Options::Rule::scalar.name, next);
       }
     }
   }

@@ -12,13 +12,15 @@
 #include <utility>
 #include <variant>
 
+#include <ATen/ops/add.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/full_like.h>
-#include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
 #include "declaration.h"
 #include "functional.h"
+#include "unrollopt/ops.h"
 
 namespace unrollopt {
 namespace {
@@ -60,7 +62,7 @@ typename Optimizer<Options>::State Optimizer<Options>::init(at::TensorList param
   }
   state.count = at::zeros({}, at::kLong);
   if constexpr (detail::HasScalarState<Options>)
-    state.*State::scalar_state = at::ones({}, at::kDouble);
+    state.*State::scalar_state = at::full({}, Options::Rule::scalar.initial, at::kDouble);
   return state;
 }
 
@@ -73,10 +75,8 @@ std::pair<std::vector<at::Tensor>, typename Optimizer<Options>::State> Optimizer
                     ".update: weight_decay is not 0, so params are needed");
   State next = state;
   if constexpr (detail::HasScalarState<Options>) {
-    TORCH_CHECK_VALUE(state.count.defined() && state.count.is_cpu(), "unrollopt.", Options::name,
-                      ".update: state.count must be a CPU tensor (from init)");
-    const double t = static_cast<double>(state.count.template item<int64_t>() + 1);
-    next.*State::scalar_state = options_.next_scalar(state.*State::scalar_state, t);
+    a.hyper[a.scalar_index] = state.*State::scalar_state;
+    next.*State::scalar_state = ops::next_scalar(a.op, at::add(state.count, 1), a.hyper, a.options);
     a.hyper[a.scalar_index] = next.*State::scalar_state;
   }
   const auto lists = state_lists<Options>(next, a);  // still the given state's
@@ -122,7 +122,7 @@ std::vector<std::pair<std::string, Settings>> default_settings() {
 namespace {
 template <class O>
 Declaration declaration_of() {
-  Declaration d{O::name, {}, {}, {}, {}};
+  Declaration d{O::name, {}, {}, {}, {}, {}};
   if constexpr (requires { O::variants; }) {
     d.op = O::family;
     d.variants.assign(O::variants.begin(), O::variants.end());
@@ -135,6 +135,9 @@ Declaration declaration_of() {
   if constexpr (requires { O::initial_states; }) {
     for (const auto& [state, setting] : O::initial_states)
       d.initial_states.emplace_back(state, setting);
+  }
+  if constexpr (detail::HasScalarState<O>) {
+    d.scalar_state.emplace_back(O::Rule::scalar.name, O::Rule::scalar.initial);
   }
   return d;
 }

@@ -40,6 +40,7 @@ from references import (
     F64,
     assert_close,
     gen,
+    rand_pos,
     randn,
 )
 
@@ -539,3 +540,44 @@ def test_backward_differentiable_form_equals_kernel(case, hyper_dtype):
     for a, b in zip(tensor_form[3], kernel[3]):
         assert a.dtype == b.dtype == hyper_dtype
         assert_close(a, b, rtol=1e-13 if hyper_dtype == F64 else 2e-7, atol=0)
+
+
+# --- a rule's scalar state: NAME_next_S -------------------------------------------
+
+
+def test_nadam_next_mu_product():
+    """NAdam's running product P_t = P_{t-1} mu_t, mu_t = beta1 (1 - 0.96^(t psi) / 2),
+    is the operator nadam_next_mu_product, the rule's (every engine and both
+    languages call it): against the formula in Python floats; in the previous
+    product's dtype, multiplied as torch.optim.NAdam does (in float32 by the
+    rounded factor); differentiable with respect to beta1 and the previous
+    product (gradcheck, gradgradcheck); batched under vmap; opcheck."""
+    op = OPS.nadam_next_mu_product
+    assert [a.name for a in op.default._schema.arguments] == ["step", *HYPER_NAMES["nadam"], *OPTION_NAMES["nadam"]]
+    lr, beta2, wd = (torch.tensor(v, dtype=F64) for v in (0.01, 0.999, 0.1))
+    options = (1e-8, 4e-3, False, False)
+
+    def call(previous, beta1, step):
+        return op(step, lr, beta1, beta2, previous, wd, *options)
+
+    previous, beta1 = 0.4321, 0.87
+    for t in (1, 2, 7, 1000):
+        mu = beta1 * (1 - 0.5 * 0.96 ** (t * 4e-3))
+        got = call(torch.tensor(previous, dtype=F64), torch.tensor(beta1, dtype=F64), torch.tensor(t))
+        assert got.dtype == F64
+        assert_close(got, torch.tensor(previous * mu, dtype=F64), rtol=4 * torch.finfo(F64).eps)
+        got32 = call(torch.tensor(previous), torch.tensor(beta1, dtype=F64), torch.tensor(float(t)))
+        assert got32.dtype == torch.float32
+        # (the factor in float64 rounds to float32: the same as Python's to within a rounding)
+        assert_close(got32, torch.tensor(previous) * torch.tensor(mu), rtol=torch.finfo(torch.float32).eps)
+    c = gen(31)
+    inputs = tuple(rand_pos(c, 2) * 0.5 + 0.25)  # (two 0-d values in (0.3, 0.8))
+    inputs = tuple(x.requires_grad_() for x in inputs)
+    assert torch.autograd.gradcheck(lambda p, b: call(p, b, torch.tensor(3)), inputs)
+    assert torch.autograd.gradgradcheck(lambda p, b: call(p, b, torch.tensor(3)), inputs)
+    betas = torch.tensor([0.5, 0.9, 0.99], dtype=F64)
+    batched = torch.func.vmap(lambda b: call(torch.tensor(0.3, dtype=F64), b, torch.tensor(4)))(betas)
+    assert torch.equal(batched, torch.stack([call(torch.tensor(0.3, dtype=F64), b, torch.tensor(4)) for b in betas]))
+    torch.library.opcheck(
+        op.default, (torch.tensor(2), lr, inputs[1].detach(), beta2, inputs[0].detach(), wd, *options)
+    )

@@ -939,9 +939,11 @@ def test_users_subclass_the_classes():
     assert torch.equal(q.detach(), torch.ones(2, dtype=F64))
 
 
-def test_cpp_optimizers_have_the_aliases_defaults():
-    """unrollopt::Adam's options default to unrollopt.adam's arguments, and so on
-    for every C++ optimizer (each has an alias of its name)."""
+def test_aliases_take_the_cpp_declarations_defaults():
+    """unrollopt.adam's arguments default to unrollopt::Adam's options (stated
+    there only: the declaration writes ``...``), and so on for every C++
+    optimizer (each has an alias of its name): ``betas`` gathered from
+    ``beta1``, ``beta2``, ..., flags as bools."""
     cpp = dict(unrollopt._C.default_settings())
     assert {name.lower() for name in cpp} == set(CASES)
     for name, settings in cpp.items():
@@ -953,6 +955,8 @@ def test_cpp_optimizers_have_the_aliases_defaults():
         assert settings, name
         for setting, value in settings:
             assert defaults[setting] == value, (name, setting)
+        flags = [p for p in alias.values() if p.annotation == "bool"]
+        assert flags and all(type(p.default) is bool for p in flags), name
 
 
 def test_the_cpp_declarations_state_the_choices_python_applies():

@@ -49,13 +49,16 @@ SHARED_ARGS = {
 
 @dataclass(frozen=True)
 class Scalar:
-    """A 0-d state the step computes and the operator reads as the
-    hyperparameter of the same name (NAdam's product of momentum
-    coefficients): ``initial``, then ``advance(previous, config, t)`` at step ``t``."""
+    """The rule's scalar state (NAdam's product of momentum coefficients,
+    ``rules/rule.h``): a 0-d state that the operator reads as the
+    hyperparameter of the same name, ``initial`` before the first step."""
 
     name: str
     initial: float
-    advance: Callable[[torch.Tensor, _step.Config, Any], torch.Tensor]
+
+    def advance(self, previous: torch.Tensor, config: _step.Config, step: torch.Tensor) -> torch.Tensor:
+        """Its value after step ``step``, in ``previous``'s dtype (:func:`unrollopt._step.next_scalar`)."""
+        return _step.next_scalar(self.name, previous, config, step)
 
 
 def _on(value: Any) -> bool:
@@ -68,12 +71,14 @@ class Choices:
     """What an optimizer's C++ declaration (``rules/<name>.h``) states as data,
     applied to the settings by name: the operator they select (its rule, or
     its family's name with ``_`` and each variant setting that is on), the
-    requirements across settings, the states that start at a setting."""
+    requirements across settings, the states that start at a setting, the
+    rule's scalar state."""
 
     op: str
     variants: tuple[str, ...]
     requirements: tuple[tuple[str, str, bool], ...]  # (flag, setting, must be on)
     initial: dict[str, str]  # state -> setting
+    scalar: Optional[Scalar]
 
     def operator(self, settings: dict[str, Any]) -> str:
         return self.op + "".join(f"_{v}" for v in self.variants if _on(settings[v]))
@@ -86,9 +91,44 @@ class Choices:
 
 #: Every optimizer's choices, by the alias's name.
 CHOICES = {
-    name.lower(): Choices(op, tuple(variants), tuple(requirements), dict(initial))
-    for name, op, variants, requirements, initial in _C.declarations()
+    name.lower(): Choices(
+        op, tuple(variants), tuple(requirements), dict(initial), Scalar(*scalar[0]) if scalar else None
+    )
+    for name, op, variants, requirements, initial, scalar in _C.declarations()
 }
+
+#: Every optimizer's defaults, as its C++ declaration states them (``beta1``,
+#: ``beta2``, ... apart), by the alias's name.
+DEFAULTS = {name.lower(): dict(settings) for name, settings in _C.default_settings()}
+
+#: Each setting's annotation, by its name (a name means one thing in every
+#: optimizer); any other is a ``Hyperparameter``, and ``betas`` a tuple of them.
+ANNOTATIONS = {
+    "lr": "LearningRate",
+    "mask": "Any",
+    **dict.fromkeys(("eps", "eps_root", "momentum_decay", "initial_accumulator_value", "initial_scale"), "float"),
+    **dict.fromkeys(("amsgrad", "nesterov", "centered", "decoupled_weight_decay"), "bool"),
+}
+
+
+def _completed(name: str, declared: inspect.Signature) -> inspect.Signature:
+    """The declared signature (the settings' names, order and kinds) with each
+    setting's annotation (:data:`ANNOTATIONS`) and its default where it is
+    written ``...`` (:data:`DEFAULTS`: ``betas`` gathered into a tuple, flags as bools)."""
+    cpp = DEFAULTS[name]
+
+    def complete(p: inspect.Parameter) -> inspect.Parameter:
+        betas = tuple(v for n, v in cpp.items() if n in _BETAS)
+        annotation = ANNOTATIONS.get(p.name, "Hyperparameter")
+        if p.name == "betas":
+            annotation = f"tuple[{', '.join(['Hyperparameter'] * len(betas))}]"
+        default = p.default
+        if default is Ellipsis:
+            default = betas if p.name == "betas" else cpp[p.name]
+            default = bool(default) if annotation == "bool" else default
+        return p.replace(annotation=annotation, default=default)
+
+    return declared.replace(parameters=[complete(p) for p in declared.parameters.values()])
 
 
 @dataclass(frozen=True)
@@ -98,8 +138,8 @@ class Definition:
     - ``name``, ``signature``: the alias's (its settings, defaults and annotations);
     - ``state``: its state NamedTuple;
     - ``choices``: its C++ declaration's (:class:`Choices`: the operator the
-      settings select, the checks across settings, the initial states);
-    - ``scalar``: a 0-d state of its own (:class:`Scalar`);
+      settings select, the checks across settings, the initial states, the
+      rule's scalar state, also :attr:`scalar`);
     - for the ``torch.optim``-style class: its ``class_name`` (and other
       ``spellings``), ``torch_class`` (the ``torch.optim`` class it behaves as,
       if any), ``state_keys`` (state -> ``torch.optim``'s key), ``positional``
@@ -112,7 +152,6 @@ class Definition:
     signature: inspect.Signature
     state: type
     choices: Choices
-    scalar: Optional[Scalar] = None
     class_name: str = ""
     spellings: tuple[str, ...] = ()
     torch_class: Optional[str] = None
@@ -125,6 +164,10 @@ class Definition:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", _kinds(self.signature))
+
+    @property
+    def scalar(self) -> Optional[Scalar]:
+        return self.choices.scalar
 
     def settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Every setting by name (defaults filled in) from an alias call's arguments."""
@@ -186,7 +229,7 @@ class Definition:
         assert scalar is not None
         if state is None:
             return config, {scalar.name: torch.full((), scalar.initial, dtype=torch.float64)}
-        value = scalar.advance(getattr(state, scalar.name), config, count.to(torch.float64))
+        value = scalar.advance(getattr(state, scalar.name), config, count)
         return config.replace(**{scalar.name: value}), {scalar.name: value}
 
 
@@ -220,7 +263,9 @@ FLAGS = tuple(
 
 def optimizer(state: type, **facts: Any) -> Callable[[F], F]:
     """Declares an optimizer: decorates a function whose signature and
-    docstring are the alias's (its body is ``...``) and returns the alias, a
+    docstring are the alias's (its body is ``...``; the settings' annotations
+    are :data:`ANNOTATIONS`, a default written ``...`` is the C++
+    declaration's, :data:`DEFAULTS`) and returns the alias, a
     recorded constructor of its transformation, with the :class:`Definition`
     as its ``definition``. The alias takes the declared settings and then
     the :data:`FLAGS` every optimizer has. ``facts`` are the Definition's other
@@ -233,7 +278,7 @@ def optimizer(state: type, **facts: Any) -> Callable[[F], F]:
 
     def declare(declaration: F) -> F:
         name = declaration.__name__
-        declared = inspect.signature(declaration)
+        declared = _completed(name, inspect.signature(declaration))
         signature = declared.replace(parameters=[*declared.parameters.values(), *FLAGS])
         definition = Definition(name, signature, state, CHOICES[name], **facts)
 
@@ -244,7 +289,8 @@ def optimizer(state: type, **facts: Any) -> Callable[[F], F]:
         alias.__module__ = declaration.__module__
         alias.__doc__ = _docstring(declaration, signature, state)
         alias.__signature__ = signature  # type: ignore[attr-defined]
-        alias.__annotations__ = {**declaration.__annotations__, **{p.name: p.annotation for p in FLAGS}}
+        alias.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+        alias.__annotations__["return"] = signature.return_annotation
         made = recorded(alias)
         made.definition = definition  # type: ignore[attr-defined]
         object.__setattr__(definition, "alias", made)

@@ -247,6 +247,15 @@ def step(
     return list(target[1]), [list(ts) for ts in states]
 
 
+def next_scalar(name: str, previous: torch.Tensor, config: Config, step: torch.Tensor) -> torch.Tensor:
+    """The rule's scalar state ``name`` (NAdam's ``mu_product``) after step
+    ``step``, from its value before, in that value's dtype (differentiable):
+    ``torch.ops.unrollopt.<op>_next_<name>``, the rule's ``scalar_factor``
+    times the value before."""
+    hyper = [previous if n == name else t for n, t in zip(config.hyper_names, _tensors(config))]
+    return getattr(torch.ops.unrollopt, f"{config.op}_next_{name}")(step, *hyper, *config.options)
+
+
 def _call(op: str, grads: Tensors, states: States, params: Tensors, count: torch.Tensor, config: Config):
     """``torch.ops.unrollopt.<op>`` out of place: (updates, new states)."""
     out = getattr(torch.ops.unrollopt, op)(grads, *states, params, count, *_tensors(config), *config.options)

@@ -12,7 +12,8 @@
 //
 // and NAME_plain, the same step as NAME in ATen operations (the rule on
 // tensors), which autograd differentiates like any libtorch code: the plain
-// path (Python's use_accelerated_op=False), on any device.
+// path (Python's use_accelerated_op=False), on any device. A rule with a
+// scalar state S (NAdam's mu_product) has NAME_next_S (next_scalar below).
 //
 // Each has a typed schema with the rule's names, e.g.
 //   adam(Tensor[] grads, Tensor[] mu, Tensor[] nu, Tensor[] params, Tensor step,
@@ -76,6 +77,13 @@ std::tuple<TensorVector, TensorVector> plain_step(std::string_view optimizer, at
 
 // unrollopt::NAME_: with `update_params` the parameters receive p + update (an
 // optimizer step); otherwise the grads are overwritten by the updates.
+// The value after step `step` of the scalar state of the optimizer's rule
+// (rules/rule.h: NAdam's mu_product, which the caller keeps), from the
+// hyperparameters with the previous value in its place; in that value's dtype,
+// differentiable (the operator NAME_next_S, in ATen operations).
+at::Tensor next_scalar(std::string_view optimizer, const at::Tensor& step,
+                       at::TensorList hyperparameters, c10::ArrayRef<double> options);
+
 void fused_step_(std::string_view optimizer, at::TensorList params, at::TensorList grads,
                  at::TensorList states, const at::Tensor& step, at::TensorList hyperparameters,
                  c10::ArrayRef<double> options, bool update_params);

@@ -74,12 +74,14 @@ std::vector<std::pair<std::string, Settings>> default_settings();
 // languages' bindings, which apply them to their own settings): the rule, or
 // the family of rules and the settings that select a variant
 // (family + "_" + each that is on); the requirements across settings
-// (flag, setting, whether it must be on); the states that start at a setting.
+// (flag, setting, whether it must be on); the states that start at a setting;
+// the rule's scalar state (name, initial value), if it keeps one (at most one).
 struct Declaration {
   std::string name, op;
   std::vector<std::string> variants;
   std::vector<std::tuple<std::string, std::string, bool>> requirements;
   std::vector<std::pair<std::string, std::string>> initial_states;
+  std::vector<std::pair<std::string, double>> scalar_state;
 };
 std::vector<Declaration> declarations();
 

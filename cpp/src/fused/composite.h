@@ -7,6 +7,8 @@
 // mode (jvp, jacfwd) and the vjp to differentiate the backward (second order).
 
 #include <array>
+#include <string>
+#include <string_view>
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/zeros.h>
@@ -44,6 +46,29 @@ struct Composite {
   // Where the fused kernels compute a dtype in.
   static at::ScalarType compute_type(at::ScalarType dtype) {
     return (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
+  }
+
+  // NAME_next_SCALAR: the rule's scalar state after `step`, its previous value
+  // (a hyperparameter) times the step's factor (computed in float64) in the
+  // previous value's dtype: torch.optim.NAdam's arithmetic for mu_product.
+  static at::Tensor next_scalar(const at::Tensor& step, at::TensorList hyper,
+                                c10::ArrayRef<double> options)
+    requires requires { Rule::scalar; }
+  {
+    static const std::string name = std::string(Rule::name) + "_next_" + Rule::scalar.name;
+    const char* op = name.c_str();
+    check_hyperparameter(op, "step", step);
+    check_step(op, step);
+    std::array<at::Tensor, NH> h;
+    at::Tensor previous;
+    for (size_t i = 0; i < NH; ++i) {
+      check_hyperparameter(op, Rule::hyperparameters[i], hyper[i]);
+      h[i] = hyper[i].to(at::kDouble);
+      if (std::string_view(Rule::hyperparameters[i]) == Rule::scalar.name) previous = hyper[i];
+    }
+    const at::Tensor factor = Rule::template scalar_factor<at::Tensor>(
+        h, step.to(at::kDouble), Rule::Options::read(options));
+    return previous * factor.to(previous.scalar_type());
   }
 
   // NAME: the update and the new states.

@@ -9,7 +9,8 @@
 
 namespace unrollopt::fused {
 
-std::vector<std::string> schemas(const std::string& name, const ops::OperatorDescription& d) {
+std::vector<std::string> schemas(const std::string& name, const ops::OperatorDescription& d,
+                                 const char* scalar) {
   const auto is_flag = [&](const std::string& o) {
     return std::find(d.flags.begin(), d.flags.end(), o) != d.flags.end();
   };
@@ -31,13 +32,16 @@ std::vector<std::string> schemas(const std::string& name, const ops::OperatorDes
   for (const auto& h : d.hyperparameters) grad_hyper += ", Tensor grad_" + h;
   const std::string step = "(Tensor[] grads" + lists("Tensor[]", "", "") + ", Tensor[] params" +
                            scalars + ") -> (Tensor[] updates" + lists("Tensor[]", "", "_out") + ")";
-  return {name + step, name + "_plain" + step,
-          name + "_(Tensor(a!)[] params, Tensor(b!)[] grads" + lists("Tensor[]", "", "", 'c') +
-              scalars + ", bool update_params) -> ()",
-          name + "_backward(Tensor?[] grad_updates" + lists("Tensor?[]", "grad_", "_out") +
-              ", Tensor[] grads" + lists("Tensor[]", "", "") + ", Tensor[] params" + scalars +
-              ", bool[] output_mask) -> (Tensor[] grad_grads" + lists("Tensor[]", "grad_", "") +
-              ", Tensor[] grad_params" + grad_hyper + ")"};
+  std::vector<std::string> out{
+      name + step, name + "_plain" + step,
+      name + "_(Tensor(a!)[] params, Tensor(b!)[] grads" + lists("Tensor[]", "", "", 'c') +
+          scalars + ", bool update_params) -> ()",
+      name + "_backward(Tensor?[] grad_updates" + lists("Tensor?[]", "grad_", "_out") +
+          ", Tensor[] grads" + lists("Tensor[]", "", "") + ", Tensor[] params" + scalars +
+          ", bool[] output_mask) -> (Tensor[] grad_grads" + lists("Tensor[]", "grad_", "") +
+          ", Tensor[] grad_params" + grad_hyper + ")"};
+  if (scalar) out.push_back(name + "_next_" + scalar + "(" + scalars.substr(2) + ") -> Tensor");
+  return out;
 }
 
 namespace {
@@ -176,6 +180,12 @@ BackwardArguments read_backward(const c10::OperatorHandle& op, const torch::jit:
   return a;
 }
 
+StepArguments read_scalars(const torch::jit::Stack& stack, Counts c) {
+  StepArguments a;
+  pop_scalars(torch::jit::last(stack, 1 + c.hyper + c.options), 0, c, a);
+  return a;
+}
+
 bool any_argument(const c10::OperatorHandle& op, const torch::jit::Stack& stack,
                   bool (*predicate)(const at::Tensor&)) {
   for (const c10::IValue& v : torch::jit::last(stack, op.schema().arguments().size())) {
@@ -282,6 +292,15 @@ ForwardResult call_forward(const c10::OperatorHandle& op, const ops::OperatorDes
   std::get<0>(out) = stack[0].toTensorVector();
   std::get<1>(out) = concatenated(c10::ArrayRef<c10::IValue>(stack).slice(1));
   return out;
+}
+
+at::Tensor call_next_scalar(const c10::OperatorHandle& op, const ops::OperatorDescription& d,
+                            const at::Tensor& step, at::TensorList hyper,
+                            c10::ArrayRef<double> options) {
+  torch::jit::Stack stack;
+  push_scalars(stack, op, d, step, hyper, options);
+  op.callBoxed(stack);
+  return stack[0].toTensor();
 }
 
 void call_inplace(const c10::OperatorHandle& op, const ops::OperatorDescription& d,

@@ -47,8 +47,10 @@ using BackwardResult = std::tuple<TensorVector, TensorVector, TensorVector, Tens
 
 // The schemas of NAME, NAME_plain, NAME_ and NAME_backward (without the
 // namespace); the last `num_flags` options are flags (bool), the others
-// numbers (float).
-std::vector<std::string> schemas(const std::string& name, const ops::OperatorDescription& names);
+// numbers (float). With a scalar state (rules/rule.h), also
+//   NAME_next_SCALAR(Tensor step, Tensor lr, ..., bool maximize) -> Tensor
+std::vector<std::string> schemas(const std::string& name, const ops::OperatorDescription& names,
+                                 const char* scalar = nullptr);
 
 // The names of an operator's arguments, read from the schema of any of its
 // three operators.
@@ -88,6 +90,8 @@ BackwardArguments read_backward(const c10::OperatorHandle& op, const torch::jit:
 // lists too) satisfies `predicate`.
 bool any_argument(const c10::OperatorHandle& op, const torch::jit::Stack& stack,
                   bool (*predicate)(const at::Tensor&));
+// NAME_next_SCALAR's arguments on top of the stack (left there).
+StepArguments read_scalars(const torch::jit::Stack& stack, Counts counts);
 // Removes the operator's arguments from the stack.
 void drop_arguments(const c10::OperatorHandle& op, torch::jit::Stack& stack);
 // The kernels' results, as the operator returns them.
@@ -112,6 +116,10 @@ BackwardResult call_backward(const c10::OperatorHandle& op, const ops::OperatorD
                              at::TensorList states, at::TensorList params, const at::Tensor& step,
                              at::TensorList hyper, c10::ArrayRef<double> options,
                              const c10::List<bool>& mask);
+
+at::Tensor call_next_scalar(const c10::OperatorHandle& op, const ops::OperatorDescription& d,
+                            const at::Tensor& step, at::TensorList hyper,
+                            c10::ArrayRef<double> options);
 
 // Runs the operator's kernels below Autograd on the same stack (no copies).
 void redispatch_below_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet keys,

@@ -137,7 +137,7 @@ class _Optimizer(torch.optim.Optimizer):
         # torch.optim.NAdam's arithmetic: in the state's dtype, the default scalar one.
         dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
         previous = state.get(scalar.name, torch.full((), scalar.initial, dtype=dtype))
-        return scalar.advance(previous, config, step)
+        return scalar.advance(previous, config, torch.tensor(step, dtype=torch.float64))
 
     def _advance(self, group: dict[str, Any], states: list[dict[str, Any]], scalar: Optional[torch.Tensor]) -> None:
         """Records that the parameters with these states (stepped together) took a step."""

@@ -7,9 +7,7 @@ from typing import NamedTuple
 
 import torch
 
-from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
-from unrollopt._transformation import LearningRate
 from unrollopt.base import GradientTransformation, Params
 
 
@@ -30,12 +28,7 @@ class AdadeltaState(NamedTuple):
     torch_class="torch.optim.Adadelta",
     state_keys={"square_avg": "square_avg", "acc_delta": "acc_delta"},
 )
-def adadelta(
-    lr: LearningRate = 1.0,
-    rho: Hyperparameter = 0.9,
-    eps: float = 1e-6,
-    weight_decay: Hyperparameter = 0.0,
-) -> GradientTransformation:
+def adadelta(lr=..., rho=..., eps=..., weight_decay=...) -> GradientTransformation:
     r"""Adadelta (Zeiler, 2012) as ``torch.optim.Adadelta`` computes it, as a
     differentiable transformation.
 

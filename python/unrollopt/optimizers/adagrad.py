@@ -7,9 +7,7 @@ from typing import NamedTuple
 
 import torch
 
-from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
-from unrollopt._transformation import LearningRate
 from unrollopt.base import GradientTransformation, Params
 
 
@@ -32,13 +30,7 @@ class AdagradState(NamedTuple):
     ``initial_accumulator_value`` is used (``torch.optim.Adagrad`` starts every
     sum at the constructor's value).""",
 )
-def adagrad(
-    lr: LearningRate = 1e-2,
-    lr_decay: Hyperparameter = 0.0,
-    weight_decay: Hyperparameter = 0.0,
-    initial_accumulator_value: float = 0.0,
-    eps: float = 1e-10,
-) -> GradientTransformation:
+def adagrad(lr=..., lr_decay=..., weight_decay=..., initial_accumulator_value=..., eps=...) -> GradientTransformation:
     r"""Adagrad (Duchi, Hazan and Singer, 2011) as ``torch.optim.Adagrad``
     computes it, as a differentiable transformation.
 

@@ -4,13 +4,11 @@ differ only in where the weight decay enters. The step (fused and plain) is
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
-from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
-from unrollopt._transformation import LearningRate
 from unrollopt.base import GradientTransformation, Params
 
 
@@ -38,15 +36,7 @@ STATE_KEYS = {"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"}
     positional=("amsgrad",),
     notes="``eps_root`` is the one addition.",
 )
-def adam(
-    lr: LearningRate = 1e-3,
-    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: Hyperparameter = 0.0,
-    *,
-    eps_root: float = 0.0,
-    amsgrad: bool = False,
-) -> GradientTransformation:
+def adam(lr=..., betas=..., eps=..., weight_decay=..., *, eps_root=..., amsgrad=...) -> GradientTransformation:
     r"""Adam (Kingma and Ba, 2015) as a differentiable transformation.
 
     With :math:`t` the step number, :math:`s = -1` when maximizing (else 1) and
@@ -88,14 +78,7 @@ def adam(
     the group or a function of the tuple of the group's parameters giving one.""",
 )
 def adamw(
-    lr: LearningRate = 1e-3,
-    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: Hyperparameter = 1e-2,
-    *,
-    eps_root: float = 0.0,
-    amsgrad: bool = False,
-    mask: Any = None,
+    lr=..., betas=..., eps=..., weight_decay=..., *, eps_root=..., amsgrad=..., mask=None
 ) -> GradientTransformation:
     r"""AdamW (Loshchilov and Hutter, 2019): Adam with decoupled weight decay, as
     ``torch.optim.AdamW`` computes it, as a differentiable transformation.

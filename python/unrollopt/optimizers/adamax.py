@@ -3,9 +3,7 @@ fused step is ``cpp/include/unrollopt/rules/adamax.h``."""
 
 from __future__ import annotations
 
-from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
-from unrollopt._transformation import LearningRate
 from unrollopt.base import GradientTransformation
 from unrollopt.optimizers.adam import ScaleByAdamState
 
@@ -17,12 +15,7 @@ from unrollopt.optimizers.adam import ScaleByAdamState
     torch_class="torch.optim.Adamax",
     state_keys={"mu": "exp_avg", "nu": "exp_inf"},
 )
-def adamax(
-    lr: LearningRate = 2e-3,
-    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: Hyperparameter = 0.0,
-) -> GradientTransformation:
+def adamax(lr=..., betas=..., eps=..., weight_decay=...) -> GradientTransformation:
     r"""Adamax (Kingma and Ba, 2015, section 7.1), Adam with the infinity norm, as
     ``torch.optim.Adamax`` computes it, as a differentiable transformation.
 

@@ -9,9 +9,7 @@ from typing import NamedTuple
 
 import torch
 
-from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
-from unrollopt._transformation import LearningRate
 from unrollopt.base import GradientTransformation, Params
 
 
@@ -34,12 +32,7 @@ class AdanState(NamedTuple):
     state_keys={"mu": "exp_avg", "delta": "exp_avg_diff", "nu": "exp_avg_sq", "prev_grad": "pre_grad"},
     notes="The state keys are those of the authors' implementation.",
 )
-def adan(
-    lr: LearningRate = 1e-3,
-    betas: tuple[Hyperparameter, Hyperparameter, Hyperparameter] = (0.98, 0.92, 0.99),
-    eps: float = 1e-8,
-    weight_decay: Hyperparameter = 0.0,
-) -> GradientTransformation:
+def adan(lr=..., betas=..., eps=..., weight_decay=...) -> GradientTransformation:
     r"""Adan (Xie et al., 2022, "Adan: Adaptive Nesterov Momentum Algorithm for
     Faster Optimizing Deep Models") as the authors' implementation computes it,
     as a differentiable transformation.

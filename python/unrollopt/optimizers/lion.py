@@ -3,13 +3,11 @@ the sign of an interpolated momentum. The step (fused and plain) is ``cpp/includ
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
-from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
-from unrollopt._transformation import LearningRate
 from unrollopt.base import GradientTransformation, Params
 
 
@@ -27,13 +25,7 @@ class ScaleByLionState(NamedTuple):
     state_keys={"mu": "exp_avg"},
     notes="``mask`` limits the weight decay as :class:`AdamW`'s does.",
 )
-def lion(
-    lr: LearningRate = 1e-4,
-    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.99),
-    weight_decay: Hyperparameter = 0.0,
-    *,
-    mask: Any = None,
-) -> GradientTransformation:
+def lion(lr=..., betas=..., weight_decay=..., *, mask=None) -> GradientTransformation:
     r"""Lion (Chen et al., 2023, "Symbolic Discovery of Optimization
     Algorithms"), the sign of an interpolated momentum, as a differentiable
     transformation.

@@ -1,6 +1,6 @@
 """NAdam (Dozat, 2016), Adam with Nesterov momentum. The step (fused and plain) is
-``cpp/include/unrollopt/rules/nadam.h``; the product of momentum coefficients is a state of
-its own (:class:`unrollopt._optimizer.Scalar`), which every engine keeps."""
+``cpp/include/unrollopt/rules/nadam.h``, and so is the product of momentum coefficients,
+a state of the rule's own (its ``scalar``), which every engine keeps."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ from typing import NamedTuple
 
 import torch
 
-from unrollopt import _step
-from unrollopt._hyperparameters import Hyperparameter
-from unrollopt._optimizer import Scalar, optimizer
-from unrollopt._transformation import LearningRate
+from unrollopt._optimizer import optimizer
 from unrollopt.base import GradientTransformation, Params
 from unrollopt.optimizers import adam
 
@@ -28,19 +25,8 @@ class NAdamState(NamedTuple):
     count: torch.Tensor
 
 
-def momentum_coefficient(beta1, t, momentum_decay: float):
-    """NAdam's mu_t = beta1 (1 - 0.96^(t psi) / 2) at step ``t``."""
-    return beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
-
-
-def _advance_product(product: torch.Tensor, c: _step.Config, t):
-    """P_t = P_{t-1} m_t (in the previous product's dtype: torch.optim.NAdam's arithmetic)."""
-    return product * momentum_coefficient(c["beta1"], t, c.option("momentum_decay"))
-
-
 @optimizer(
     NAdamState,
-    scalar=Scalar("mu_product", 1.0, _advance_product),
     class_name="NAdam",
     torch_class="torch.optim.NAdam",
     state_keys=adam.STATE_KEYS,
@@ -50,13 +36,7 @@ def _advance_product(product: torch.Tensor, c: _step.Config, t):
     default scalar dtype).""",
 )
 def nadam(
-    lr: LearningRate = 2e-3,
-    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: Hyperparameter = 0.0,
-    momentum_decay: float = 4e-3,
-    *,
-    decoupled_weight_decay: bool = False,
+    lr=..., betas=..., eps=..., weight_decay=..., momentum_decay=..., *, decoupled_weight_decay=...
 ) -> GradientTransformation:
     r"""NAdam (Dozat, 2016), Adam with Nesterov momentum, as
     ``torch.optim.NAdam`` computes it, as a differentiable transformation.

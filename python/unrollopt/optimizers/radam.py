@@ -3,9 +3,7 @@ and plain) is ``cpp/include/unrollopt/rules/radam.h``."""
 
 from __future__ import annotations
 
-from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
-from unrollopt._transformation import LearningRate
 from unrollopt.base import GradientTransformation
 from unrollopt.optimizers import adam
 
@@ -17,14 +15,7 @@ from unrollopt.optimizers import adam
     state_keys=adam.STATE_KEYS,
     positional=("decoupled_weight_decay",),
 )
-def radam(
-    lr: LearningRate = 1e-3,
-    betas: tuple[Hyperparameter, Hyperparameter] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: Hyperparameter = 0.0,
-    *,
-    decoupled_weight_decay: bool = False,
-) -> GradientTransformation:
+def radam(lr=..., betas=..., eps=..., weight_decay=..., *, decoupled_weight_decay=...) -> GradientTransformation:
     r"""RAdam (Liu et al., 2020), Adam with a rectified adaptive step, as
     ``torch.optim.RAdam`` computes it, as a differentiable transformation.
 

@@ -11,9 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
-from unrollopt._transformation import LearningRate
 from unrollopt.base import GradientTransformation, Params
 
 
@@ -40,15 +38,7 @@ class RMSPropState(NamedTuple):
     not use it.""",
 )
 def rmsprop(
-    lr: LearningRate = 1e-2,
-    alpha: Hyperparameter = 0.99,
-    eps: float = 1e-8,
-    weight_decay: Hyperparameter = 0.0,
-    momentum: Hyperparameter = 0.0,
-    centered: bool = False,
-    *,
-    initial_scale: float = 0.0,
-    nesterov: bool = False,
+    lr=..., alpha=..., eps=..., weight_decay=..., momentum=..., centered=..., *, initial_scale=..., nesterov=...
 ) -> GradientTransformation:
     r"""RMSprop (Hinton, Srivastava and Swersky, 2012) as ``torch.optim.RMSprop``
     computes it, as a differentiable transformation.

@@ -9,9 +9,7 @@ from typing import NamedTuple
 
 import torch
 
-from unrollopt._hyperparameters import Hyperparameter
 from unrollopt._optimizer import optimizer
-from unrollopt._transformation import LearningRate
 from unrollopt.base import GradientTransformation, Params
 
 
@@ -30,13 +28,7 @@ class SgdState(NamedTuple):
     state_keys={"momentum_buffer": "momentum_buffer"},
     counts_steps=False,
 )
-def sgd(
-    lr: LearningRate = 1e-3,
-    momentum: Hyperparameter = 0.0,
-    dampening: Hyperparameter = 0.0,
-    weight_decay: Hyperparameter = 0.0,
-    nesterov: bool = False,
-) -> GradientTransformation:
+def sgd(lr=..., momentum=..., dampening=..., weight_decay=..., nesterov=...) -> GradientTransformation:
     r"""Stochastic gradient descent, with ``torch.optim.SGD``'s momentum, as a
     differentiable transformation.
 

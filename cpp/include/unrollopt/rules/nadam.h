@@ -50,14 +50,26 @@ struct Nadam {
     num_coef
   };
 
+  // mu_t, the momentum coefficient of step t.
+  template <class S>
+  UNROLLOPT_HOST_DEVICE static S momentum(const S& b1, const S& t, const Options& o) {
+    return b1 * (1 - 0.5 * math::pow(math::constant(b1, 0.96), t * o.momentum_decay));
+  }
+
+  // P_t = P_{t-1} mu_t, kept by the caller (torch.optim: per parameter).
+  static constexpr ScalarState scalar{"mu_product", 1.0};
+  template <class S>
+  static S scalar_factor(const std::array<S, 5>& h, const S& t, const Options& o) {
+    return momentum(h[1], t, o);
+  }
+
   template <class S>
   UNROLLOPT_HOST_DEVICE static std::array<S, num_coef> coef(const std::array<S, 5>& h, const S& t,
                                                             const Options& o) {
     const auto& [lr, b1, b2, product, wd] = h;
     const S zero = math::constant(lr, 0.0);
-    const S mu_t = b1 * (1 - 0.5 * math::pow(math::constant(lr, 0.96), t * o.momentum_decay));
-    const S mu_next =
-        b1 * (1 - 0.5 * math::pow(math::constant(lr, 0.96), (t + 1) * o.momentum_decay));
+    const S mu_t = momentum(b1, t, o);
+    const S mu_next = momentum(b1, t + 1, o);
     return {math::constant(lr, o.maximize ? -1.0 : 1.0),
             o.decoupled ? zero : wd,
             b1,
@@ -135,7 +147,7 @@ struct NAdamState {
   at::Tensor mu_product;  // 0-d float64: the product of the momentum coefficients so far
   at::Tensor count;
   UNROLLOPT_STATES(mu, nu)
-  static constexpr auto scalar_state = &NAdamState::mu_product;
+  static constexpr auto scalar_state = &NAdamState::mu_product;  // the rule's scalar
 };
 
 // unrollopt::NAdam.
@@ -150,13 +162,6 @@ struct NAdamOptions {
   using State = NAdamState;
   using Rule = rules::Nadam;
   UNROLLOPT_SETTINGS(lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay)
-
-  // The rule's hyperparameter mu_product after step t (1 before the first;
-  // differentiable with respect to a tensor beta1): times mu_t = beta1 (1 - 0.96^(t psi) / 2).
-  static constexpr const char* scalar_name = "mu_product";
-  at::Tensor next_scalar(const at::Tensor& product, double t) const {
-    return product.mul(beta1.tensor().mul(1 - 0.5 * std::pow(0.96, t * momentum_decay)));
-  }
 };
 
 }  // namespace unrollopt

@@ -19,10 +19,8 @@
 //           second must be on (true) or off (false)
 //       static constexpr std::array<detail::InitialState, N> initial_states
 //           {{"square_avg", "initial_scale"}}: a state that starts at a setting
-//       at::Tensor next_scalar(const at::Tensor& previous, double step) const,
-//                   scalar_name, and XState::scalar_state (a member pointer): a 0-d
-//                   state, 1 at first, that each step computes and the rule takes
-//                   as its hyperparameter scalar_name (NAdam's mu_product)
+//   and, with a rule that has a scalar state (NAdam's mu_product: rules/rule.h),
+//   XState::scalar_state, a member pointer to the 0-d tensor that keeps it
 //   };
 //
 // The functional optimizers (unrollopt/optimizers.h) and the torch::optim ones

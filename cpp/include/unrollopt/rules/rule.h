@@ -18,6 +18,14 @@
 //       the exact vector-Jacobian product: cotangents of g, the states, p and of
 //       every coefficient (summed by the caller, then chained to the
 //       hyperparameters through the derivative of coef)
+// and, where the step reads a running product of its own (NAdam's product of
+// momentum coefficients), which the caller keeps and passes as one of the
+// hyperparameters:
+//   scalar                    ScalarState{name, initial}: that hyperparameter, and
+//                             its value before the first step
+//   scalar_factor<S>(hyper, step, options) -> S
+//       what step `step` multiplies it by (the operator NAME_next_<name>: the
+//       product after the step, multiplied in its own dtype, as torch.optim does)
 // A rule that takes the root of a mean of squares takes it with take_root
 // (below) in both functions, so that squares that underflowed do not make the
 // derivative infinite, nor a root that the update does not depend on make it NaN.
@@ -31,6 +39,11 @@
 #include "math_ops.h"
 
 namespace unrollopt::rules {
+
+struct ScalarState {
+  const char* name;
+  double initial;
+};
 
 template <class V, size_t NumStates, size_t NumCoef>
 struct Vjp {
