@@ -15,6 +15,15 @@ from unrollopt.base import GradientTransformation, OptState, Params, Updates
 
 _ONE = torch.ones((), dtype=torch.int64)  # count.add(_ONE) costs half of count + 1
 
+
+def _next(count: torch.Tensor) -> torch.Tensor:
+    """The step count after a step. Under torch.compile by a number: ``_ONE``
+    would be an input of the graph, and the count (from ``init``'s zeros) and
+    the bias corrections computed from it would then be computed in every
+    kernel that reads them, for every element, instead of being constants."""
+    return count.add(1 if torch.compiler.is_compiling() else _ONE)
+
+
 #: A learning rate: a number or 0-d tensor, a schedule (a function of the
 #: step count, see :mod:`unrollopt.schedule`), or a pytree like the parameters
 #: of numbers or tensors broadcastable to them (per-parameter rates, as in
@@ -135,14 +144,14 @@ def transformation(
             step_config = step_config.replace(lr=lr_schedule(state.count))
         extra = {}
         if scalars is not None:
-            step_config, extra = scalars(step_config, state, state.count.add(_ONE))
+            step_config, extra = scalars(step_config, state, _next(state.count))
         if inplace:
             _step.check_tensors("update", grads=g, params=p, **dict(zip(names, s)))
             written = [*g, *(t for leaves in s for t in leaves)]
             _step.check_inplace_allowed("update", written, p, rates or (), config=step_config)
         else:
             _step.warn_if_first_order(g, p)
-        count = state.count.add(_ONE)
+        count = _next(state.count)
         ks = range(len(g)) if live is None else live  # each computed leaf's index among all
 
         def run(gk: list, sk: list, pk: list, cfg: _step.Config) -> tuple[list, list]:
