@@ -12,7 +12,11 @@ meta-batch 4, 10 shots, 5 inner steps, outer Adam step) with the meta-batch's
   compile its differentiable step runs the plain math) and plain;
 * unrollopt ``MetaSGD`` / ``MetaAdam`` on the module, each task's inner loop
   and query loss compiled (examples/maml_sinusoid.py ``--compile`` without
-  ``--vmap``).
+  ``--vmap``);
+* "whole iteration": the hand-written and the unrollopt plain ``vmap`` rows
+  with the outer Adam step inside the compiled function too, as JAX + optax
+  runs it (the rows above step ``torch.optim.Adam`` eagerly after it). The
+  outer step is the same functional Adam in each (``outer_adam``).
 
 Each variant compiles its own code object (variants that shared one would
 share dynamo's cache and pay for each other's guards). Timed interleaved,
@@ -62,8 +66,22 @@ def _own_code(fn, name):
     return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
 
 
-def _functional(ex, net, inner, args, step=None, init=None, opt=None):
-    """The meta-batch's vmap(grad_and_value(task loss)) function, compiled."""
+def outer_adam(params, grads, state, lr=3e-3):
+    """The outer Adam step of the whole-iteration rows, functional (the step
+    count a tensor: it changes every iteration)."""
+    (b1, b2), (m, v, t) = ADAM_BETAS, state
+    t = t + 1
+    m = {k: b1 * m[k] + (1 - b1) * g for k, g in grads.items()}
+    v = {k: b2 * v[k] + (1 - b2) * g * g for k, g in grads.items()}
+    bc1, bc2 = 1 - b1**t, 1 - b2**t
+    new = {k: p - lr * (m[k] / bc1) / ((v[k] / bc2).sqrt() + ADAM_EPS) for k, p in params.items()}
+    return new, (m, v, t)
+
+
+def _functional(ex, net, inner, args, step=None, init=None, opt=None, whole=False):
+    """The meta-batch's vmap(grad_and_value(task loss)) function, compiled;
+    with ``whole``, followed by the outer step: (params, outer state, tasks...)
+    -> (new params, new outer state, meta-gradient)."""
 
     def support(params, x, y):
         return ex.mse(functional_call(net, params, (x,)), y)
@@ -85,7 +103,35 @@ def _functional(ex, net, inner, args, step=None, init=None, opt=None):
     def meta_gradient(*a):
         return batched(*a)
 
-    return torch.compile(_own_code(meta_gradient, f"meta_gradient_{id(net)}"), fullgraph=True)
+    def outer_iteration(params, state, *tasks):
+        grads, _ = batched(params, *tasks)
+        grads = {k: g.mean(0) for k, g in grads.items()}
+        return (*outer_adam(params, grads, state), grads)
+
+    fn = outer_iteration if whole else meta_gradient
+    return torch.compile(_own_code(fn, f"{fn.__name__}_{id(net)}"), fullgraph=True)
+
+
+class WholeIteration:
+    """A whole-iteration row: builds its run from the sampler (as
+    bench/maml.py's outer_iteration does for the other rows)."""
+
+    def __init__(self, net, fn):
+        self.net, self.fn = net, fn
+
+    def run(self, sample):
+        params = {k: v.detach().clone() for k, v in self.net.named_parameters()}
+        state = (*({k: torch.zeros_like(p) for k, p in params.items()} for _ in range(2)), torch.zeros(()))
+        gen = torch.Generator().manual_seed(0)
+
+        def run():
+            nonlocal params, state
+            tasks = sample(gen)
+            params, state, grads = self.fn(params, state, tasks.x_support, tasks.y_support, tasks.x_query,
+                                           tasks.y_query)  # fmt: skip
+            return list(grads.values())
+
+        return run
 
 
 def variants(ex, hand_written: dict, inner: str) -> dict:
@@ -116,6 +162,13 @@ def variants(ex, hand_written: dict, inner: str) -> dict:
         opt = (unrollopt.sgd if inner == "sgd" else unrollopt.adam)(args.inner_lr, use_accelerated_op=fused)
         fn = _functional(ex, net, inner, args, opt=opt)
         out[f"unrollopt {'fused' if fused else 'plain'} + vmap, compiled"] = (net, vmapped(fn, net))
+    net = ex.make_net(0)
+    out["hand-written, whole iteration compiled"] = WholeIteration(
+        net, _functional(ex, net, inner, args, step=step, init=init, whole=True))  # fmt: skip
+    net = ex.make_net(0)
+    opt = (unrollopt.sgd if inner == "sgd" else unrollopt.adam)(args.inner_lr)
+    out["unrollopt plain + vmap, whole iteration compiled"] = WholeIteration(
+        net, _functional(ex, net, inner, args, opt=opt, whole=True))  # fmt: skip
     net = ex.make_net(0)
     inner_opt = ex.make_inner_optimizer(net, args)
     query_loss = ex.make_adapted_query_loss(net, inner_opt, args)
@@ -159,8 +212,9 @@ def bench(ex, outer_iteration, hand_written, measure_interleaved, threads_list, 
         for inner in ("sgd", "adam"):
             torch._dynamo.reset()  # each thread count compiles afresh (Inductor's kernels depend on it)
             runs, compile_s = {}, {}
-            for name, (net, meta_batch) in variants(ex, hand_written, inner).items():
-                run = outer_iteration(net, meta_batch, lambda gen: ex.sample_tasks(4, 10, 10, gen))
+            for name, how in variants(ex, hand_written, inner).items():
+                sample = lambda gen: ex.sample_tasks(4, 10, 10, gen)  # noqa: E731
+                run = how.run(sample) if isinstance(how, WholeIteration) else outer_iteration(*how, sample)
                 start = time.perf_counter()
                 run()
                 compile_s[name] = time.perf_counter() - start

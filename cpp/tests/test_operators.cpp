@@ -581,6 +581,45 @@ TEST(Ops, SchemasCarryTheRulesNames) {
             "Tensor grad_beta1, Tensor grad_beta2, Tensor grad_weight_decay)");
 }
 
+// NAdam's running product, the rule's scalar state: ops::next_scalar (the
+// operator nadam_next_mu_product) multiplies the previous value by
+// mu_t = beta1 (1 - 0.96^(t psi) / 2) in its own dtype, differentiably; a rule
+// without a scalar state has none.
+TEST(Ops, NextScalarIsTheRulesRunningProduct) {
+  const auto& d = unrollopt::ops::describe("nadam");
+  const double beta1 = 0.87, psi = 4e-3, previous = 0.4321;
+  const auto index = [&](const std::string& name) {
+    return std::find(d.hyperparameters.begin(), d.hyperparameters.end(), name) -
+           d.hyperparameters.begin();
+  };
+  std::vector<at::Tensor> hyper;
+  for (const auto& h : d.hyperparameters) {
+    const double v = h == "beta1" ? beta1 : h == "mu_product" ? previous : 0.1;
+    hyper.push_back(at::scalar_tensor(v, at::kDouble).requires_grad_(h == "beta1"));
+  }
+  std::vector<double> options;
+  for (const auto& o : d.options)
+    options.push_back(o == "momentum_decay" ? psi : o == "eps" ? 1e-8 : 0);
+  for (const int64_t t : {1, 2, 50}) {
+    const double mu = beta1 * (1 - 0.5 * std::pow(0.96, t * psi));
+    const at::Tensor next =
+        unrollopt::ops::next_scalar("nadam", at::scalar_tensor(t, at::kLong), hyper, options);
+    EXPECT_EQ(next.scalar_type(), at::kDouble);
+    EXPECT_NEAR(next.item<double>(), previous * mu, 4e-16 * previous * mu) << t;
+    // d/dbeta1 of P mu_t = P mu_t / beta1.
+    const at::Tensor g = torch::autograd::grad({next}, {hyper[index("beta1")]})[0];
+    EXPECT_NEAR(g.item<double>(), previous * mu / beta1, 1e-15) << t;
+  }
+  std::vector<at::Tensor> single;
+  for (const auto& h : hyper) single.push_back(h.detach());
+  single[index("mu_product")] = at::scalar_tensor(previous, at::kFloat);  // float32 in and out
+  EXPECT_EQ(unrollopt::ops::next_scalar("nadam", at::scalar_tensor(2, at::kLong), single, options)
+                .scalar_type(),
+            at::kFloat);
+  EXPECT_THROW(unrollopt::ops::next_scalar("adam", at::scalar_tensor(1, at::kLong), {}, {}),
+               c10::ValueError);
+}
+
 TEST(Info, AcceleratedOpAvailable) {
   EXPECT_TRUE(unrollopt::accelerated_op_available(c10::Device("cpu")));
   EXPECT_TRUE(unrollopt::accelerated_op_available(c10::Device("meta")));  // shapes only
