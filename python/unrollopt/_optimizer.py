@@ -116,9 +116,9 @@ def _completed(name: str, declared: inspect.Signature) -> inspect.Signature:
     setting's annotation (:data:`ANNOTATIONS`) and its default where it is
     written ``...`` (:data:`DEFAULTS`: ``betas`` gathered into a tuple, flags as bools)."""
     cpp = DEFAULTS[name]
+    betas = tuple(v for n, v in cpp.items() if n in _BETAS)
 
     def complete(p: inspect.Parameter) -> inspect.Parameter:
-        betas = tuple(v for n, v in cpp.items() if n in _BETAS)
         annotation = ANNOTATIONS.get(p.name, "Hyperparameter")
         if p.name == "betas":
             annotation = f"tuple[{', '.join(['Hyperparameter'] * len(betas))}]"
