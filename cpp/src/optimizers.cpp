@@ -122,7 +122,7 @@ std::vector<std::pair<std::string, Settings>> default_settings() {
 namespace {
 template <class O>
 Declaration declaration_of() {
-  Declaration d{O::name, {}, {}, {}, {}, {}};
+  Declaration d{O::name, {}, {}, {}, {}, {}, {}};
   if constexpr (requires { O::variants; }) {
     d.op = O::family;
     d.variants.assign(O::variants.begin(), O::variants.end());
@@ -138,6 +138,13 @@ Declaration declaration_of() {
   }
   if constexpr (detail::HasScalarState<O>) {
     d.scalar_state.emplace_back(O::Rule::scalar.name, O::Rule::scalar.initial);
+  }
+  const O defaults{};
+  for (const auto& f : O::settings(defaults)) {
+    const char* kind = std::holds_alternative<const Hyperparameter*>(f.value) ? "hyperparameter"
+                       : std::holds_alternative<const double*>(f.value)       ? "number"
+                                                                              : "flag";
+    d.setting_kinds.emplace_back(f.name, kind);
   }
   return d;
 }

@@ -71,17 +71,19 @@ NB_MODULE(_C, m) {
         std::vector<std::tuple<std::string, std::string, std::vector<std::string>,
                                std::vector<std::tuple<std::string, std::string, bool>>,
                                std::vector<std::pair<std::string, std::string>>,
-                               std::vector<std::pair<std::string, double>>>>
+                               std::vector<std::pair<std::string, double>>,
+                               std::vector<std::pair<std::string, std::string>>>>
             out;
         for (auto& d : unrollopt::declarations()) {
           out.emplace_back(d.name, d.op, d.variants, d.requirements, d.initial_states,
-                           d.scalar_state);
+                           d.scalar_state, d.setting_kinds);
         }
         return out;
       },
       "Each C++ optimizer's choices as data: (name, rule or family, variants, requirements "
       "(flag, setting, must be on), initial states (state, setting), the rule's scalar state "
-      "([(name, initial)] or []); see Declaration in "
+      "([(name, initial)] or []), each setting's kind ((setting, \"hyperparameter\" | \"number\" | "
+      "\"flag\")); see Declaration in "
       "unrollopt/optimizers.h.");
   m.def(
       "check_setting",

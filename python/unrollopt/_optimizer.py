@@ -89,39 +89,45 @@ class Choices:
                 raise ValueError(f"unrollopt.{name}: {flag}=True requires {setting} {'!= 0' if on else '= 0'}")
 
 
+_DECLARATIONS = _C.declarations()
+
 #: Every optimizer's choices, by the alias's name.
 CHOICES = {
     name.lower(): Choices(
         op, tuple(variants), tuple(requirements), dict(initial), Scalar(*scalar[0]) if scalar else None
     )
-    for name, op, variants, requirements, initial, scalar in _C.declarations()
+    for name, op, variants, requirements, initial, scalar, _ in _DECLARATIONS
 }
 
 #: Every optimizer's defaults, as its C++ declaration states them (``beta1``,
 #: ``beta2``, ... apart), by the alias's name.
 DEFAULTS = {name.lower(): dict(settings) for name, settings in _C.default_settings()}
 
-#: Each setting's annotation, by its name (a name means one thing in every
-#: optimizer); any other is a ``Hyperparameter``, and ``betas`` a tuple of them.
+#: Every optimizer's settings' annotations, by the alias's name: by the kind
+#: of each in its C++ declaration (``betas`` a tuple of hyperparameters), but
+#: for the settings an engine handles (:data:`ENGINE_ANNOTATIONS`).
 ANNOTATIONS = {
-    "lr": "LearningRate",
-    "mask": "Any",
-    **dict.fromkeys(("eps", "eps_root", "momentum_decay", "initial_accumulator_value", "initial_scale"), "float"),
-    **dict.fromkeys(("amsgrad", "nesterov", "centered", "decoupled_weight_decay"), "bool"),
+    name.lower(): {
+        setting: {"hyperparameter": "Hyperparameter", "number": "float", "flag": "bool"}[kind]
+        for setting, kind in kinds
+    }
+    for name, *_, kinds in _DECLARATIONS
 }
+ENGINE_ANNOTATIONS = {"lr": "LearningRate", "mask": "Any"}
 
 
 def _completed(name: str, declared: inspect.Signature) -> inspect.Signature:
     """The declared signature (the settings' names, order and kinds) with each
-    setting's annotation (:data:`ANNOTATIONS`) and its default where it is
+    setting's annotation (:data:`ANNOTATIONS`, :data:`ENGINE_ANNOTATIONS`) and its default where it is
     written ``...`` (:data:`DEFAULTS`: ``betas`` gathered into a tuple, flags as bools)."""
     cpp = DEFAULTS[name]
     betas = tuple(v for n, v in cpp.items() if n in _BETAS)
 
     def complete(p: inspect.Parameter) -> inspect.Parameter:
-        annotation = ANNOTATIONS.get(p.name, "Hyperparameter")
         if p.name == "betas":
             annotation = f"tuple[{', '.join(['Hyperparameter'] * len(betas))}]"
+        else:
+            annotation = ENGINE_ANNOTATIONS.get(p.name) or ANNOTATIONS[name][p.name]
         default = p.default
         if default is Ellipsis:
             default = betas if p.name == "betas" else cpp[p.name]
@@ -264,7 +270,7 @@ FLAGS = tuple(
 def optimizer(state: type, **facts: Any) -> Callable[[F], F]:
     """Declares an optimizer: decorates a function whose signature and
     docstring are the alias's (its body is ``...``; the settings' annotations
-    are :data:`ANNOTATIONS`, a default written ``...`` is the C++
+    follow the C++ declaration's kinds, :data:`ANNOTATIONS`; a default written ``...`` is the C++
     declaration's, :data:`DEFAULTS`) and returns the alias, a
     recorded constructor of its transformation, with the :class:`Definition`
     as its ``definition``. The alias takes the declared settings and then

@@ -75,13 +75,15 @@ std::vector<std::pair<std::string, Settings>> default_settings();
 // the family of rules and the settings that select a variant
 // (family + "_" + each that is on); the requirements across settings
 // (flag, setting, whether it must be on); the states that start at a setting;
-// the rule's scalar state (name, initial value), if it keeps one (at most one).
+// the rule's scalar state (name, initial value), if it keeps one (at most one);
+// each setting's kind: "hyperparameter" (a tensor or number), "number" or "flag".
 struct Declaration {
   std::string name, op;
   std::vector<std::string> variants;
   std::vector<std::tuple<std::string, std::string, bool>> requirements;
   std::vector<std::pair<std::string, std::string>> initial_states;
   std::vector<std::pair<std::string, double>> scalar_state;
+  std::vector<std::pair<std::string, std::string>> setting_kinds;
 };
 std::vector<Declaration> declarations();
 
