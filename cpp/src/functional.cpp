@@ -90,12 +90,12 @@ void warn_if_first_order(std::string_view op, at::TensorList grads, at::TensorLi
 
 Step fused_update(std::string_view op, at::TensorList grads,
                   const std::vector<std::vector<at::Tensor>>& states, at::TensorList params,
-                  const at::Tensor& count, at::TensorList hyper, c10::ArrayRef<double> options) {
+                  const at::Tensor& step, at::TensorList hyper, c10::ArrayRef<double> options) {
   std::vector<at::Tensor> flat;
   for (const auto& state : states) flat.insert(flat.end(), state.begin(), state.end());
   Step next;
-  next.count = at::add(count, 1);
-  auto [updates, new_flat] = ops::fused_step(op, grads, flat, params, next.count, hyper, options);
+  next.count = step;
+  auto [updates, new_flat] = ops::fused_step(op, grads, flat, params, step, hyper, options);
   next.updates = std::move(updates);
   const auto n = static_cast<std::ptrdiff_t>(grads.size());
   for (size_t k = 0; k < states.size(); ++k) {

@@ -46,9 +46,10 @@ struct Step {
 // makes a meta-gradient first-order.
 void warn_if_first_order(std::string_view op, at::TensorList grads, at::TensorList params);
 
-// One out-of-place step of the operator unrollopt::<op>.
+// One out-of-place step of the operator unrollopt::<op>, the step number `step`
+// (the count after it).
 Step fused_update(std::string_view op, at::TensorList grads,
                   const std::vector<std::vector<at::Tensor>>& states, at::TensorList params,
-                  const at::Tensor& count, at::TensorList hyper, c10::ArrayRef<double> options);
+                  const at::Tensor& step, at::TensorList hyper, c10::ArrayRef<double> options);
 
 }  // namespace unrollopt::detail

@@ -74,9 +74,10 @@ std::pair<std::vector<at::Tensor>, typename Optimizer<Options>::State> Optimizer
   TORCH_CHECK_VALUE(!params.empty() || !decays, "unrollopt.", Options::name,
                     ".update: weight_decay is not 0, so params are needed");
   State next = state;
+  const at::Tensor t = at::add(state.count, 1);
   if constexpr (detail::HasScalarState<Options>) {
     a.hyper[a.scalar_index] = state.*State::scalar_state;
-    next.*State::scalar_state = ops::next_scalar(a.op, at::add(state.count, 1), a.hyper, a.options);
+    next.*State::scalar_state = ops::next_scalar(a.op, t, a.hyper, a.options);
     a.hyper[a.scalar_index] = next.*State::scalar_state;
   }
   const auto lists = state_lists<Options>(next, a);  // still the given state's
@@ -84,8 +85,8 @@ std::pair<std::vector<at::Tensor>, typename Optimizer<Options>::State> Optimizer
   for (const auto* list : lists) states.push_back(*list);
   detail::warn_if_first_order(a.op, grads, params);
   // The operator reads the parameters only for a weight decay.
-  auto step = detail::fused_update(a.op, grads, states, decays ? params : at::TensorList(),
-                                   state.count, a.hyper, a.options);
+  auto step = detail::fused_update(a.op, grads, states, decays ? params : at::TensorList(), t,
+                                   a.hyper, a.options);
   for (size_t k = 0; k < lists.size(); ++k) *lists[k] = std::move(step.states[k]);
   next.count = std::move(step.count);
   return {std::move(step.updates), std::move(next)};
@@ -137,7 +138,7 @@ Declaration declaration_of() {
       d.initial_states.emplace_back(state, setting);
   }
   if constexpr (detail::HasScalarState<O>) {
-    d.scalar_state.emplace_back(O::Rule::scalar.name, O::Rule::scalar.initial);
+    d.scalar_state.emplace(O::Rule::scalar.name, O::Rule::scalar.initial);
   }
   const O defaults{};
   for (const auto& f : O::settings(defaults)) {

@@ -3,6 +3,7 @@
 // availability probe, and the checks shared with the C++ API.
 
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
@@ -71,7 +72,7 @@ NB_MODULE(_C, m) {
         std::vector<std::tuple<std::string, std::string, std::vector<std::string>,
                                std::vector<std::tuple<std::string, std::string, bool>>,
                                std::vector<std::pair<std::string, std::string>>,
-                               std::vector<std::pair<std::string, double>>,
+                               std::optional<std::pair<std::string, double>>,
                                std::vector<std::pair<std::string, std::string>>>>
             out;
         for (auto& d : unrollopt::declarations()) {
@@ -82,7 +83,7 @@ NB_MODULE(_C, m) {
       },
       "Each C++ optimizer's choices as data: (name, rule or family, variants, requirements "
       "(flag, setting, must be on), initial states (state, setting), the rule's scalar state "
-      "([(name, initial)] or []), each setting's kind ((setting, \"hyperparameter\" | \"number\" | "
+      "((name, initial) or None), each setting's kind ((setting, \"hyperparameter\" | \"number\" | "
       "\"flag\")); see Declaration in "
       "unrollopt/optimizers.h.");
   m.def(

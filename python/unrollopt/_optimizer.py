@@ -93,9 +93,7 @@ _DECLARATIONS = _C.declarations()
 
 #: Every optimizer's choices, by the alias's name.
 CHOICES = {
-    name.lower(): Choices(
-        op, tuple(variants), tuple(requirements), dict(initial), Scalar(*scalar[0]) if scalar else None
-    )
+    name.lower(): Choices(op, tuple(variants), tuple(requirements), dict(initial), Scalar(*scalar) if scalar else None)
     for name, op, variants, requirements, initial, scalar, _ in _DECLARATIONS
 }
 

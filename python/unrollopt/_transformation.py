@@ -142,16 +142,16 @@ def transformation(
         step_config = config
         if lr_schedule is not None:
             step_config = step_config.replace(lr=lr_schedule(state.count))
+        count = _next(state.count)
         extra = {}
         if scalars is not None:
-            step_config, extra = scalars(step_config, state, _next(state.count))
+            step_config, extra = scalars(step_config, state, count)
         if inplace:
             _step.check_tensors("update", grads=g, params=p, **dict(zip(names, s)))
             written = [*g, *(t for leaves in s for t in leaves)]
             _step.check_inplace_allowed("update", written, p, rates or (), config=step_config)
         else:
             _step.warn_if_first_order(g, p)
-        count = _next(state.count)
         ks = range(len(g)) if live is None else live  # each computed leaf's index among all
 
         def run(gk: list, sk: list, pk: list, cfg: _step.Config) -> tuple[list, list]:

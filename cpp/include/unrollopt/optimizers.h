@@ -24,6 +24,7 @@
 // template Optimizer<Options>, which derives its behaviour from the settings'
 // names (unrollopt/rules/optimizer.h).
 
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -82,7 +83,7 @@ struct Declaration {
   std::vector<std::string> variants;
   std::vector<std::tuple<std::string, std::string, bool>> requirements;
   std::vector<std::pair<std::string, std::string>> initial_states;
-  std::vector<std::pair<std::string, double>> scalar_state;
+  std::optional<std::pair<std::string, double>> scalar_state;
   std::vector<std::pair<std::string, std::string>> setting_kinds;
 };
 std::vector<Declaration> declarations();

@@ -56,6 +56,11 @@ struct Arguments {
     std::array<NamedTensorList, NS> named;
     for (size_t k = 0; k < NS; ++k) named[k] = {Rule::states[k], lists[k]};
     check_parameter_lists(op, grads, named, params);
+    check_scalars(op, step, hyper);
+  }
+
+  // The step and the hyperparameters.
+  static void check_scalars(const char* op, const at::Tensor& step, at::TensorList hyper) {
     check_hyperparameter(op, "step", step);
     check_step(op, step);
     for (size_t i = 0; i < NH; ++i) check_hyperparameter(op, Rule::hyperparameters[i], hyper[i]);

@@ -56,13 +56,10 @@ struct Composite {
     requires requires { Rule::scalar; }
   {
     static const std::string name = std::string(Rule::name) + "_next_" + Rule::scalar.name;
-    const char* op = name.c_str();
-    check_hyperparameter(op, "step", step);
-    check_step(op, step);
+    A::check_scalars(name.c_str(), step, hyper);
     std::array<at::Tensor, NH> h;
     at::Tensor previous;
     for (size_t i = 0; i < NH; ++i) {
-      check_hyperparameter(op, Rule::hyperparameters[i], hyper[i]);
       h[i] = hyper[i].to(at::kDouble);
       if (std::string_view(Rule::hyperparameters[i]) == Rule::scalar.name) previous = hyper[i];
     }
