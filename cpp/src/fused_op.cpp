@@ -7,6 +7,8 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/_unsafe_view.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/rsub.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/split_with_sizes_copy.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 
@@ -15,6 +17,11 @@
 #endif
 
 namespace unrollopt {
+
+at::Tensor operator-(double a, const at::Tensor& b) { return at::rsub(b, a); }
+at::Tensor operator/(double a, const at::Tensor& b) {
+  return at::scalar_tensor(a, b.options()).div(b);
+}
 
 namespace math {
 at::Tensor constant(const at::Tensor& like, double v) {
@@ -55,7 +62,11 @@ at::Tensor fmadd(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) 
 at::Tensor differentiable_root(
     const at::Tensor& w, const at::Tensor& live, const at::Tensor& tiny,
     c10::function_ref<at::Tensor(const at::Tensor&, const at::Tensor&)> exact) {
-  if (!at::GradMode::is_enabled()) return w.sqrt();  // nothing differentiates it
+  // Nothing differentiates it: no grad mode, or the root of a value that
+  // autograd does not track (a decomposition traced below the Autograd kernel).
+  if (!at::GradMode::is_enabled() || !(w.requires_grad() || w._fw_grad(/*level=*/0).defined())) {
+    return w.sqrt();
+  }
   const at::Tensor is_live = live != 0;
   const double smallest = tiny.scalar_type() == at::kDouble ? DBL_MIN : FLT_MIN;
   // Where the values can be read (checks.h), the common cases in a few passes:
@@ -128,6 +139,15 @@ void no_cuda_kernels(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/
       UNROLLOPT_NO_CUDA_REASON,
       "). For them, build it again with the CUDA toolkit's bin folder (its nvcc) first on PATH; "
       "in Python, use_accelerated_op=False runs the plain-PyTorch step on any device.");
+}
+
+bool no_fused_kernels(const at::Tensor& t) { return !(t.is_cpu() || t.is_cuda() || t.is_meta()); }
+
+void no_kernels_for_device(const c10::OperatorHandle& op) {
+  TORCH_CHECK_NOT_IMPLEMENTED(
+      false, op.schema().name(),
+      ": the fused kernels run on CPU and CUDA tensors only; in Python, "
+      "use_accelerated_op=False runs the plain-PyTorch step on any device.");
 }
 
 namespace {

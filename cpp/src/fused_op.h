@@ -19,7 +19,10 @@
 // build, registered by UNROLLOPT_REGISTER_RULE in a source CMake makes for each rule
 // of rules/all.h; their vmap rules are Python's (python/unrollopt/_vmap.py:
 // torch.func is Python's, and the functorch C++ headers of the torch wheels do
-// not compile outside torch's own build).
+// not compile outside torch's own build). NAME and NAME_backward also have
+// decompositions (CompositeImplicitAutograd kernels: the rule's step and vjp
+// in ATen operations), which torch.compile's Inductor compiles instead of the
+// kernels.
 
 // The parts, each a struct template over the rule: fused/arguments.h (counts,
 // checks, values), fused/kernels.h (CPU, CUDA and Meta kernels),
@@ -50,6 +53,10 @@ namespace unrollopt::fused {
 // toolkit at build time): an error that says why and what to do, where the
 // dispatcher would only say that it has no kernel.
 [[noreturn]] void no_cuda_kernels(const c10::OperatorHandle& op, torch::jit::Stack* stack);
+// Whether a tensor is on a device that has no fused kernels (neither the CPU,
+// CUDA nor Meta), and the error there.
+bool no_fused_kernels(const at::Tensor& t);
+[[noreturn]] void no_kernels_for_device(const c10::OperatorHandle& op);
 
 template <class Rule>
 struct Op {
@@ -106,6 +113,26 @@ struct Op {
              F::makeFromBoxedFunction<&boxed_next_scalar>());
     }
   }
+  // NAME and NAME_backward's decompositions: the rule's step and its vjp in
+  // ATen operations (composite.h), which torch.compile's Inductor takes instead
+  // of the kernels (python/unrollopt/_inductor.py) to fuse them with the code
+  // around them. Registered as CompositeImplicitAutograd kernels, which the
+  // dispatcher would also run on a device without fused kernels: there they
+  // refuse, as without them.
+  static void impl_decompositions(torch::Library& m) {
+    using F = torch::CppFunction;
+    const std::string name = Rule::name;
+    m.impl(name.c_str(), F::makeFromBoxedFunction<
+                             &on_fused_devices<&boxed_forward<&Composite<Rule>::forward, C>>>());
+    m.impl((name + "_backward").c_str(),
+           F::makeFromBoxedFunction<
+               &on_fused_devices<&boxed_backward<&Composite<Rule>::backward, C>>>());
+  }
+  template <void (*Boxed)(const c10::OperatorHandle&, torch::jit::Stack*)>
+  static void on_fused_devices(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+    if (any_argument(op, *stack, &no_fused_kernels)) no_kernels_for_device(op);
+    Boxed(op, stack);
+  }
   static void boxed_next_scalar(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     const StepArguments a = read_scalars(*stack, C);
     drop_arguments(op, *stack);
@@ -128,6 +155,7 @@ struct Op {
   TORCH_LIBRARY_IMPL(unrollopt, Autograd, m) { unrollopt::fused::Op<Rule>::impl_autograd(m); } \
   TORCH_LIBRARY_IMPL(unrollopt, CompositeImplicitAutograd, m) {                                \
     unrollopt::fused::Op<Rule>::impl_plain(m);                                                 \
+    unrollopt::fused::Op<Rule>::impl_decompositions(m);                                        \
   }                                                                                            \
   TORCH_LIBRARY_IMPL(unrollopt, FuncTorchBatched, m) {                                         \
     unrollopt::fused::Op<Rule>::impl_plain(m);                                                 \

@@ -8,9 +8,11 @@ Notes from getting this to work (torch 2.13):
   tensor's grad_fn"); the outer loss is returned detached.
 * Under compile an optimizer built inside the compiled function with a tensor
   lr checks its range with torch._assert_async (reading the value would break
-  the graph), and a differentiable fused step (inplace=False) runs the plain
-  path (unrollopt.NAME_plain, which AOTAutograd decomposes into ATen
-  operations), which Inductor fuses and differentiates itself.
+  the graph). AOTAutograd decomposes the operators into ATen operations for
+  Inductor: a differentiable fused step (unrollopt.NAME) into the rule's step,
+  its Autograd kernel's backward (unrollopt.NAME_backward) into the rule's
+  vjp; the plain step (unrollopt.NAME_plain) into the rule's step, which
+  autograd differentiates.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from references import F64, gen, max_rel_err, randn, unrollopt
 from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.testing import CompileCounterWithBackend
 from torch._functorch.aot_autograd import make_boxed_func
+from torch._inductor.decomposition import select_decomp_table
 
 
 def make_data():
@@ -53,11 +56,11 @@ def test_compiled_unrolled_loop_matches_eager():
     eager_out, eager_meta = run(x, y, w0)
     captured, compiled_graphs = [], []
 
-    def capture(gm, example_inputs):  # what AOTAutograd hands to a compiler (Inductor)
+    def capture(gm, example_inputs):  # what AOTAutograd hands to Inductor
         compiled_graphs.append(gm)
         return make_boxed_func(gm.forward)
 
-    aot = aot_autograd(fw_compiler=capture, bw_compiler=capture)
+    aot = aot_autograd(fw_compiler=capture, bw_compiler=capture, decompositions=select_decomp_table())
 
     def backend(gm, example_inputs):
         captured.append(gm)
@@ -71,18 +74,39 @@ def test_compiled_unrolled_loop_matches_eager():
         assert got.abs().max() > 0
         assert max_rel_err(got, exp) <= 1e-12
 
-    # A differentiable fused step takes the plain path under compile
-    # (unrollopt.adam_plain), which AOTAutograd decomposes into the ATen
-    # operations of the rule: the compiler gets those, to fuse with the
-    # gradient around them, and no unrollopt operator; the values are eager's.
+    # Dynamo's graph calls the fused operator; AOTAutograd decomposes it, and
+    # its backward, into the rule's ATen operations: the compiler gets those,
+    # to fuse with the gradient around them, and no unrollopt operator; the
+    # values are eager's.
     def targets(graphs):
         calls = ("call_function", "call_method")
         return [str(n.target) for gm in graphs for n in gm.graph.nodes if n.op in calls]
 
-    assert any("unrollopt.adam_plain" in t for t in targets(captured)), targets(captured)
-    assert not any(t.startswith("unrollopt.adam.") for t in targets(captured)), targets(captured)
+    assert any(t in ("unrollopt.adam", "unrollopt.adam.default") for t in targets(captured)), targets(captured)
     assert compiled_graphs and not any("unrollopt" in t for t in targets(compiled_graphs)), targets(compiled_graphs)
     assert any("sqrt" in t for t in targets(compiled_graphs)), targets(compiled_graphs)
+
+
+@pytest.mark.parametrize("first", ["unrollopt", "torch._inductor.decomposition"])
+def test_inductor_decomposes_the_operators_whichever_is_imported_first(first):
+    """Inductor's decomposition table, which torch builds once, has every
+    differentiable fused operator and its backward, also where torch built it
+    before unrollopt was imported (a fresh process for each order)."""
+    import subprocess
+    import sys
+
+    second = "unrollopt" if first != "unrollopt" else "torch._inductor.decomposition"
+    code = (
+        f"import {first}, {second}, torch\n"
+        "from torch._inductor.decomposition import select_decomp_table\n"
+        "table = select_decomp_table()\n"
+        "ops = unrollopt._inductor.operators()\n"
+        "assert len(ops) >= 20 and torch.ops.unrollopt.adam_backward.default in ops\n"
+        "missing = [str(op) for op in ops if op not in table]\n"
+        "assert not missing, missing\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_adam_constructed_inside_with_tensor_lr_compiles_and_checks_its_range():
@@ -140,8 +164,9 @@ def test_plain_path_compiles_without_graph_breaks(name):
 # inner steps whose gradients come from torch.func.grad, on a module called by
 # functional_call. The optimizer is built inside from the tensor lr (its range
 # check runs in the compiled code). Compared with the same function run eagerly
-# (the fused operator there): the compiled step runs the plain math, so the two
-# differ by rounding only.
+# (the fused kernels there): compiled, the same rule's step and vjp (fused)
+# or its step differentiated by autograd (plain) in ATen operations, so the
+# two differ by rounding only.
 #
 # Tolerances (relative to the largest entry, max_rel_err): a step's update is a
 # few dozen floating-point operations either way, each correctly rounded, and
@@ -212,20 +237,24 @@ def meta_inputs(dtype, seed=1):
     return net, params, data
 
 
-def compiled_and_eager(name, dtype, backend="aot_eager"):
-    """The compiled meta-gradient and the eager ones, fused and plain. Under
-    compile a differentiable fused step runs the plain math, so one compile
-    serves both (use_accelerated_op only changes the eager reference)."""
+def compiled_and_eager(name, dtype, plain_backend="aot_eager"):
+    """The compiled meta-gradients and the eager ones, fused and plain. The
+    fused step compiles as Inductor gets it (backend
+    "aot_eager_decomp_partition": AOTAutograd with Inductor's decompositions,
+    which decompose the operators into the rule's ATen operations), the plain
+    one through ``plain_backend``."""
     torch._dynamo.reset()
     net, params, data = meta_inputs(dtype)
     lr = torch.tensor(0.1, dtype=dtype)
-    eager = {f: make_meta_gradient(builders()[name], f, net)(params, lr, *data) for f in (True, False)}
-    counter = CompileCounterWithBackend(backend)
-    fn = make_meta_gradient(builders()[name], True, net)
-    compiled = torch.compile(fn, fullgraph=True, backend=counter)(params, lr, *data)
-    # One graph: fullgraph=True raises on a break; dynamo may restart its
-    # analysis once (tensorifying Python scalars), which counts an empty frame.
-    assert sum(len(gm.graph.nodes) > 0 for gm in counter.graphs) == 1
+    eager, compiled = {}, {}
+    for fused, backend in ((True, "aot_eager_decomp_partition"), (False, plain_backend)):
+        eager[fused] = make_meta_gradient(builders()[name], fused, net)(params, lr, *data)
+        counter = CompileCounterWithBackend(backend)
+        fn = make_meta_gradient(builders()[name], fused, net)
+        compiled[fused] = torch.compile(fn, fullgraph=True, backend=counter)(params, lr, *data)
+        # One graph: fullgraph=True raises on a break; dynamo may restart its
+        # analysis once (tensorifying Python scalars), which counts an empty frame.
+        assert sum(len(gm.graph.nodes) > 0 for gm in counter.graphs) == 1
     return compiled, eager
 
 
@@ -239,51 +268,67 @@ def assert_close(compiled, eager, tol):
     assert max_rel_err(c_lr, e_lr) <= tol, max_rel_err(c_lr, e_lr)
 
 
-# Every row compiles through dynamo (backend "eager": the captured graph as
-# is, no graph break, values); the rows in AOT are also lowered to ATen by
-# AOTAutograd (backend "aot_eager", what Inductor compiles; a few seconds more
-# each, so not every row on a 2-core CI machine: the others run the same plain
-# tensor operations).
+# Every row compiles the fused step as Inductor gets it (each rule's
+# decomposition, with Inductor's other decompositions) and the plain one through
+# dynamo (backend "eager": the captured graph as is, no graph break, values);
+# the rows in AOT lower the plain one to ATen too (a few seconds more each, so
+# not every row on a 2-core CI machine: the others run the same plain tensor
+# operations).
 AOT = {"sgd", "adamw_amsgrad", "rmsprop", "radam", "chain", "per_parameter_lr"}
 
 
 @pytest.mark.parametrize("name", list(builders()))
 def test_meta_gradient_compiles_and_matches_eager_float64(name):
     compiled, eager = compiled_and_eager(name, torch.float64, "aot_eager" if name in AOT else "eager")
-    for reference in eager.values():  # the fused operator's and the plain math's
-        assert_close(compiled, reference, TOLERANCE[torch.float64])
+    for path in compiled.values():
+        for reference in eager.values():  # the fused operator's and the plain math's
+            assert_close(path, reference, TOLERANCE[torch.float64])
 
 
 @pytest.mark.parametrize("name", ["lion", "per_parameter_lr"])
 def test_meta_gradient_compiles_and_matches_eager_float32(name):
     compiled, eager = compiled_and_eager(name, torch.float32)
-    for reference in eager.values():
-        assert_close(compiled, reference, TOLERANCE[torch.float32])
+    for path in compiled.values():
+        for reference in eager.values():
+            assert_close(path, reference, TOLERANCE[torch.float32])
 
 
-def test_inductor_adam_float32_finite_where_a_gradient_is_zero():
-    """Inductor, float32: the meta-gradient equals eager's and stays finite for
-    a parameter whose gradient is exactly 0 at every step (its second moment
-    is 0, where d sqrt(nu) / d nu is infinite: the plain math's double where
-    gives the exact derivative there, 0, as the operator's backward does)."""
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+@pytest.mark.parametrize("scale", [0.0, 1e-21], ids=["zero", "underflow"])
+def test_inductor_adam_float32_exact_where_a_second_moment_is_zero_or_underflows(scale, fused):
+    """Inductor, float32: the meta-gradient equals eager's and stays finite
+    for the first layer's weights on an input feature scaled by ``scale`` in
+    every support shot. At 0 their gradient is exactly 0 at every step (a
+    second moment of 0, where d sqrt(nu) / d nu is infinite); at 1e-21 it is
+    about 1e-21, whose square underflows (nu' below the smallest normal
+    number, or 0). The rule's vjp (fused) and the plain math's differentiable
+    root (plain) give the exact derivative in both, as the operator's backward
+    does eagerly."""
     torch._dynamo.reset()
     net, params, data = meta_inputs(torch.float32)
-    for x in data[0], data[2]:  # the first input feature is 0 in every shot: the first
-        x[..., 0] = 0.0  # layer's weights on it get a gradient of exactly 0
+    data[0][..., 0] *= scale
+    if scale == 0:
+        data[2][..., 0] = 0.0  # the query loss does not depend on those weights either
     lr = torch.tensor(0.1)
-    fn = make_meta_gradient(builders()["adam"], True, net)
+    fn = make_meta_gradient(builders()["adam"], fused, net)
     eager = fn(params, lr, *data)
     compiled = torch.compile(fn, fullgraph=True, backend="inductor")(params, lr, *data)
     assert torch.isfinite(eager[0]["0.weight"]).all()  # the reference itself is finite
     assert_close(compiled, eager, TOLERANCE[torch.float32])
-    # The query loss does not depend on those weights: exactly 0, not 0 * inf.
-    assert (compiled[0]["0.weight"][..., 0] == 0).all()
+    column = compiled[0]["0.weight"][..., 0]
+    if scale == 0:
+        assert (column == 0).all()  # exactly 0, not 0 * inf
+    else:
+        reference = eager[0]["0.weight"][..., 0]
+        assert reference.abs().max() > 0
+        assert max_rel_err(column, reference) <= TOLERANCE[torch.float32]
 
 
 def test_third_order_compiles_and_matches_eager():
     """d^2 (meta-loss) / d lr^2 through the unrolled Adam steps: the inner
     gradient, the meta-gradient and one more derivative (higher derivatives of
-    the plain math under compile, against the operator's double backward)."""
+    the decomposed operators under compile, against the operator's double
+    backward)."""
     torch._dynamo.reset()
     net, params, data = meta_inputs(torch.float64)
     meta = make_meta_gradient(builders()["adam"], True, net)
@@ -293,7 +338,7 @@ def test_third_order_compiles_and_matches_eager():
 
     lr = torch.tensor(0.1, dtype=torch.float64)
     eager = lr_curvature(lr)
-    compiled = torch.compile(lr_curvature, fullgraph=True, backend="aot_eager")(lr)
+    compiled = torch.compile(lr_curvature, fullgraph=True, backend="aot_eager_decomp_partition")(lr)
     assert eager.abs() > 0
     assert max_rel_err(compiled, eager) <= TOLERANCE[torch.float64]
 
@@ -321,7 +366,7 @@ def test_meta_optimizer_on_a_module_compiles_in_one_graph(meta):
 
     eager = meta_gradient(adapted_query_loss)
     with torch._dynamo.config.patch(trace_autograd_ops=True):
-        counter = CompileCounterWithBackend("aot_eager")
+        counter = CompileCounterWithBackend("aot_eager_decomp_partition")
         compiled = meta_gradient(torch.compile(adapted_query_loss, fullgraph=True, backend=counter))
     assert sum(len(gm.graph.nodes) > 0 for gm in counter.graphs) == 1
     for got, exp in zip(compiled, eager):

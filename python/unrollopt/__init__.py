@@ -22,10 +22,12 @@ if _torch.__version__ != _BUILT_WITH_TORCH:
 
 from unrollopt import (
     _C,  # noqa: E402  (loads the operators)
+    _inductor,  # noqa: E402
     _vmap,  # noqa: E402
 )
 
 _vmap.register()
+_inductor.register()
 from unrollopt import (  # noqa: E402
     _serialization,  # noqa: E402
     alias,

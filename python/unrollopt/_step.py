@@ -193,15 +193,6 @@ def step(
     ``update_params``, adds them to ``params``; it returns the overwritten lists.
     """
     what = what or config.op
-    if fused and not inplace and torch.compiler.is_compiling():
-        # Under torch.compile a differentiable step takes the plain path: the
-        # same rule (same float64 bias corrections, same exact derivative where
-        # a second moment is 0), as ATen operations that Inductor fuses with the
-        # gradient computation around them and differentiates itself, where the
-        # operator would be an opaque call of its own, forward and backward
-        # (measured: 1.6x slower on MAML-size work). An in-place step keeps the
-        # operator: it is not differentiated.
-        fused = False
     # The step reads the parameters only for a weight decay (a 0 times an
     # infinite parameter would be a NaN); with update_params it writes them.
     read = list(params) if config.uses_params else []

@@ -309,3 +309,12 @@ at::vec::Vectorized<T> sign(const at::vec::Vectorized<T>& x) {
 #endif  // __CUDACC__
 
 }  // namespace unrollopt::math
+
+namespace unrollopt {
+// A number minus, or divided by, a tensor (the rules' `1 - beta1`), in
+// functional operations: ATen's own operators fill a new tensor and subtract or
+// divide in place, which torch.compile's tracing of a decomposition (below its
+// functionalization) cannot take. The same values. (fused_op.cpp)
+at::Tensor operator-(double a, const at::Tensor& b);
+at::Tensor operator/(double a, const at::Tensor& b);
+}  // namespace unrollopt
