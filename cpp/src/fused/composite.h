@@ -122,7 +122,7 @@ struct Composite {
                                  const at::Tensor& step, at::TensorList hyper,
                                  c10::ArrayRef<double> options, const c10::List<bool>& mask) {
     const size_t n = grads.size();
-    const DualCoef dual = dual_coefficients(step, hyper, options);
+    const DualCoef dual = dual_coefficients(step, hyper, options, mask);
     std::array<at::Tensor, NC> coef;
     for (size_t j = 0; j < NC; ++j) coef[j] = dual[j].value;
     const std::array<bool, NC> needed = coefficients_needed(dual, mask);
@@ -154,11 +154,15 @@ struct Composite {
   using DualCoef = std::array<DualTensor, NC>;
 
   // The coefficients and their derivatives with respect to the
-  // hyperparameters, as differentiable tensors (forward mode, no autograd call).
+  // hyperparameters whose gradients `mask` wants, as differentiable tensors
+  // (forward mode, no autograd call; the others' derivatives are not computed).
   static DualCoef dual_coefficients(const at::Tensor& step, at::TensorList hyper,
-                                    c10::ArrayRef<double> options) {
+                                    c10::ArrayRef<double> options, const c10::List<bool>& mask) {
     std::array<DualTensor, NH> h;
-    for (size_t i = 0; i < NH; ++i) h[i] = DualTensor::variable(hyper[i].to(at::kDouble), i);
+    for (size_t i = 0; i < NH; ++i) {
+      const at::Tensor value = hyper[i].to(at::kDouble);
+      h[i] = mask[3 + i] ? DualTensor::variable(value, i) : DualTensor(value, {});
+    }
     return Rule::template coef<DualTensor>(h, DualTensor(step.to(at::kDouble), {}),
                                            Rule::Options::read(options));
   }
