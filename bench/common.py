@@ -59,23 +59,30 @@ def measure(fn, repeats: int, warmup: int = 1) -> Timing:
     return measure_interleaved({"fn": fn}, repeats, warmup)["fn"]
 
 
-def measure_interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    """``measure`` for several callables at once, one call of each in turn per
-    repeat, so that a change in the machine's load affects them alike."""
+def measure_interleaved(fns: dict, repeats: int, warmup: int = 1, block: int = 1) -> dict:
+    """``measure`` for several callables at once, in turns of ``block`` timed
+    calls each, ``repeats`` calls of each in all, so that a change in the
+    machine's load affects them alike. A block of more than one call measures
+    what a loop that runs one of them sees: its code and data in the caches
+    (a call of each in turn measures them evicted by the others' on small
+    workloads, where that is much of the time)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     gc.collect()
     times: dict = {name: [] for name in fns}
     faults: dict = {name: [] for name in fns}
-    for _ in range(repeats):
+    for _ in range(-(-repeats // block)):
         for name, fn in fns.items():
-            f0 = minor_faults()
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-            faults[name].append(minor_faults() - f0)
-    return {name: Timing(statistics.median(times[name]), statistics.median(faults[name]), repeats) for name in fns}
+            for _ in range(block):
+                f0 = minor_faults()
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+                faults[name].append(minor_faults() - f0)
+    return {
+        name: Timing(statistics.median(times[name]), statistics.median(faults[name]), len(times[name])) for name in fns
+    }
 
 
 def rss_bytes() -> int:

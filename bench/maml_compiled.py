@@ -8,19 +8,21 @@ meta-batch 4, 10 shots, 5 inner steps, outer Adam step) with the meta-batch's
   also with a safe square root (the double ``where`` that keeps the derivative
   finite where the second moment is 0: the naive one gives NaN meta-gradients
   on this workload, wherever a ReLU unit is dead for a task);
-* unrollopt ``sgd`` / ``adam`` fused (``use_accelerated_op=True``; under
-  compile its differentiable step runs the plain math) and plain;
+* unrollopt ``sgd`` / ``adam`` fused (``use_accelerated_op=True``; Inductor
+  compiles the operators' decompositions: the rule's step and vjp in ATen
+  operations) and plain (the rule's step, differentiated by autograd);
 * unrollopt ``MetaSGD`` / ``MetaAdam`` on the module, each task's inner loop
   and query loss compiled (examples/maml_sinusoid.py ``--compile`` without
   ``--vmap``);
-* "whole iteration": the hand-written and the unrollopt plain ``vmap`` rows
-  with the outer Adam step inside the compiled function too, as JAX + optax
-  runs it (the rows above step ``torch.optim.Adam`` eagerly after it). The
-  outer step is the same functional Adam in each (``outer_adam``).
+* "whole iteration": the hand-written and the unrollopt ``vmap`` rows with
+  the outer Adam step inside the compiled function too, as JAX + optax runs
+  it (the rows above step ``torch.optim.Adam`` eagerly after it). The outer
+  step is the same functional Adam in each (``outer_adam``).
 
 Each variant compiles its own code object (variants that shared one would
-share dynamo's cache and pay for each other's guards). Timed interleaved,
-medians; the first call (compilation) is reported separately. And the peer,
+share dynamo's cache and pay for each other's guards). Timed interleaved in
+turns of ``BLOCK`` calls, medians; the first call (compilation) is reported
+separately. And the peer,
 JAX + optax under ``jit`` (bench/maml_jax.py), where an interpreter with
 ``jax`` and ``optax`` is given (``--jax-python``, default this one): in a
 process of its own on as many CPUs as threads, after the PyTorch rows of
@@ -162,13 +164,19 @@ def variants(ex, hand_written: dict, inner: str) -> dict:
         opt = (unrollopt.sgd if inner == "sgd" else unrollopt.adam)(args.inner_lr, use_accelerated_op=fused)
         fn = _functional(ex, net, inner, args, opt=opt)
         out[f"unrollopt {'fused' if fused else 'plain'} + vmap, compiled"] = (net, vmapped(fn, net))
-    net = ex.make_net(0)
-    out["hand-written, whole iteration compiled"] = WholeIteration(
-        net, _functional(ex, net, inner, args, step=step, init=init, whole=True))  # fmt: skip
-    net = ex.make_net(0)
-    opt = (unrollopt.sgd if inner == "sgd" else unrollopt.adam)(args.inner_lr)
-    out["unrollopt plain + vmap, whole iteration compiled"] = WholeIteration(
-        net, _functional(ex, net, inner, args, opt=opt, whole=True))  # fmt: skip
+    whole = {"hand-written": dict(step=step, init=init)}
+    if inner == "adam":
+        whole["hand-written, safe sqrt"] = dict(step=adam_step_safe, init=init)
+    for fused in (True, False):
+        make = unrollopt.sgd if inner == "sgd" else unrollopt.adam
+        whole[f"unrollopt {'fused' if fused else 'plain'} + vmap"] = dict(
+            opt=make(args.inner_lr, use_accelerated_op=fused)
+        )
+    for name, how in whole.items():
+        net = ex.make_net(0)
+        out[f"{name}, whole iteration compiled"] = WholeIteration(
+            net, _functional(ex, net, inner, args, **how, whole=True)
+        )
     net = ex.make_net(0)
     inner_opt = ex.make_inner_optimizer(net, args)
     query_loss = ex.make_adapted_query_loss(net, inner_opt, args)
@@ -178,6 +186,9 @@ def variants(ex, hand_written: dict, inner: str) -> dict:
 
 
 JAX = "JAX + optax, jit (own process)"
+# Calls of a variant in a row (measure_interleaved): a training loop's, with
+# its compiled code and data in the caches, as JAX's (a process of its own).
+BLOCK = 10
 
 
 def jax_timings(python: str, threads: int, repeats: int) -> dict:
@@ -219,7 +230,7 @@ def bench(ex, outer_iteration, hand_written, measure_interleaved, threads_list, 
                 run()
                 compile_s[name] = time.perf_counter() - start
                 runs[name] = run
-            timings = measure_interleaved(runs, repeats, warmup=3)
+            timings = measure_interleaved(runs, repeats, warmup=3, block=BLOCK)
             rows.append({"inner": inner, "threads": threads, "ms": {k: t.ms for k, t in timings.items()},
                          "first_call_s": compile_s})  # fmt: skip
         if jax_python:
