@@ -152,31 +152,25 @@ def variants(ex, hand_written: dict, inner: str) -> dict:
 
         return meta_batch
 
+    # Each way of writing the inner step (its _functional arguments, made afresh
+    # for each row), compiled as the meta-gradient and as the whole iteration.
     init, step = hand_written[inner]
-    net = ex.make_net(0)
-    out["hand-written, compiled"] = (net, vmapped(_functional(ex, net, inner, args, step=step, init=init), net))
+    make = unrollopt.sgd if inner == "sgd" else unrollopt.adam
+    ways = {"hand-written": lambda: dict(step=step, init=init)}
     if inner == "adam":
-        net = ex.make_net(0)
-        fn = _functional(ex, net, inner, args, step=adam_step_safe, init=init)
-        out["hand-written, safe sqrt, compiled"] = (net, vmapped(fn, net))
+        ways["hand-written, safe sqrt"] = lambda: dict(step=adam_step_safe, init=init)
     for fused in (True, False):
-        net = ex.make_net(0)
-        opt = (unrollopt.sgd if inner == "sgd" else unrollopt.adam)(args.inner_lr, use_accelerated_op=fused)
-        fn = _functional(ex, net, inner, args, opt=opt)
-        out[f"unrollopt {'fused' if fused else 'plain'} + vmap, compiled"] = (net, vmapped(fn, net))
-    whole = {"hand-written": dict(step=step, init=init)}
-    if inner == "adam":
-        whole["hand-written, safe sqrt"] = dict(step=adam_step_safe, init=init)
-    for fused in (True, False):
-        make = unrollopt.sgd if inner == "sgd" else unrollopt.adam
-        whole[f"unrollopt {'fused' if fused else 'plain'} + vmap"] = dict(
-            opt=make(args.inner_lr, use_accelerated_op=fused)
+        ways[f"unrollopt {'fused' if fused else 'plain'} + vmap"] = lambda f=fused: dict(
+            opt=make(args.inner_lr, use_accelerated_op=f)
         )
-    for name, how in whole.items():
-        net = ex.make_net(0)
-        out[f"{name}, whole iteration compiled"] = WholeIteration(
-            net, _functional(ex, net, inner, args, **how, whole=True)
-        )
+    for whole in (False, True):
+        for name, how in ways.items():
+            net = ex.make_net(0)
+            fn = _functional(ex, net, inner, args, **how(), whole=whole)
+            if whole:
+                out[f"{name}, whole iteration compiled"] = WholeIteration(net, fn)
+            else:
+                out[f"{name}, compiled"] = (net, vmapped(fn, net))
     net = ex.make_net(0)
     inner_opt = ex.make_inner_optimizer(net, args)
     query_loss = ex.make_adapted_query_loss(net, inner_opt, args)

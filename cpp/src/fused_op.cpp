@@ -12,6 +12,8 @@
 #include <ATen/ops/split_with_sizes_copy.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 
+#include "unrollopt/unrollopt.h"
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -141,13 +143,13 @@ void no_cuda_kernels(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/
       "in Python, use_accelerated_op=False runs the plain-PyTorch step on any device.");
 }
 
-bool no_fused_kernels(const at::Tensor& t) { return !(t.is_cpu() || t.is_cuda() || t.is_meta()); }
-
-void no_kernels_for_device(const c10::OperatorHandle& op) {
+void check_kernels_run(const c10::OperatorHandle& op, const torch::jit::Stack& stack) {
+  const auto elsewhere = [](const at::Tensor& t) { return !accelerated_op_available(t.device()); };
   TORCH_CHECK_NOT_IMPLEMENTED(
-      false, op.schema().name(),
-      ": the fused kernels run on CPU and CUDA tensors only; in Python, "
-      "use_accelerated_op=False runs the plain-PyTorch step on any device.");
+      !any_argument(op, stack, elsewhere), op.schema().name(),
+      ": the fused kernels do not run on a device of its tensors (accelerated_op_available is "
+      "false there); in Python, use_accelerated_op=False runs the plain-PyTorch step on any "
+      "device.");
 }
 
 namespace {

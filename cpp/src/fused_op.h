@@ -53,10 +53,9 @@ namespace unrollopt::fused {
 // toolkit at build time): an error that says why and what to do, where the
 // dispatcher would only say that it has no kernel.
 [[noreturn]] void no_cuda_kernels(const c10::OperatorHandle& op, torch::jit::Stack* stack);
-// Whether a tensor is on a device that has no fused kernels (neither the CPU,
-// CUDA nor Meta), and the error there.
-bool no_fused_kernels(const at::Tensor& t);
-[[noreturn]] void no_kernels_for_device(const c10::OperatorHandle& op);
+// The error for an operator call on top of the stack with a tensor on a device
+// where the fused kernels do not run (unrollopt::accelerated_op_available).
+void check_kernels_run(const c10::OperatorHandle& op, const torch::jit::Stack& stack);
 
 template <class Rule>
 struct Op {
@@ -130,7 +129,7 @@ struct Op {
   }
   template <void (*Boxed)(const c10::OperatorHandle&, torch::jit::Stack*)>
   static void on_fused_devices(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
-    if (any_argument(op, *stack, &no_fused_kernels)) no_kernels_for_device(op);
+    check_kernels_run(op, *stack);
     Boxed(op, stack);
   }
   static void boxed_next_scalar(const c10::OperatorHandle& op, torch::jit::Stack* stack) {

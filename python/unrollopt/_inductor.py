@@ -5,8 +5,8 @@ its vector-Jacobian product in ATen operations (the same math as the fused
 kernels and their hand-written backward), which Inductor fuses with the
 gradient computation around them; the fused kernels would be opaque calls of
 their own, each with its own overhead (measured: 1.7x the time on MAML-size
-work, docs/benchmarks.md section 13). Autograd keeps the operators' own nodes under compile as in eager mode;
-only the kernels below it are decomposed.
+work, docs/benchmarks.md section 13). Autograd keeps the operators' own nodes
+under compile as in eager mode; only the kernels below it are decomposed.
 
 Inductor builds its decomposition table once, from every CompositeImplicitAutograd
 operator loaded when torch first imports ``torch._inductor.decomposition``
