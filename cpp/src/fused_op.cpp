@@ -31,6 +31,7 @@ at::Tensor constant(const at::Tensor& like, double v) {
 }
 at::Tensor sqrt(const at::Tensor& x) { return x.sqrt(); }
 at::Tensor reciprocal(const at::Tensor& x) { return x.reciprocal(); }
+at::Tensor square(const at::Tensor& x) { return x.square(); }
 at::Tensor pow(const at::Tensor& x, const at::Tensor& y) { return x.pow(y); }
 at::Tensor lift(double v) { return at::scalar_tensor(v, at::kDouble); }
 at::Tensor if_greater(const at::Tensor& x, double threshold, const at::Tensor& a,
@@ -48,22 +49,20 @@ at::Tensor where_ge(const at::Tensor& a, const at::Tensor& b, const at::Tensor& 
 }
 at::Tensor where_tiny(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b) {
   const double tiny = x.scalar_type() == at::kDouble ? DBL_MIN : FLT_MIN;
-  return a.where(x < tiny, b);
+  return a.to(x.scalar_type()).where(x < tiny, b.to(x.scalar_type()));
 }
 static double upscale_of(const at::Tensor& like) {
   return like.scalar_type() == at::kDouble ? kUpscale<double> : kUpscale<float>;
 }
-at::Tensor upscale(const at::Tensor& like, const at::Tensor& x) { return x * upscale_of(like); }
-at::Tensor downscale(const at::Tensor& like, const at::Tensor& x) {
-  return x * (1 / upscale_of(like));
+at::Tensor upscale(const at::Tensor& like, const at::Tensor& x) {
+  return x.to(like.scalar_type()) * upscale_of(like);
 }
 at::Tensor sign(const at::Tensor& x) { return x.sign().where(x == x, x.detach()); }
 at::Tensor fmadd(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
   return a * b + c;
 }
-at::Tensor differentiable_root(
-    const at::Tensor& w, const at::Tensor& live, const at::Tensor& tiny,
-    c10::function_ref<at::Tensor(const at::Tensor&, const at::Tensor&)> exact) {
+at::Tensor differentiable_root(const at::Tensor& w, const at::Tensor& live, const at::Tensor& tiny,
+                               c10::function_ref<at::Tensor()> exact) {
   // Nothing differentiates it: no grad mode, or the root of a value that
   // autograd does not track (a decomposition traced below the Autograd kernel).
   if (!at::GradMode::is_enabled() || !(w.requires_grad() || w._fw_grad(/*level=*/0).defined())) {
@@ -78,7 +77,7 @@ at::Tensor differentiable_root(
     if (is_live.all().item<bool>()) return w.sqrt();
     return w.where(is_live, 1.0).sqrt().where(is_live, w.detach().sqrt());
   }
-  return exact(w.where(is_live, 1.0), tiny.where(is_live, 1.0)).where(is_live, w.detach().sqrt());
+  return exact().where(is_live, w.detach().sqrt());
 }
 }  // namespace math
 

@@ -6,7 +6,7 @@ value is 1e-47, and the derivative of the step through sqrt(nu'),
 1 / (2 sqrt(nu')), is infinite where the true one is large but finite. The
 backward passes, fused and plain, take that root again from inputs scaled by
 a power of two where the mean of squares is below the smallest normal number
-(cpp/include/unrollopt/rules/rule.h's root_of_mean_square, _adam.root_of_mean_square), and
+(cpp/include/unrollopt/rules/rule.h's root_of_mean_square), and
 must give a finite meta-gradient wherever the float64 run does.
 
 The synthetic problem: loss 1/2 sum c_i (theta_i - phi_i)^2 with

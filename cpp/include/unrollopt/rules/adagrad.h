@@ -64,11 +64,11 @@ struct Adagrad {
     const V inv_d = math::reciprocal(q + c[eps]);
     const V r = gp * inv_d;
     const V gr = gu * c[step_size];
-    const V g_d = -(gr * r * inv_d);  // 0 where g' = 0
+    const V g_d = -(gr * gp) * math::square(inv_d);  // 0 where g' = 0
     // Where g' = 0, u does not depend on s': dividing by 1 instead of q keeps
     // this finite when q = 0 (and its own derivatives finite).
     const V q_safe = math::where_zero(gp, 1.0, q);
-    const V g_sum = gs[0] + g_d / (q_safe + q_safe);
+    const V g_sum = gs[0] + g_d / (math::constant(q_safe, 2.0) * q_safe);
     const V g_gp = math::fmadd(gr, inv_d, (gp + gp) * g_sum);
     return {c[sign] * g_gp,
             {g_sum},

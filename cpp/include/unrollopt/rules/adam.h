@@ -144,14 +144,14 @@ struct AdamFamily {
     // Backward through u = step_size * r, r = mu / d, d = q * inv_sqrt_bc2 + eps.
     const V gr = gu * c[step_size];
     const V g_mu = gs[0] + gr * inv_d;
-    const V g_d = -(gr * r * inv_d);  // 0 where mu' = 0
+    const V g_d = -(gr * mu) * math::square(inv_d);  // 0 where mu' = 0
     const V g_q = g_d * c[inv_sqrt_bc2];
     // q = sqrt(nu' + eps_root_bc2): where mu' = 0, g_q = 0 and nu' does not
     // matter; dividing by 1 there instead of q keeps this finite when q = 0 (and
     // its own derivatives finite). Where q = 0 but mu' != 0 the derivative is
     // truly infinite.
     const V q_safe = math::where_zero(mu, 1.0, q);
-    const V g_w_inner = g_q / (q_safe + q_safe);
+    const V g_w_inner = g_q / (math::constant(q_safe, 2.0) * q_safe);
     // Through w = max(nu_max, nu') (AMSGrad) to nu', or w = nu'.
     V g_w = g_w_inner;
     V g_nu_max_in;  // the cotangent of the old nu_max

@@ -50,6 +50,7 @@ UNROLLOPT_SCALAR_FN(T) sqrt(T x) {
   }
 }
 UNROLLOPT_SCALAR_FN(T) reciprocal(T x) { return T(1) / x; }
+UNROLLOPT_SCALAR_FN(T) square(T x) { return x * x; }
 UNROLLOPT_SCALAR_FN(T) pow(T x, T y) {
   if constexpr (std::is_same_v<T, float>) {
     return ::powf(x, y);
@@ -69,8 +70,8 @@ UNROLLOPT_SCALAR_FN(T) where_ge(T a, T b, T x) { return a >= b ? x : T(0); }
 // longer relative; `upscale` multiplies by a power of two (exactly) that brings
 // such values, and their squares, back into range: 2^96 for float (its
 // subnormals squared stay normal, and no mean below FLT_MIN overflows when
-// scaled by its square), 2^600 for double; `downscale` divides by it. The scale
-// is that of `like`'s type (the values'), whatever the type of x (a coefficient).
+// scaled by its square), 2^600 for double. The scale is that of `like`'s type
+// (the values').
 template <class T>
 inline constexpr double kUpscale = std::is_same_v<T, float> ? 0x1p96 : 0x1p600;
 // where(x < smallest normal, a, b)
@@ -80,10 +81,6 @@ UNROLLOPT_SCALAR_FN(T) where_tiny(T x, T a, T b) {
 template <class T, class X, std::enable_if_t<is_scalar_v<T>, int> = 0>
 UNROLLOPT_INLINE X upscale(T /*like*/, X x) {
   return x * static_cast<X>(kUpscale<T>);
-}
-template <class T, class X, std::enable_if_t<is_scalar_v<T>, int> = 0>
-UNROLLOPT_INLINE X downscale(T /*like*/, X x) {
-  return x * static_cast<X>(1 / kUpscale<T>);
 }
 // -1, 0 or 1, and NaN at NaN (where torch.sign gives 0: a NaN must show).
 UNROLLOPT_SCALAR_FN(T) sign(T x) { return x != x ? x : T(x > 0) - T(x < 0); }
@@ -104,13 +101,15 @@ at::Tensor constant(const at::Tensor& like, double v);
 at::Tensor lift(double v);  // a 0-d float64 tensor
 at::Tensor sqrt(const at::Tensor& x);
 at::Tensor reciprocal(const at::Tensor& x);
+at::Tensor square(const at::Tensor& x);  // x * x, the one tensor read once (torch.compile)
 at::Tensor pow(const at::Tensor& x, const at::Tensor& y);
 at::Tensor where_zero(const at::Tensor& x, double a, const at::Tensor& b);
 at::Tensor where_ge(const at::Tensor& a, const at::Tensor& b, const at::Tensor& x);
 at::Tensor sign(const at::Tensor& x);
+// where_tiny and upscale: in the dtype of x and `like` (the values'), also for
+// a coefficient.
 at::Tensor where_tiny(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b);
 at::Tensor upscale(const at::Tensor& like, const at::Tensor& x);
-at::Tensor downscale(const at::Tensor& like, const at::Tensor& x);
 at::Tensor fmadd(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c);
 at::Tensor if_greater(const at::Tensor& x, double threshold, const at::Tensor& a,
                       const at::Tensor& b);
@@ -119,11 +118,10 @@ at::Tensor mul(const at::Tensor& a, const at::Tensor& b);
 at::Tensor zeros_like(const at::Tensor& t);
 // The root of a mean of squares w in the plain path's step (rules/rule.h's
 // take_root): sqrt(w), with the derivative 0 where `live` is 0 and, where
-// `tiny` is below the smallest normal number, the derivative of
-// `exact(w_live, tiny_live)` (their values 1 where `live` is 0).
-at::Tensor differentiable_root(
-    const at::Tensor& w, const at::Tensor& live, const at::Tensor& tiny,
-    c10::function_ref<at::Tensor(const at::Tensor&, const at::Tensor&)> exact);
+// `tiny` is below the smallest normal number, the derivative of `exact()`
+// (its value there; elsewhere, where live, the same as sqrt(w)).
+at::Tensor differentiable_root(const at::Tensor& w, const at::Tensor& live, const at::Tensor& tiny,
+                               c10::function_ref<at::Tensor()> exact);
 
 // A number (double, or a 0-d tensor) with its gradient with respect to N
 // variables (forward-mode differentiation): how a step's coefficients depend on
@@ -240,6 +238,10 @@ at::vec::Vectorized<T> reciprocal(const at::vec::Vectorized<T>& x) {
   return x.reciprocal();
 }
 template <class T>
+at::vec::Vectorized<T> square(const at::vec::Vectorized<T>& x) {
+  return x * x;
+}
+template <class T>
 at::vec::Vectorized<T> where_zero(const at::vec::Vectorized<T>& x, double a,
                                   const at::vec::Vectorized<T>& b) {
   using V = at::vec::Vectorized<T>;
@@ -286,11 +288,6 @@ template <class T>
 at::vec::Vectorized<T> upscale(const at::vec::Vectorized<T>& /*like*/,
                                const at::vec::Vectorized<T>& x) {
   return x * at::vec::Vectorized<T>(static_cast<T>(kUpscale<T>));
-}
-template <class T>
-at::vec::Vectorized<T> downscale(const at::vec::Vectorized<T>& /*like*/,
-                                 const at::vec::Vectorized<T>& x) {
-  return x * at::vec::Vectorized<T>(static_cast<T>(1 / kUpscale<T>));
 }
 template <class T>
 at::vec::Vectorized<T> zeros_like(const at::vec::Vectorized<T>& /*like*/) {

@@ -112,12 +112,12 @@ struct Nadam {
     // moment_step * m', d = q * inv_sqrt_bc2 + eps, q = sqrt(v').
     const V g_n = gu * inv_d;
     const V g_m = math::fmadd(c[moment_step], g_n, gs[0]);
-    const V g_d = -(gu * r * inv_d);  // 0 where n = 0
+    const V g_d = -(gu * n) * math::square(inv_d);  // 0 where n = 0
     const V g_q = g_d * c[inv_sqrt_bc2];
     // Where g_q = 0 the step does not depend on q here: dividing by 1 instead of
     // q keeps this finite when q = 0 (and its own derivatives finite).
     const V q_safe = math::where_zero(g_q, 1.0, q);
-    const V g_v = gs[1] + g_q / (q_safe + q_safe);
+    const V g_v = gs[1] + g_q / (math::constant(q_safe, 2.0) * q_safe);
     const V g_gp =
         math::fmadd(c[grad_step], g_n,
                     math::fmadd(c[one_minus_beta1], g_m, c[one_minus_beta2] * (gp + gp) * g_v));

@@ -53,26 +53,19 @@ struct Vjp {
   std::array<V, NumCoef> coef;
 };
 
-// Inputs scaled by a power of two S (math::upscale) where `tiny` is below the
-// smallest normal number, and 0 elsewhere (so that nothing overflows in the
-// lanes not recomputed, where an infinity times a zero cotangent would make the
-// composite path's own derivatives NaN): for computing a mean of squares
-// again, times S^2, where its terms underflowed.
+// The inputs of a mean of squares, scaled by a power of two S (math::upscale)
+// where `tiny` is below the smallest normal number, so that the mean computed
+// from them is S^2 times the true one there, and as they are elsewhere.
 template <class V>
 struct Upscaled {
   V tiny;
   // (S x)^2 for a number x.
   UNROLLOPT_INLINE V square(const V& x) const {
-    const V y = math::upscale(tiny, only(x));
-    return y * y;
+    return math::square(math::where_tiny(tiny, math::upscale(tiny, x), x));
   }
   // S^2 s for a mean of squares s (or a constant added to one).
   UNROLLOPT_INLINE V squares(const V& s) const {
-    return math::upscale(tiny, math::upscale(tiny, only(s)));
-  }
-  // x where tiny, else 0 (of the values' type, also for a coefficient).
-  UNROLLOPT_INLINE V only(const V& x) const {
-    return math::where_tiny(tiny, x, math::zeros_like(tiny));
+    return math::where_tiny(tiny, math::upscale(tiny, math::upscale(tiny, s)), s);
   }
 };
 
@@ -82,15 +75,14 @@ struct Upscaled {
 // so that w = 0 where the true w is 1e-47), and 1 / (2 sqrt(w)), the derivative,
 // is wrong or infinite. There the root is recomputed from the inputs scaled by
 // S, sqrt(mean(Upscaled)) / S with mean computing S^2 w, and is exact to
-// rounding. Elsewhere it is sqrt(w), the same bits as ever. The lanes not
-// selected are given harmless values, so that the composite path's own
-// derivatives are finite too.
+// rounding. Elsewhere it is the root of the mean computed unscaled, as the
+// rule computes w. (Few operations, each input selected once: torch.compile
+// inlines the root into each of its uses.)
 template <class V, class F>
-UNROLLOPT_INLINE V root_of_mean_square(const V& w, const V& tiny, const F& mean) {
-  const V one = math::constant(w, 1.0);
-  const V scaled = math::where_tiny(tiny, mean(Upscaled<V>{tiny}), one);
-  return math::where_tiny(tiny, math::downscale(tiny, math::sqrt(scaled)),
-                          math::sqrt(math::where_tiny(tiny, one, w)));
+UNROLLOPT_INLINE V root_of_mean_square(const V& tiny, const F& mean) {
+  const V one = math::constant(tiny, 1.0);
+  return math::sqrt(mean(Upscaled<V>{tiny})) *
+         math::where_tiny(tiny, math::reciprocal(math::upscale(tiny, one)), one);
 }
 
 // The two functions of a rule (above) that take a root.
@@ -98,7 +90,7 @@ enum class Pass { forward, vjp };
 
 // The root of a mean of squares w, as a rule takes it in both functions
 // (written once, in a function of the rule's own that gives the arguments):
-// - in its vjp: root_of_mean_square(w, tiny, mean);
+// - in its vjp: root_of_mean_square(tiny, mean);
 // - in its forward, on numbers (the kernels, which nothing differentiates): sqrt(w);
 // - in its forward on tensors (the composite step: the plain path, which autograd
 //   differentiates): the same value, with the derivatives the vjp has: 0 where
@@ -108,10 +100,12 @@ enum class Pass { forward, vjp };
 template <Pass P, class V, class F>
 UNROLLOPT_INLINE V take_root(const V& w, const V& live, const V& tiny, const F& mean) {
   if constexpr (P == Pass::vjp) {
-    return root_of_mean_square(w, tiny, mean);
+    return root_of_mean_square(tiny, mean);
   } else if constexpr (std::is_same_v<V, at::Tensor>) {
-    return math::differentiable_root(w, live, tiny, [&](const V& w_live, const V& tiny_live) {
-      return root_of_mean_square(w_live, tiny_live, mean);
+    return math::differentiable_root(w, live, tiny, [&] {
+      // 1 where `live` is 0 (a root whose derivative is finite, and not used).
+      return root_of_mean_square(
+          tiny, [&](const Upscaled<V>& up) { return math::where_zero(live, 1.0, mean(up)); });
     });
   } else {
     return math::sqrt(w);
@@ -125,7 +119,7 @@ template <Pass P, class V, class C>
 UNROLLOPT_INLINE V second_moment_root(const V& nu_new, const V& live, const C& beta2,
                                       const C& one_minus_beta2, const V& nu, const V& gp) {
   return take_root<P>(nu_new, live, nu_new, [&](const Upscaled<V>& up) {
-    return beta2 * up.squares(nu) + one_minus_beta2 * up.square(gp);
+    return math::fmadd(beta2, up.squares(nu), one_minus_beta2 * up.square(gp));
   });
 }
 
