@@ -125,7 +125,7 @@ struct Composite {
     const DualCoef dual = dual_coefficients(step, hyper, options, mask);
     std::array<at::Tensor, NC> coef;
     for (size_t j = 0; j < NC; ++j) coef[j] = dual[j].value;
-    const std::array<bool, NC> needed = coefficients_needed(dual, mask);
+    const std::array<bool, NC> needed = coefficients_needed(dual);
     const auto st = A::split(states, n);
     const TensorVector gu = as_vector(grad_updates), gs = as_vector(grad_states);
     BackwardResult out;
@@ -168,14 +168,12 @@ struct Composite {
   }
 
   // Only the cotangents of coefficients that depend on a wanted hyperparameter
-  // are summed (an undefined derivative is 0).
-  static std::array<bool, NC> coefficients_needed(const DualCoef& dual,
-                                                  const c10::List<bool>& mask) {
+  // are summed: those with a derivative (dual_coefficients computes only the
+  // wanted ones; an undefined derivative is 0).
+  static std::array<bool, NC> coefficients_needed(const DualCoef& dual) {
     std::array<bool, NC> needed{};
     for (size_t j = 0; j < NC; ++j) {
-      for (size_t i = 0; i < NH; ++i) {
-        needed[j] = needed[j] || (mask[3 + i] && dual[j].grad[i].defined());
-      }
+      for (size_t i = 0; i < NH; ++i) needed[j] = needed[j] || dual[j].grad[i].defined();
     }
     return needed;
   }
