@@ -10,6 +10,8 @@
 #include <ATen/ops/rsub.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/split_with_sizes_copy.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 
 #include "unrollopt/unrollopt.h"
@@ -83,6 +85,13 @@ at::Tensor differentiable_root(const at::Tensor& w, const at::Tensor& live, cons
 
 namespace fused {
 
+namespace {
+
+// Where the fused kernels compute a dtype in.
+at::ScalarType compute_type(at::ScalarType dtype) {
+  return (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
+}
+
 bool concatenates(at::TensorList grads) {
   // Traced: a Python dispatch mode is on (torch.compile's fake and functional
   // modes, also under vmap, whose batched tensors hide what they wrap), or the
@@ -99,23 +108,39 @@ bool concatenates(at::TensorList grads) {
   return total <= kSmall * static_cast<int64_t>(grads.size());
 }
 
-at::Tensor concatenated(at::TensorList list, at::ScalarType dtype) {
+}  // namespace
+
+Batches::Batches(at::TensorList like) : like_(like), joined_(concatenates(like)) {}
+
+at::Tensor Batches::in(at::TensorList list, size_t b) const {
+  const at::Tensor& first = like_[joined_ ? 0 : b];
+  const at::ScalarType compute = compute_type(first.scalar_type());
+  if (list.empty()) return at::zeros({}, first.options().dtype(compute));
+  const auto entry = [&](size_t i) {
+    return list[i].defined() ? list[i] : at::zeros_like(like_[i], compute);
+  };
+  if (!joined_) return entry(b).to(compute);
   TensorVector flat;
   flat.reserve(list.size());
-  for (const at::Tensor& t : list) flat.push_back(t.reshape(-1));
-  return at::cat(flat).to(dtype);
+  for (size_t i = 0; i < list.size(); ++i) flat.push_back(entry(i).reshape(-1));
+  return at::cat(flat).to(compute);
 }
 
-TensorVector split_like(const at::Tensor& flat, at::TensorList like) {
+void Batches::out(const at::Tensor& result, size_t b, TensorVector& out) const {
+  if (!joined_) {
+    out.push_back(result.to(like_[b].scalar_type()));
+    return;
+  }
   std::vector<int64_t> sizes;
-  sizes.reserve(like.size());
-  for (const at::Tensor& t : like) sizes.push_back(t.numel());
+  sizes.reserve(like_.size());
+  for (const at::Tensor& t : like_) sizes.push_back(t.numel());
   // Not views (results must not be: stop_gradient detaches states in place,
   // which a view refuses); copies, which vmap batches, unlike
   // unsafe_split_with_sizes (and the tensors are small).
-  TensorVector out = at::split_with_sizes_copy(flat, sizes);
-  for (size_t i = 0; i < out.size(); ++i) out[i] = at::_unsafe_view(out[i], like[i].sizes());
-  return out;
+  TensorVector split = at::split_with_sizes_copy(result.to(like_[0].scalar_type()), sizes);
+  for (size_t i = 0; i < split.size(); ++i) {
+    out.push_back(at::_unsafe_view(split[i], like_[i].sizes()));
+  }
 }
 
 TensorVector contiguous(at::TensorList list) {

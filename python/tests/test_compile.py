@@ -372,3 +372,70 @@ def test_meta_optimizer_on_a_module_compiles_in_one_graph(meta):
     for got, exp in zip(compiled, eager):
         assert exp.abs().max() > 0
         assert max_rel_err(got, exp) <= TOLERANCE[torch.float64]
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+def test_meta_gradient_compiles_once_for_dynamic_shapes(fused):
+    """torch.compile(dynamic=True): one graph for parameters of every size
+    (the step does not specialize on a size, nor guard on one), and the
+    meta-gradient is eager's at each."""
+    torch._dynamo.reset()
+    opt = unrollopt.adam(0.1, weight_decay=0.01, use_accelerated_op=fused)
+
+    def loss(params, x):
+        return (torch.tanh(x @ params["w"]).sum(-1) + params["b"].sum()).pow(2).mean()
+
+    def adapted_loss(params, x):
+        state = opt.init(params)
+        for _ in range(2):
+            updates, state = opt.update(torch.func.grad(loss)(params, x), state, params=params, inplace=False)
+            params = unrollopt.apply_updates(params, updates, inplace=False)
+        return loss(params, x)
+
+    meta = torch.func.grad(adapted_loss)
+    counter = CompileCounterWithBackend("aot_eager_decomp_partition")
+    compiled = torch.compile(meta, fullgraph=True, dynamic=True, backend=counter)
+    g = gen(2)
+    for n in (4, 7):
+        params = {"w": randn(g, n, 3), "b": randn(g, n)}
+        x = randn(g, 5, n)
+        eager = meta(params, x)
+        got = compiled(params, x)
+        for k in eager:
+            assert eager[k].abs().max() > 0
+            assert max_rel_err(got[k], eager[k]) <= TOLERANCE[torch.float64], k
+    assert counter.frame_count == 1
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_traced_step_runs_per_tensor(name):
+    """Under compile, the decomposed step of several small tensors runs on
+    each tensor (eagerly it runs on their concatenation): Inductor fuses each
+    tensor's step with the computations around it, which the copies into and
+    out of a concatenation would stop (measured: MAML Adam's compiled
+    iteration 1.3x slower, docs/benchmarks.md section 15)."""
+    torch._dynamo.reset()
+    _, params, (xs, ys, _, _) = meta_inputs(torch.float64)
+    opt = getattr(unrollopt, name)(0.1, use_accelerated_op=True)
+    net = make_net(torch.float64)
+
+    def loss(params):
+        return ((torch.func.functional_call(net, params, (xs[0],)) - ys[0]) ** 2).mean()
+
+    def adapted_loss(params):
+        state = opt.init(params)
+        updates, state = opt.update(torch.func.grad(loss)(params), state, inplace=False)
+        return loss(unrollopt.apply_updates(params, updates, inplace=False))
+
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return make_boxed_func(gm.forward)
+
+    table = select_decomp_table()
+    backend = aot_autograd(fw_compiler=capture, decompositions=table)
+    torch.compile(torch.func.grad(adapted_loss), fullgraph=True, backend=backend)(params)
+    targets = [str(n.target) for gm in graphs for n in gm.graph.nodes if n.op == "call_function"]
+    assert targets and not any("unrollopt" in t for t in targets)  # the step decomposed
+    assert "aten.cat.default" not in targets, targets

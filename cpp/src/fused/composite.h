@@ -12,25 +12,39 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/zeros.h>
-#include <ATen/ops/zeros_like.h>
 
 #include "arguments.h"
 #include "unrollopt/rules/math_ops.h"
 
 namespace unrollopt::fused {
 
-// The step runs once on its tensors concatenated (each flattened) where they
-// are several, small (2^14 elements each on average) and of one dtype: the
-// ATen operations, and their autograd nodes, then number those of one tensor
-// instead of one tensor's times n (whose per-call cost is what the step of a
-// small model takes). Not where torch.compile traces it: Inductor fuses the
-// operations of each tensor itself, and a concatenation would be copies for it
-// to keep. (fused_op.cpp)
-bool concatenates(at::TensorList grads);
-// The tensors flattened and concatenated, in `dtype`.
-at::Tensor concatenated(at::TensorList list, at::ScalarType dtype);
-// `flat` split into tensors shaped as `like`'s (copies, not views).
-TensorVector split_like(const at::Tensor& flat, at::TensorList like);
+// How the step hands its tensors to the rule: all at once, each flattened and
+// concatenated, where they are several, small (2^14 elements each on average)
+// and of one dtype and device; otherwise one at a time. Concatenated, the ATen
+// operations, and their autograd nodes, number those of one tensor instead of
+// n tensors': the per-call cost is what the step of a small model takes. Not
+// where torch.compile traces the step: Inductor fuses each tensor's operations
+// with the computations around them, which the copies into and out of a
+// concatenation would stop (measured: MAML Adam's compiled iteration 1.3x
+// slower, docs/benchmarks.md section 15). (fused_op.cpp)
+class Batches {
+ public:
+  // `like`: the gradients, one per parameter.
+  explicit Batches(at::TensorList like);
+  // 1 where concatenated, else one per tensor.
+  size_t size() const { return joined_ ? 1 : like_.size(); }
+  // Batch b of `list` (a tensor per gradient, in their order) in its compute
+  // type (float32 for half and bfloat16): an undefined tensor is zeros, an
+  // empty list a 0-d zero (which the rule's terms broadcast: no parameters).
+  at::Tensor in(at::TensorList list, size_t b) const;
+  // Appends the rule's result for batch b to `out`: tensors shaped as the
+  // gradients, in their dtypes (copies, not views).
+  void out(const at::Tensor& result, size_t b, TensorVector& out) const;
+
+ private:
+  at::TensorList like_;
+  bool joined_;
+};
 
 template <class Rule>
 struct Composite {
@@ -38,15 +52,6 @@ struct Composite {
   static constexpr size_t NS = A::NS;
   static constexpr size_t NH = A::NH;
   static constexpr size_t NC = A::NC;
-
-  // The parameters where none are given (no weight decay): a 0-d zero, which
-  // the step's terms broadcast (a tensor of zeros would cost passes over it).
-  static at::Tensor no_params(const at::Tensor& g) { return at::zeros({}, g.options()); }
-
-  // Where the fused kernels compute a dtype in.
-  static at::ScalarType compute_type(at::ScalarType dtype) {
-    return (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
-  }
 
   // NAME_next_SCALAR: the rule's scalar state after `step`, its previous value
   // (a hyperparameter) times the step's factor (computed in float64) in the
@@ -78,36 +83,17 @@ struct Composite {
     for (size_t i = 0; i < NH; ++i) h[i] = hyper[i].to(at::kDouble);
     const auto coef =
         Rule::template coef<at::Tensor>(h, step.to(at::kDouble), Rule::Options::read(options));
-    const size_t n = grads.size();
-    const auto st = A::split(states, n);
+    const auto st = A::split(states, grads.size());
+    const Batches batches(grads);
     ForwardResult out;
     auto& [update, new_states] = out;
-    if (concatenates(grads)) {
-      const at::ScalarType dtype = grads[0].scalar_type();
-      const at::ScalarType compute = compute_type(dtype);
-      std::array<at::Tensor, NS> state;
-      for (size_t k = 0; k < NS; ++k) state[k] = concatenated(st[k], compute);
-      const at::Tensor g = concatenated(grads, compute);
-      const auto r = Rule::forward(
-          g, state, params.empty() ? no_params(g) : concatenated(params, compute), coef);
-      update = split_like(r[0].to(dtype), grads);
-      for (size_t k = 0; k < NS; ++k) {
-        const TensorVector list = split_like(r[1 + k].to(dtype), grads);
-        new_states.insert(new_states.end(), list.begin(), list.end());
-      }
-      return out;
-    }
     std::array<TensorVector, NS> state_lists;
-    for (size_t i = 0; i < n; ++i) {
-      const at::ScalarType dtype = grads[i].scalar_type();
-      const at::ScalarType compute = compute_type(dtype);
+    for (size_t b = 0; b < batches.size(); ++b) {
       std::array<at::Tensor, NS> state;
-      for (size_t k = 0; k < NS; ++k) state[k] = st[k][i].to(compute);
-      const at::Tensor g = grads[i].to(compute);
-      const auto r =
-          Rule::forward(g, state, params.empty() ? no_params(g) : params[i].to(compute), coef);
-      update.push_back(r[0].to(dtype));
-      for (size_t k = 0; k < NS; ++k) state_lists[k].push_back(r[1 + k].to(dtype));
+      for (size_t k = 0; k < NS; ++k) state[k] = batches.in(st[k], b);
+      const auto r = Rule::forward(batches.in(grads, b), state, batches.in(params, b), coef);
+      batches.out(r[0], b, update);
+      for (size_t k = 0; k < NS; ++k) batches.out(r[1 + k], b, state_lists[k]);
     }
     for (const auto& list : state_lists)
       new_states.insert(new_states.end(), list.begin(), list.end());
@@ -128,16 +114,22 @@ struct Composite {
     const std::array<bool, NC> needed = coefficients_needed(dual);
     const auto st = A::split(states, n);
     const TensorVector gu = as_vector(grad_updates), gs = as_vector(grad_states);
+    const Batches batches(grads);
     BackwardResult out;
     auto& [grad_g, grad_s, grad_p, grad_h] = out;
     std::array<TensorVector, NS> grad_s_lists;
     std::array<at::Tensor, NC> coef_sums;
-    for (size_t i = 0; i < n; ++i) {
-      const at::ScalarType dtype = grads[i].scalar_type();
-      const auto r = vjp_of_tensor(i, gu, gs, grads, st, params, coef);
-      if (mask[0]) grad_g.push_back(r.g.to(dtype));
-      for (size_t k = 0; k < NS && mask[1]; ++k) grad_s_lists[k].push_back(r.states[k].to(dtype));
-      if (mask[2]) grad_p.push_back(r.p.to(dtype));
+    for (size_t b = 0; b < batches.size(); ++b) {
+      std::array<at::Tensor, NS> g_state, state;
+      for (size_t k = 0; k < NS; ++k) {
+        g_state[k] = batches.in(at::TensorList(gs).slice(k * n, n), b);
+        state[k] = batches.in(st[k], b);
+      }
+      const auto r = Rule::vjp(batches.in(gu, b), g_state, batches.in(grads, b), state,
+                               batches.in(params, b), coef);
+      if (mask[0]) batches.out(r.g, b, grad_g);
+      for (size_t k = 0; k < NS && mask[1]; ++k) batches.out(r.states[k], b, grad_s_lists[k]);
+      if (mask[2]) batches.out(r.p, b, grad_p);
       for (size_t j = 0; j < NC; ++j) {
         if (!needed[j]) continue;
         const at::Tensor term = r.coef[j].sum(at::kDouble);
@@ -176,25 +168,6 @@ struct Composite {
       for (size_t i = 0; i < NH; ++i) needed[j] = needed[j] || dual[j].grad[i].defined();
     }
     return needed;
-  }
-
-  // The rule's vjp for the i-th tensor, in its compute type; an undefined
-  // cotangent (or absent params) is zeros.
-  static auto vjp_of_tensor(size_t i, const TensorVector& gu, const TensorVector& gs,
-                            at::TensorList grads, const std::array<at::TensorList, NS>& st,
-                            at::TensorList params, const std::array<at::Tensor, NC>& coef) {
-    const size_t n = grads.size();
-    const at::ScalarType compute = compute_type(grads[i].scalar_type());
-    const auto up = [&](const at::Tensor& t) {
-      return t.defined() ? t.to(compute) : at::zeros_like(grads[i], compute);
-    };
-    std::array<at::Tensor, NS> g_state, state;
-    for (size_t k = 0; k < NS; ++k) {
-      g_state[k] = up(gs[k * n + i]);
-      state[k] = up(st[k][i]);
-    }
-    return Rule::vjp(up(gu[i]), g_state, up(grads[i]), state,
-                     params.empty() ? up(at::Tensor()) : up(params[i]), coef);
   }
 
   // The hyperparameters' cotangents from the coefficients' (summed over
