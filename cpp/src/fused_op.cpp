@@ -49,15 +49,20 @@ at::Tensor where_zero(const at::Tensor& x, double a, const at::Tensor& b) {
 at::Tensor where_ge(const at::Tensor& a, const at::Tensor& b, const at::Tensor& x) {
   return x.where(a >= b, at::Scalar(0.0));
 }
-at::Tensor where_tiny(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b) {
-  const double tiny = x.scalar_type() == at::kDouble ? DBL_MIN : FLT_MIN;
-  return a.to(x.scalar_type()).where(x < tiny, b.to(x.scalar_type()));
+at::Tensor below_normal(const at::Tensor& x) {
+  return x < (x.scalar_type() == at::kDouble ? DBL_MIN : FLT_MIN);
+}
+at::Tensor select(const at::Tensor& mask, const at::Tensor& a, const at::Tensor& b) {
+  return a.where(mask, b.to(a.scalar_type()));
 }
 static double upscale_of(const at::Tensor& like) {
   return like.scalar_type() == at::kDouble ? kUpscale<double> : kUpscale<float>;
 }
 at::Tensor upscale(const at::Tensor& like, const at::Tensor& x) {
   return x.to(like.scalar_type()) * upscale_of(like);
+}
+at::Tensor downscale_factor(const at::Tensor& like) {
+  return at::scalar_tensor(1 / upscale_of(like), like.options());
 }
 at::Tensor sign(const at::Tensor& x) { return x.sign().where(x == x, x.detach()); }
 at::Tensor fmadd(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {

@@ -68,7 +68,7 @@ struct Adagrad {
     // Where g' = 0, u does not depend on s': dividing by 1 instead of q keeps
     // this finite when q = 0 (and its own derivatives finite).
     const V q_safe = math::where_zero(gp, 1.0, q);
-    const V g_sum = gs[0] + g_d / (math::constant(q_safe, 2.0) * q_safe);
+    const V g_sum = gs[0] + through_root(g_d, q_safe);
     const V g_gp = math::fmadd(gr, inv_d, (gp + gp) * g_sum);
     return {c[sign] * g_gp,
             {g_sum},

@@ -151,7 +151,7 @@ struct AdamFamily {
     // its own derivatives finite). Where q = 0 but mu' != 0 the derivative is
     // truly infinite.
     const V q_safe = math::where_zero(mu, 1.0, q);
-    const V g_w_inner = g_q / (math::constant(q_safe, 2.0) * q_safe);
+    const V g_w_inner = through_root(g_q, q_safe);
     // Through w = max(nu_max, nu') (AMSGrad) to nu', or w = nu'.
     V g_w = g_w_inner;
     V g_nu_max_in;  // the cotangent of the old nu_max

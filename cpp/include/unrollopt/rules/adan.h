@@ -118,7 +118,7 @@ struct Adan {
     // q = sqrt(nu'): where n = 0, g_den = 0 and nu' does not matter; dividing by
     // 1 there instead of q keeps this finite when q = 0.
     const V q_safe = math::where_zero(n, 1.0, q);
-    const V g_nu = gs[2] + g_den * c[inv_sqrt_bc3] / (math::constant(q_safe, 2.0) * q_safe);
+    const V g_nu = gs[2] + through_root(g_den * c[inv_sqrt_bc3], q_safe);
     const V g_mu = gs[0] + g_n * c[mu_scale];
     const V g_delta = gs[1] + g_n * c[delta_scale];
     const V g_z = c[one_minus_beta3] * (m.z + m.z) * g_nu;

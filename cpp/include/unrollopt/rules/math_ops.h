@@ -74,14 +74,17 @@ UNROLLOPT_SCALAR_FN(T) where_ge(T a, T b, T x) { return a >= b ? x : T(0); }
 // (the values').
 template <class T>
 inline constexpr double kUpscale = std::is_same_v<T, float> ? 0x1p96 : 0x1p600;
-// where(x < smallest normal, a, b)
-UNROLLOPT_SCALAR_FN(T) where_tiny(T x, T a, T b) {
-  return x < (std::is_same_v<T, float> ? FLT_MIN : DBL_MIN) ? a : b;
+// Where x < the smallest normal number: a mask for `select`.
+UNROLLOPT_SCALAR_FN(bool) below_normal(T x) {
+  return x < (std::is_same_v<T, float> ? FLT_MIN : DBL_MIN);
 }
+UNROLLOPT_SCALAR_FN(T) select(bool mask, T a, T b) { return mask ? a : b; }
 template <class T, class X, std::enable_if_t<is_scalar_v<T>, int> = 0>
 UNROLLOPT_INLINE X upscale(T /*like*/, X x) {
   return x * static_cast<X>(kUpscale<T>);
 }
+// 1 / S, which undoes upscale.
+UNROLLOPT_SCALAR_FN(T) downscale_factor(T /*like*/) { return static_cast<T>(1 / kUpscale<T>); }
 // -1, 0 or 1, and NaN at NaN (where torch.sign gives 0: a NaN must show).
 UNROLLOPT_SCALAR_FN(T) sign(T x) { return x != x ? x : T(x > 0) - T(x < 0); }
 // 0, of the kind of `like` (a cotangent that is exactly 0, even where `like` is NaN).
@@ -106,10 +109,13 @@ at::Tensor pow(const at::Tensor& x, const at::Tensor& y);
 at::Tensor where_zero(const at::Tensor& x, double a, const at::Tensor& b);
 at::Tensor where_ge(const at::Tensor& a, const at::Tensor& b, const at::Tensor& x);
 at::Tensor sign(const at::Tensor& x);
-// where_tiny and upscale: in the dtype of x and `like` (the values'), also for
+at::Tensor below_normal(const at::Tensor& x);
+// where(mask, a, b) in a's dtype (b may be a coefficient, in float64).
+at::Tensor select(const at::Tensor& mask, const at::Tensor& a, const at::Tensor& b);
+// upscale and downscale_factor: in the dtype of `like` (the values'), also for
 // a coefficient.
-at::Tensor where_tiny(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b);
 at::Tensor upscale(const at::Tensor& like, const at::Tensor& x);
+at::Tensor downscale_factor(const at::Tensor& like);
 at::Tensor fmadd(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c);
 at::Tensor if_greater(const at::Tensor& x, double threshold, const at::Tensor& a,
                       const at::Tensor& b);
@@ -279,15 +285,23 @@ at::vec::Vectorized<T> constant(const at::vec::Vectorized<T>& /*like*/, double v
   return at::vec::Vectorized<T>(static_cast<T>(v));
 }
 template <class T>
-at::vec::Vectorized<T> where_tiny(const at::vec::Vectorized<T>& x, const at::vec::Vectorized<T>& a,
-                                  const at::vec::Vectorized<T>& b) {
+at::vec::Vectorized<T> below_normal(const at::vec::Vectorized<T>& x) {
   using V = at::vec::Vectorized<T>;
-  return V::blendv(b, a, x < V(std::is_same_v<T, float> ? FLT_MIN : DBL_MIN));
+  return x < V(std::is_same_v<T, float> ? FLT_MIN : DBL_MIN);
+}
+template <class T>
+at::vec::Vectorized<T> select(const at::vec::Vectorized<T>& mask, const at::vec::Vectorized<T>& a,
+                              const at::vec::Vectorized<T>& b) {
+  return at::vec::Vectorized<T>::blendv(b, a, mask);
 }
 template <class T>
 at::vec::Vectorized<T> upscale(const at::vec::Vectorized<T>& /*like*/,
                                const at::vec::Vectorized<T>& x) {
   return x * at::vec::Vectorized<T>(static_cast<T>(kUpscale<T>));
+}
+template <class T>
+at::vec::Vectorized<T> downscale_factor(const at::vec::Vectorized<T>& /*like*/) {
+  return at::vec::Vectorized<T>(static_cast<T>(1 / kUpscale<T>));
 }
 template <class T>
 at::vec::Vectorized<T> zeros_like(const at::vec::Vectorized<T>& /*like*/) {

@@ -117,7 +117,7 @@ struct Nadam {
     // Where g_q = 0 the step does not depend on q here: dividing by 1 instead of
     // q keeps this finite when q = 0 (and its own derivatives finite).
     const V q_safe = math::where_zero(g_q, 1.0, q);
-    const V g_v = gs[1] + g_q / (math::constant(q_safe, 2.0) * q_safe);
+    const V g_v = gs[1] + through_root(g_q, q_safe);
     const V g_gp =
         math::fmadd(c[grad_step], g_n,
                     math::fmadd(c[one_minus_beta1], g_m, c[one_minus_beta2] * (gp + gp) * g_v));

@@ -111,7 +111,7 @@ struct Radam {
     // Where g_d = 0 the step does not depend on q here: dividing by 1 instead of
     // q keeps this finite when q = 0 (and its own derivatives finite).
     const V q_safe = math::where_zero(g_d, 1.0, q);
-    const V g_nu_inner = g_d / (math::constant(q_safe, 2.0) * q_safe);
+    const V g_nu_inner = through_root(g_d, q_safe);
     const V g_nu = gs[1] + g_nu_inner;
     const V g_gp = math::fmadd(c[one_minus_beta1], g_mu, c[one_minus_beta2] * (gp + gp) * g_nu);
     return {c[sign] * g_gp,

@@ -190,7 +190,7 @@ struct RmspropRule : RmspropNames<Centered, Momentum> {
     // Where g' = 0 the step does not depend on w: dividing by 1 instead of
     // sqrt(w) keeps this finite when w = 0 (and its own derivatives finite).
     const V q_safe = math::where_zero(gp, 1.0, q);
-    const V g_w = g_d / (math::constant(q_safe, 2.0) * q_safe);
+    const V g_w = through_root(g_d, q_safe);
     const V g_sq = gs[kSq] + g_w;
     r.states[kSq] = c[alpha] * g_sq;
     // d/d g' of s' (and a'), then of ratio.

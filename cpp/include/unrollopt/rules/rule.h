@@ -31,6 +31,7 @@
 // derivative infinite, nor a root that the update does not depend on make it NaN.
 
 #include <array>
+#include <utility>
 
 #include <c10/util/ArrayRef.h>
 #include <c10/util/Exception.h>
@@ -58,14 +59,15 @@ struct Vjp {
 // from them is S^2 times the true one there, and as they are elsewhere.
 template <class V>
 struct Upscaled {
-  V tiny;
+  V like;  // the values (their type gives S)
+  decltype(math::below_normal(std::declval<V>())) tiny;
   // (S x)^2 for a number x.
   UNROLLOPT_INLINE V square(const V& x) const {
-    return math::square(math::where_tiny(tiny, math::upscale(tiny, x), x));
+    return math::square(math::select(tiny, math::upscale(like, x), x));
   }
   // S^2 s for a mean of squares s (or a constant added to one).
   UNROLLOPT_INLINE V squares(const V& s) const {
-    return math::where_tiny(tiny, math::upscale(tiny, math::upscale(tiny, s)), s);
+    return math::select(tiny, math::upscale(like, math::upscale(like, s)), s);
   }
 };
 
@@ -76,13 +78,20 @@ struct Upscaled {
 // is wrong or infinite. There the root is recomputed from the inputs scaled by
 // S, sqrt(mean(Upscaled)) / S with mean computing S^2 w, and is exact to
 // rounding. Elsewhere it is the root of the mean computed unscaled, as the
-// rule computes w. (Few operations, each input selected once: torch.compile
-// inlines the root into each of its uses.)
+// rule computes w. (Few operations, the mask computed once and each input
+// selected once: torch.compile inlines the root into each of its uses.)
 template <class V, class F>
 UNROLLOPT_INLINE V root_of_mean_square(const V& tiny, const F& mean) {
-  const V one = math::constant(tiny, 1.0);
-  return math::sqrt(mean(Upscaled<V>{tiny})) *
-         math::where_tiny(tiny, math::reciprocal(math::upscale(tiny, one)), one);
+  const Upscaled<V> up{tiny, math::below_normal(tiny)};
+  return math::sqrt(mean(up)) *
+         math::select(up.tiny, math::downscale_factor(tiny), math::constant(tiny, 1.0));
+}
+
+// The cotangent of w from that of its root q = sqrt(w): g_q / (2 q) (q read
+// once: torch.compile inlines q, a root, into each of its uses).
+template <class V>
+UNROLLOPT_INLINE V through_root(const V& g_q, const V& q) {
+  return g_q / (math::constant(q, 2.0) * q);
 }
 
 // The two functions of a rule (above) that take a root.
