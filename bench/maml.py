@@ -247,7 +247,7 @@ def main() -> None:
         header = (f"{cpu_model()}, {os.cpu_count()} CPUs; torch {torch.__version__}, unrollopt "
                   f"{unrollopt.__version__}; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; "
                   f"medians of {args.repeats} calls of each, interleaved in turns of {maml_compiled.BLOCK}, after "
-                  "3 warm-up calls; first call = compilation and one run.")  # fmt: skip
+                  "3 warm-up calls (with JAX: in rounds, below); first call = compilation and one run.")  # fmt: skip
         text = maml_compiled.report(rows, header)
         print(text)
         if args.output:

@@ -25,8 +25,9 @@ turns of ``BLOCK`` calls, medians; the first call (compilation) is reported
 separately. And the peer,
 JAX + optax under ``jit`` (bench/maml_jax.py), where an interpreter with
 ``jax`` and ``optax`` is given (``--jax-python``, default this one): in a
-process of its own on as many CPUs as threads, after the PyTorch rows of
-that thread count (so not interleaved with them).
+process of its own on as many CPUs as threads, alternating with the PyTorch
+rows of that thread count in ``ROUNDS`` rounds (medians of the rounds'
+medians).
 
     python bench/maml.py --compiled [--threads 1 2] [--repeats 100] [--jax-python PATH]
 """
@@ -34,6 +35,7 @@ that thread count (so not interleaved with them).
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import time
 import types
@@ -183,6 +185,11 @@ JAX = "JAX + optax, jit (own process)"
 # Calls of a variant in a row (measure_interleaved): a training loop's, with
 # its compiled code and data in the caches, as JAX's (a process of its own).
 BLOCK = 10
+# JAX's process and the PyTorch rows alternate in rounds (a JAX process, then
+# repeats / ROUNDS calls of each PyTorch variant), so that a change in the
+# shared machine's load reaches both (at 2 threads it decides much of the
+# time); each row is the median of its rounds' medians.
+ROUNDS = 3
 
 
 def jax_timings(python: str, threads: int, repeats: int) -> dict:
@@ -210,32 +217,40 @@ def bench(ex, outer_iteration, hand_written, measure_interleaved, threads_list, 
     """Rows (inner, threads, variant -> median ms, and compile seconds) measured in this run."""
     saved = torch.get_num_threads()
     torch._dynamo.config.cache_size_limit = 64
+    rounds = ROUNDS if jax_python else 1
     rows = []
     for threads in threads_list:
         torch.set_num_threads(threads)
-        first_row = len(rows)
+        torch._dynamo.reset()  # each thread count compiles afresh (Inductor's kernels depend on it)
+        runs, first_call_s = {}, {}
         for inner in ("sgd", "adam"):
-            torch._dynamo.reset()  # each thread count compiles afresh (Inductor's kernels depend on it)
-            runs, compile_s = {}, {}
+            runs[inner], first_call_s[inner] = {}, {}
             for name, how in variants(ex, hand_written, inner).items():
                 sample = lambda gen: ex.sample_tasks(4, 10, 10, gen)  # noqa: E731
                 run = how.run(sample) if isinstance(how, WholeIteration) else outer_iteration(*how, sample)
                 start = time.perf_counter()
                 run()
-                compile_s[name] = time.perf_counter() - start
-                runs[name] = run
-            timings = measure_interleaved(runs, repeats, warmup=3, block=BLOCK)
-            rows.append({"inner": inner, "threads": threads, "ms": {k: t.ms for k, t in timings.items()},
-                         "first_call_s": compile_s})  # fmt: skip
-        if jax_python:
-            peer = jax_timings(jax_python, threads, repeats)
-            for row in rows[first_row:]:
-                if row["inner"] in peer:
-                    row["ms"][JAX] = peer[row["inner"]]["ms"]
-                    row["first_call_s"][JAX] = peer[row["inner"]]["first_call_s"]
-                    row["jax"] = peer["jax"]
-                else:
-                    row["jax_missing"] = peer.get("missing", "no timing")
+                first_call_s[inner][name] = time.perf_counter() - start
+                runs[inner][name] = run
+        ms = {inner: {name: [] for name in fns} for inner, fns in runs.items()}
+        peers = []
+        for _ in range(rounds):
+            if jax_python:
+                peers.append(jax_timings(jax_python, threads, -(-repeats // rounds)))
+            for inner, fns in runs.items():
+                for name, t in measure_interleaved(fns, -(-repeats // rounds), warmup=3, block=BLOCK).items():
+                    ms[inner][name].append(t.ms)
+        for inner in runs:
+            row = {"inner": inner, "threads": threads, "first_call_s": first_call_s[inner],
+                   "ms": {name: statistics.median(v) for name, v in ms[inner].items()}}  # fmt: skip
+            measured = [peer for peer in peers if inner in peer]
+            if measured:
+                row["ms"][JAX] = statistics.median(peer[inner]["ms"] for peer in measured)
+                row["first_call_s"][JAX] = statistics.median(peer[inner]["first_call_s"] for peer in measured)
+                row["jax"] = measured[0]["jax"]
+            elif peers:
+                row["jax_missing"] = peers[0].get("missing", "no timing")
+            rows.append(row)
     torch.set_num_threads(saved)
     return rows
 
@@ -255,7 +270,7 @@ def report(rows: list[dict], header: str) -> str:
             versus_jax = f" {v / ms[JAX]:.2f} |" if peer else ""
             out.append(f"| {k} | {v:.3f} | {v / ms[REFERENCE]:.2f} |{versus_jax} {row['first_call_s'][k]:.1f} |")
         if peer:
-            out += ["", f"JAX {row['jax']}: not interleaved with the rows above (a process of its own, after them)."]
+            out += ["", f"JAX {row['jax']}: a process of its own, alternating with the rows above in {ROUNDS} rounds."]
         elif "jax_missing" in row:
             out += ["", f"JAX + optax not measured: {row['jax_missing']}"]
         out.append("")
