@@ -13,7 +13,7 @@ step), in every way a user would write it, timed interleaved in one run:
   (``pip install --no-deps torchopt==0.7.3 higher==0.2.1 optree graphviz``).
 
     python bench/maml.py [--threads 1 2] [--repeats 40] [--output docs/maml_benchmark.md]
-    python bench/maml.py --compiled [...] [--jax-python PATH]   (the torch.compile rows, and
+    python bench/maml.py --compiled [...] [--jax-python PATH] [--min-chunk-size N]   (the torch.compile rows, and
         JAX + optax's where installed: bench/maml_compiled.py, bench/maml_jax.py)
 """
 
@@ -237,17 +237,25 @@ def main() -> None:
     parser.add_argument("--compiled", action="store_true", help="the torch.compile rows (bench/maml_compiled.py)")
     parser.add_argument("--jax-python", default=sys.executable,
                         help="with --compiled: the Python with jax and optax for their rows (default: this one)")  # fmt: skip
+    parser.add_argument("--min-chunk-size", type=int,
+                        help="with --compiled: torch._inductor.config.cpp.min_chunk_size, the fewest elements per "
+                             "thread for which Inductor runs a kernel on several threads (default: Inductor's)")  # fmt: skip
     args = parser.parse_args()
     load = os.getloadavg()[0]
     if args.compiled:
         import maml_compiled
+        import torch._inductor.config as inductor
+
+        if args.min_chunk_size is not None:
+            inductor.cpp.min_chunk_size = args.min_chunk_size
 
         rows = maml_compiled.bench(load_example(), outer_iteration, HAND_WRITTEN, measure_interleaved,
                                    args.threads, args.repeats, args.jax_python)  # fmt: skip
         header = (f"{cpu_model()}, {os.cpu_count()} CPUs; torch {torch.__version__}, unrollopt "
                   f"{unrollopt.__version__}; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after; "
                   f"medians of {args.repeats} calls of each, interleaved in turns of {maml_compiled.BLOCK}, after "
-                  "3 warm-up calls (with JAX: in rounds, below); first call = compilation and one run.")  # fmt: skip
+                  "3 warm-up calls (with JAX: in rounds, below); first call = compilation and one run; Inductor's "
+                  f"cpp.min_chunk_size {inductor.cpp.min_chunk_size}.")  # fmt: skip
         text = maml_compiled.report(rows, header)
         print(text)
         if args.output:
