@@ -7,7 +7,9 @@ meta-batch 4, 10 shots, 5 inner steps, outer Adam step) with the meta-batch's
 * hand-written SGD / Adam on dicts of tensors (bench/maml.py's), and for Adam
   also with a safe square root (the double ``where`` that keeps the derivative
   finite where the second moment is 0: the naive one gives NaN meta-gradients
-  on this workload, wherever a ReLU unit is dead for a task);
+  on this workload, wherever a ReLU unit is dead for a task), and with an
+  exact one (whole iteration only): unrollopt's guarantee written by hand, the
+  root recomputed from scaled inputs where squares may have underflowed;
 * unrollopt ``sgd`` / ``adam`` fused (``use_accelerated_op=True``; Inductor
   compiles the operators' decompositions: the rule's step and vjp in ATen
   operations) and plain (the rule's step, differentiated by autograd);
@@ -61,6 +63,35 @@ def adam_step_safe(params, grads, state, lr, t):
         return torch.where(zero, 0.0, torch.where(zero, 1.0, x).sqrt())
 
     new = {k: p - lr * (m[k] / bc1) / (root(v[k] / bc2) + ADAM_EPS) for k, p in params.items()}
+    return new, (m, v)
+
+
+EXACT_SCALE = {torch.float32: 2.0**64, torch.float64: 2.0**500}
+
+
+def adam_step_exact(params, grads, state, lr, t):
+    """The hand-written Adam with unrollopt's guarantee: the square root of the
+    second moment recomputed from inputs scaled by ``EXACT_SCALE`` where it is
+    below the smallest normal number (where g * g may have underflowed), so that
+    its derivative stays the exact, finite one; and the double ``where`` at 0.
+    (Autograd carries the cotangent of the scaled mean, the root's over
+    2 S^2 sqrt(nu'): with S = 2^96, the scale of unrollopt's backward, that is
+    subnormal in float32 and loses digits; unrollopt's backward divides by the
+    unscaled root instead.)"""
+    (b1, b2), (m, v_old) = ADAM_BETAS, state
+    m = {k: b1 * m[k] + (1 - b1) * g for k, g in grads.items()}
+    v = {k: b2 * v_old[k] + (1 - b2) * g * g for k, g in grads.items()}
+    bc1, bc2 = 1 - b1**t, 1 - b2**t
+
+    def root(k):
+        tiny = v[k] < torch.finfo(v[k].dtype).tiny
+        scale = torch.where(tiny, torch.full_like(v[k], EXACT_SCALE[v[k].dtype]), 1.0)
+        g = grads[k] * scale
+        nu = b2 * (v_old[k] * scale * scale) + (1 - b2) * g * g
+        zero = nu == 0
+        return torch.where(zero, 0.0, torch.where(zero, 1.0, nu).sqrt()) / scale
+
+    new = {k: p - lr * (m[k] / bc1) / (root(k) / bc2**0.5 + ADAM_EPS) for k, p in params.items()}
     return new, (m, v)
 
 
@@ -138,6 +169,9 @@ class WholeIteration:
         return run
 
 
+EXACT = "hand-written, exact sqrt"
+
+
 def variants(ex, hand_written: dict, inner: str) -> dict:
     """name -> (net, meta_batch(tasks)) for every compiled way."""
     args = ex.parse_args(["--inner-optimizer", inner, "--compile"])
@@ -161,12 +195,15 @@ def variants(ex, hand_written: dict, inner: str) -> dict:
     ways = {"hand-written": lambda: dict(step=step, init=init)}
     if inner == "adam":
         ways["hand-written, safe sqrt"] = lambda: dict(step=adam_step_safe, init=init)
+        ways[EXACT] = lambda: dict(step=adam_step_exact, init=init)
     for fused in (True, False):
         ways[f"unrollopt {'fused' if fused else 'plain'} + vmap"] = lambda f=fused: dict(
             opt=make(args.inner_lr, use_accelerated_op=f)
         )
     for whole in (False, True):
         for name, how in ways.items():
+            if name == EXACT and not whole:
+                continue  # its first call alone takes 1.5 minutes
             net = ex.make_net(0)
             fn = _functional(ex, net, inner, args, **how(), whole=whole)
             if whole:

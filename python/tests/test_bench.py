@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import unrollopt
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
@@ -147,3 +149,35 @@ def test_suite_end_to_end(tmp_path):
     assert "keeps for its backward" in text
     report.plot({"default": result}, tmp_path / "b.png")
     assert (tmp_path / "b.png").stat().st_size > 0
+
+
+def test_exact_hand_written_adam_differentiates_as_unrollopt():
+    """bench/maml_compiled.py's hand-written Adam with an exact root (the
+    compiled rows' comparator with unrollopt's guarantee) gives the derivative
+    unrollopt gives where a square underflows: one step from a zero second
+    moment with |g| ~ 1e-22, where float32's nu' is 0 and float64's ~1e-47.
+    The cotangent of the previous second moment is then large but finite
+    (float64's, to a few dozen float32 roundings), where the safe root's is 0."""
+    import maml_compiled as mc
+
+    gen = torch.Generator().manual_seed(0)
+    g, p, b = (torch.randn(64, generator=gen, dtype=torch.float64) for _ in range(3))
+    g[:32] *= 1e-22
+
+    def nu_cotangent(step, dtype):
+        nu = torch.zeros(64, dtype=dtype, requires_grad=True)
+        if step == "unrollopt":
+            opt = unrollopt.adam(0.01, use_accelerated_op=True)
+            state = opt.init({"w": p.to(dtype)})._replace(nu={"w": nu})
+            updates, _ = opt.update({"w": g.to(dtype)}, state, inplace=False)
+            new = p.to(dtype) + updates["w"]
+        else:
+            new, _ = step({"w": p.to(dtype)}, {"w": g.to(dtype)}, ({"w": torch.zeros_like(nu)}, {"w": nu}), 0.01, 1)
+            new = new["w"]
+        return torch.autograd.grad((b.to(dtype) * new).sum(), nu)[0].double()
+
+    expected = nu_cotangent(mc.adam_step_safe, torch.float64)  # nothing underflows in float64
+    assert expected[:32].abs().min() > 1e10
+    for step in (mc.adam_step_exact, "unrollopt"):
+        torch.testing.assert_close(nu_cotangent(step, torch.float32), expected, rtol=64 * 2.0**-24, atol=0.0)
+    assert (nu_cotangent(mc.adam_step_safe, torch.float32)[:32] == 0).all()
