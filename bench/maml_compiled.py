@@ -51,18 +51,25 @@ import unrollopt
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 
 
-def adam_step_safe(params, grads, state, lr, t):
-    """bench/maml.py's hand-written Adam with the double-where square root."""
-    (b1, b2), (m, v) = ADAM_BETAS, state
+def adam_moments(grads, moments):
+    """Adam's first and second moments after a step, as dicts of tensors."""
+    (b1, b2), (m, v) = ADAM_BETAS, moments
     m = {k: b1 * m[k] + (1 - b1) * g for k, g in grads.items()}
     v = {k: b2 * v[k] + (1 - b2) * g * g for k, g in grads.items()}
+    return m, v
+
+
+def safe_sqrt(x):
+    """sqrt(x) with a derivative of 0 at x = 0 (the double ``where``), not inf."""
+    zero = x == 0
+    return torch.where(zero, 0.0, torch.where(zero, 1.0, x).sqrt())
+
+
+def adam_step_safe(params, grads, state, lr, t):
+    """bench/maml.py's hand-written Adam with the double-where square root."""
+    (b1, b2), (m, v) = ADAM_BETAS, adam_moments(grads, state)
     bc1, bc2 = 1 - b1**t, 1 - b2**t
-
-    def root(x):
-        zero = x == 0
-        return torch.where(zero, 0.0, torch.where(zero, 1.0, x).sqrt())
-
-    new = {k: p - lr * (m[k] / bc1) / (root(v[k] / bc2) + ADAM_EPS) for k, p in params.items()}
+    new = {k: p - lr * (m[k] / bc1) / (safe_sqrt(v[k] / bc2) + ADAM_EPS) for k, p in params.items()}
     return new, (m, v)
 
 
@@ -78,18 +85,15 @@ def adam_step_exact(params, grads, state, lr, t):
     2 S^2 sqrt(nu'): with S = 2^96, the scale of unrollopt's backward, that is
     subnormal in float32 and loses digits; unrollopt's backward divides by the
     unscaled root instead.)"""
-    (b1, b2), (m, v_old) = ADAM_BETAS, state
-    m = {k: b1 * m[k] + (1 - b1) * g for k, g in grads.items()}
-    v = {k: b2 * v_old[k] + (1 - b2) * g * g for k, g in grads.items()}
+    (b1, b2), v_old = ADAM_BETAS, state[1]
+    m, v = adam_moments(grads, state)
     bc1, bc2 = 1 - b1**t, 1 - b2**t
 
     def root(k):
         tiny = v[k] < torch.finfo(v[k].dtype).tiny
         scale = torch.where(tiny, torch.full_like(v[k], EXACT_SCALE[v[k].dtype]), 1.0)
         g = grads[k] * scale
-        nu = b2 * (v_old[k] * scale * scale) + (1 - b2) * g * g
-        zero = nu == 0
-        return torch.where(zero, 0.0, torch.where(zero, 1.0, nu).sqrt()) / scale
+        return safe_sqrt(b2 * (v_old[k] * scale * scale) + (1 - b2) * g * g) / scale
 
     new = {k: p - lr * (m[k] / bc1) / (root(k) / bc2**0.5 + ADAM_EPS) for k, p in params.items()}
     return new, (m, v)
@@ -104,10 +108,9 @@ def _own_code(fn, name):
 def outer_adam(params, grads, state, lr=3e-3):
     """The outer Adam step of the whole-iteration rows, functional (the step
     count a tensor: it changes every iteration)."""
-    (b1, b2), (m, v, t) = ADAM_BETAS, state
+    (b1, b2), (*moments, t) = ADAM_BETAS, state
     t = t + 1
-    m = {k: b1 * m[k] + (1 - b1) * g for k, g in grads.items()}
-    v = {k: b2 * v[k] + (1 - b2) * g * g for k, g in grads.items()}
+    m, v = adam_moments(grads, moments)
     bc1, bc2 = 1 - b1**t, 1 - b2**t
     new = {k: p - lr * (m[k] / bc1) / ((v[k] / bc2).sqrt() + ADAM_EPS) for k, p in params.items()}
     return new, (m, v, t)
